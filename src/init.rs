@@ -1,0 +1,163 @@
+//! `cbqa init`: a new model directory with T5's random initialisation.
+//!
+//! The initialisation mirrors `T5PreTrainedModel._init_weights` in transformers'
+//! `modeling_t5.py`: layer norms at `factor`, embeddings N(0, factor), attention q at
+//! N(0, factor·(d_model·d_kv)^-½), k and v at N(0, factor·d_model^-½), o at
+//! N(0, factor·(num_heads·d_kv)^-½), relative bias N(0, factor·d_model^-½), `wi*` at
+//! N(0, factor·d_model^-½) and `wo` at N(0, factor·d_ff^-½).
+
+use crate::checkpoint::{expected_tensors, save_safetensors, OwnedTensor};
+use crate::config::T5Config;
+use crate::error::{Error, Result};
+use crate::fsutil::OutputDir;
+use crate::model_dir::GenerationConfig;
+use crate::tokenizer::{self, TrainOptions};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where the tokenizer of a new model comes from.
+#[derive(Debug, Clone)]
+pub enum TokenizerSource {
+    /// Copy an existing `tokenizer.json`.
+    File(PathBuf),
+    /// Train a Unigram tokenizer on the questions and answers of a data file.
+    Train {
+        data: PathBuf,
+        vocab_size: u32,
+        extra_ids: u32,
+    },
+}
+
+/// Everything `cbqa init` needs, resolved from the command line.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub config: T5Config,
+    pub tokenizer: TokenizerSource,
+    pub out: PathBuf,
+    pub force: bool,
+    pub seed: u64,
+}
+
+/// The standard deviation transformers initialises tensor `name` with (None: ones, a layer norm).
+pub fn init_std(name: &str, cfg: &T5Config) -> Option<f64> {
+    let f = cfg.initializer_factor;
+    let d = cfg.d_model as f64;
+    let leaf = name.trim_end_matches(".weight");
+    let last = leaf.rsplit('.').next().unwrap_or(leaf);
+    if last == "layer_norm" || last == "final_layer_norm" {
+        return None;
+    }
+    Some(match last {
+        "shared" | "lm_head" => f,
+        "q" => f * (d * cfg.d_kv as f64).powf(-0.5),
+        "k" | "v" => f * d.powf(-0.5),
+        "o" => f * (cfg.inner_dim() as f64).powf(-0.5),
+        "relative_attention_bias" => f * d.powf(-0.5),
+        "wi" | "wi_0" | "wi_1" => f * d.powf(-0.5),
+        "wo" => f * (cfg.d_ff as f64).powf(-0.5),
+        _ => f,
+    })
+}
+
+/// Random weights for `cfg`, deterministic in `seed`, as f32 tensors with HF names.
+pub fn random_weights(cfg: &T5Config, seed: u64) -> Result<BTreeMap<String, OwnedTensor>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = BTreeMap::new();
+    for spec in expected_tensors(cfg) {
+        let n: usize = spec.shape.iter().product();
+        let values: Vec<f32> = match init_std(&spec.name, cfg) {
+            None => vec![cfg.initializer_factor as f32; n],
+            Some(std) => {
+                let normal = Normal::new(0.0f32, std as f32).map_err(|e| {
+                    Error::Invalid(format!(
+                        "cannot initialise {} with std {std}: {e}",
+                        spec.name
+                    ))
+                })?;
+                (0..n).map(|_| normal.sample(&mut rng)).collect()
+            }
+        };
+        out.insert(spec.name, OwnedTensor::from_f32(spec.shape, &values));
+    }
+    Ok(out)
+}
+
+/// Texts a tokenizer is trained on: every question and answer of a JSON-lines QA file.
+fn training_texts(data: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(data).map_err(|e| Error::io("read", data, e))?;
+    let mut texts = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            Error::Invalid(format!("{}:{}: invalid JSON: {e}", data.display(), i + 1))
+        })?;
+        let q = v.get("question").and_then(|q| q.as_str()).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}:{}: no string field \"question\"",
+                data.display(),
+                i + 1
+            ))
+        })?;
+        texts.push(q.to_string());
+        if let Some(answers) = v.get("answer").and_then(|a| a.as_array()) {
+            texts.extend(
+                answers
+                    .iter()
+                    .filter_map(|a| a.as_str())
+                    .map(str::to_string),
+            );
+        }
+    }
+    if texts.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no questions to train a tokenizer on",
+            data.display()
+        )));
+    }
+    Ok(texts)
+}
+
+/// Create the model directory. Nothing is visible at `out` until every file is written.
+pub fn init_model(opts: &InitOptions) -> Result<PathBuf> {
+    let mut cfg = opts.config.clone();
+    let out = OutputDir::create(&opts.out, opts.force)?;
+    let tok = match &opts.tokenizer {
+        TokenizerSource::File(path) => tokenizer::load(path)?,
+        TokenizerSource::Train {
+            data,
+            vocab_size,
+            extra_ids,
+        } => {
+            let texts = training_texts(data)?;
+            let tok = tokenizer::train(
+                texts.iter(),
+                &TrainOptions {
+                    vocab_size: *vocab_size,
+                    extra_ids: *extra_ids,
+                },
+            )?;
+            // The embedding matrix is sized to the tokenizer that was trained for it.
+            cfg.vocab_size = tok.get_vocab_size(true);
+            tok
+        }
+    };
+    let n = tok.get_vocab_size(true);
+    if n > cfg.vocab_size {
+        return Err(Error::Invalid(format!(
+            "the tokenizer has {n} tokens but the config's vocab_size is {}; use a larger vocab_size",
+            cfg.vocab_size
+        )));
+    }
+    cfg.save(out.path())?;
+    GenerationConfig::from_model_config(&cfg).save(out.path())?;
+    tokenizer::save(&tok, out.path(), 512)?;
+    save_safetensors(
+        &out.path().join("model.safetensors"),
+        &random_weights(&cfg, opts.seed)?,
+    )?;
+    out.commit()
+}

@@ -1,0 +1,111 @@
+//! A model directory in Hugging Face's layout, opened and checked as a whole.
+
+use crate::checkpoint::Weights;
+use crate::config::T5Config;
+use crate::error::{Error, Result};
+use crate::pyjson::to_python_json;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// `generation_config.json`, with transformers' keys; other keys are kept verbatim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_start_token_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_token_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_new_tokens: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_beams: Option<usize>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl GenerationConfig {
+    /// The generation config transformers derives from a T5 config.
+    pub fn from_model_config(cfg: &T5Config) -> Self {
+        GenerationConfig {
+            decoder_start_token_id: Some(cfg.decoder_start_id()),
+            eos_token_id: Some(cfg.eos_id()),
+            pad_token_id: Some(cfg.pad_id()),
+            max_length: None,
+            max_new_tokens: None,
+            num_beams: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// Read `generation_config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+        serde_json::from_str(&text).map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Write it as transformers does (sorted keys, indent 2), atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let v = serde_json::to_value(self).unwrap_or(Value::Null);
+        crate::fsutil::write_atomic(
+            &dir.join("generation_config.json"),
+            to_python_json(&v).as_bytes(),
+        )
+    }
+}
+
+/// An opened model directory: config, weights, tokenizer and generation config.
+pub struct ModelDir {
+    pub dir: PathBuf,
+    pub config: T5Config,
+    pub weights: Weights,
+    pub tokenizer: tokenizers::Tokenizer,
+    pub generation: GenerationConfig,
+}
+
+impl ModelDir {
+    /// Open `dir` and check every part: config.json is a T5 config, every tensor the config
+    /// implies is present with the right shape and dtype, tokenizer.json has T5's special tokens
+    /// and fits the embedding matrix.
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::Checkpoint {
+                path: dir.to_path_buf(),
+                msg: "not a directory (expected a Hugging Face model directory)".into(),
+            });
+        }
+        let config = T5Config::from_file(&dir.join("config.json"))?;
+        let weights = Weights::open(dir, &config)?;
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = crate::tokenizer::load(&tok_path)?;
+        let n = tokenizer.get_vocab_size(true);
+        if n > config.vocab_size {
+            return Err(Error::Tokenizer {
+                path: tok_path,
+                msg: format!(
+                    "has {n} tokens but config.json's vocab_size is {}",
+                    config.vocab_size
+                ),
+            });
+        }
+        let gen_path = dir.join("generation_config.json");
+        let generation = if gen_path.exists() {
+            GenerationConfig::from_file(&gen_path)?
+        } else {
+            GenerationConfig::from_model_config(&config)
+        };
+        Ok(ModelDir {
+            dir: dir.to_path_buf(),
+            config,
+            weights,
+            tokenizer,
+            generation,
+        })
+    }
+}

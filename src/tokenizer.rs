@@ -1,0 +1,215 @@
+//! T5 tokenizers: loading `tokenizer.json` with the checks T5 needs, and training a new Unigram
+//! tokenizer (the model family of T5's SentencePiece) on question/answer text.
+//!
+//! Files we write are plain `tokenizers` JSON, so `PreTrainedTokenizerFast(tokenizer_file=...)`
+//! and `T5TokenizerFast.from_pretrained(dir)` load them and give the same ids as the Rust crate.
+
+use crate::error::{Error, Result};
+use crate::pyjson::to_python_json;
+use serde_json::json;
+use std::path::Path;
+use std::str::FromStr;
+use tokenizers::models::unigram::{Unigram, UnigramTrainer};
+use tokenizers::normalizers::{replace::Replace, unicode::NFKC, NormalizerWrapper, Sequence};
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{
+    AddedToken, DecoderWrapper, PostProcessorWrapper, PreTokenizerWrapper, Tokenizer, TokenizerImpl,
+};
+
+/// The three special tokens every T5 tokenizer must have, at these ids.
+pub const SPECIALS: [(&str, u32); 3] = [("<pad>", 0), ("</s>", 1), ("<unk>", 2)];
+
+/// Load `tokenizer.json` and check it has T5's `<pad>`=0, `</s>`=1 and `<unk>`=2.
+pub fn load(path: &Path) -> Result<Tokenizer> {
+    if !path.exists() {
+        return Err(Error::Tokenizer {
+            path: path.to_path_buf(),
+            msg: "file not found (a T5 checkpoint needs a tokenizer.json)".into(),
+        });
+    }
+    let tok = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+        path: path.to_path_buf(),
+        msg: format!("cannot load: {e}"),
+    })?;
+    check_specials(&tok).map_err(|msg| Error::Tokenizer {
+        path: path.to_path_buf(),
+        msg,
+    })?;
+    Ok(tok)
+}
+
+fn check_specials(tok: &Tokenizer) -> std::result::Result<(), String> {
+    for (token, want) in SPECIALS {
+        match tok.token_to_id(token) {
+            Some(id) if id == want => {}
+            Some(id) => {
+                return Err(format!(
+                    "special token {token} has id {id}, T5 expects {want}"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "special token {token} is missing (T5 expects it at id {want})"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Options for training a tokenizer.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Total size of the vocabulary, sentinels included.
+    pub vocab_size: u32,
+    /// Number of `<extra_id_N>` sentinels appended at the top of the vocabulary (T5 has 100).
+    pub extra_ids: u32,
+}
+
+/// Train a Unigram tokenizer on `texts`, shaped like T5's: NFKC normalisation, runs of spaces
+/// collapsed, SentencePiece's `▁` word-boundary marker, `</s>` appended to every sequence, and
+/// `<extra_id_0>` as the highest id (as in T5's vocabulary).
+pub fn train<I, S>(texts: I, opts: &TrainOptions) -> Result<Tokenizer>
+where
+    I: Iterator<Item = S> + Send,
+    S: AsRef<str> + Send,
+{
+    let base = opts
+        .vocab_size
+        .checked_sub(opts.extra_ids)
+        .filter(|b| *b > SPECIALS.len() as u32 + 16)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "--vocab-size {} is too small for {} sentinels plus the base vocabulary",
+                opts.vocab_size, opts.extra_ids
+            ))
+        })?;
+    let specials: Vec<AddedToken> = SPECIALS
+        .iter()
+        .map(|(t, _)| AddedToken::from(t.to_string(), true))
+        .collect();
+    let mut trainer = UnigramTrainer::builder()
+        .show_progress(false)
+        .vocab_size(base)
+        .special_tokens(specials)
+        .unk_token(Some("<unk>".into()))
+        .build()
+        .map_err(|e| Error::Invalid(format!("tokenizer trainer: {e}")))?;
+    let normalizer = NormalizerWrapper::Sequence(Sequence::new(vec![
+        NormalizerWrapper::NFKC(NFKC),
+        NormalizerWrapper::Replace(
+            Replace::new(
+                tokenizers::normalizers::replace::ReplacePattern::Regex(" {2,}".into()),
+                " ",
+            )
+            .map_err(|e| Error::Invalid(format!("tokenizer normalizer: {e}")))?,
+        ),
+    ]));
+    let metaspace = Metaspace::new('▁', PrependScheme::Always, true);
+    let mut tk: TokenizerImpl<
+        Unigram,
+        NormalizerWrapper,
+        PreTokenizerWrapper,
+        PostProcessorWrapper,
+        DecoderWrapper,
+    > = TokenizerImpl::new(Unigram::default());
+    tk.with_normalizer(Some(normalizer))
+        .with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(metaspace.clone())))
+        .with_decoder(Some(DecoderWrapper::Metaspace(metaspace)));
+    tk.train(&mut trainer, texts)
+        .map_err(|e| Error::Invalid(format!("tokenizer training failed: {e}")))?;
+    let text = tk
+        .to_string(false)
+        .map_err(|e| Error::Invalid(format!("tokenizer serialisation failed: {e}")))?;
+    let mut tok = Tokenizer::from_str(&text)
+        .map_err(|e| Error::Invalid(format!("tokenizer reload failed: {e}")))?;
+    // Sentinels from the top down, so <extra_id_0> gets the highest id as in T5.
+    let sentinels: Vec<AddedToken> = (0..opts.extra_ids)
+        .rev()
+        .map(|i| AddedToken::from(format!("<extra_id_{i}>"), true))
+        .collect();
+    tok.add_special_tokens(&sentinels);
+    let post = TemplateProcessing::builder()
+        .try_single("$A </s>")
+        .and_then(|b| b.try_pair("$A </s> $B </s>"))
+        .map_err(|e| Error::Invalid(format!("tokenizer template: {e}")))?
+        .special_tokens(vec![("</s>", 1)])
+        .build()
+        .map_err(|e| Error::Invalid(format!("tokenizer template: {e}")))?;
+    tok.with_post_processor(Some(PostProcessorWrapper::Template(post)));
+    check_specials(&tok)
+        .map_err(|m| Error::Invalid(format!("trained tokenizer is not T5-shaped: {m}")))?;
+    Ok(tok)
+}
+
+/// Write `tokenizer.json` plus the small files transformers' `AutoTokenizer` reads
+/// (`tokenizer_config.json`, `special_tokens_map.json`) into `dir`.
+pub fn save(tok: &Tokenizer, dir: &Path, model_max_length: usize) -> Result<()> {
+    let path = dir.join("tokenizer.json");
+    let text = tok.to_string(false).map_err(|e| Error::Tokenizer {
+        path: path.clone(),
+        msg: format!("cannot serialise: {e}"),
+    })?;
+    crate::fsutil::write_atomic(&path, text.as_bytes())?;
+    let extra: Vec<String> = (0..)
+        .map(|i| format!("<extra_id_{i}>"))
+        .take_while(|t| tok.token_to_id(t).is_some())
+        .collect();
+    let specials = json!({
+        "pad_token": "<pad>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "additional_special_tokens": extra,
+    });
+    let mut config = specials.clone();
+    config["tokenizer_class"] = json!("T5Tokenizer");
+    config["extra_ids"] = json!(0);
+    config["model_max_length"] = json!(model_max_length);
+    config["clean_up_tokenization_spaces"] = json!(false);
+    crate::fsutil::write_atomic(
+        &dir.join("special_tokens_map.json"),
+        to_python_json(&specials).as_bytes(),
+    )?;
+    crate::fsutil::write_atomic(
+        &dir.join("tokenizer_config.json"),
+        to_python_json(&config).as_bytes(),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trained_tokenizer_is_t5_shaped() {
+        let texts = [
+            "who wrote the song i will always love you",
+            "when did the first world war start",
+            "where is the eiffel tower",
+            "Dolly Parton",
+            "28 July 1914",
+            "Paris",
+        ];
+        let tok = train(
+            texts.iter().cycle().take(600),
+            &TrainOptions {
+                vocab_size: 120,
+                extra_ids: 4,
+            },
+        )
+        .unwrap();
+        assert_eq!(tok.token_to_id("<pad>"), Some(0));
+        assert_eq!(tok.token_to_id("</s>"), Some(1));
+        assert_eq!(tok.token_to_id("<unk>"), Some(2));
+        let top = tok.get_vocab_size(true) as u32 - 1;
+        assert_eq!(tok.token_to_id("<extra_id_0>"), Some(top));
+        assert_eq!(tok.token_to_id("<extra_id_3>"), Some(top - 3));
+        let enc = tok.encode("where is the eiffel tower", true).unwrap();
+        assert_eq!(enc.get_ids().last(), Some(&1), "ends with </s>");
+        assert!(!enc.get_ids()[..enc.len() - 1].contains(&1));
+        let text = tok.decode(enc.get_ids(), true).unwrap();
+        assert_eq!(text, "where is the eiffel tower");
+    }
+}
