@@ -64,6 +64,9 @@ fn default_ff() -> String {
 fn default_true() -> bool {
     true
 }
+fn is_true(b: &bool) -> bool {
+    *b
+}
 fn default_eos() -> Option<u32> {
     Some(1)
 }
@@ -97,7 +100,8 @@ pub struct T5Config {
     pub initializer_factor: f64,
     #[serde(default = "default_ff")]
     pub feed_forward_proj: String,
-    #[serde(default = "default_true")]
+    /// Written only when false: transformers' `to_diff_dict` drops it at its default (true).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub tie_word_embeddings: bool,
     #[serde(default = "default_pad")]
     pub pad_token_id: Option<u32>,
@@ -287,6 +291,8 @@ impl T5Config {
             let ff = self.ff();
             map.insert("dense_act_fn".into(), Value::from(ff.dense_act_fn()));
             map.insert("is_gated_act".into(), Value::from(ff.is_gated()));
+            // T5Config attributes transformers always writes.
+            map.entry("classifier_dropout").or_insert(Value::from(0.0));
             if self.num_decoder_layers.is_none() {
                 map.insert("num_decoder_layers".into(), Value::from(self.num_layers));
             }

@@ -1,1 +1,4 @@
+//! cbqa's integration tests: one binary, one module per area.
 
+mod common;
+mod foundation;

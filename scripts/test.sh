@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: set-up, fixtures, lint, the inference-only build, tests.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v cargo >/dev/null || { echo "test.sh: cargo not found; install Rust with rustup" >&2; exit 1; }
+# Reference fixtures from transformers are committed; recreate them if someone removed them.
+for f in t5_v1_0 t5_v1_1; do
+  [ -f "tests/fixtures/$f/reference.safetensors" ] || { .venv/bin/python scripts/make_fixtures.py; break; }
+done
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== inference-only build (no libtorch)"
+cargo build --no-default-features --features ort,tract
+if ldd target/debug/cbqa | grep -q torch; then
+  echo "test.sh: the inference-only binary links libtorch" >&2; exit 1
+fi
+target/debug/cbqa doctor | grep -q 'not built in' || { echo "test.sh: inference-only binary reports libtorch" >&2; exit 1; }
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --all-targets "$@"
+cargo test --doc
