@@ -37,12 +37,21 @@ pub enum Error {
     /// A tokenizer.json that does not load or lacks what T5 needs.
     #[error("{}: {msg}", path.display())]
     Tokenizer { path: PathBuf, msg: String },
+    /// A dataset file problem (reported as file:line by the data readers).
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// A scoring problem.
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
     /// An output location that would overwrite the user's files.
     #[error("{}: {msg}", path.display())]
     Output { path: PathBuf, msg: String },
     /// A request that cannot be satisfied as given (bad option combination, absent device, ...).
     #[error("{0}")]
     Invalid(String),
+    /// A failure inside an inference backend (ONNX Runtime, tract), with what was being done.
+    #[error("{backend}: {msg}")]
+    Backend { backend: &'static str, msg: String },
     /// A native library (libtorch, ONNX Runtime) that cannot be found or loaded.
     #[error("{0}")]
     Library(String),

@@ -84,33 +84,14 @@ pub fn random_weights(cfg: &T5Config, seed: u64) -> Result<BTreeMap<String, Owne
     Ok(out)
 }
 
-/// Texts a tokenizer is trained on: every question and answer of a JSON-lines QA file.
+/// Texts a tokenizer is trained on: every question and answer of a QA file (any format the data
+/// readers detect: NQ-open JSON lines, DPR TSV, WebQuestions JSON, ...).
 fn training_texts(data: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(data).map_err(|e| Error::io("read", data, e))?;
-    let mut texts = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-            Error::Invalid(format!("{}:{}: invalid JSON: {e}", data.display(), i + 1))
-        })?;
-        let q = v.get("question").and_then(|q| q.as_str()).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}:{}: no string field \"question\"",
-                data.display(),
-                i + 1
-            ))
-        })?;
-        texts.push(q.to_string());
-        if let Some(answers) = v.get("answer").and_then(|a| a.as_array()) {
-            texts.extend(
-                answers
-                    .iter()
-                    .filter_map(|a| a.as_str())
-                    .map(str::to_string),
-            );
-        }
+    let ds = crate::data::Dataset::read(data, &crate::data::ReadOptions::for_training())?;
+    let mut texts = Vec::with_capacity(ds.len() * 2);
+    for ex in ds.examples {
+        texts.push(ex.question);
+        texts.extend(ex.answers);
     }
     if texts.is_empty() {
         return Err(Error::Invalid(format!(

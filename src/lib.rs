@@ -9,12 +9,16 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod error;
+pub mod eval;
 pub mod fsutil;
+pub mod generate;
 pub mod init;
 pub mod model_dir;
 pub mod native;
 pub mod pyjson;
+pub mod runtime;
 pub mod tokenizer;
 
 pub use config::{FeedForward, T5Config};

@@ -70,22 +70,32 @@ pub fn ort_library_path() -> Result<PathBuf> {
 /// Load ONNX Runtime once per process and return the library path that was loaded.
 #[cfg(feature = "ort")]
 pub fn init_ort() -> Result<PathBuf> {
+    ort_environment().map(|(path, _)| path.clone())
+}
+
+/// The process-wide ONNX Runtime environment (loading the library on first use).
+#[cfg(feature = "ort")]
+pub fn ort_environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
     use std::sync::OnceLock;
-    static LOADED: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    static LOADED: OnceLock<std::result::Result<(PathBuf, ort::environment::Environment), String>> =
+        OnceLock::new();
     LOADED
         .get_or_init(|| {
             let path = ort_library_path().map_err(|e| e.to_string())?;
-            // Loading the library is all we need here; sessions create the default environment.
-            let _builder = ort::init_from(&path).map_err(|e| {
+            let builder = ort::init_from(&path).map_err(|e| {
                 format!(
                     "cannot load ONNX Runtime from {}: {e}; {SETUP_HINT}",
                     path.display()
                 )
             })?;
-            Ok(path)
+            let env = builder
+                .with_name("cbqa")
+                .build()
+                .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
+            Ok((path, env))
         })
-        .clone()
-        .map_err(Error::Library)
+        .as_ref()
+        .map_err(|e| Error::Library(e.clone()))
 }
 
 /// Versions and locations of the native parts, for `cbqa doctor` and bench reports.
