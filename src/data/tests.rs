@@ -83,7 +83,7 @@ fn jsonl_bad_records_name_file_line_and_problem() {
         ),
         (
             "{\"q\": \"x\", \"answer\": [\"a\"]}",
-            "data.jsonl:2: missing field \"question\" (fields present: answer, q)",
+            "data.jsonl:2: missing field \"question\" (fields present: q, answer)",
         ),
         ("[1, 2]", "data.jsonl:2: expected a JSON object, got list"),
         (
