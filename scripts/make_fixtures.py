@@ -40,15 +40,16 @@ QUESTIONS = [
     "how many episodes are in season 7 of the walking dead and when does it come back on",
 ]
 MAX_NEW_TOKENS = 12
-EOS_SCALE = 3.0
 
 VARIANTS = {
     "t5_v1_0": dict(d_model=48, d_kv=20, num_heads=3, d_ff=96, num_layers=2, num_decoder_layers=3,
                     relative_attention_num_buckets=8, relative_attention_max_distance=20,
-                    feed_forward_proj="relu", tie_word_embeddings=True, seed=1),
+                    feed_forward_proj="relu", tie_word_embeddings=True, seed=1,
+                    initializer_factor=1.3, eos_scale=5.0),
     "t5_v1_1": dict(d_model=40, d_kv=12, num_heads=4, d_ff=72, num_layers=3, num_decoder_layers=2,
                     relative_attention_num_buckets=16, relative_attention_max_distance=24,
-                    feed_forward_proj="gated-gelu", tie_word_embeddings=False, seed=2),
+                    feed_forward_proj="gated-gelu", tie_word_embeddings=False, seed=2,
+                    initializer_factor=1.0, eos_scale=2.0),
 }
 
 
@@ -95,16 +96,20 @@ def main():
     for name, spec in VARIANTS.items():
         spec = dict(spec)
         seed = spec.pop("seed")
+        eos_scale = spec.pop("eos_scale")
         out = os.path.join(args.out, name)
         os.makedirs(out, exist_ok=True)
         torch.manual_seed(seed)
-        # initializer_factor 3 and a larger </s> row give varied generations in which some, not
-        # all, sequences end early, so early stopping and finished-sequence handling are tested.
+        # A slightly larger initializer_factor (v1.0) and a larger </s> row give varied generations
+        # in which some, not all, sequences end early, so early stopping and finished-sequence
+        # handling are tested. Both stay well conditioned in fp32 (logits within ~1e-5 of a float64
+        # forward): hotter random weights make fp32 itself disagree with float64 by 1e-2 and more,
+        # and no two engines could then agree to 1e-4.
         cfg = T5Config(vocab_size=vocab, dropout_rate=0.1, decoder_start_token_id=0, pad_token_id=0,
-                       eos_token_id=1, initializer_factor=3.0, **spec)
+                       eos_token_id=1, **spec)
         model = T5ForConditionalGeneration(cfg).eval()
         with torch.no_grad():
-            model.lm_head.weight[1] *= EOS_SCALE
+            model.lm_head.weight[1] *= eos_scale
         model.save_pretrained(out, safe_serialization=True)
         raw_tok.save(os.path.join(out, "tokenizer.json"))
         hf_tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(out, "tokenizer.json"),

@@ -4,4 +4,5 @@ mod common;
 mod data_files;
 mod eval_oracle;
 mod foundation;
+mod runtime;
 mod support;

@@ -1,0 +1,160 @@
+//! Batching: questions are tokenised, sorted by length and packed into batches under a padded
+//! token budget, so little compute goes to padding; results come back in input order.
+
+use super::{generate, GenerateOptions, Hypothesis};
+use crate::error::{Error, Result};
+use crate::runtime::{EncoderInput, Seq2Seq};
+use rayon::prelude::*;
+
+/// How questions are grouped into batches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchPolicy {
+    /// At most this many questions per batch.
+    pub max_batch_size: usize,
+    /// At most this many padded encoder tokens (`questions × longest`) per batch.
+    pub max_batch_tokens: usize,
+    /// Sort by length first (keeps padding low); off keeps input order.
+    pub sort_by_length: bool,
+    /// Run independent batches on several threads (for backends whose state is per call, such
+    /// as tract; ONNX Runtime parallelises inside each call instead).
+    pub parallel: bool,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        BatchPolicy {
+            max_batch_size: 32,
+            max_batch_tokens: 32 * 64,
+            sort_by_length: true,
+            parallel: false,
+        }
+    }
+}
+
+/// A tokenised question, ready for the encoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// Token ids, ending with EOS.
+    pub ids: Vec<u32>,
+    /// Whether the question was cut to the model's input limit.
+    pub truncated: bool,
+}
+
+/// Tokenise `prefix + question` for every question (T5 appends `</s>`). An empty question is an
+/// error for that item only; a question longer than `max_len` tokens is cut, keeping the EOS.
+pub fn encode_questions(
+    tokenizer: &tokenizers::Tokenizer,
+    questions: &[&str],
+    prefix: &str,
+    max_len: usize,
+    eos: u32,
+) -> Vec<Result<Prepared>> {
+    questions
+        .iter()
+        .map(|q| {
+            if q.trim().is_empty() {
+                return Err(Error::Invalid("empty question".into()));
+            }
+            let text = format!("{prefix}{q}");
+            let enc = tokenizer
+                .encode(text.as_str(), true)
+                .map_err(|e| Error::Invalid(format!("cannot tokenise question: {e}")))?;
+            let mut ids = enc.get_ids().to_vec();
+            let truncated = ids.len() > max_len;
+            if truncated {
+                ids.truncate(max_len.max(1) - 1);
+                ids.push(eos);
+            }
+            Ok(Prepared { ids, truncated })
+        })
+        .collect()
+}
+
+/// Group item indices into batches under `policy` (longest first when sorting).
+pub fn plan_batches(lengths: &[usize], policy: &BatchPolicy) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    if policy.sort_by_length {
+        order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]).then(a.cmp(&b)));
+    }
+    let mut batches = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    let mut longest = 0;
+    for i in order {
+        let l = lengths[i].max(1);
+        let new_longest = longest.max(l);
+        let fits = cur.len() < policy.max_batch_size.max(1)
+            && (cur.is_empty() || new_longest * (cur.len() + 1) <= policy.max_batch_tokens);
+        if !fits {
+            batches.push(std::mem::take(&mut cur));
+            longest = 0;
+        }
+        longest = longest.max(l);
+        cur.push(i);
+    }
+    if !cur.is_empty() {
+        batches.push(cur);
+    }
+    batches
+}
+
+/// Generate for every prepared question; `on_batch(done, total)` is called as batches finish
+/// (in completion order). Results are in input order.
+pub fn run_batches<B: Seq2Seq>(
+    backend: &B,
+    items: &[Prepared],
+    policy: &BatchPolicy,
+    opts: &GenerateOptions,
+    on_batch: &(dyn Fn(&[usize], &[Vec<Hypothesis>]) + Sync),
+) -> Result<Vec<Vec<Hypothesis>>> {
+    let lengths: Vec<usize> = items.iter().map(|p| p.ids.len()).collect();
+    let batches = plan_batches(&lengths, policy);
+    let run = |batch: &Vec<usize>| -> Result<(Vec<usize>, Vec<Vec<Hypothesis>>)> {
+        let seqs: Vec<Vec<u32>> = batch.iter().map(|&i| items[i].ids.clone()).collect();
+        let input = EncoderInput::from_sequences(&seqs, opts.pad_token_id);
+        let hyps = generate(backend, &input, opts)?;
+        on_batch(batch, &hyps);
+        Ok((batch.clone(), hyps))
+    };
+    let done: Vec<(Vec<usize>, Vec<Vec<Hypothesis>>)> = if policy.parallel {
+        batches.par_iter().map(run).collect::<Result<_>>()?
+    } else {
+        batches.iter().map(run).collect::<Result<_>>()?
+    };
+    let mut out = vec![Vec::new(); items.len()];
+    for (idx, hyps) in done {
+        for (i, h) in idx.into_iter().zip(hyps) {
+            out[i] = h;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_the_budget_and_cover_every_item() {
+        let lengths = [5, 30, 12, 7, 30, 2, 9, 18];
+        let policy = BatchPolicy {
+            max_batch_size: 3,
+            max_batch_tokens: 60,
+            sort_by_length: true,
+            parallel: false,
+        };
+        let batches = plan_batches(&lengths, &policy);
+        let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
+        for b in &batches {
+            let longest = b.iter().map(|&i| lengths[i]).max().unwrap();
+            assert!(b.len() <= 3);
+            assert!(b.len() == 1 || longest * b.len() <= 60, "{b:?}");
+        }
+        // longest first
+        assert_eq!(batches[0], vec![1, 4]);
+        // a single item longer than the budget still gets its own batch
+        let b = plan_batches(&[100], &policy);
+        assert_eq!(b, vec![vec![0]]);
+    }
+}

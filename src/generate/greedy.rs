@@ -1,0 +1,62 @@
+//! Greedy decoding, as transformers' `_sample` with `do_sample=False`: the argmax token at every
+//! step until EOS or `max_new_tokens`.
+
+use super::{log_softmax, GenerateOptions, Hypothesis};
+use crate::error::Result;
+use crate::runtime::{EncoderInput, Seq2Seq};
+
+/// Index of the largest value; the first one on ties, like `torch.argmax`.
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Greedy decoding of a padded batch; one hypothesis per row.
+pub fn greedy<B: Seq2Seq>(
+    backend: &B,
+    input: &EncoderInput,
+    opts: &GenerateOptions,
+) -> Result<Vec<Hypothesis>> {
+    let mut out: Vec<Hypothesis> = (0..input.batch)
+        .map(|_| Hypothesis {
+            tokens: Vec::with_capacity(opts.max_new_tokens),
+            score: 0.0,
+        })
+        .collect();
+    let mut state = backend.encode(input)?;
+    // `running[r]` is the input row that backend row r belongs to.
+    let mut running: Vec<usize> = (0..input.batch).collect();
+    let mut tokens: Vec<i64> = vec![opts.decoder_start_token_id as i64; input.batch];
+    let mut lp = Vec::new();
+    for _ in 0..opts.max_new_tokens {
+        let (logits, next) = backend.step(state, &tokens)?;
+        state = next;
+        let mut keep = Vec::with_capacity(running.len());
+        tokens.clear();
+        for (r, &row) in running.iter().enumerate() {
+            let l = logits.row(r);
+            let t = argmax(l);
+            log_softmax(l, &mut lp);
+            let h = &mut out[row];
+            h.tokens.push(t as u32);
+            h.score += lp[t];
+            if t as u32 != opts.eos_token_id {
+                keep.push(r);
+                tokens.push(t as i64);
+            }
+        }
+        if keep.is_empty() {
+            break;
+        }
+        if keep.len() != running.len() {
+            state = backend.select(state, &keep)?;
+            running = keep.iter().map(|&r| running[r]).collect();
+        }
+    }
+    Ok(out)
+}

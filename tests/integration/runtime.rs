@@ -1,0 +1,169 @@
+//! Issue 5: every backend × {greedy, beam-4} × {v1.0, T5.1.1} against transformers' `generate`
+//! on padded batches of mixed lengths, over optimum's own exports of the fixtures.
+
+use crate::common::*;
+use cbqa::generate::{generate, EarlyStopping, GenerateOptions, Hypothesis};
+use cbqa::runtime::{EncoderInput, OnnxDir, Seq2Seq};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+const FIXTURES: [&str; 2] = ["t5_v1_0", "t5_v1_1"];
+
+/// optimum's ONNX export of a fixture (made once per checkout, under target/).
+pub fn optimum_export(name: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let out = root()
+        .join("target")
+        .join("test-exports")
+        .join("optimum")
+        .join(name);
+    if out.join("decoder_with_past_model.onnx").exists() {
+        return out;
+    }
+    let cli = root().join(".venv").join("bin").join("optimum-cli");
+    assert!(
+        cli.exists(),
+        "{} not found: run scripts/setup.sh (installs optimum-onnx)",
+        cli.display()
+    );
+    let tmp = out.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let st = std::process::Command::new(&cli)
+        .args(["export", "onnx", "--model"])
+        .arg(fixture(name))
+        .args([
+            "--task",
+            "text2text-generation-with-past",
+            "--no-post-process",
+        ])
+        .arg(&tmp)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("cannot run optimum-cli");
+    assert!(
+        tmp.join("decoder_with_past_model.onnx").exists(),
+        "optimum-cli export failed:\n{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
+
+pub struct Reference {
+    pub input: EncoderInput,
+    pub greedy: Vec<Vec<u32>>,
+    pub beam: Vec<Vec<u32>>,
+    pub beam_scores: Vec<f32>,
+}
+
+fn trim(seq: &[i64], eos: i64) -> Vec<u32> {
+    // drop the decoder start token; stop after EOS (transformers pads after it)
+    let mut out = Vec::new();
+    for &t in &seq[1..] {
+        out.push(t as u32);
+        if t == eos {
+            break;
+        }
+    }
+    out
+}
+
+pub fn reference(name: &str) -> Reference {
+    let bytes = std::fs::read(fixture(name).join("reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let i64s = |n: &str| -> (Vec<i64>, Vec<usize>) {
+        let t = st.tensor(n).unwrap();
+        (
+            t.data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            t.shape().to_vec(),
+        )
+    };
+    let (ids, shape) = i64s("input_ids");
+    let (mask, _) = i64s("attention_mask");
+    let rows = |n: &str| {
+        let (d, s) = i64s(n);
+        d.chunks(s[1]).map(|r| trim(r, 1)).collect::<Vec<_>>()
+    };
+    let scores = st.tensor("beam4_scores").unwrap();
+    Reference {
+        input: EncoderInput {
+            ids,
+            mask,
+            batch: shape[0],
+            len: shape[1],
+        },
+        greedy: rows("greedy_sequences"),
+        beam: rows("beam4_sequences"),
+        beam_scores: scores
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+    }
+}
+
+pub fn greedy_opts() -> GenerateOptions {
+    GenerateOptions {
+        max_new_tokens: 12,
+        ..Default::default()
+    }
+}
+
+pub fn beam_opts() -> GenerateOptions {
+    GenerateOptions {
+        max_new_tokens: 12,
+        num_beams: 4,
+        num_return_sequences: 4,
+        early_stopping: EarlyStopping::True,
+        ..Default::default()
+    }
+}
+
+/// The parity suite, written once and run on every backend.
+pub fn check_parity<B: Seq2Seq>(backend: &B, name: &str, what: &str) {
+    let r = reference(name);
+    let got: Vec<Vec<Hypothesis>> = generate(backend, &r.input, &greedy_opts()).unwrap();
+    for (i, (g, want)) in got.iter().zip(&r.greedy).enumerate() {
+        assert_eq!(&g[0].tokens, want, "{what} {name}: greedy row {i}");
+    }
+    let got = generate(backend, &r.input, &beam_opts()).unwrap();
+    let mut max_diff = 0f32;
+    for (q, hyps) in got.iter().enumerate() {
+        assert_eq!(hyps.len(), 4, "{what} {name}: question {q}");
+        for (k, h) in hyps.iter().enumerate() {
+            let j = q * 4 + k;
+            assert_eq!(
+                h.tokens, r.beam[j],
+                "{what} {name}: beam question {q} candidate {k}"
+            );
+            max_diff = max_diff.max((h.score - r.beam_scores[j]).abs());
+        }
+    }
+    assert!(
+        max_diff <= 1e-4,
+        "{what} {name}: beam scores differ by {max_diff}"
+    );
+    eprintln!("{what} {name}: greedy and beam-4 identical, max beam score diff {max_diff:.2e}");
+}
+
+#[test]
+fn ort_matches_transformers_on_optimum_exports() {
+    for name in FIXTURES {
+        let dir = OnnxDir::open(&optimum_export(name)).unwrap();
+        let backend = cbqa::runtime::ort::OrtSeq2Seq::load(&dir, &Default::default()).unwrap();
+        check_parity(&backend, name, "ort/optimum");
+    }
+}
+
+#[test]
+fn tract_matches_transformers_on_optimum_exports() {
+    for name in FIXTURES {
+        let dir = OnnxDir::open(&optimum_export(name)).unwrap();
+        let backend = cbqa::runtime::tract::TractSeq2Seq::load(&dir).unwrap();
+        check_parity(&backend, name, "tract/optimum");
+    }
+}
