@@ -97,6 +97,9 @@ pub fn plan_batches(lengths: &[usize], policy: &BatchPolicy) -> Vec<Vec<usize>> 
     batches
 }
 
+/// Called as each batch finishes with the item indices of the batch and their hypotheses.
+pub type OnBatch<'a> = &'a (dyn Fn(&[usize], &[Vec<Hypothesis>]) + Sync);
+
 /// Generate for every prepared question; `on_batch(done, total)` is called as batches finish
 /// (in completion order). Results are in input order.
 pub fn run_batches<B: Seq2Seq>(
@@ -104,7 +107,7 @@ pub fn run_batches<B: Seq2Seq>(
     items: &[Prepared],
     policy: &BatchPolicy,
     opts: &GenerateOptions,
-    on_batch: &(dyn Fn(&[usize], &[Vec<Hypothesis>]) + Sync),
+    on_batch: OnBatch<'_>,
 ) -> Result<Vec<Vec<Hypothesis>>> {
     let lengths: Vec<usize> = items.iter().map(|p| p.ids.len()).collect();
     let batches = plan_batches(&lengths, policy);

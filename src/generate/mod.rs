@@ -9,7 +9,7 @@ mod batch;
 mod beam;
 mod greedy;
 
-pub use batch::{encode_questions, plan_batches, run_batches, BatchPolicy, Prepared};
+pub use batch::{encode_questions, plan_batches, run_batches, BatchPolicy, OnBatch, Prepared};
 pub use beam::beam_search;
 pub use greedy::greedy;
 
