@@ -47,6 +47,17 @@ fn main() {
         }
     }
 
+    // The commit this binary was built from, for result tables (empty outside a git checkout).
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    println!("cargo:rustc-env=CBQA_GIT_COMMIT={commit}");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+
     if env::var_os("CARGO_FEATURE_ORT").is_some() {
         let default = venv
             .map(|v| v.join("libonnxruntime.so"))

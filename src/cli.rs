@@ -18,6 +18,12 @@ pub enum Command {
     Init(InitArgs),
     /// Open a model directory, check every tensor against its config and print a summary.
     Inspect(InspectArgs),
+    /// Answer questions with an exported model (arguments, or one question per line on stdin).
+    Predict(PredictArgs),
+    /// Evaluate an exported model on a benchmark file: predictions.csv and metrics.csv.
+    Eval(EvalArgs),
+    /// Score predictions made by any system against a benchmark file (merges shards).
+    Score(ScoreArgs),
     /// Show which native libraries (libtorch, ONNX Runtime, tract) this binary finds and uses.
     Doctor,
 }
@@ -62,4 +68,152 @@ pub struct InspectArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Inference engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// ONNX Runtime (CPU, CUDA, TensorRT).
+    Ort,
+    /// tract, pure Rust (CPU).
+    Tract,
+}
+
+/// How answers are produced from an exported model.
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// Inference engine.
+    #[arg(long, value_enum, default_value_t = BackendArg::Ort)]
+    pub backend: BackendArg,
+    /// cpu, cuda[:N] or tensorrt[:N] (ONNX Runtime only). A GPU that cannot be used is an error.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Intra-op threads (0: the engine's default, one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// ONNX Runtime graph optimisation level, 0 (none) to 3 (all).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub opt_level: u8,
+    /// Let ONNX Runtime fall back to the CPU when a GPU provider fails to register.
+    #[arg(long)]
+    pub allow_fallback: bool,
+    /// TensorRT engine cache directory (default: MODEL/trt-cache).
+    #[arg(long)]
+    pub trt_cache: Option<PathBuf>,
+    /// Beam size (1: greedy decoding).
+    #[arg(long, default_value_t = 1)]
+    pub beams: usize,
+    /// Candidates kept per question (default: all beams), for recall@k.
+    #[arg(long)]
+    pub candidates: Option<usize>,
+    /// Maximum answer length in tokens.
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: usize,
+    /// Beam length penalty (score = log-prob / length^penalty).
+    #[arg(long, default_value_t = 1.0)]
+    pub length_penalty: f32,
+    /// Questions per batch, at most.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Padded encoder tokens per batch, at most (questions are sorted by length first).
+    #[arg(long, default_value_t = 4096)]
+    pub batch_tokens: usize,
+    /// Text put before every question, e.g. "nq question: ".
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Questions longer than this many tokens are cut (with a warning count).
+    #[arg(long, default_value_t = 512)]
+    pub max_input_tokens: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// An exported model directory (cbqa export, or optimum's ONNX export).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Questions; without any, questions are read from stdin, one per line.
+    pub questions: Vec<String>,
+    /// Output format: text (one answer per line) or jsonl (with scores and candidates).
+    #[arg(long, value_enum, default_value_t = PredictFormat::Text)]
+    pub format: PredictFormat,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Output format of `cbqa predict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PredictFormat {
+    Text,
+    Jsonl,
+}
+
+/// Answer normalisation for scoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NormalizerArg {
+    /// From the data file: TriviaQA normalisation for TriviaQA, SQuAD otherwise.
+    Auto,
+    /// SQuAD normalisation (NQ-open, WebQuestions).
+    Squad,
+    /// TriviaQA normalisation.
+    TriviaQa,
+}
+
+/// Which records of a data file to use.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// The data file: NQ-open JSON lines, DPR TSV (TriviaQA), WebQuestions JSON, or CSV/TSV/JSONL.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Data format (default: detected): jsonl, dpr-tsv, json-array, csv, tsv.
+    #[arg(long)]
+    pub data_format: Option<String>,
+    /// Question field/column (default: question, or qText for WebQuestions JSON).
+    #[arg(long)]
+    pub question_field: Option<String>,
+    /// Answers field/column (default: answer, or answers for WebQuestions JSON).
+    #[arg(long)]
+    pub answer_field: Option<String>,
+    /// Skip malformed records (reported as file:line warnings) instead of failing.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Use only the first N questions.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Evaluate shard I of N (I in 0..N): questions whose index mod N is I.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Answer normalisation.
+    #[arg(long, value_enum, default_value_t = NormalizerArg::Auto)]
+    pub normalizer: NormalizerArg,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// An exported model directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output directory: predictions.csv is written, a row is appended to metrics.csv.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Dataset split name for metrics.csv (default: from the file name).
+    #[arg(long)]
+    pub split: Option<String>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Predictions of any system: JSON lines with "prediction" (or "answer"/"text") and optional
+    /// "id" and "candidates", or a CSV with a "prediction" column (e.g. cbqa's predictions.csv).
+    /// Several files (shards) are merged by id.
+    #[arg(long, required = true, num_args = 1..)]
+    pub predictions: Vec<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Write predictions.csv and append to metrics.csv in this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }

@@ -7,6 +7,7 @@
 //! [`checkpoint`]), creates new models ([`init`]) and finds its native libraries by itself
 //! ([`native`]). Every error is an [`Error`] that names the file, tensor or line it is about.
 
+pub mod answer;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -21,6 +22,7 @@ pub mod pyjson;
 pub mod runtime;
 pub mod tokenizer;
 
+pub use answer::{Answer, Answerer, AnswererOptions};
 pub use config::{FeedForward, T5Config};
 pub use error::{Error, Result};
 pub use model_dir::{GenerationConfig, ModelDir};

@@ -1,5 +1,6 @@
 //! The `cbqa` binary: parse the command line, run, print the error chain, set the exit code.
 
+mod app;
 mod cli;
 
 use anyhow::{Context, Result};
@@ -23,6 +24,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(args) => init(args),
         Command::Inspect(args) => inspect(args),
+        Command::Predict(args) => app::predict::run(args),
+        Command::Eval(args) => app::eval::eval(args),
+        Command::Score(args) => app::eval::score(args),
         Command::Doctor => {
             for (k, v) in cbqa::native::report() {
                 println!("{k:<20} {v}");

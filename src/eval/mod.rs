@@ -22,6 +22,7 @@
 mod dpr;
 mod metrics;
 mod normalize;
+pub mod report;
 mod score;
 
 pub use dpr::{dpr_tokens, has_answer};

@@ -7,12 +7,14 @@
 
 use crate::error::Result;
 
+mod any;
 mod onnx_dir;
 #[cfg(feature = "ort")]
 pub mod ort;
 #[cfg(feature = "tract")]
 pub mod tract;
 
+pub use self::any::{Backend, BackendKind, BackendOptions, BackendState, Device};
 pub use onnx_dir::OnnxDir;
 
 /// A right-padded batch of encoder inputs (row-major `[batch, len]`).

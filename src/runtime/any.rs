@@ -1,0 +1,221 @@
+//! The backend chosen at the edge: one enum over the compiled-in backends, so the CLI and the
+//! embedding API pick at run time while decoding stays generic.
+
+use super::{EncoderInput, Logits, OnnxDir, Seq2Seq};
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+
+/// Which engine runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// ONNX Runtime (CPU, CUDA or TensorRT).
+    Ort,
+    /// tract (pure Rust, CPU).
+    Tract,
+}
+
+/// Where it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(i32),
+    TensorRt(i32),
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+    /// `cpu`, `cuda`, `cuda:N`, `tensorrt`, `tensorrt:N`.
+    fn from_str(s: &str) -> Result<Self> {
+        let (name, idx) = match s.split_once(':') {
+            Some((n, i)) => (
+                n,
+                i.parse::<i32>().map_err(|_| {
+                    Error::Invalid(format!("device '{s}': '{i}' is not a device index"))
+                })?,
+            ),
+            None => (s, 0),
+        };
+        match name {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(idx)),
+            "tensorrt" | "trt" => Ok(Device::TensorRt(idx)),
+            _ => Err(Error::Invalid(format!(
+                "unknown device '{s}' (expected cpu, cuda[:N] or tensorrt[:N])"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
+            Device::TensorRt(i) => write!(f, "tensorrt:{i}"),
+        }
+    }
+}
+
+/// Everything needed to open a backend.
+#[derive(Debug, Clone)]
+pub struct BackendOptions {
+    pub kind: BackendKind,
+    pub device: Device,
+    /// Intra-op threads (0: the engine's default).
+    pub threads: usize,
+    /// ONNX Runtime graph optimisation level 0–3.
+    pub opt_level: u8,
+    /// Allow ONNX Runtime to fall back to the CPU when a GPU provider fails.
+    pub allow_fallback: bool,
+    /// TensorRT engine cache directory (default: `<model>/trt-cache`).
+    pub trt_cache: Option<PathBuf>,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        BackendOptions {
+            kind: BackendKind::Ort,
+            device: Device::Cpu,
+            threads: 0,
+            opt_level: 3,
+            allow_fallback: false,
+            trt_cache: None,
+        }
+    }
+}
+
+/// A loaded backend of any compiled-in kind.
+pub enum Backend {
+    #[cfg(feature = "ort")]
+    Ort(super::ort::OrtSeq2Seq),
+    #[cfg(feature = "tract")]
+    Tract(super::tract::TractSeq2Seq),
+}
+
+/// The state of whichever backend is in use.
+pub enum BackendState {
+    #[cfg(feature = "ort")]
+    Ort(super::ort::OrtState),
+    #[cfg(feature = "tract")]
+    Tract(super::tract::TractState),
+}
+
+impl Backend {
+    /// Open the export in `dir` with `opts`. A GPU device that cannot be used is an error.
+    pub fn load(dir: &OnnxDir, opts: &BackendOptions) -> Result<Self> {
+        match opts.kind {
+            #[cfg(feature = "ort")]
+            BackendKind::Ort => {
+                use super::ort::{OrtDevice, OrtOptions, OrtSeq2Seq};
+                let device = match &opts.device {
+                    Device::Cpu => OrtDevice::Cpu,
+                    Device::Cuda(i) => OrtDevice::Cuda(*i),
+                    Device::TensorRt(i) => OrtDevice::TensorRt {
+                        device: *i,
+                        cache_dir: opts
+                            .trt_cache
+                            .clone()
+                            .unwrap_or_else(|| dir.dir.join("trt-cache")),
+                    },
+                };
+                let o = OrtOptions {
+                    device,
+                    intra_threads: opts.threads,
+                    opt_level: opts.opt_level,
+                    allow_fallback: opts.allow_fallback,
+                };
+                Ok(Backend::Ort(OrtSeq2Seq::load(dir, &o)?))
+            }
+            #[cfg(feature = "tract")]
+            BackendKind::Tract => {
+                if opts.device != Device::Cpu {
+                    return Err(Error::Invalid(format!(
+                        "tract runs on the CPU only; --device {} needs --backend ort",
+                        opts.device
+                    )));
+                }
+                Ok(Backend::Tract(super::tract::TractSeq2Seq::load(dir)?))
+            }
+            #[allow(unreachable_patterns)]
+            other => Err(Error::Invalid(format!(
+                "backend {other:?} is not compiled into this binary (cargo features ort, tract)"
+            ))),
+        }
+    }
+
+    /// Whether independent batches should run on several threads (tract), rather than one after
+    /// another with the engine's own threads (ONNX Runtime).
+    pub fn prefers_parallel_batches(&self) -> bool {
+        match self {
+            #[cfg(feature = "ort")]
+            Backend::Ort(_) => false,
+            #[cfg(feature = "tract")]
+            Backend::Tract(_) => true,
+        }
+    }
+}
+
+fn mismatch() -> Error {
+    Error::Invalid("backend state of another backend".into())
+}
+
+impl Seq2Seq for Backend {
+    type State = BackendState;
+
+    fn encode(&self, input: &EncoderInput) -> Result<BackendState> {
+        match self {
+            #[cfg(feature = "ort")]
+            Backend::Ort(b) => b.encode(input).map(BackendState::Ort),
+            #[cfg(feature = "tract")]
+            Backend::Tract(b) => b.encode(input).map(BackendState::Tract),
+        }
+    }
+
+    fn step(&self, state: BackendState, tokens: &[i64]) -> Result<(Logits, BackendState)> {
+        match (self, state) {
+            #[cfg(feature = "ort")]
+            (Backend::Ort(b), BackendState::Ort(s)) => {
+                b.step(s, tokens).map(|(l, s)| (l, BackendState::Ort(s)))
+            }
+            #[cfg(feature = "tract")]
+            (Backend::Tract(b), BackendState::Tract(s)) => {
+                b.step(s, tokens).map(|(l, s)| (l, BackendState::Tract(s)))
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(mismatch()),
+        }
+    }
+
+    fn select(&self, state: BackendState, rows: &[usize]) -> Result<BackendState> {
+        match (self, state) {
+            #[cfg(feature = "ort")]
+            (Backend::Ort(b), BackendState::Ort(s)) => b.select(s, rows).map(BackendState::Ort),
+            #[cfg(feature = "tract")]
+            (Backend::Tract(b), BackendState::Tract(s)) => {
+                b.select(s, rows).map(BackendState::Tract)
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(mismatch()),
+        }
+    }
+
+    fn rows(&self, state: &BackendState) -> usize {
+        match (self, state) {
+            #[cfg(feature = "ort")]
+            (Backend::Ort(b), BackendState::Ort(s)) => b.rows(s),
+            #[cfg(feature = "tract")]
+            (Backend::Tract(b), BackendState::Tract(s)) => b.rows(s),
+            #[allow(unreachable_patterns)]
+            _ => 0,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            #[cfg(feature = "ort")]
+            Backend::Ort(b) => b.describe(),
+            #[cfg(feature = "tract")]
+            Backend::Tract(b) => b.describe(),
+        }
+    }
+}
