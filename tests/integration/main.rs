@@ -1,8 +1,10 @@
 //! cbqa's integration tests: one binary, one module per area.
 
+mod cli_eval;
 mod common;
 mod data_files;
 mod eval_oracle;
 mod foundation;
 mod runtime;
+mod serve;
 mod support;

@@ -1,0 +1,221 @@
+//! Issues 5 and 6 through the binary: predict, eval, score, and their bad inputs.
+
+use crate::common::*;
+use crate::runtime::optimum_export;
+use std::io::Write;
+use std::process::Stdio;
+
+#[test]
+fn predict_streams_stdin_and_reports_bad_lines() {
+    let model = optimum_export("t5_v1_0");
+    let mut child = cbqa()
+        .args([
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--format",
+            "jsonl",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"who wrote hamlet\n\xff\xfe not utf8\n\nwhen did the war end\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines[0]["question"], "who wrote hamlet");
+    assert!(lines[0]["answer"].is_string() && lines[0]["candidates"].is_array());
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("stdin:2: invalid UTF-8"),
+        "{stdout}"
+    );
+    assert_eq!(lines[2]["question"], "when did the war end");
+    assert!(stderr.contains("stdin:3: empty line"), "{stderr}");
+}
+
+#[test]
+fn predict_refuses_absent_gpus_and_broken_model_dirs() {
+    let model = optimum_export("t5_v1_0");
+    let m = model.to_str().unwrap();
+    let (ok, _, e) = run_cbqa(&["predict", "--model", m, "--device", "cuda", "hello"]);
+    assert!(!ok);
+    assert!(
+        e.contains("Cuda") && e.contains("execution provider") && e.contains("libonnxruntime"),
+        "{e}"
+    );
+    let (ok, _, e) = run_cbqa(&[
+        "predict",
+        "--model",
+        m,
+        "--backend",
+        "tract",
+        "--device",
+        "cuda",
+        "x",
+    ]);
+    assert!(!ok && e.contains("tract runs on the CPU only"), "{e}");
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&model, tmp.path());
+    std::fs::remove_file(tmp.path().join("decoder_with_past_model.onnx")).unwrap();
+    let (ok, _, e) = run_cbqa(&["predict", "--model", tmp.path().to_str().unwrap(), "x"]);
+    assert!(
+        !ok && e.contains("decoder_with_past_model.onnx") && e.contains("missing"),
+        "{e}"
+    );
+}
+
+#[test]
+fn eval_shards_merge_to_the_full_run() {
+    let model = optimum_export("t5_v1_1");
+    let m = model.to_str().unwrap();
+    let data = data_dir()
+        .join("triviaqa")
+        .join("topics.dpr.trivia.test.txt");
+    let d = data.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    let (ok, out, e) = run_cbqa(&[
+        "eval",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--limit",
+        "40",
+        "--beams",
+        "2",
+        "--out",
+        full.to_str().unwrap(),
+    ]);
+    assert!(ok, "{e}");
+    assert!(out.contains("trivia_qa normalisation"), "{out}");
+    for i in 0..2 {
+        let (ok, _, e) = run_cbqa(&[
+            "eval",
+            "--model",
+            m,
+            "--data",
+            d,
+            "--limit",
+            "40",
+            "--beams",
+            "2",
+            "--shard",
+            &format!("{i}/2"),
+            "--out",
+            tmp.path().join(format!("s{i}")).to_str().unwrap(),
+        ]);
+        assert!(ok, "{e}");
+    }
+    // a second full run appends a row; the table stays well-formed
+    let (ok, _, e) = run_cbqa(&[
+        "eval",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--limit",
+        "40",
+        "--beams",
+        "2",
+        "--backend",
+        "tract",
+        "--out",
+        full.to_str().unwrap(),
+    ]);
+    assert!(ok, "{e}");
+    let mut r = csv::Reader::from_path(full.join("metrics.csv")).unwrap();
+    let headers = r.headers().unwrap().clone();
+    for col in [
+        "dataset",
+        "n",
+        "em",
+        "f1",
+        "recall@1",
+        "recall@2",
+        "has_answer",
+        "backend",
+        "questions_per_s",
+        "peak_rss_mb",
+        "git_commit",
+        "timestamp",
+    ] {
+        assert!(
+            headers.iter().any(|h| h == col),
+            "metrics.csv lacks {col}: {headers:?}"
+        );
+    }
+    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    assert_eq!(&rows[0][col("n")], "40");
+    assert_eq!(&rows[1][col("backend")], "tract");
+    // ort and tract agree on every answer
+    assert_eq!(&rows[0][col("em")], &rows[1][col("em")]);
+    let preds = csv::Reader::from_path(full.join("predictions.csv"))
+        .unwrap()
+        .records()
+        .count();
+    assert_eq!(preds, 40);
+
+    // scoring the two shards merges them by id into the full run's numbers
+    let merged = tmp.path().join("merged");
+    let (ok, out, e) = run_cbqa(&[
+        "score",
+        "--data",
+        d,
+        "--limit",
+        "40",
+        "--predictions",
+        tmp.path().join("s0/predictions.csv").to_str().unwrap(),
+        tmp.path().join("s1/predictions.csv").to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(ok, "{e}");
+    let mut a = csv::Reader::from_path(full.join("predictions.csv")).unwrap();
+    let mut b = csv::Reader::from_path(merged.join("predictions.csv")).unwrap();
+    let (ha, hb) = (a.headers().unwrap().clone(), b.headers().unwrap().clone());
+    let ia: Vec<_> = ["id", "prediction", "em", "f1"]
+        .iter()
+        .map(|c| ha.iter().position(|h| h == *c).unwrap())
+        .collect();
+    let ib: Vec<_> = ["id", "prediction", "em", "f1"]
+        .iter()
+        .map(|c| hb.iter().position(|h| h == *c).unwrap())
+        .collect();
+    for (x, y) in a.records().zip(b.records()) {
+        let (x, y) = (x.unwrap(), y.unwrap());
+        for (i, j) in ia.iter().zip(&ib) {
+            assert_eq!(&x[*i], &y[*j]);
+        }
+    }
+    assert!(out.contains("n 40"), "{out}");
+    // a missing shard is an error that says what is missing
+    let (ok, _, e) = run_cbqa(&[
+        "score",
+        "--data",
+        d,
+        "--limit",
+        "40",
+        "--predictions",
+        tmp.path().join("s0/predictions.csv").to_str().unwrap(),
+    ]);
+    assert!(!ok && e.contains("have no prediction"), "{e}");
+}

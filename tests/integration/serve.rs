@@ -1,0 +1,104 @@
+//! Issue 5: the HTTP example serves one shared Answerer to concurrent clients.
+
+use crate::common::*;
+use crate::runtime::optimum_export;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+fn post(addr: &str, body: &str) -> serde_json::Value {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /answer HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, json) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
+    serde_json::from_str(json).unwrap()
+}
+
+#[test]
+fn http_example_answers_concurrent_requests() {
+    let exe = root()
+        .join("target")
+        .join("debug")
+        .join("examples")
+        .join("serve");
+    assert!(
+        exe.exists(),
+        "{} not built: run the suite with `cargo test --all-targets` (scripts/test.sh does)",
+        exe.display()
+    );
+    let model = optimum_export("t5_v1_1");
+    // What the library answers directly, to compare with.
+    let answerer = cbqa::Answerer::load(&model, Default::default()).unwrap();
+    let questions: Vec<String> = (0..8)
+        .map(|i| format!("who was president of the united states in {}", 1900 + 7 * i))
+        .collect();
+    let want: Vec<String> = answerer
+        .answer_batch(&questions.iter().map(String::as_str).collect::<Vec<_>>())
+        .into_iter()
+        .map(|a| a.unwrap().text)
+        .collect();
+
+    let mut child = Command::new(&exe)
+        .arg(&model)
+        .args(["--port", "0", "--workers", "4"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let handles: Vec<_> = questions
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, q)| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                // one request with one question, and one with two (an empty one fails alone)
+                let one = post(&addr, &serde_json::json!({ "questions": [q] }).to_string());
+                let two = post(
+                    &addr,
+                    &serde_json::json!({ "questions": [q, "  "] }).to_string(),
+                );
+                (i, one, two)
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, one, two) = h.join().unwrap();
+        assert_eq!(one["answers"][0]["answer"], want[i], "question {i}");
+        assert_eq!(two["answers"][0]["answer"], want[i], "question {i}");
+        assert!(
+            two["answers"][1]["error"]
+                .as_str()
+                .unwrap()
+                .contains("empty question"),
+            "{two}"
+        );
+    }
+    // GET with a query string
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let q = questions[0].replace(' ', "+");
+    write!(s, "GET /answer?q={q} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.contains(&want[0]), "{resp}");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
