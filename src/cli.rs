@@ -200,6 +200,10 @@ pub struct EvalArgs {
     /// Dataset split name for metrics.csv (default: from the file name).
     #[arg(long)]
     pub split: Option<String>,
+    /// Also report metrics on the question-overlap, answer-overlap-only and no-overlap subsets
+    /// against this training file (Lewis et al., 2021).
+    #[arg(long)]
+    pub overlap_with: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -216,4 +220,7 @@ pub struct ScoreArgs {
     /// Write predictions.csv and append to metrics.csv in this directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also report metrics on the overlap subsets against this training file (Lewis et al., 2021).
+    #[arg(long)]
+    pub overlap_with: Option<PathBuf>,
 }

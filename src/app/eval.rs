@@ -34,6 +34,42 @@ fn metric_row(scores: &Scores, n: usize) -> Vec<(String, String)> {
     row
 }
 
+/// Overlap subsets: columns for metrics.csv, printed too.
+fn overlap_columns(
+    train: Option<&Path>,
+    examples: &[cbqa::data::QaExample],
+    scores: &Scores,
+) -> Result<Vec<(String, String)>> {
+    use cbqa::eval::overlap::{classify, subset_metrics};
+    let Some(train) = train else {
+        return Ok(Vec::new());
+    };
+    let ds = cbqa::data::Dataset::read(train, &cbqa::data::ReadOptions::default())?;
+    let classes = classify(examples, &ds.examples, scores.normalizer);
+    let mut cols = vec![("overlap_train".to_string(), train.display().to_string())];
+    for (c, n, em, f1) in subset_metrics(&scores.rows, &classes) {
+        println!("  {:<20} n {n:<6} EM {em:.2}  F1 {f1:.2}", c.name());
+        cols.push((format!("n_{}", c.name()), n.to_string()));
+        cols.push((
+            format!("em_{}", c.name()),
+            if n == 0 {
+                String::new()
+            } else {
+                format!("{em}")
+            },
+        ));
+        cols.push((
+            format!("f1_{}", c.name()),
+            if n == 0 {
+                String::new()
+            } else {
+                format!("{f1}")
+            },
+        ));
+    }
+    Ok(cols)
+}
+
 fn print_summary(scores: &Scores) {
     let a = &scores.aggregate;
     let recall: Vec<String> = a
@@ -126,6 +162,12 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         ("shard".into(), args.data.shard.clone().unwrap_or_default()),
     ];
     row.extend(metric_row(&scores, examples.len()));
+    print_summary(&scores);
+    row.extend(overlap_columns(
+        args.overlap_with.as_deref(),
+        &examples,
+        &scores,
+    )?);
     let threads = args.runtime.threads;
     row.extend([
         ("errors".to_string(), errors.to_string()),
@@ -160,7 +202,6 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         ("timestamp".into(), utc_timestamp()),
     ]);
     append_row(&args.out.join("metrics.csv"), &row)?;
-    print_summary(&scores);
     println!(
         "{:.1} questions/s over {:.1}s with {}; wrote {}/predictions.csv and metrics.csv",
         examples.len() as f64 / wall.max(1e-9),
@@ -322,6 +363,7 @@ pub fn score(args: ScoreArgs) -> Result<()> {
     sopts.recall_ks = recall_ks(beams);
     let scores = score_examples_with(&preds, &examples, &sopts)?;
     print_summary(&scores);
+    let overlap = overlap_columns(args.overlap_with.as_deref(), &examples, &scores)?;
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out)?;
         let rows: Vec<PredictionRow<'_>> = examples
@@ -350,6 +392,7 @@ pub fn score(args: ScoreArgs) -> Result<()> {
             ),
         ];
         row.extend(metric_row(&scores, examples.len()));
+        row.extend(overlap);
         row.extend([
             (
                 "cbqa_version".to_string(),

@@ -219,3 +219,66 @@ fn eval_shards_merge_to_the_full_run() {
     ]);
     assert!(!ok && e.contains("have no prediction"), "{e}");
 }
+
+#[test]
+fn score_reports_overlap_subsets_for_any_systems_predictions() {
+    let data = data_dir()
+        .join("webquestions")
+        .join("dpr")
+        .join("topics.dpr.wq.test.txt");
+    let train = data_dir()
+        .join("webquestions")
+        .join("brmson-main")
+        .join("trainmodel.json");
+    let ds = cbqa::data::Dataset::read(&data, &Default::default()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // another system's output: the first reference for even questions, a wrong answer for odd
+    let preds = tmp.path().join("preds.jsonl");
+    let mut text = String::new();
+    for (i, e) in ds.examples.iter().take(60).enumerate() {
+        let p = if i % 2 == 0 {
+            e.answers[0].clone()
+        } else {
+            "no idea".into()
+        };
+        text.push_str(&serde_json::json!({"id": e.id, "prediction": p}).to_string());
+        text.push('\n');
+    }
+    std::fs::write(&preds, text).unwrap();
+    let out = tmp.path().join("out");
+    let (ok, stdout, e) = run_cbqa(&[
+        "score",
+        "--data",
+        data.to_str().unwrap(),
+        "--limit",
+        "60",
+        "--predictions",
+        preds.to_str().unwrap(),
+        "--overlap-with",
+        train.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{e}");
+    assert!(stdout.contains("EM 50.00"), "{stdout}");
+    let mut r = csv::Reader::from_path(out.join("metrics.csv")).unwrap();
+    let h = r.headers().unwrap().clone();
+    let row = r.records().next().unwrap().unwrap();
+    let get = |c: &str| {
+        row[h
+            .iter()
+            .position(|x| x == c)
+            .unwrap_or_else(|| panic!("no {c} in {h:?}"))]
+        .to_string()
+    };
+    let n: usize = [
+        "n_question_overlap",
+        "n_answer_overlap_only",
+        "n_no_overlap",
+    ]
+    .iter()
+    .map(|c| get(c).parse::<usize>().unwrap())
+    .sum();
+    assert_eq!(n, 60);
+    assert!(get("n_answer_overlap_only").parse::<usize>().unwrap() > 0);
+}
