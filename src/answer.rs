@@ -35,6 +35,8 @@ pub struct AnswererOptions {
     /// Candidates returned per question (≤ num_beams), for recall@k.
     pub num_return_sequences: usize,
     pub max_new_tokens: usize,
+    /// Suppress EOS before this many tokens (`= max_new_tokens` forces equal work in benchmarks).
+    pub min_new_tokens: usize,
     pub length_penalty: f32,
     pub early_stopping: EarlyStopping,
     pub batch: BatchPolicy,
@@ -51,6 +53,7 @@ impl Default for AnswererOptions {
             num_beams: 1,
             num_return_sequences: 1,
             max_new_tokens: 32,
+            min_new_tokens: 0,
             length_penalty: 1.0,
             early_stopping: EarlyStopping::True,
             batch: BatchPolicy::default(),
@@ -93,6 +96,7 @@ impl Answerer {
         let backend = Backend::load(&dir, &opts.backend)?;
         let generate = GenerateOptions {
             max_new_tokens: opts.max_new_tokens,
+            min_new_tokens: opts.min_new_tokens,
             num_beams: opts.num_beams,
             num_return_sequences: opts.num_return_sequences,
             length_penalty: opts.length_penalty,

@@ -24,6 +24,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Score predictions made by any system against a benchmark file (merges shards).
     Score(ScoreArgs),
+    /// Measure throughput across engines, batch sizes and threads; CSV, table and SVG plot.
+    Bench(BenchArgs),
     /// Show which native libraries (libtorch, ONNX Runtime, tract) this binary finds and uses.
     Doctor,
 }
@@ -223,4 +225,56 @@ pub struct ScoreArgs {
     /// Also report metrics on the overlap subsets against this training file (Lewis et al., 2021).
     #[arg(long)]
     pub overlap_with: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// An exported model directory.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Engines to sweep.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BackendArg::Ort, BackendArg::Tract])]
+    pub backends: Vec<BackendArg>,
+    /// Batch sizes to sweep.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 32, 128])]
+    pub batch_sizes: Vec<usize>,
+    /// Thread counts to sweep (ONNX Runtime intra-op threads; tract runs that many batches at once).
+    #[arg(long, value_delimiter = ',', default_values_t = [2usize])]
+    pub threads: Vec<usize>,
+    /// Device for ONNX Runtime: cpu, cuda[:N], tensorrt[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Real questions from this data file (any format cbqa reads); default: synthetic questions.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Number of questions.
+    #[arg(long, default_value_t = 256)]
+    pub questions: usize,
+    /// Shortest question in tokens (EOS included).
+    #[arg(long, default_value_t = 10)]
+    pub min_tokens: usize,
+    /// Longest question in tokens (EOS included).
+    #[arg(long, default_value_t = 21)]
+    pub max_tokens: usize,
+    /// Decode exactly this many tokens per question (EOS suppressed), so engines do equal work.
+    #[arg(long, default_value_t = 8)]
+    pub force_steps: usize,
+    /// Beam size.
+    #[arg(long, default_value_t = 1)]
+    pub beams: usize,
+    /// Timed passes over the questions per configuration.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// ONNX Runtime graph optimisation level.
+    #[arg(long, default_value_t = 3)]
+    pub opt_level: u8,
+    /// Label for the precision column (default: from the export's metadata, else fp32).
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Output directory: rows are appended to bench.csv and throughput.svg is redrawn.
+    #[arg(long, default_value = "runs/bench")]
+    pub out: PathBuf,
+    /// Only redraw throughput.svg from bench.csv (e.g. after the peer script added rows).
+    #[arg(long)]
+    pub plot_only: bool,
 }

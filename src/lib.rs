@@ -8,6 +8,7 @@
 //! ([`native`]). Every error is an [`Error`] that names the file, tensor or line it is about.
 
 pub mod answer;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -27,6 +27,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => app::predict::run(args),
         Command::Eval(args) => app::eval::eval(args),
         Command::Score(args) => app::eval::score(args),
+        Command::Bench(args) => app::bench::run(args),
         Command::Doctor => {
             for (k, v) in cbqa::native::report() {
                 println!("{k:<20} {v}");

@@ -1,6 +1,7 @@
 //! Command implementations of the binary: arguments are resolved into library settings once,
 //! then the library does the work.
 
+pub mod bench;
 pub mod eval;
 pub mod predict;
 
@@ -37,6 +38,7 @@ pub fn answerer_options(r: &RuntimeArgs) -> Result<AnswererOptions> {
         num_beams: r.beams,
         num_return_sequences: candidates,
         max_new_tokens: r.max_new_tokens,
+        min_new_tokens: 0,
         length_penalty: r.length_penalty,
         early_stopping: EarlyStopping::True,
         batch: BatchPolicy {

@@ -100,6 +100,12 @@ pub fn beam_search<B: Seq2Seq>(
             let mut cands: Vec<Cand> = Vec::with_capacity(nb * keep);
             for (b, beam) in item.running.iter().enumerate() {
                 log_softmax(logits.row(i * nb + b), &mut lp);
+                if step < opts.min_new_tokens {
+                    // applied to the log-probabilities, as transformers' logits processors are
+                    if let Some(x) = lp.get_mut(opts.eos_token_id as usize) {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
                 for x in lp.iter_mut() {
                     *x += beam.score;
                 }

@@ -16,6 +16,16 @@ pub(crate) fn argmax(row: &[f32]) -> usize {
     best
 }
 
+/// Set the logit of `token` to -inf in every row (transformers' min-length processors do the same).
+pub(crate) fn suppress(logits: &mut crate::runtime::Logits, token: u32) {
+    let v = logits.vocab;
+    if (token as usize) < v {
+        for r in 0..logits.rows {
+            logits.data[r * v + token as usize] = f32::NEG_INFINITY;
+        }
+    }
+}
+
 /// Greedy decoding of a padded batch; one hypothesis per row.
 pub fn greedy<B: Seq2Seq>(
     backend: &B,
@@ -33,9 +43,12 @@ pub fn greedy<B: Seq2Seq>(
     let mut running: Vec<usize> = (0..input.batch).collect();
     let mut tokens: Vec<i64> = vec![opts.decoder_start_token_id as i64; input.batch];
     let mut lp = Vec::new();
-    for _ in 0..opts.max_new_tokens {
-        let (logits, next) = backend.step(state, &tokens)?;
+    for step in 0..opts.max_new_tokens {
+        let (mut logits, next) = backend.step(state, &tokens)?;
         state = next;
+        if step < opts.min_new_tokens {
+            suppress(&mut logits, opts.eos_token_id);
+        }
         let mut keep = Vec::with_capacity(running.len());
         tokens.clear();
         for (r, &row) in running.iter().enumerate() {

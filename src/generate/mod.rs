@@ -33,6 +33,9 @@ pub enum EarlyStopping {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
+    /// EOS is suppressed until this many tokens were generated (transformers'
+    /// `MinNewTokensLengthLogitsProcessor`); `min = max` forces exactly that many steps.
+    pub min_new_tokens: usize,
     pub num_beams: usize,
     pub num_return_sequences: usize,
     pub length_penalty: f32,
@@ -46,6 +49,7 @@ impl Default for GenerateOptions {
     fn default() -> Self {
         GenerateOptions {
             max_new_tokens: 32,
+            min_new_tokens: 0,
             num_beams: 1,
             num_return_sequences: 1,
             length_penalty: 1.0,

@@ -1,5 +1,6 @@
 //! cbqa's integration tests: one binary, one module per area.
 
+mod bench;
 mod cli_eval;
 mod common;
 mod data_files;

@@ -1,0 +1,248 @@
+//! Bench output: a table on stdout, rows appended to a CSV shared with the peer script
+//! (`scripts/bench_peers.py` writes the same columns), and an SVG plot of throughput against batch
+//! size per engine, drawn from every row of that CSV.
+
+use super::BenchResult;
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+/// The CSV columns, in order (shared with scripts/bench_peers.py).
+pub const COLUMNS: &[&str] = &[
+    "engine",
+    "device",
+    "precision",
+    "batch_size",
+    "threads",
+    "questions",
+    "generated_tokens",
+    "wall_s",
+    "questions_per_s",
+    "tokens_per_s",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "encoder_s",
+    "decoder_s",
+    "peak_rss_mb",
+];
+
+/// The row of one result, with the run's context columns after the measured ones.
+pub fn csv_row(r: &BenchResult, context: &[(String, String)]) -> Vec<(String, String)> {
+    let vals = [
+        r.engine.clone(),
+        r.device.clone(),
+        r.precision.clone(),
+        r.batch_size.to_string(),
+        r.threads.to_string(),
+        r.questions.to_string(),
+        r.generated_tokens.to_string(),
+        format!("{:.4}", r.wall_s),
+        format!("{:.3}", r.questions_per_s),
+        format!("{:.3}", r.tokens_per_s),
+        format!("{:.3}", r.p50_ms),
+        format!("{:.3}", r.p95_ms),
+        format!("{:.3}", r.p99_ms),
+        format!("{:.4}", r.encoder_s),
+        format!("{:.4}", r.decoder_s),
+        format!("{:.1}", r.peak_rss_mb),
+    ];
+    let mut row: Vec<(String, String)> = COLUMNS.iter().map(|c| c.to_string()).zip(vals).collect();
+    row.extend(context.iter().cloned());
+    row
+}
+
+/// A plain-text table of results.
+pub fn table(results: &[BenchResult]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<22} {:>6} {:>7} {:>10} {:>10} {:>9} {:>9} {:>9} {:>7} {:>9}",
+        "engine",
+        "batch",
+        "threads",
+        "q/s",
+        "tok/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "enc %",
+        "rss MB"
+    );
+    for r in results {
+        let enc = 100.0 * r.encoder_s / (r.encoder_s + r.decoder_s).max(1e-12);
+        let _ = writeln!(
+            s,
+            "{:<22} {:>6} {:>7} {:>10.1} {:>10.1} {:>9.1} {:>9.1} {:>9.1} {:>6.1}% {:>9.0}",
+            r.engine,
+            r.batch_size,
+            r.threads,
+            r.questions_per_s,
+            r.tokens_per_s,
+            r.p50_ms,
+            r.p95_ms,
+            r.p99_ms,
+            enc,
+            r.peak_rss_mb
+        );
+    }
+    s
+}
+
+/// Points (engine label → [(batch size, questions/s)]) from a bench CSV, averaging repeats.
+pub fn read_points(csv_path: &Path) -> Result<BTreeMap<String, Vec<(f64, f64)>>> {
+    let mut r = csv::Reader::from_path(csv_path).map_err(|e| Error::Output {
+        path: csv_path.to_path_buf(),
+        msg: format!("cannot read bench CSV: {e}"),
+    })?;
+    let h = r
+        .headers()
+        .map_err(|e| Error::Output {
+            path: csv_path.to_path_buf(),
+            msg: e.to_string(),
+        })?
+        .clone();
+    let col = |n: &str| h.iter().position(|x| x == n);
+    let (e, d, p, b, q) =
+        match (
+            col("engine"),
+            col("device"),
+            col("precision"),
+            col("batch_size"),
+            col("questions_per_s"),
+        ) {
+            (Some(e), Some(d), Some(p), Some(b), Some(q)) => (e, d, p, b, q),
+            _ => return Err(Error::Output {
+                path: csv_path.to_path_buf(),
+                msg:
+                    "not a bench CSV (needs engine, device, precision, batch_size, questions_per_s)"
+                        .into(),
+            }),
+        };
+    let mut acc: BTreeMap<(String, u64), (f64, usize)> = BTreeMap::new();
+    for rec in r.records().flatten() {
+        let label = format!("{} {} {}", &rec[e], &rec[d], &rec[p]);
+        let (Ok(bs), Ok(qs)) = (rec[b].parse::<u64>(), rec[q].parse::<f64>()) else {
+            continue;
+        };
+        let a = acc.entry((label, bs)).or_insert((0.0, 0));
+        a.0 += qs;
+        a.1 += 1;
+    }
+    let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for ((label, bs), (sum, n)) in acc {
+        out.entry(label)
+            .or_default()
+            .push((bs as f64, sum / n as f64));
+    }
+    Ok(out)
+}
+
+/// An SVG line plot: questions/s against batch size (log2 axis), one line per engine.
+pub fn svg_plot(points: &BTreeMap<String, Vec<(f64, f64)>>, title: &str) -> String {
+    let (w, h, left, right, top, bottom) = (820.0, 480.0, 70.0, 230.0, 40.0, 50.0);
+    let all: Vec<(f64, f64)> = points.values().flatten().copied().collect();
+    let xmin = all
+        .iter()
+        .map(|p| p.0.log2())
+        .fold(f64::INFINITY, f64::min)
+        .min(0.0);
+    let xmax = all
+        .iter()
+        .map(|p| p.0.log2())
+        .fold(f64::NEG_INFINITY, f64::max)
+        .max(xmin + 1.0);
+    let ymax = all.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-9) * 1.1;
+    let px = |x: f64| left + (x.log2() - xmin) / (xmax - xmin) * (w - left - right);
+    let py = |y: f64| h - bottom - y / ymax * (h - top - bottom);
+    let colors = [
+        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+        "#17becf", "#bcbd22",
+    ];
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\
+<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
+<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>",
+        (w - right + left) / 2.0,
+        xml(title)
+    );
+    // axes and grid
+    let _ = write!(
+        s,
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
+        h - bottom,
+        w - right,
+        h - bottom
+    );
+    let _ = write!(
+        s,
+        "<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>",
+        h - bottom
+    );
+    for i in 0..=5 {
+        let y = ymax * i as f64 / 5.0;
+        let _ = write!(
+            s,
+            "<line x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#ddd\"/><text x=\"{2}\" y=\"{3}\" text-anchor=\"end\">{4:.0}</text>",
+            py(y), w - right, left - 6.0, py(y) + 4.0, y
+        );
+    }
+    let mut x = xmin.floor();
+    while x <= xmax + 1e-9 {
+        let v = 2f64.powf(x);
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{v:.0}</text>",
+            px(v),
+            h - bottom + 18.0
+        );
+        x += 1.0;
+    }
+    let _ = write!(
+        s,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">batch size</text>",
+        (w - right + left) / 2.0,
+        h - 10.0
+    );
+    let _ = write!(s, "<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {0})\" text-anchor=\"middle\">questions / s</text>", (h - bottom + top) / 2.0);
+    for (i, (label, pts)) in points.iter().enumerate() {
+        let c = colors[i % colors.len()];
+        let mut pts = pts.clone();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let path: Vec<String> = pts
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", px(p.0), py(p.1)))
+            .collect();
+        let _ = write!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
+            path.join(" ")
+        );
+        for p in &pts {
+            let _ = write!(
+                s,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{c}\"/>",
+                px(p.0),
+                py(p.1)
+            );
+        }
+        let ly = top + 20.0 + 20.0 * i as f64;
+        let _ = write!(
+            s,
+            "<line x1=\"{0}\" y1=\"{ly}\" x2=\"{1}\" y2=\"{ly}\" stroke=\"{c}\" stroke-width=\"3\"/><text x=\"{2}\" y=\"{3}\">{4}</text>",
+            w - right + 15.0, w - right + 35.0, w - right + 40.0, ly + 4.0, xml(label)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
