@@ -83,6 +83,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         std::fs::create_dir_all(&args.out)?;
         let dir = OnnxDir::open(model)?;
         let qs = questions(&args, &dir)?;
+        // The exact token ids, so scripts/bench_peers.py runs the same workload.
+        cbqa::fsutil::write_atomic(
+            &args.out.join("questions.json"),
+            serde_json::to_string(&qs)?.as_bytes(),
+        )?;
         let device: Device = args.device.parse()?;
         let precision = args
             .precision

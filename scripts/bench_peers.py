@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Peer engines on cbqa's bench workload, rows appended to the same bench.csv.
+
+Runs the token ids that `cbqa bench` wrote to OUT/questions.json through
+  transformers   T5ForConditionalGeneration.generate (PyTorch eager), from the HF checkpoint
+  optimum        optimum's ORTModelForSeq2SeqLM, from optimum's own ONNX export
+  ct2-float32    CTranslate2 Translator, compute_type float32 (ct2-transformers-converter)
+  ct2-int8       CTranslate2 Translator, compute_type int8
+with every question forced to decode exactly --force-steps tokens (min = max new tokens), in
+batches of the given sizes, each engine in its own process so its peak RSS is its own.
+
+  .venv/bin/python scripts/bench_peers.py --checkpoint CKPT --optimum-onnx DIR --ct2 DIR \
+      --out runs/bench --batch-sizes 32 --threads 2 --force-steps 8
+"""
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+COLUMNS = ["engine", "device", "precision", "batch_size", "threads", "questions", "generated_tokens",
+           "wall_s", "questions_per_s", "tokens_per_s", "p50_ms", "p95_ms", "p99_ms", "encoder_s",
+           "decoder_s", "peak_rss_mb"]
+
+
+def quantile(xs, q):
+    xs = sorted(xs)
+    pos = q * (len(xs) - 1)
+    lo, hi = int(pos), min(int(pos) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def append_rows(path, rows):
+    header, old = [], []
+    if os.path.exists(path):
+        with open(path, newline="", encoding="utf-8") as f:
+            r = csv.reader(f)
+            header = next(r, [])
+            old = list(r)
+    for row in rows:
+        for k in row:
+            if k not in header:
+                header.append(k)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".bench.csv.")
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        for r in old:
+            w.writerow(r + [""] * (len(header) - len(r)))
+        for row in rows:
+            w.writerow([row.get(h, "") for h in header])
+    os.replace(tmp, path)
+
+
+def batches(questions, bs):
+    return [questions[i:i + bs] for i in range(0, len(questions), bs)]
+
+
+def pad(batch):
+    import torch
+    n = max(len(q) for q in batch)
+    ids = torch.tensor([q + [0] * (n - len(q)) for q in batch], dtype=torch.long)
+    mask = torch.tensor([[1] * len(q) + [0] * (n - len(q)) for q in batch], dtype=torch.long)
+    return ids, mask
+
+
+def run_engine(args, questions, bs):
+    """Returns (latencies_ms, generated_tokens, wall_s); runs in a child process."""
+    steps = args.force_steps
+    if args.engine in ("transformers", "optimum"):
+        import torch
+        torch.set_num_threads(args.threads)
+        if args.engine == "transformers":
+            from transformers import T5ForConditionalGeneration
+            model = T5ForConditionalGeneration.from_pretrained(args.checkpoint).eval()
+        else:
+            import onnxruntime as ort
+            from optimum.onnxruntime import ORTModelForSeq2SeqLM
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = args.threads
+            so.inter_op_num_threads = 1
+            model = ORTModelForSeq2SeqLM.from_pretrained(args.optimum_onnx, use_cache=True, session_options=so,
+                                                         provider="CPUExecutionProvider")
+
+        def gen(batch):
+            ids, mask = pad(batch)
+            with torch.inference_mode():
+                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps,
+                                     min_new_tokens=steps, num_beams=1, do_sample=False)
+            return int((out.shape[1] - 1) * out.shape[0])
+    else:
+        import ctranslate2
+        from transformers import PreTrainedTokenizerFast
+        tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(args.checkpoint, "tokenizer.json"))
+        compute = "int8" if args.engine == "ct2-int8" else "float32"
+        tr = ctranslate2.Translator(args.ct2, device="cpu", compute_type=compute,
+                                    intra_threads=args.threads, inter_threads=1)
+
+        def gen(batch):
+            src = [tok.convert_ids_to_tokens(q) for q in batch]
+            res = tr.translate_batch(src, max_batch_size=len(batch), beam_size=1,
+                                     max_decoding_length=steps, min_decoding_length=steps)
+            return sum(len(r.hypotheses[0]) for r in res)
+
+    bl = batches(questions, bs)
+    gen(bl[0])  # warm-up
+    lat, toks = [], 0
+    start = time.perf_counter()
+    for _ in range(args.repeat):
+        for b in bl:
+            t = time.perf_counter()
+            toks += gen(b)
+            lat.append((time.perf_counter() - t) * 1e3)
+    return lat, toks, time.perf_counter() - start
+
+
+def child(args):
+    with open(os.path.join(args.out, "questions.json")) as f:
+        questions = json.load(f)
+    rows = []
+    for bs in args.batch_sizes:
+        lat, toks, wall = run_engine(args, questions, bs)
+        n = len(questions) * args.repeat
+        rows.append({
+            "engine": args.engine, "device": "cpu",
+            "precision": "int8" if args.engine == "ct2-int8" else "fp32",
+            "batch_size": bs, "threads": args.threads, "questions": n, "generated_tokens": toks,
+            "wall_s": f"{wall:.4f}", "questions_per_s": f"{n / wall:.3f}", "tokens_per_s": f"{toks / wall:.3f}",
+            "p50_ms": f"{quantile(lat, 0.5):.3f}", "p95_ms": f"{quantile(lat, 0.95):.3f}",
+            "p99_ms": f"{quantile(lat, 0.99):.3f}", "encoder_s": "", "decoder_s": "",
+            "peak_rss_mb": f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}",
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "workload": f"{len(questions)} questions from questions.json, {args.force_steps} forced steps",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+        print(f"{args.engine} batch {bs} threads {args.threads}: {n / wall:.1f} q/s", file=sys.stderr)
+    print(json.dumps(rows))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True, help="HF checkpoint dir (transformers, tokenizer)")
+    ap.add_argument("--optimum-onnx", help="optimum's ONNX export of the checkpoint")
+    ap.add_argument("--ct2", help="ct2-transformers-converter output of the checkpoint")
+    ap.add_argument("--engines", default="transformers,optimum,ct2-float32,ct2-int8")
+    ap.add_argument("--out", default="runs/bench")
+    ap.add_argument("--batch-sizes", default="32")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--force-steps", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--engine", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    args.batch_sizes = [int(x) for x in str(args.batch_sizes).split(",")]
+    if args.engine:
+        return child(args)
+    if not os.path.exists(os.path.join(args.out, "questions.json")):
+        sys.exit(f"{args.out}/questions.json not found: run `cbqa bench --out {args.out}` first")
+    all_rows = []
+    for engine in args.engines.split(","):
+        need = {"optimum": args.optimum_onnx, "ct2-float32": args.ct2, "ct2-int8": args.ct2}.get(engine, "x")
+        if not need:
+            sys.exit(f"engine {engine} needs --optimum-onnx / --ct2")
+        cmd = [sys.executable, os.path.abspath(__file__), "--engine", engine, "--checkpoint", args.checkpoint,
+               "--out", args.out, "--batch-sizes", ",".join(map(str, args.batch_sizes)), "--threads",
+               str(args.threads), "--force-steps", str(args.force_steps), "--repeat", str(args.repeat)]
+        if args.optimum_onnx:
+            cmd += ["--optimum-onnx", args.optimum_onnx]
+        if args.ct2:
+            cmd += ["--ct2", args.ct2]
+        env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(args.threads))
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+        sys.stderr.write(out.stderr[-2000:] if out.returncode else "")
+        all_rows += json.loads(out.stdout.strip().splitlines()[-1])
+    append_rows(os.path.join(args.out, "bench.csv"), all_rows)
+    for r in all_rows:
+        print(f"{r['engine']:<14} batch {r['batch_size']:>4}: {float(r['questions_per_s']):8.1f} q/s  "
+              f"{float(r['tokens_per_s']):9.1f} tok/s  p50 {float(r['p50_ms']):7.1f} ms  rss {r['peak_rss_mb']} MB")
+
+
+if __name__ == "__main__":
+    main()
