@@ -60,18 +60,6 @@ fn questions(args: &BenchArgs, dir: &OnnxDir) -> Result<Vec<Vec<u32>>> {
         .collect())
 }
 
-fn precision_of(dir: &std::path::Path) -> String {
-    std::fs::read_to_string(dir.join("cbqa_export.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| {
-            v.get("precision")
-                .and_then(|p| p.as_str())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "fp32".into())
-}
-
 pub fn run(args: BenchArgs) -> Result<()> {
     let csv = args.out.join("bench.csv");
     let svg = args.out.join("throughput.svg");
@@ -92,7 +80,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let precision = args
             .precision
             .clone()
-            .unwrap_or_else(|| precision_of(model));
+            .unwrap_or_else(|| cbqa::runtime::precision_of(model));
         let opts = GenerateOptions {
             max_new_tokens: args.force_steps.max(1),
             min_new_tokens: args.force_steps.max(1),

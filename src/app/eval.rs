@@ -177,7 +177,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             format!("{:?}", args.runtime.backend).to_lowercase(),
         ),
         ("device".into(), args.runtime.device.clone()),
-        ("precision".into(), precision_of(&args.model)),
+        ("precision".into(), cbqa::runtime::precision_of(&args.model)),
         ("batch_policy".into(), policy),
         (
             "threads".into(),
@@ -226,20 +226,6 @@ fn recall_ks(beams: usize) -> Vec<usize> {
         ks.push(beams);
     }
     ks
-}
-
-/// The precision of an export, from the weights file our exporter writes (fp32 otherwise).
-fn precision_of(model: &Path) -> String {
-    let meta = model.join("cbqa_export.json");
-    std::fs::read_to_string(meta)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| {
-            v.get("precision")
-                .and_then(|p| p.as_str())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "fp32".into())
 }
 
 /// Read predictions of any system: JSON lines or CSV (cbqa's predictions.csv included).

@@ -15,7 +15,7 @@ pub mod ort;
 pub mod tract;
 
 pub use self::any::{Backend, BackendKind, BackendOptions, BackendState, Device};
-pub use onnx_dir::OnnxDir;
+pub use onnx_dir::{precision_of, OnnxDir};
 
 /// A right-padded batch of encoder inputs (row-major `[batch, len]`).
 #[derive(Debug, Clone, PartialEq)]

@@ -58,18 +58,88 @@ impl OnnxDir {
         })
     }
 
+    /// The weight precision recorded by `cbqa export` in `cbqa_export.json` (fp32 otherwise,
+    /// e.g. for optimum's exports).
+    pub fn precision(&self) -> String {
+        precision_of(&self.dir)
+    }
+
     /// Path of one of the graphs.
     pub fn graph(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 }
 
-/// Input/output names of optimum's decoder graphs for layer `i`.
-pub(crate) fn past_name(i: usize, part: &str, kv: &str) -> String {
-    format!("past_key_values.{i}.{part}.{kv}")
+/// The precision an export directory records (see [`OnnxDir::precision`]).
+pub fn precision_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("cbqa_export.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| {
+            v.get("precision")
+                .and_then(|p| p.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "fp32".into())
 }
 
-/// Output names of the present cache for layer `i`.
-pub(crate) fn present_name(i: usize, part: &str, kv: &str) -> String {
-    format!("present.{i}.{part}.{kv}")
+/// optimum's input and output names of the decoder graphs, per layer in cache order
+/// (decoder key, decoder value, encoder key, encoder value); built once per loaded model.
+#[derive(Debug, Clone)]
+pub(crate) struct IoNames {
+    /// `past_key_values.{i}.{decoder,encoder}.{key,value}`
+    pub past: Vec<[String; 4]>,
+    /// `present.{i}.{decoder,encoder}.{key,value}`
+    pub present: Vec<[String; 4]>,
+}
+
+impl IoNames {
+    pub fn new(layers: usize) -> Self {
+        let four = |prefix: &str, i: usize| {
+            [
+                format!("{prefix}.{i}.decoder.key"),
+                format!("{prefix}.{i}.decoder.value"),
+                format!("{prefix}.{i}.encoder.key"),
+                format!("{prefix}.{i}.encoder.value"),
+            ]
+        };
+        IoNames {
+            past: (0..layers).map(|i| four("past_key_values", i)).collect(),
+            present: (0..layers).map(|i| four("present", i)).collect(),
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// (inputs, outputs) of `encoder_model.onnx`.
+    pub fn encoder(&self) -> (Vec<String>, Vec<String>) {
+        (
+            Self::strings(&["input_ids", "attention_mask"]),
+            Self::strings(&["last_hidden_state"]),
+        )
+    }
+
+    /// (inputs, outputs) of `decoder_model.onnx`: logits and the whole present cache.
+    pub fn decoder(&self) -> (Vec<String>, Vec<String>) {
+        let mut outs = Self::strings(&["logits"]);
+        outs.extend(self.present.iter().flatten().cloned());
+        let ins = Self::strings(&[
+            "input_ids",
+            "encoder_attention_mask",
+            "encoder_hidden_states",
+        ]);
+        (ins, outs)
+    }
+
+    /// (inputs, outputs) of `decoder_with_past_model.onnx`: the whole past in, logits and the
+    /// decoder half of the present cache out.
+    pub fn decoder_with_past(&self) -> (Vec<String>, Vec<String>) {
+        let mut ins = Self::strings(&["input_ids", "encoder_attention_mask"]);
+        ins.extend(self.past.iter().flatten().cloned());
+        let mut outs = Self::strings(&["logits"]);
+        outs.extend(self.present.iter().flat_map(|p| p[..2].iter().cloned()));
+        (ins, outs)
+    }
 }

@@ -7,7 +7,7 @@
 //! next step's inputs as the same values, also without copies. Rows are gathered (a copy) only
 //! when `select` changes them: beam reordering, or finished rows leaving the batch.
 
-use super::onnx_dir::{past_name, present_name, OnnxDir};
+use super::onnx_dir::{IoNames, OnnxDir};
 use super::{gather_rows, EncoderInput, Logits, Seq2Seq};
 use crate::error::{Error, Result};
 use ort::ep::ExecutionProviderDispatch;
@@ -125,6 +125,7 @@ pub struct OrtSeq2Seq {
     decoder_past: Mutex<Session>,
     layers: usize,
     vocab: usize,
+    names: IoNames,
     describe: String,
 }
 
@@ -175,36 +176,13 @@ impl OrtSeq2Seq {
         let encoder = open_session(&enc_path, opts)?;
         let decoder = open_session(&dec_path, opts)?;
         let decoder_past = open_session(&past_path, opts)?;
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        check_names(
-            &encoder,
-            &enc_path,
-            &s(&["input_ids", "attention_mask"]),
-            &s(&["last_hidden_state"]),
-        )?;
-        let mut dec_out = s(&["logits"]);
-        let mut past_in = s(&["input_ids", "encoder_attention_mask"]);
-        let mut past_out = s(&["logits"]);
-        for i in 0..layers {
-            for kv in ["key", "value"] {
-                dec_out.push(present_name(i, "decoder", kv));
-                dec_out.push(present_name(i, "encoder", kv));
-                past_in.push(past_name(i, "decoder", kv));
-                past_in.push(past_name(i, "encoder", kv));
-                past_out.push(present_name(i, "decoder", kv));
-            }
-        }
-        check_names(
-            &decoder,
-            &dec_path,
-            &s(&[
-                "input_ids",
-                "encoder_attention_mask",
-                "encoder_hidden_states",
-            ]),
-            &dec_out,
-        )?;
-        check_names(&decoder_past, &past_path, &past_in, &past_out)?;
+        let names = IoNames::new(layers);
+        let (i, o) = names.encoder();
+        check_names(&encoder, &enc_path, &i, &o)?;
+        let (i, o) = names.decoder();
+        check_names(&decoder, &dec_path, &i, &o)?;
+        let (i, o) = names.decoder_with_past();
+        check_names(&decoder_past, &past_path, &i, &o)?;
         let describe = format!(
             "onnxruntime {:?} threads={} opt={}",
             opts.device,
@@ -221,6 +199,7 @@ impl OrtSeq2Seq {
             decoder_past: Mutex::new(decoder_past),
             layers,
             vocab: dir.config.vocab_size,
+            names,
             describe,
         })
     }
@@ -305,32 +284,23 @@ impl Seq2Seq for OrtSeq2Seq {
                 .map_err(|e| err(format!("decoder_model: {e}")))?;
             let logits = logits_of(&take(&mut out, "logits")?, state.rows, self.vocab)?;
             let mut cache = Vec::with_capacity(self.layers);
-            for i in 0..self.layers {
+            for p in &self.names.present {
                 cache.push([
-                    take(&mut out, &present_name(i, "decoder", "key"))?,
-                    take(&mut out, &present_name(i, "decoder", "value"))?,
-                    take(&mut out, &present_name(i, "encoder", "key"))?,
-                    take(&mut out, &present_name(i, "encoder", "value"))?,
+                    take(&mut out, &p[0])?,
+                    take(&mut out, &p[1])?,
+                    take(&mut out, &p[2])?,
+                    take(&mut out, &p[3])?,
                 ]);
             }
             state.cache = cache;
             return Ok((logits, state));
         }
-        let names: Vec<[String; 4]> = (0..self.layers)
-            .map(|i| {
-                [
-                    past_name(i, "decoder", "key"),
-                    past_name(i, "decoder", "value"),
-                    past_name(i, "encoder", "key"),
-                    past_name(i, "encoder", "value"),
-                ]
-            })
-            .collect();
+
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
             Vec::with_capacity(2 + 4 * self.layers);
         inputs.push(("input_ids".into(), (&ids).into()));
         inputs.push(("encoder_attention_mask".into(), (&state.mask).into()));
-        for (layer, n) in state.cache.iter().zip(&names) {
+        for (layer, n) in state.cache.iter().zip(&self.names.past) {
             for (v, name) in layer.iter().zip(n) {
                 inputs.push((name.as_str().into(), v.into()));
             }
@@ -341,11 +311,8 @@ impl Seq2Seq for OrtSeq2Seq {
             .map_err(|e| err(format!("decoder_with_past_model: {e}")))?;
         let logits = logits_of(&take(&mut out, "logits")?, state.rows, self.vocab)?;
         let mut fresh = Vec::with_capacity(self.layers);
-        for i in 0..self.layers {
-            fresh.push((
-                take(&mut out, &present_name(i, "decoder", "key"))?,
-                take(&mut out, &present_name(i, "decoder", "value"))?,
-            ));
+        for p in &self.names.present {
+            fresh.push((take(&mut out, &p[0])?, take(&mut out, &p[1])?));
         }
         drop(out);
         drop(past);

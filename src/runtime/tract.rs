@@ -2,7 +2,7 @@
 //! length dimensions and reused for every batch (plans are shared `Arc`s, so independent batches
 //! can run on several threads at once).
 
-use super::onnx_dir::{past_name, present_name, OnnxDir};
+use super::onnx_dir::{IoNames, OnnxDir};
 use super::{gather_rows, EncoderInput, Logits, Seq2Seq};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -120,6 +120,7 @@ pub struct TractSeq2Seq {
     decoder_past: Graph,
     layers: usize,
     vocab: usize,
+    names: IoNames,
 }
 
 /// Decoding state: the encoder mask, the encoder output (until the first step) and the per-layer
@@ -135,48 +136,28 @@ impl TractSeq2Seq {
     /// Load and optimise the three graphs of `dir`.
     pub fn load(dir: &OnnxDir) -> Result<Self> {
         let layers = dir.config.decoder_layers();
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let names = IoNames::new(layers);
         let (ep, dp, pp) = (
             dir.graph("encoder_model.onnx"),
             dir.graph("decoder_model.onnx"),
             dir.graph("decoder_with_past_model.onnx"),
         );
         let encoder = Graph::load(&ep)?;
-        encoder.check(
-            &ep,
-            &s(&["input_ids", "attention_mask"]),
-            &s(&["last_hidden_state"]),
-        )?;
+        let (i, o) = names.encoder();
+        encoder.check(&ep, &i, &o)?;
         let decoder = Graph::load(&dp)?;
+        let (i, o) = names.decoder();
+        decoder.check(&dp, &i, &o)?;
         let decoder_past = Graph::load(&pp)?;
-        let mut dec_out = s(&["logits"]);
-        let mut past_in = s(&["input_ids", "encoder_attention_mask"]);
-        let mut past_out = s(&["logits"]);
-        for i in 0..layers {
-            for kv in ["key", "value"] {
-                dec_out.push(present_name(i, "decoder", kv));
-                dec_out.push(present_name(i, "encoder", kv));
-                past_in.push(past_name(i, "decoder", kv));
-                past_in.push(past_name(i, "encoder", kv));
-                past_out.push(present_name(i, "decoder", kv));
-            }
-        }
-        decoder.check(
-            &dp,
-            &s(&[
-                "input_ids",
-                "encoder_attention_mask",
-                "encoder_hidden_states",
-            ]),
-            &dec_out,
-        )?;
-        decoder_past.check(&pp, &past_in, &past_out)?;
+        let (i, o) = names.decoder_with_past();
+        decoder_past.check(&pp, &i, &o)?;
         Ok(TractSeq2Seq {
             encoder,
             decoder,
             decoder_past,
             layers,
             vocab: dir.config.vocab_size,
+            names,
         })
     }
 }
@@ -260,36 +241,19 @@ impl Seq2Seq for TractSeq2Seq {
                 self.vocab,
             )?;
             let mut cache = Vec::with_capacity(self.layers);
-            for i in 0..self.layers {
-                cache.push([
-                    self.decoder
-                        .output(&outs, &present_name(i, "decoder", "key"))?,
-                    self.decoder
-                        .output(&outs, &present_name(i, "decoder", "value"))?,
-                    self.decoder
-                        .output(&outs, &present_name(i, "encoder", "key"))?,
-                    self.decoder
-                        .output(&outs, &present_name(i, "encoder", "value"))?,
-                ]);
+            for p in &self.names.present {
+                let out = |n: &str| self.decoder.output(&outs, n);
+                cache.push([out(&p[0])?, out(&p[1])?, out(&p[2])?, out(&p[3])?]);
             }
             state.cache = cache;
             return Ok((logits, state));
         }
-        let names: Vec<[String; 4]> = (0..self.layers)
-            .map(|i| {
-                [
-                    past_name(i, "decoder", "key"),
-                    past_name(i, "decoder", "value"),
-                    past_name(i, "encoder", "key"),
-                    past_name(i, "encoder", "value"),
-                ]
-            })
-            .collect();
+
         let mut inputs: Vec<(&str, TValue)> = vec![
             ("input_ids", ids),
             ("encoder_attention_mask", state.mask.clone()),
         ];
-        for (layer, n) in state.cache.iter().zip(&names) {
+        for (layer, n) in state.cache.iter().zip(&self.names.past) {
             for (v, name) in layer.iter().zip(n) {
                 inputs.push((name.as_str(), v.clone()));
             }
@@ -300,13 +264,9 @@ impl Seq2Seq for TractSeq2Seq {
             state.rows,
             self.vocab,
         )?;
-        for (i, layer) in state.cache.iter_mut().enumerate() {
-            layer[0] = self
-                .decoder_past
-                .output(&outs, &present_name(i, "decoder", "key"))?;
-            layer[1] = self
-                .decoder_past
-                .output(&outs, &present_name(i, "decoder", "value"))?;
+        for (layer, p) in state.cache.iter_mut().zip(&self.names.present) {
+            layer[0] = self.decoder_past.output(&outs, &p[0])?;
+            layer[1] = self.decoder_past.output(&outs, &p[1])?;
         }
         Ok((logits, state))
     }
