@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod fsutil;
 pub mod init;
 pub mod model_dir;

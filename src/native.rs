@@ -120,3 +120,21 @@ pub fn report() -> Vec<(String, String)> {
     rows.push(("tract".into(), "tract-onnx 0.23 (built in)".into()));
     rows
 }
+
+/// The process's one ONNX Runtime environment (ort allows a single environment per process and
+/// every session needs it), created on first use after [`init_ort`].
+#[cfg(feature = "ort")]
+pub fn ort_environment() -> Result<ort::environment::Environment> {
+    use std::sync::OnceLock;
+    static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> =
+        OnceLock::new();
+    init_ort()?;
+    ENV.get_or_init(|| {
+        ort::init()
+            .with_name("cbqa")
+            .build()
+            .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))
+    })
+    .clone()
+    .map_err(Error::Library)
+}

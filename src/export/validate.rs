@@ -1,0 +1,551 @@
+//! Validation of an export: the graphs run on random padded batches in ONNX Runtime and in tract,
+//! and every output is compared with the plain-Rust reference forward pass ([`ReferenceT5`]).
+//!
+//! Each graph is checked on its own: the decoder gets the reference encoder states, and the
+//! decoder-with-past gets the reference keys and values of all but the last target position, so a
+//! failure names the graph and output that is wrong.
+
+use super::proto::ModelProto;
+use super::reference::{DecoderOutput, ReferenceT5};
+use super::weights::{Precision, Quantize};
+use super::{DECODER, DECODER_WITH_PAST, ENCODER};
+use crate::checkpoint::Weights;
+use crate::config::T5Config;
+use crate::error::{Error, Result};
+use ndarray::{s, Array2, Array3, ArrayD};
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// What to run and how strict to be.
+#[derive(Debug, Clone)]
+pub struct ValidateOptions {
+    pub ort: bool,
+    pub tract: bool,
+    pub seed: u64,
+    /// Max absolute difference allowed per output, per unit of the output's scale: an output
+    /// passes when `max|got - want| <= tolerance * max(1, max|want|)`. Float32 rounding grows
+    /// with the values: on the test fixtures (logits up to 391) transformers' own float32 logits
+    /// differ from its float64 ones by 1.2e-2 and 9.6e-2, so a purely absolute 1e-4 would reject
+    /// transformers itself; for outputs of magnitude <= 1 this is the plain absolute tolerance.
+    pub tolerance: f32,
+    /// Also require the argmax token at every target position to match the reference (the
+    /// "same greedy tokens" check for reduced precision).
+    pub require_same_argmax: bool,
+}
+
+impl ValidateOptions {
+    /// Defaults for an export precision: float32 1e-4; float16 and int8 have looser, documented
+    /// tolerances and must pick the same tokens.
+    pub fn for_precision(precision: Precision, quantize: Quantize) -> Self {
+        let (tolerance, argmax) = match (precision, quantize) {
+            (Precision::Fp32, Quantize::None) => (1e-4, false),
+            (Precision::Fp16, Quantize::None) => (5e-2, true),
+            (_, Quantize::Int8) => (2.5e-1, true),
+        };
+        ValidateOptions {
+            ort: true,
+            tract: true,
+            seed: 0,
+            tolerance,
+            require_same_argmax: argmax,
+        }
+    }
+}
+
+/// The largest difference seen for one output of one graph in one runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputCheck {
+    pub runtime: &'static str,
+    pub graph: &'static str,
+    pub output: String,
+    pub max_abs_diff: f32,
+    /// Largest |reference value| of this output, to judge the difference against.
+    pub max_abs_ref: f32,
+}
+
+impl OutputCheck {
+    /// The allowed difference for this output: `tolerance * max(1, max|reference|)`.
+    pub fn allowed(&self, tolerance: f32) -> f32 {
+        tolerance * self.max_abs_ref.max(1.0)
+    }
+
+    /// Whether the output is within `tolerance` (NaN fails).
+    pub fn passes(&self, tolerance: f32) -> bool {
+        self.max_abs_diff <= self.allowed(tolerance)
+    }
+}
+
+/// All comparisons of one validation run.
+#[derive(Debug, Clone, Default)]
+pub struct ValidationReport {
+    pub checks: Vec<OutputCheck>,
+    /// Per runtime: target positions whose argmax token matched the reference, out of how many.
+    pub argmax: Vec<(&'static str, usize, usize)>,
+    pub tolerance: f32,
+}
+
+impl ValidationReport {
+    fn record(&mut self, runtime: &'static str, graph: &'static str, output: &str, d: f32, r: f32) {
+        if let Some(c) = self
+            .checks
+            .iter_mut()
+            .find(|c| c.runtime == runtime && c.graph == graph && c.output == output)
+        {
+            c.max_abs_diff = c.max_abs_diff.max(d);
+            c.max_abs_ref = c.max_abs_ref.max(r);
+        } else {
+            self.checks.push(OutputCheck {
+                runtime,
+                graph,
+                output: output.into(),
+                max_abs_diff: d,
+                max_abs_ref: r,
+            });
+        }
+    }
+
+    /// The largest difference per runtime and graph (for a one-line summary).
+    pub fn worst(&self, runtime: &str, graph: &str) -> Option<&OutputCheck> {
+        self.checks
+            .iter()
+            .filter(|c| c.runtime == runtime && c.graph == graph)
+            .max_by(|a, b| a.max_abs_diff.total_cmp(&b.max_abs_diff))
+    }
+}
+
+/// A named graph input.
+enum Feed {
+    I64(ArrayD<i64>),
+    F32(ArrayD<f32>),
+}
+
+type Feeds = Vec<(String, Feed)>;
+
+/// A runtime that runs one graph file on named inputs and returns its float outputs by name.
+trait Backend {
+    fn name(&self) -> &'static str;
+    fn run(&mut self, path: &Path, feeds: &Feeds) -> Result<HashMap<String, ArrayD<f32>>>;
+}
+
+fn runtime_err(runtime: &str, path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Export {
+        path: path.to_path_buf(),
+        msg: format!("{runtime} cannot run the graph: {e}"),
+    }
+}
+
+/// Input and output names in graph order, read back from the file.
+fn io_names(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    use prost::Message;
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    let m = ModelProto::decode(bytes.as_slice()).map_err(|e| Error::Export {
+        path: path.to_path_buf(),
+        msg: format!("not a valid ONNX protobuf: {e}"),
+    })?;
+    let g = m.graph.unwrap_or_default();
+    let names = |v: Vec<super::proto::ValueInfoProto>| {
+        v.into_iter()
+            .map(|i| i.name.unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    Ok((names(g.input), names(g.output)))
+}
+
+#[cfg(feature = "ort")]
+struct OrtBackend {
+    env: ort::environment::Environment,
+    sessions: HashMap<PathBuf, ort::session::Session>,
+}
+
+#[cfg(feature = "ort")]
+impl Backend for OrtBackend {
+    fn name(&self) -> &'static str {
+        "onnxruntime"
+    }
+
+    fn run(&mut self, path: &Path, feeds: &Feeds) -> Result<HashMap<String, ArrayD<f32>>> {
+        use ort::session::{Session, SessionInputValue};
+        use ort::value::Tensor;
+        let err = |e: ort::Error| runtime_err("ONNX Runtime", path, e);
+        if !self.sessions.contains_key(path) {
+            let session = Session::builder(&self.env)
+                .map_err(err)?
+                .commit_from_file(path)
+                .map_err(err)?;
+            self.sessions.insert(path.to_path_buf(), session);
+        }
+        let (_, outputs) = io_names(path)?;
+        let session = self
+            .sessions
+            .get_mut(path)
+            .ok_or_else(|| runtime_err("ONNX Runtime", path, "no session"))?;
+        let mut inputs: Vec<(String, SessionInputValue)> = Vec::new();
+        for (name, feed) in feeds {
+            let v: SessionInputValue = match feed {
+                Feed::I64(a) => Tensor::from_array(a.clone()).map_err(err)?.into(),
+                Feed::F32(a) => Tensor::from_array(a.clone()).map_err(err)?.into(),
+            };
+            inputs.push((name.clone(), v));
+        }
+        let out = session.run(inputs).map_err(err)?;
+        let mut map = HashMap::new();
+        for name in outputs {
+            let v = out
+                .get(&name)
+                .ok_or_else(|| runtime_err("ONNX Runtime", path, format!("no output {name}")))?;
+            let a = v.try_extract_array::<f32>().map_err(err)?.to_owned();
+            map.insert(name, a);
+        }
+        Ok(map)
+    }
+}
+
+#[cfg(feature = "tract")]
+struct TractBackend;
+
+#[cfg(feature = "tract")]
+impl Backend for TractBackend {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    /// Loads the graph with the concrete input shapes of this run and optimizes it.
+    fn run(&mut self, path: &Path, feeds: &Feeds) -> Result<HashMap<String, ArrayD<f32>>> {
+        use tract_onnx::prelude::*;
+        let err = |e: TractError| runtime_err("tract", path, format!("{e:?}"));
+        let (inputs, outputs) = io_names(path)?;
+        let mut model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+        let mut values: TVec<TValue> = TVec::new();
+        for (i, name) in inputs.iter().enumerate() {
+            let feed = feeds
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, f)| f)
+                .ok_or_else(|| runtime_err("tract", path, format!("no value for input {name}")))?;
+            let t: Tensor = match feed {
+                Feed::I64(a) => a.clone().into(),
+                Feed::F32(a) => a.clone().into(),
+            };
+            model
+                .set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape()))
+                .map_err(err)?;
+            values.push(t.into_tvalue());
+        }
+        let plan = model
+            .into_optimized()
+            .map_err(err)?
+            .into_runnable()
+            .map_err(err)?;
+        let out = plan.run(values).map_err(err)?;
+        let mut map = HashMap::new();
+        for (name, v) in outputs.into_iter().zip(out) {
+            let a = v.to_plain_array_view::<f32>().map_err(err)?.to_owned();
+            map.insert(name, a);
+        }
+        Ok(map)
+    }
+}
+
+/// A random right-padded batch: encoder ids and mask, and a decoder prefix starting with the
+/// decoder start token.
+struct Case {
+    ids: Array2<i64>,
+    mask: Array2<i64>,
+    dec: Array2<i64>,
+}
+
+fn random_case(rng: &mut impl Rng, cfg: &T5Config, b: usize, s: usize, t: usize) -> Case {
+    let vocab = cfg.vocab_size as i64;
+    let mut ids = Array2::<i64>::zeros((b, s));
+    let mut mask = Array2::<i64>::zeros((b, s));
+    for i in 0..b {
+        // The first row is full, the others shorter: padding is always exercised.
+        let len = if i == 0 { s } else { rng.random_range(1..=s) };
+        for j in 0..len {
+            ids[[i, j]] = if j + 1 == len {
+                cfg.eos_id() as i64
+            } else {
+                rng.random_range(3.min(vocab - 1)..vocab)
+            };
+            mask[[i, j]] = 1;
+        }
+    }
+    let mut dec = Array2::<i64>::zeros((b, t));
+    for i in 0..b {
+        dec[[i, 0]] = cfg.decoder_start_id() as i64;
+        for j in 1..t {
+            dec[[i, j]] = rng.random_range(0..vocab);
+        }
+    }
+    Case { ids, mask, dec }
+}
+
+fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    if a.shape() != b.shape() {
+        return f32::INFINITY;
+    }
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| {
+            let d = (x - y).abs();
+            if d.is_nan() {
+                f32::INFINITY
+            } else {
+                d
+            }
+        })
+        .fold(0.0, f32::max)
+}
+
+fn max_abs(a: &ArrayD<f32>) -> f32 {
+    a.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+fn argmax_rows(logits: &ArrayD<f32>) -> Vec<usize> {
+    let v = logits.shape().last().copied().unwrap_or(1).max(1);
+    logits
+        .as_slice()
+        .map(|s| s.to_vec())
+        .unwrap_or_else(|| logits.iter().copied().collect())
+        .chunks(v)
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+fn dynf(a: Array3<f32>) -> ArrayD<f32> {
+    a.into_dyn()
+}
+
+/// The reference outputs of one case, by graph and output name.
+struct Expected {
+    encoder: ArrayD<f32>,
+    dec: DecoderOutput,
+}
+
+/// Compare one backend's outputs of the three graphs on one case.
+fn check_backend(
+    backend: &mut dyn Backend,
+    dir: &Path,
+    cfg: &T5Config,
+    case: &Case,
+    exp: &Expected,
+    report: &mut ValidationReport,
+) -> Result<(usize, usize)> {
+    let rt = backend.name();
+    let mask = Feed::I64(case.mask.clone().into_dyn());
+    let ids = Feed::I64(case.ids.clone().into_dyn());
+    let out = backend.run(
+        &dir.join(ENCODER),
+        &vec![("input_ids".into(), ids), ("attention_mask".into(), mask)],
+    )?;
+    let compare = |report: &mut ValidationReport,
+                       graph: &'static str,
+                       out: &HashMap<String, ArrayD<f32>>,
+                       name: &str,
+                       want: &ArrayD<f32>| {
+        match out.get(name) {
+            Some(got) => report.record(rt, graph, name, max_abs_diff(got, want), max_abs(want)),
+            None => report.record(rt, graph, name, f32::INFINITY, max_abs(want)),
+        }
+    };
+    compare(report, ENCODER, &out, "last_hidden_state", &exp.encoder);
+
+    let t = case.dec.ncols();
+    let feeds = vec![
+        (
+            "encoder_attention_mask".into(),
+            Feed::I64(case.mask.clone().into_dyn()),
+        ),
+        ("input_ids".into(), Feed::I64(case.dec.clone().into_dyn())),
+        (
+            "encoder_hidden_states".into(),
+            Feed::F32(exp.encoder.clone()),
+        ),
+    ];
+    let out = backend.run(&dir.join(DECODER), &feeds)?;
+    compare(report, DECODER, &out, "logits", &dynf(exp.dec.logits.clone()));
+    let mut same = 0;
+    let mut total = 0;
+    if let Some(got) = out.get("logits") {
+        let a = argmax_rows(got);
+        let b = argmax_rows(&exp.dec.logits.clone().into_dyn());
+        same += a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        total += b.len();
+    }
+    for i in 0..cfg.decoder_layers() {
+        let (k, v) = &exp.dec.self_kv[i];
+        let (ek, ev) = &exp.dec.cross_kv[i];
+        for (name, want) in [
+            (format!("present.{i}.decoder.key"), k),
+            (format!("present.{i}.decoder.value"), v),
+            (format!("present.{i}.encoder.key"), ek),
+            (format!("present.{i}.encoder.value"), ev),
+        ] {
+            compare(report, DECODER, &out, &name, &want.clone().into_dyn());
+        }
+    }
+
+    // One step with past: the reference keys/values of positions 0..t-1, then token t-1.
+    let mut feeds = vec![
+        (
+            "encoder_attention_mask".into(),
+            Feed::I64(case.mask.clone().into_dyn()),
+        ),
+        (
+            "input_ids".into(),
+            Feed::I64(case.dec.slice(s![.., t - 1..]).to_owned().into_dyn()),
+        ),
+    ];
+    for i in 0..cfg.decoder_layers() {
+        let (k, v) = &exp.dec.self_kv[i];
+        let (ek, ev) = &exp.dec.cross_kv[i];
+        let past = |x: &ndarray::Array4<f32>| {
+            Feed::F32(x.slice(s![.., .., ..t - 1, ..]).to_owned().into_dyn())
+        };
+        feeds.push((format!("past_key_values.{i}.decoder.key"), past(k)));
+        feeds.push((format!("past_key_values.{i}.decoder.value"), past(v)));
+        feeds.push((
+            format!("past_key_values.{i}.encoder.key"),
+            Feed::F32(ek.clone().into_dyn()),
+        ));
+        feeds.push((
+            format!("past_key_values.{i}.encoder.value"),
+            Feed::F32(ev.clone().into_dyn()),
+        ));
+    }
+    let out = backend.run(&dir.join(DECODER_WITH_PAST), &feeds)?;
+    let last = exp
+        .dec
+        .logits
+        .slice(s![.., t - 1.., ..])
+        .to_owned()
+        .into_dyn();
+    compare(report, DECODER_WITH_PAST, &out, "logits", &last);
+    if let Some(got) = out.get("logits") {
+        let a = argmax_rows(got);
+        let b = argmax_rows(&last);
+        same += a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        total += b.len();
+    }
+    for i in 0..cfg.decoder_layers() {
+        let (k, v) = &exp.dec.self_kv[i];
+        compare(
+            report,
+            DECODER_WITH_PAST,
+            &out,
+            &format!("present.{i}.decoder.key"),
+            &k.clone().into_dyn(),
+        );
+        compare(
+            report,
+            DECODER_WITH_PAST,
+            &out,
+            &format!("present.{i}.decoder.value"),
+            &v.clone().into_dyn(),
+        );
+    }
+    Ok((same, total))
+}
+
+/// Run the exported graphs in `dir` through the requested runtimes and compare them with the
+/// reference forward pass of `weights`. Returns the report; fails with [`Error::Validation`] on
+/// the first output above the tolerance (after running everything, so the report is complete).
+pub fn validate(
+    dir: &Path,
+    cfg: &T5Config,
+    weights: &Weights,
+    opts: &ValidateOptions,
+) -> Result<ValidationReport> {
+    let reference = ReferenceT5::new(cfg, weights);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+    // Two shapes, so the dynamic axes are really dynamic; lengths past max_distance reach the
+    // logarithmic and saturated buckets.
+    let long = (cfg.relative_attention_max_distance + 3).min(48);
+    let cases = [
+        random_case(&mut rng, cfg, 3, long, 6),
+        random_case(&mut rng, cfg, 2, 5, 3),
+    ];
+    let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+    if opts.ort {
+        #[cfg(feature = "ort")]
+        backends.push(Box::new(OrtBackend {
+            env: crate::native::ort_environment()?,
+            sessions: HashMap::new(),
+        }));
+        #[cfg(not(feature = "ort"))]
+        return Err(Error::Invalid(
+            "validation with ONNX Runtime needs the `ort` feature; pass --no-validate".into(),
+        ));
+    }
+    if opts.tract {
+        #[cfg(feature = "tract")]
+        backends.push(Box::new(TractBackend));
+        #[cfg(not(feature = "tract"))]
+        return Err(Error::Invalid(
+            "validation with tract needs the `tract` feature; pass --no-validate".into(),
+        ));
+    }
+    let mut report = ValidationReport {
+        tolerance: opts.tolerance,
+        ..Default::default()
+    };
+    let mut argmax: HashMap<&'static str, (usize, usize)> = HashMap::new();
+    for case in &cases {
+        let encoder = reference.encode(&case.ids, &case.mask)?;
+        let dec = reference.decode(&case.dec, &encoder, &case.mask)?;
+        let exp = Expected {
+            encoder: encoder.into_dyn(),
+            dec,
+        };
+        for b in backends.iter_mut() {
+            let (same, total) = check_backend(b.as_mut(), dir, cfg, case, &exp, &mut report)?;
+            let e = argmax.entry(b.name()).or_default();
+            e.0 += same;
+            e.1 += total;
+        }
+    }
+    for b in &backends {
+        let (same, total) = argmax.get(b.name()).copied().unwrap_or_default();
+        report.argmax.push((b.name(), same, total));
+    }
+    if let Some(bad) = report
+        .checks
+        .iter()
+        .find(|c| !c.passes(opts.tolerance))
+    {
+        return Err(Error::Validation {
+            path: dir.join(bad.graph),
+            output: bad.output.clone(),
+            msg: format!(
+                "{}: max abs difference {:.3e} from the reference forward pass exceeds {:.3e} \
+                 (tolerance {:.0e} x max(1, max|reference| = {:.3}))",
+                bad.runtime,
+                bad.max_abs_diff,
+                bad.allowed(opts.tolerance),
+                opts.tolerance,
+                bad.max_abs_ref
+            ),
+        });
+    }
+    if opts.require_same_argmax {
+        if let Some((rt, same, total)) = report.argmax.iter().find(|(_, s, t)| s != t) {
+            return Err(Error::Validation {
+                path: dir.to_path_buf(),
+                output: "logits".into(),
+                msg: format!(
+                    "{rt}: the most likely token differs from the reference at {} of {total} \
+                     target positions",
+                    total - same
+                ),
+            });
+        }
+    }
+    Ok(report)
+}
