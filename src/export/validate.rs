@@ -40,8 +40,10 @@ impl ValidateOptions {
     pub fn for_precision(precision: Precision, quantize: Quantize) -> Self {
         let (tolerance, argmax) = match (precision, quantize) {
             (Precision::Fp32, Quantize::None) => (1e-4, false),
-            (Precision::Fp16, Quantize::None) => (5e-2, true),
-            (_, Quantize::Int8) => (2.5e-1, true),
+            // Measured on a random t5-shaped model (cbqa init --preset tiny): float16 differs by
+            // about 5e-4 and int8 by about 1e-2 per unit of scale; the tolerances leave 6-20x.
+            (Precision::Fp16, Quantize::None) => (1e-2, true),
+            (_, Quantize::Int8) => (5e-2, true),
         };
         ValidateOptions {
             ort: true,
