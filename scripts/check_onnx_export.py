@@ -34,7 +34,7 @@ def check_graphs(onnx_dir):
     return out
 
 
-def check_optimum(onnx_dir, fixture):
+def check_optimum(onnx_dir, fixture, use_merged=None):
     import torch
     from safetensors.torch import load_file
     from optimum.onnxruntime import ORTModelForSeq2SeqLM
@@ -42,10 +42,13 @@ def check_optimum(onnx_dir, fixture):
     ref = load_file(os.path.join(fixture, "reference.safetensors"))
     with open(os.path.join(fixture, "reference.json"), encoding="utf-8") as f:
         meta = json.load(f)
-    # Exactly what a user types: no file names, no options (use_cache defaults to True).
-    model = ORTModelForSeq2SeqLM.from_pretrained(onnx_dir)
+    # What a user types: no file names (use_cache defaults to True; use_merged=None picks
+    # decoder_model_merged.onnx when it exists).
+    kwargs = {} if use_merged is None else {"use_merged": use_merged}
+    model = ORTModelForSeq2SeqLM.from_pretrained(onnx_dir, **kwargs)
     ids, mask = ref["input_ids"], ref["attention_mask"]
-    res = {"decoder_with_past_loaded": model.decoder_with_past is not None}
+    res = {"decoder_with_past_loaded": model.decoder_with_past is not None,
+           "merged": bool(model.decoder.is_merged), "can_use_cache": bool(model.can_use_cache)}
     with torch.no_grad():
         g = meta["greedy"]
         greedy = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
@@ -74,11 +77,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("onnx_dir")
     ap.add_argument("--fixture")
+    ap.add_argument("--unmerged", action="store_true", help="load with use_merged=False")
     args = ap.parse_args()
     result = {"checker": check_graphs(args.onnx_dir)}
     ok = True
     if args.fixture:
-        result["optimum"] = check_optimum(args.onnx_dir, args.fixture)
+        result["optimum"] = check_optimum(args.onnx_dir, args.fixture, False if args.unmerged else None)
         ok = result["optimum"]["greedy_equal"] and result["optimum"]["beam4_equal"]
     print(json.dumps(result))
     sys.exit(0 if ok else 1)

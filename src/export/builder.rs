@@ -21,7 +21,6 @@ pub enum Dim {
 pub(crate) enum Attr {
     Int(&'static str, i64),
     Ints(&'static str, Vec<i64>),
-    Float(&'static str, f32),
     Graph(&'static str, Box<GraphProto>),
 }
 
@@ -38,11 +37,6 @@ impl Attr {
                 a.name = Some(n.into());
                 a.r#type = Some(attribute_type::INTS);
                 a.ints = v;
-            }
-            Attr::Float(n, v) => {
-                a.name = Some(n.into());
-                a.r#type = Some(attribute_type::FLOAT);
-                a.f = Some(v);
             }
             Attr::Graph(n, g) => {
                 a.name = Some(n.into());
@@ -63,6 +57,8 @@ pub(crate) struct Graph {
     inputs: Vec<ValueInfoProto>,
     outputs: Vec<ValueInfoProto>,
     scope: String,
+    /// Prefix of every created name, so two `If` branches never define the same name.
+    prefix: String,
     counter: usize,
     /// Names already used for values, so scopes can never collide.
     used: HashSet<String>,
@@ -100,8 +96,17 @@ impl Graph {
             inputs: Vec::new(),
             outputs: Vec::new(),
             scope: String::new(),
+            prefix: String::new(),
             counter: 0,
             used: HashSet::new(),
+        }
+    }
+
+    /// A graph whose created names all start with `prefix` (for an `If` branch).
+    pub fn with_prefix(name: &str, prefix: &str) -> Self {
+        Graph {
+            prefix: prefix.into(),
+            ..Graph::new(name)
         }
     }
 
@@ -113,7 +118,7 @@ impl Graph {
     fn fresh(&mut self, hint: &str) -> String {
         loop {
             self.counter += 1;
-            let name = format!("{}/{hint}_{}", self.scope, self.counter);
+            let name = format!("{}{}/{hint}_{}", self.prefix, self.scope, self.counter);
             if self.used.insert(name.clone()) {
                 return name;
             }
@@ -151,7 +156,12 @@ impl Graph {
 
     /// Add a node with explicit output names.
     pub fn node(&mut self, op_type: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<Attr>) {
-        let name = format!("{}/{op_type}_node_{}", self.scope, self.nodes.len());
+        let name = format!(
+            "{}{}/{op_type}_node_{}",
+            self.prefix,
+            self.scope,
+            self.nodes.len()
+        );
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: outputs.iter().map(|s| s.to_string()).collect(),

@@ -23,15 +23,16 @@ use crate::checkpoint::TensorPath;
 use crate::config::{FeedForward, T5Config};
 use crate::error::Result;
 
-const F32: i32 = data_type::FLOAT;
-const I64: i32 = data_type::INT64;
+pub(crate) const F32: i32 = data_type::FLOAT;
+pub(crate) const I64: i32 = data_type::INT64;
 
 /// optimum's dynamic axis names.
-const BATCH: Dim = Dim::Sym("batch_size");
-const ENC_LEN: Dim = Dim::Sym("encoder_sequence_length");
-const DEC_LEN: Dim = Dim::Sym("decoder_sequence_length");
-const PAST_LEN: Dim = Dim::Sym("past_decoder_sequence_length");
-const TOTAL_LEN: Dim = Dim::Sym("past_decoder_sequence_length + decoder_sequence_length");
+pub(crate) const BATCH: Dim = Dim::Sym("batch_size");
+pub(crate) const ENC_LEN: Dim = Dim::Sym("encoder_sequence_length");
+pub(crate) const DEC_LEN: Dim = Dim::Sym("decoder_sequence_length");
+pub(crate) const PAST_LEN: Dim = Dim::Sym("past_decoder_sequence_length");
+pub(crate) const TOTAL_LEN: Dim =
+    Dim::Sym("past_decoder_sequence_length + decoder_sequence_length");
 
 /// Graph-building context: the graph, the shared weight file and the config.
 struct Ctx<'a, 'w> {
@@ -56,7 +57,7 @@ impl Ctx<'_, '_> {
     }
 
     /// float32 → the compute type.
-    fn to_compute(&mut self, x: &str) -> String {
+    fn as_compute(&mut self, x: &str) -> String {
         if self.fp16() {
             self.cast(x, data_type::FLOAT16)
         } else {
@@ -65,7 +66,7 @@ impl Ctx<'_, '_> {
     }
 
     /// The compute type → float32.
-    fn to_f32(&mut self, x: &str) -> String {
+    fn as_f32(&mut self, x: &str) -> String {
         if self.fp16() {
             self.cast(x, F32)
         } else {
@@ -77,7 +78,8 @@ impl Ctx<'_, '_> {
     fn dim(&mut self, x: &str, axis: i64) -> String {
         let shape = self.g.op("Shape", &[x], vec![]);
         let idx = self.g.scalar_i64(axis);
-        self.g.op("Gather", &[&shape, &idx], vec![Attr::Int("axis", 0)])
+        self.g
+            .op("Gather", &[&shape, &idx], vec![Attr::Int("axis", 0)])
     }
 
     fn unsqueeze(&mut self, x: &str, axes: &[i64]) -> String {
@@ -98,10 +100,10 @@ impl Ctx<'_, '_> {
         let var = self.g.op("Add", &[&var, &eps], vec![]);
         let std = self.g.op("Sqrt", &[&var], vec![]);
         let normed = self.g.op("Div", &[x, &std], vec![]);
-        let w = self.p.plain(&(weight / "weight").as_str().to_string(), true)?;
+        let w = self.p.plain((weight / "weight").as_str(), true)?;
         let w = self.g.weight(&w);
         let y = self.g.op("Mul", &[&w, &normed], vec![]);
-        Ok(self.to_compute(&y))
+        Ok(self.as_compute(&y))
     }
 
     /// `x @ W^T` for the `nn.Linear` at `module` (compute type in and out, or float32 with
@@ -119,7 +121,7 @@ impl Ctx<'_, '_> {
                 if keep_f32 {
                     w
                 } else {
-                    self.to_compute(&w)
+                    self.as_compute(&w)
                 }
             }
             Quantize::None => {
@@ -136,8 +138,11 @@ impl Ctx<'_, '_> {
             .g
             .ints(&[0, 0, self.cfg.num_heads as i64, self.cfg.d_kv as i64]);
         let r = self.g.op("Reshape", &[x, &shape], vec![]);
-        self.g
-            .op("Transpose", &[&r], vec![Attr::Ints("perm", vec![0, 2, 1, 3])])
+        self.g.op(
+            "Transpose",
+            &[&r],
+            vec![Attr::Ints("perm", vec![0, 2, 1, 3])],
+        )
     }
 
     /// Project `x` with the `nn.Linear` at `module` and split heads.
@@ -149,22 +154,28 @@ impl Ctx<'_, '_> {
     /// softmax(q k^T + bias) v, then the output projection; returns float32 `[B, Lq, d_model]`.
     /// No 1/sqrt(d_kv) scaling: T5 folds it into the initialisation.
     fn attend(&mut self, q: &str, k: &str, v: &str, bias: &str, o: &TensorPath) -> Result<String> {
-        let kt = self
-            .g
-            .op("Transpose", &[k], vec![Attr::Ints("perm", vec![0, 1, 3, 2])]);
+        let kt = self.g.op(
+            "Transpose",
+            &[k],
+            vec![Attr::Ints("perm", vec![0, 1, 3, 2])],
+        );
         let scores = self.g.op("MatMul", &[q, &kt], vec![]);
-        let scores = self.to_f32(&scores);
+        let scores = self.as_f32(&scores);
         let scores = self.g.op("Add", &[&scores, bias], vec![]);
-        let probs = self.g.op("Softmax", &[&scores], vec![Attr::Int("axis", -1)]);
-        let probs = self.to_compute(&probs);
-        let ctx = self.g.op("MatMul", &[&probs, v], vec![]);
-        let ctx = self
+        let probs = self
             .g
-            .op("Transpose", &[&ctx], vec![Attr::Ints("perm", vec![0, 2, 1, 3])]);
+            .op("Softmax", &[&scores], vec![Attr::Int("axis", -1)]);
+        let probs = self.as_compute(&probs);
+        let ctx = self.g.op("MatMul", &[&probs, v], vec![]);
+        let ctx = self.g.op(
+            "Transpose",
+            &[&ctx],
+            vec![Attr::Ints("perm", vec![0, 2, 1, 3])],
+        );
         let shape = self.g.ints(&[0, 0, self.cfg.inner_dim() as i64]);
         let ctx = self.g.op("Reshape", &[&ctx, &shape], vec![]);
         let out = self.linear(&ctx, &(o / "o"), false)?;
-        Ok(self.to_f32(&out))
+        Ok(self.as_f32(&out))
     }
 
     /// HF's NewGELUActivation (`gelu_new`, the tanh approximation), in float32.
@@ -193,19 +204,19 @@ impl Ctx<'_, '_> {
         let h = match self.cfg.ff() {
             FeedForward::Relu => {
                 let h = self.linear(&n, &(&dense / "wi"), false)?;
-                let h = self.to_f32(&h);
+                let h = self.as_f32(&h);
                 self.g.op("Relu", &[&h], vec![])
             }
             gated => {
                 let a = self.linear(&n, &(&dense / "wi_0"), false)?;
-                let a = self.to_f32(&a);
+                let a = self.as_f32(&a);
                 let a = if gated == FeedForward::GatedGelu {
                     self.gelu_new(&a)
                 } else {
                     self.g.op("Relu", &[&a], vec![])
                 };
                 let b = self.linear(&n, &(&dense / "wi_1"), false)?;
-                let b = self.to_f32(&b);
+                let b = self.as_f32(&b);
                 self.g.op("Mul", &[&a, &b], vec![])
             }
         };
@@ -252,19 +263,23 @@ impl Ctx<'_, '_> {
         let last = self.g.scalar_i64(table.table.len() as i64 - 1);
         let dist = self.g.op("Min", &[&dist, &last], vec![]);
         let t = self.g.ints(&table.table);
-        let mut bucket = self.g.op("Gather", &[&t, &dist], vec![Attr::Int("axis", 0)]);
+        let mut bucket = self
+            .g
+            .op("Gather", &[&t, &dist], vec![Attr::Int("axis", 0)]);
         if let Some(base) = base {
             bucket = self.g.op("Add", &[&bucket, &base], vec![]);
         }
-        let name = format!(
-            "{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
-        );
+        let name = format!("{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight");
         let w = self.p.plain(&name, true)?;
         let w = self.g.weight(&w);
-        let vals = self.g.op("Gather", &[&w, &bucket], vec![Attr::Int("axis", 0)]);
         let vals = self
             .g
-            .op("Transpose", &[&vals], vec![Attr::Ints("perm", vec![2, 0, 1])]);
+            .op("Gather", &[&w, &bucket], vec![Attr::Int("axis", 0)]);
+        let vals = self.g.op(
+            "Transpose",
+            &[&vals],
+            vec![Attr::Ints("perm", vec![2, 0, 1])],
+        );
         Ok(self.unsqueeze(&vals, &[0]))
     }
 
@@ -280,12 +295,15 @@ impl Ctx<'_, '_> {
         let w = self.p.plain("shared.weight", false)?;
         let w = self.g.weight(&w);
         let h = self.g.op("Gather", &[&w, ids], vec![Attr::Int("axis", 0)]);
-        Ok(self.to_f32(&h))
+        Ok(self.as_f32(&h))
     }
 }
 
 fn finish(ctx: Ctx<'_, '_>, doc: &str) -> ModelProto {
-    let cfg = ctx.cfg;
+    finish_graph(ctx.g, ctx.cfg, doc)
+}
+
+pub(crate) fn finish_graph(g: Graph, cfg: &T5Config, doc: &str) -> ModelProto {
     let meta = [
         ("model_type", "t5".to_string()),
         ("feed_forward_proj", cfg.feed_forward_proj.clone()),
@@ -293,7 +311,7 @@ fn finish(ctx: Ctx<'_, '_>, doc: &str) -> ModelProto {
         ("num_heads", cfg.num_heads.to_string()),
         ("d_kv", cfg.d_kv.to_string()),
     ];
-    model(ctx.g.into_proto(), doc, &meta)
+    model(g.into_proto(), doc, &meta)
 }
 
 /// `encoder_model.onnx`: `input_ids`, `attention_mask` (int64 `[B, S]`) → `last_hidden_state`.
@@ -329,7 +347,7 @@ pub(crate) fn encoder(cfg: &T5Config, p: &mut Params<'_>) -> Result<ModelProto> 
     }
     c.g.set_scope("/encoder/final");
     let out = c.rms_norm(&h, &(&root / "final_layer_norm"))?;
-    let out = c.to_f32(&out);
+    let out = c.as_f32(&out);
     let d = Dim::Fixed(cfg.d_model as i64);
     c.g.output(&out, "last_hidden_state", F32, &[BATCH, ENC_LEN, d]);
     Ok(finish(c, "T5 encoder (cbqa export, optimum layout)"))
@@ -339,13 +357,32 @@ pub(crate) fn encoder(cfg: &T5Config, p: &mut Params<'_>) -> Result<ModelProto> 
 /// `encoder_hidden_states` and outputs them) or `decoder_with_past_model.onnx` (`with_past = true`:
 /// takes `past_key_values.*`, and the query position is the past length).
 pub(crate) fn decoder(cfg: &T5Config, p: &mut Params<'_>, with_past: bool) -> Result<ModelProto> {
+    let g = decoder_graph(cfg, p, with_past, None)?;
+    let doc = if with_past {
+        "T5 decoder step with past key/values (cbqa export, optimum layout)"
+    } else {
+        "T5 decoder (cbqa export, optimum layout)"
+    };
+    Ok(finish_graph(g, cfg, doc))
+}
+
+/// The decoder graph. As a `branch` of the merged decoder, every name starts with the given
+/// prefix (outputs included) and the with-past branch also outputs the encoder keys and values
+/// it was given, so both branches have the same outputs.
+pub(crate) fn decoder_graph(
+    cfg: &T5Config,
+    p: &mut Params<'_>,
+    with_past: bool,
+    branch: Option<&str>,
+) -> Result<Graph> {
     let name = if with_past {
         "t5_decoder_with_past"
     } else {
         "t5_decoder"
     };
+    let prefix = branch.unwrap_or("");
     let mut c = Ctx {
-        g: Graph::new(name),
+        g: Graph::with_prefix(name, prefix),
         p,
         cfg,
     };
@@ -363,7 +400,11 @@ pub(crate) fn decoder(cfg: &T5Config, p: &mut Params<'_>, with_past: bool) -> Re
             for (part, len) in [("decoder", PAST_LEN), ("encoder", ENC_LEN)] {
                 for kv in ["key", "value"] {
                     let n = format!("past_key_values.{i}.{part}.{kv}");
-                    four.push(c.g.input(&n, F32, &[BATCH, h_dim.clone(), len.clone(), kv_dim.clone()]));
+                    four.push(c.g.input(
+                        &n,
+                        F32,
+                        &[BATCH, h_dim.clone(), len.clone(), kv_dim.clone()],
+                    ));
                 }
             }
             past.push(four);
@@ -392,10 +433,7 @@ pub(crate) fn decoder(cfg: &T5Config, p: &mut Params<'_>, with_past: bool) -> Re
     let causal = c.g.op("Mul", &[&future, &min], vec![]);
     let self_bias = c.g.op("Add", &[&pos_bias, &causal], vec![]);
     let cross_bias = c.padding_bias(&enc_mask);
-    let enc_states_c = match &enc_states {
-        Some(e) => Some(c.to_compute(e)),
-        None => None,
-    };
+    let enc_states_c = enc_states.as_ref().map(|e| c.as_compute(e));
 
     let mut h = c.embed(&ids)?;
     let root = TensorPath::root() / "decoder";
@@ -412,15 +450,17 @@ pub(crate) fn decoder(cfg: &T5Config, p: &mut Params<'_>, with_past: bool) -> Re
             value: c.heads(&n, &(&att / "v"))?,
         };
         if let Some(four) = past.get(i) {
-            let pk = c.to_compute(&four[0]);
-            let pv = c.to_compute(&four[1]);
-            kv.key = c.g.op("Concat", &[&pk, &kv.key], vec![Attr::Int("axis", 2)]);
-            kv.value = c.g.op("Concat", &[&pv, &kv.value], vec![Attr::Int("axis", 2)]);
+            let pk = c.as_compute(&four[0]);
+            let pv = c.as_compute(&four[1]);
+            kv.key =
+                c.g.op("Concat", &[&pk, &kv.key], vec![Attr::Int("axis", 2)]);
+            kv.value =
+                c.g.op("Concat", &[&pv, &kv.value], vec![Attr::Int("axis", 2)]);
         }
         let a = c.attend(&q, &kv.key, &kv.value, &self_bias, &att)?;
         h = c.g.op("Add", &[&h, &a], vec![]);
-        let pk = c.to_f32(&kv.key);
-        let pv = c.to_f32(&kv.value);
+        let pk = c.as_f32(&kv.key);
+        let pv = c.as_f32(&kv.value);
         presents.push((pk, pv));
 
         let ca = &block / "layer" / 1;
@@ -429,14 +469,14 @@ pub(crate) fn decoder(cfg: &T5Config, p: &mut Params<'_>, with_past: bool) -> Re
         let q = c.heads(&n, &(&att / "q"))?;
         let (ek, ev) = match (&enc_states_c, past.get(i)) {
             (Some(e), _) => (c.heads(e, &(&att / "k"))?, c.heads(e, &(&att / "v"))?),
-            (None, Some(four)) => (c.to_compute(&four[2]), c.to_compute(&four[3])),
+            (None, Some(four)) => (c.as_compute(&four[2]), c.as_compute(&four[3])),
             (None, None) => unreachable!("a decoder has either encoder states or a past"),
         };
         let a = c.attend(&q, &ek, &ev, &cross_bias, &att)?;
         h = c.g.op("Add", &[&h, &a], vec![]);
         if enc_states_c.is_some() {
-            let ek = c.to_f32(&ek);
-            let ev = c.to_f32(&ev);
+            let ek = c.as_f32(&ek);
+            let ev = c.as_f32(&ev);
             presents.push((ek, ev));
         }
         h = c.feed_forward(&h, &(&block / "layer" / 2))?;
@@ -464,26 +504,40 @@ pub(crate) fn decoder(cfg: &T5Config, p: &mut Params<'_>, with_past: bool) -> Re
     let v = c.g.ints(&[cfg.vocab_size as i64]);
     let shape = c.g.op("Concat", &[&bt, &v], vec![Attr::Int("axis", 0)]);
     let logits = c.g.op("Reshape", &[&logits, &shape], vec![]);
-    let logits = c.to_f32(&logits);
+    let logits = c.as_f32(&logits);
     let vocab = Dim::Fixed(cfg.vocab_size as i64);
-    c.g.output(&logits, "logits", F32, &[BATCH, DEC_LEN, vocab]);
+    c.g.output(
+        &logits,
+        &format!("{prefix}logits"),
+        F32,
+        &[BATCH, DEC_LEN, vocab],
+    );
     for i in 0..n_layers {
         let per_layer = if with_past { 1 } else { 2 };
         let (k, v) = presents[i * per_layer].clone();
         let dims = [BATCH, h_dim.clone(), TOTAL_LEN, kv_dim.clone()];
-        c.g.output(&k, &format!("present.{i}.decoder.key"), F32, &dims);
-        c.g.output(&v, &format!("present.{i}.decoder.value"), F32, &dims);
-        if !with_past {
-            let (k, v) = presents[i * 2 + 1].clone();
+        c.g.output(&k, &format!("{prefix}present.{i}.decoder.key"), F32, &dims);
+        c.g.output(
+            &v,
+            &format!("{prefix}present.{i}.decoder.value"),
+            F32,
+            &dims,
+        );
+        let enc_kv = match past.get(i) {
+            None => Some(presents[i * 2 + 1].clone()),
+            Some(four) if branch.is_some() => Some((four[2].clone(), four[3].clone())),
+            Some(_) => None,
+        };
+        if let Some((k, v)) = enc_kv {
             let dims = [BATCH, h_dim.clone(), ENC_LEN, kv_dim.clone()];
-            c.g.output(&k, &format!("present.{i}.encoder.key"), F32, &dims);
-            c.g.output(&v, &format!("present.{i}.encoder.value"), F32, &dims);
+            c.g.output(&k, &format!("{prefix}present.{i}.encoder.key"), F32, &dims);
+            c.g.output(
+                &v,
+                &format!("{prefix}present.{i}.encoder.value"),
+                F32,
+                &dims,
+            );
         }
     }
-    let doc = if with_past {
-        "T5 decoder step with past key/values (cbqa export, optimum layout)"
-    } else {
-        "T5 decoder (cbqa export, optimum layout)"
-    };
-    Ok(finish(c, doc))
+    Ok(c.g)
 }

@@ -18,6 +18,7 @@
 //! Names, dtypes and dynamic axes follow optimum's `T5OnnxConfig`, so optimum's
 //! `ORTModelForSeq2SeqLM.from_pretrained(dir)` and plain ONNX Runtime users load it unchanged.
 
+mod backends;
 mod builder;
 mod graphs;
 mod merged;
@@ -94,7 +95,7 @@ pub struct ExportReport {
     pub dir: PathBuf,
     /// Every file and its size in bytes.
     pub files: Vec<(String, u64)>,
-    /// Total size of the checkpoint's safetensors files.
+    /// Total size of the checkpoint's files (config, weights, tokenizer).
     pub checkpoint_bytes: u64,
     /// Total size of the export directory.
     pub export_bytes: u64,
@@ -130,10 +131,19 @@ fn dir_files(dir: &Path) -> Result<Vec<(String, u64)>> {
     Ok(files)
 }
 
+/// Size of the files that make up the checkpoint: config, generation config, weights (single or
+/// sharded) and tokenizer files (not other files that may sit in the directory).
 fn checkpoint_bytes(dir: &Path) -> Result<u64> {
     Ok(dir_files(dir)?
         .iter()
-        .filter(|(n, _)| n.ends_with(".safetensors"))
+        .filter(|(n, _)| {
+            n == "config.json"
+                || n == "generation_config.json"
+                || n == "model.safetensors"
+                || n == "model.safetensors.index.json"
+                || (n.starts_with("model-") && n.ends_with(".safetensors"))
+                || TOKENIZER_FILES.contains(&n.as_str())
+        })
         .map(|(_, l)| l)
         .sum())
 }
@@ -155,7 +165,11 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         &graphs::decoder(cfg, &mut params, true)?,
     )?;
     if opts.merged {
-        write_model(&tmp, DECODER_MERGED, &merged::decoder_merged(cfg, &mut params)?)?;
+        write_model(
+            &tmp,
+            DECODER_MERGED,
+            &merged::decoder_merged(cfg, &mut params)?,
+        )?;
     }
     params.finish()?;
     cfg.save(&tmp)?;

@@ -69,7 +69,9 @@ impl<'a> ReferenceT5<'a> {
         for mut row in out.rows_mut() {
             let var = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
             let inv = 1.0 / (var + eps).sqrt();
-            row.iter_mut().zip(w.iter()).for_each(|(v, g)| *v = g * (*v * inv));
+            row.iter_mut()
+                .zip(w.iter())
+                .for_each(|(v, g)| *v = g * (*v * inv));
         }
         Ok(out)
     }
@@ -207,7 +209,9 @@ impl<'a> ReferenceT5<'a> {
         let mut self_bias = self.position_bias("decoder", &pos, &pos, false)?;
         for i in 0..t {
             for j in i + 1..t {
-                self_bias.slice_mut(s![.., i, j]).mapv_inplace(|v| v + f32::MIN);
+                self_bias
+                    .slice_mut(s![.., i, j])
+                    .mapv_inplace(|v| v + f32::MIN);
             }
         }
         let n_layers = cfg.decoder_layers();

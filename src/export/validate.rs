@@ -5,17 +5,17 @@
 //! decoder-with-past gets the reference keys and values of all but the last target position, so a
 //! failure names the graph and output that is wrong.
 
-use super::proto::ModelProto;
+use super::backends::{Backend, Feed, Feeds};
 use super::reference::{DecoderOutput, ReferenceT5};
 use super::weights::{Precision, Quantize};
-use super::{DECODER, DECODER_WITH_PAST, ENCODER};
+use super::{DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER};
 use crate::checkpoint::Weights;
 use crate::config::T5Config;
 use crate::error::{Error, Result};
 use ndarray::{s, Array2, Array3, ArrayD};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What to run and how strict to be.
 #[derive(Debug, Clone)]
@@ -113,139 +113,6 @@ impl ValidationReport {
             .iter()
             .filter(|c| c.runtime == runtime && c.graph == graph)
             .max_by(|a, b| a.max_abs_diff.total_cmp(&b.max_abs_diff))
-    }
-}
-
-/// A named graph input.
-enum Feed {
-    I64(ArrayD<i64>),
-    F32(ArrayD<f32>),
-}
-
-type Feeds = Vec<(String, Feed)>;
-
-/// A runtime that runs one graph file on named inputs and returns its float outputs by name.
-trait Backend {
-    fn name(&self) -> &'static str;
-    fn run(&mut self, path: &Path, feeds: &Feeds) -> Result<HashMap<String, ArrayD<f32>>>;
-}
-
-fn runtime_err(runtime: &str, path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Export {
-        path: path.to_path_buf(),
-        msg: format!("{runtime} cannot run the graph: {e}"),
-    }
-}
-
-/// Input and output names in graph order, read back from the file.
-fn io_names(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
-    use prost::Message;
-    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
-    let m = ModelProto::decode(bytes.as_slice()).map_err(|e| Error::Export {
-        path: path.to_path_buf(),
-        msg: format!("not a valid ONNX protobuf: {e}"),
-    })?;
-    let g = m.graph.unwrap_or_default();
-    let names = |v: Vec<super::proto::ValueInfoProto>| {
-        v.into_iter()
-            .map(|i| i.name.unwrap_or_default())
-            .collect::<Vec<_>>()
-    };
-    Ok((names(g.input), names(g.output)))
-}
-
-#[cfg(feature = "ort")]
-struct OrtBackend {
-    env: ort::environment::Environment,
-    sessions: HashMap<PathBuf, ort::session::Session>,
-}
-
-#[cfg(feature = "ort")]
-impl Backend for OrtBackend {
-    fn name(&self) -> &'static str {
-        "onnxruntime"
-    }
-
-    fn run(&mut self, path: &Path, feeds: &Feeds) -> Result<HashMap<String, ArrayD<f32>>> {
-        use ort::session::{Session, SessionInputValue};
-        use ort::value::Tensor;
-        let err = |e: ort::Error| runtime_err("ONNX Runtime", path, e);
-        if !self.sessions.contains_key(path) {
-            let session = Session::builder(&self.env)
-                .map_err(err)?
-                .commit_from_file(path)
-                .map_err(err)?;
-            self.sessions.insert(path.to_path_buf(), session);
-        }
-        let (_, outputs) = io_names(path)?;
-        let session = self
-            .sessions
-            .get_mut(path)
-            .ok_or_else(|| runtime_err("ONNX Runtime", path, "no session"))?;
-        let mut inputs: Vec<(String, SessionInputValue)> = Vec::new();
-        for (name, feed) in feeds {
-            let v: SessionInputValue = match feed {
-                Feed::I64(a) => Tensor::from_array(a.clone()).map_err(err)?.into(),
-                Feed::F32(a) => Tensor::from_array(a.clone()).map_err(err)?.into(),
-            };
-            inputs.push((name.clone(), v));
-        }
-        let out = session.run(inputs).map_err(err)?;
-        let mut map = HashMap::new();
-        for name in outputs {
-            let v = out
-                .get(&name)
-                .ok_or_else(|| runtime_err("ONNX Runtime", path, format!("no output {name}")))?;
-            let a = v.try_extract_array::<f32>().map_err(err)?.to_owned();
-            map.insert(name, a);
-        }
-        Ok(map)
-    }
-}
-
-#[cfg(feature = "tract")]
-struct TractBackend;
-
-#[cfg(feature = "tract")]
-impl Backend for TractBackend {
-    fn name(&self) -> &'static str {
-        "tract"
-    }
-
-    /// Loads the graph with the concrete input shapes of this run and optimizes it.
-    fn run(&mut self, path: &Path, feeds: &Feeds) -> Result<HashMap<String, ArrayD<f32>>> {
-        use tract_onnx::prelude::*;
-        let err = |e: TractError| runtime_err("tract", path, format!("{e:?}"));
-        let (inputs, outputs) = io_names(path)?;
-        let mut model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
-        let mut values: TVec<TValue> = TVec::new();
-        for (i, name) in inputs.iter().enumerate() {
-            let feed = feeds
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, f)| f)
-                .ok_or_else(|| runtime_err("tract", path, format!("no value for input {name}")))?;
-            let t: Tensor = match feed {
-                Feed::I64(a) => a.clone().into(),
-                Feed::F32(a) => a.clone().into(),
-            };
-            model
-                .set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape()))
-                .map_err(err)?;
-            values.push(t.into_tvalue());
-        }
-        let plan = model
-            .into_optimized()
-            .map_err(err)?
-            .into_runnable()
-            .map_err(err)?;
-        let out = plan.run(values).map_err(err)?;
-        let mut map = HashMap::new();
-        for (name, v) in outputs.into_iter().zip(out) {
-            let a = v.to_plain_array_view::<f32>().map_err(err)?.to_owned();
-            map.insert(name, a);
-        }
-        Ok(map)
     }
 }
 
@@ -348,10 +215,10 @@ fn check_backend(
         &vec![("input_ids".into(), ids), ("attention_mask".into(), mask)],
     )?;
     let compare = |report: &mut ValidationReport,
-                       graph: &'static str,
-                       out: &HashMap<String, ArrayD<f32>>,
-                       name: &str,
-                       want: &ArrayD<f32>| {
+                   graph: &'static str,
+                   out: &HashMap<String, ArrayD<f32>>,
+                   name: &str,
+                   want: &ArrayD<f32>| {
         match out.get(name) {
             Some(got) => report.record(rt, graph, name, max_abs_diff(got, want), max_abs(want)),
             None => report.record(rt, graph, name, f32::INFINITY, max_abs(want)),
@@ -372,7 +239,13 @@ fn check_backend(
         ),
     ];
     let out = backend.run(&dir.join(DECODER), &feeds)?;
-    compare(report, DECODER, &out, "logits", &dynf(exp.dec.logits.clone()));
+    compare(
+        report,
+        DECODER,
+        &out,
+        "logits",
+        &dynf(exp.dec.logits.clone()),
+    );
     let mut same = 0;
     let mut total = 0;
     if let Some(got) = out.get("logits") {
@@ -453,6 +326,78 @@ fn check_backend(
             &v.clone().into_dyn(),
         );
     }
+    let merged = dir.join(DECODER_MERGED);
+    if rt == "onnxruntime" && merged.exists() {
+        // Both branches, fed the way optimum feeds them: the first step with empty pasts and
+        // use_cache_branch = false, a later step with real pasts and use_cache_branch = true.
+        let (b, s_len) = case.mask.dim();
+        let empty = ndarray::Array4::<f32>::zeros((b, cfg.num_heads, 0, cfg.d_kv)).into_dyn();
+        for use_cache in [false, true] {
+            let mut feeds: Feeds = vec![
+                (
+                    "encoder_attention_mask".into(),
+                    Feed::I64(case.mask.clone().into_dyn()),
+                ),
+                (
+                    "encoder_hidden_states".into(),
+                    Feed::F32(exp.encoder.clone()),
+                ),
+                (
+                    "use_cache_branch".into(),
+                    Feed::Bool(ndarray::arr1(&[use_cache]).into_dyn()),
+                ),
+            ];
+            let ids = if use_cache {
+                case.dec.slice(s![.., t - 1..]).to_owned()
+            } else {
+                case.dec.clone()
+            };
+            feeds.push(("input_ids".into(), Feed::I64(ids.into_dyn())));
+            for i in 0..cfg.decoder_layers() {
+                let (k, v) = &exp.dec.self_kv[i];
+                let (ek, ev) = &exp.dec.cross_kv[i];
+                for (name, x, is_self) in [
+                    ("decoder.key", k, true),
+                    ("decoder.value", v, true),
+                    ("encoder.key", ek, false),
+                    ("encoder.value", ev, false),
+                ] {
+                    let value = match (use_cache, is_self) {
+                        (false, _) => empty.clone(),
+                        (true, true) => x.slice(s![.., .., ..t - 1, ..]).to_owned().into_dyn(),
+                        (true, false) => x.clone().into_dyn(),
+                    };
+                    feeds.push((format!("past_key_values.{i}.{name}"), Feed::F32(value)));
+                }
+            }
+            let out = backend.run(&merged, &feeds)?;
+            let logits = if use_cache {
+                exp.dec.logits.slice(s![.., t - 1.., ..]).to_owned()
+            } else {
+                exp.dec.logits.clone()
+            };
+            compare(report, DECODER_MERGED, &out, "logits", &logits.into_dyn());
+            for i in 0..cfg.decoder_layers() {
+                let (k, v) = &exp.dec.self_kv[i];
+                let (ek, ev) = &exp.dec.cross_kv[i];
+                for (name, want) in [
+                    (format!("present.{i}.decoder.key"), k),
+                    (format!("present.{i}.decoder.value"), v),
+                    (format!("present.{i}.encoder.key"), ek),
+                    (format!("present.{i}.encoder.value"), ev),
+                ] {
+                    compare(
+                        report,
+                        DECODER_MERGED,
+                        &out,
+                        &name,
+                        &want.clone().into_dyn(),
+                    );
+                }
+            }
+            let _ = s_len;
+        }
+    }
     Ok((same, total))
 }
 
@@ -477,7 +422,7 @@ pub fn validate(
     let mut backends: Vec<Box<dyn Backend>> = Vec::new();
     if opts.ort {
         #[cfg(feature = "ort")]
-        backends.push(Box::new(OrtBackend {
+        backends.push(Box::new(super::backends::OrtBackend {
             env: crate::native::ort_environment()?,
             sessions: HashMap::new(),
         }));
@@ -488,7 +433,7 @@ pub fn validate(
     }
     if opts.tract {
         #[cfg(feature = "tract")]
-        backends.push(Box::new(TractBackend));
+        backends.push(Box::new(super::backends::TractBackend));
         #[cfg(not(feature = "tract"))]
         return Err(Error::Invalid(
             "validation with tract needs the `tract` feature; pass --no-validate".into(),
@@ -517,11 +462,7 @@ pub fn validate(
         let (same, total) = argmax.get(b.name()).copied().unwrap_or_default();
         report.argmax.push((b.name(), same, total));
     }
-    if let Some(bad) = report
-        .checks
-        .iter()
-        .find(|c| !c.passes(opts.tolerance))
-    {
+    if let Some(bad) = report.checks.iter().find(|c| !c.passes(opts.tolerance)) {
         return Err(Error::Validation {
             path: dir.join(bad.graph),
             output: bad.output.clone(),

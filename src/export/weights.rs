@@ -132,11 +132,6 @@ impl<'a> Params<'a> {
         })
     }
 
-    /// Bytes written so far.
-    pub fn len(&self) -> u64 {
-        self.pos
-    }
-
     /// The element type of activations and unquantized weights.
     pub fn elem(&self) -> i32 {
         match self.precision {
@@ -145,14 +140,22 @@ impl<'a> Params<'a> {
         }
     }
 
-    fn write(&mut self, name: &str, elem: i32, dims: Vec<i64>, bytes: &[u8]) -> Result<StoredTensor> {
+    fn write(
+        &mut self,
+        name: &str,
+        elem: i32,
+        dims: Vec<i64>,
+        bytes: &[u8],
+    ) -> Result<StoredTensor> {
         let align = alignment(bytes.len());
         let pad = (align - self.pos % align) % align;
         let zeros = [0u8; 4096];
         let io = |e| Error::io("write", &self.path, e);
         self.file.write_all(&zeros[..pad as usize]).map_err(io)?;
         self.pos += pad;
-        self.file.write_all(bytes).map_err(|e| Error::io("write", &self.path, e))?;
+        self.file
+            .write_all(bytes)
+            .map_err(|e| Error::io("write", &self.path, e))?;
         let t = StoredTensor {
             name: name.into(),
             elem,
@@ -191,7 +194,12 @@ impl<'a> Params<'a> {
         }
         let (v, shape) = self.f32_of(hf)?;
         let (elem, bytes) = self.encode(&v, keep_f32);
-        self.write(&name, elem, shape.iter().map(|&d| d as i64).collect(), &bytes)
+        self.write(
+            &name,
+            elem,
+            shape.iter().map(|&d| d as i64).collect(),
+            &bytes,
+        )
     }
 
     /// A `nn.Linear` weight (HF `[out, in]`), stored transposed to `[in, out]` so a plain MatMul
@@ -226,8 +234,18 @@ impl<'a> Params<'a> {
         let vt = transpose(&v, rows, cols);
         let (q, scale) = quantize_columns(&vt, cols, rows);
         let qbytes: Vec<u8> = q.iter().map(|x| *x as u8).collect();
-        let qt = self.write(&qname, data_type::INT8, vec![cols as i64, rows as i64], &qbytes)?;
-        let st = self.write(&sname, data_type::FLOAT, vec![rows as i64], &f32_bytes(&scale))?;
+        let qt = self.write(
+            &qname,
+            data_type::INT8,
+            vec![cols as i64, rows as i64],
+            &qbytes,
+        )?;
+        let st = self.write(
+            &sname,
+            data_type::FLOAT,
+            vec![rows as i64],
+            &f32_bytes(&scale),
+        )?;
         Ok((qt, st))
     }
 
@@ -273,6 +291,9 @@ mod tests {
 
     #[test]
     fn transpose_is_row_major() {
-        assert_eq!(transpose(&[1., 2., 3., 4., 5., 6.], 2, 3), vec![1., 4., 2., 5., 3., 6.]);
+        assert_eq!(
+            transpose(&[1., 2., 3., 4., 5., 6.], 2, 3),
+            vec![1., 4., 2., 5., 3., 6.]
+        );
     }
 }

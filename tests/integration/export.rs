@@ -86,7 +86,10 @@ fn reference_forward_matches_transformers() {
              logits {d_logits:.2e} (max|ref| {s_logits:.1})"
         );
         assert!(d_enc <= 1e-4 * s_enc, "{name}: encoder differs by {d_enc}");
-        assert!(d_logits <= 1e-4 * s_logits, "{name}: logits differ by {d_logits}");
+        assert!(
+            d_logits <= 1e-4 * s_logits,
+            "{name}: logits differ by {d_logits}"
+        );
     }
 }
 
@@ -157,7 +160,9 @@ fn export_validates_in_both_runtimes_and_stores_weights_once() {
             report.size_ratio()
         );
         assert!((data as f64) < 1.1 * weights as f64, "{data} vs {weights}");
-        assert!(!names.iter().any(|n| n.ends_with(".onnx_data") && *n != export::DATA_FILE));
+        assert!(!names
+            .iter()
+            .any(|n| n.ends_with(".onnx_data") && *n != export::DATA_FILE));
     }
 }
 
@@ -172,15 +177,20 @@ fn graphs_have_optimum_names_dtypes_and_dynamic_axes() {
     })
     .unwrap();
     let sig = |file: &str| {
-        let m = ModelProto::decode(std::fs::read(report.dir.join(file)).unwrap().as_slice()).unwrap();
+        let m =
+            ModelProto::decode(std::fs::read(report.dir.join(file)).unwrap().as_slice()).unwrap();
         assert_eq!(m.ir_version, Some(export::IR_VERSION));
-        assert!(export::IR_VERSION <= 10);
+        const { assert!(export::IR_VERSION <= 10) };
         assert_eq!(m.opset_import[0].version, Some(export::OPSET));
         let g = m.graph.unwrap();
         // No initializer carries its bytes inline except small constants; weights are external.
         for t in &g.initializer {
             let inline = t.raw_data.as_ref().map_or(0, |r| r.len());
-            assert!(inline <= 4096, "{file}: {:?} has {inline} inline bytes", t.name);
+            assert!(
+                inline <= 4096,
+                "{file}: {:?} has {inline} inline bytes",
+                t.name
+            );
         }
         let f = |v: Vec<cbqa::export::proto::ValueInfoProto>| {
             v.into_iter()
@@ -198,7 +208,12 @@ fn graphs_have_optimum_names_dtypes_and_dynamic_axes() {
                             Value::DimParam(p) => p,
                         })
                         .collect();
-                    format!("{} {} [{}]", i.name.unwrap(), t.elem_type.unwrap(), dims.join(","))
+                    format!(
+                        "{} {} [{}]",
+                        i.name.unwrap(),
+                        t.elem_type.unwrap(),
+                        dims.join(",")
+                    )
                 })
                 .collect::<Vec<_>>()
         };
@@ -212,10 +227,16 @@ fn graphs_have_optimum_names_dtypes_and_dynamic_axes() {
             "attention_mask 7 [batch_size,encoder_sequence_length]"
         ]
     );
-    assert_eq!(o, ["last_hidden_state 1 [batch_size,encoder_sequence_length,48]"]);
+    assert_eq!(
+        o,
+        ["last_hidden_state 1 [batch_size,encoder_sequence_length,48]"]
+    );
     let (i, o) = sig(export::DECODER);
     assert_eq!(i[1], "input_ids 7 [batch_size,decoder_sequence_length]");
-    assert_eq!(i[2], "encoder_hidden_states 1 [batch_size,encoder_sequence_length,48]");
+    assert_eq!(
+        i[2],
+        "encoder_hidden_states 1 [batch_size,encoder_sequence_length,48]"
+    );
     assert_eq!(o[0], "logits 1 [batch_size,decoder_sequence_length,400]");
     // 3 decoder blocks (the encoder has 2), 3 heads of d_kv 20 (d_model 48).
     assert_eq!(o.len(), 1 + 3 * 4);
@@ -238,32 +259,44 @@ fn graphs_have_optimum_names_dtypes_and_dynamic_axes() {
 
 /// The real tools: onnx.checker (full check) on every graph, and optimum's ORTModelForSeq2SeqLM
 /// loading the directory unchanged and generating the same tokens as transformers, greedy and
-/// beam-4, on both fixtures.
+/// beam-4, on both fixtures: once through the merged decoder (optimum's default when
+/// decoder_model_merged.onnx exists) and once through decoder_model + decoder_with_past_model.
 #[test]
 fn onnx_checker_and_optimum_accept_the_export() {
     let py = python();
     let tmp = tempfile::tempdir().unwrap();
     for name in FIXTURES {
-        let report = export_fixture(name, tmp.path());
-        let out = std::process::Command::new(&py)
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_onnx_export.py"))
-            .arg(&report.dir)
-            .arg("--fixture")
-            .arg(fixture(name))
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        eprintln!("{name}: {stdout}");
-        assert!(
-            out.status.success(),
-            "{name}: interop check failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-        assert_eq!(v["checker"].as_object().unwrap().len(), 3);
-        assert_eq!(v["optimum"]["greedy_equal"], true);
-        assert_eq!(v["optimum"]["beam4_equal"], true);
-        assert_eq!(v["optimum"]["decoder_with_past_loaded"], true);
+        let report = export::export(&ExportOptions {
+            merged: true,
+            ..ExportOptions::new(fixture(name), tmp.path().join(name))
+        })
+        .unwrap_or_else(|e| panic!("export of {name} failed: {e}"));
+        for unmerged in [false, true] {
+            let mut cmd = std::process::Command::new(&py);
+            cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_onnx_export.py"))
+                .arg(&report.dir)
+                .arg("--fixture")
+                .arg(fixture(name));
+            if unmerged {
+                cmd.arg("--unmerged");
+            }
+            let out = cmd.output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            eprintln!("{name} (unmerged: {unmerged}): {stdout}");
+            assert!(
+                out.status.success(),
+                "{name}: interop check failed:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            assert_eq!(v["checker"].as_object().unwrap().len(), 4);
+            let o = &v["optimum"];
+            assert_eq!(o["greedy_equal"], true);
+            assert_eq!(o["beam4_equal"], true);
+            assert_eq!(o["can_use_cache"], true);
+            assert_eq!(o["merged"], !unmerged);
+            assert_eq!(o["decoder_with_past_loaded"], unmerged);
+        }
     }
 }
 
@@ -298,7 +331,10 @@ fn tract_runs_every_graph_with_symbolic_axes() {
                     let mut v: TVec<TValue> = tvec![mask.into(), dec.into()];
                     for _ in 0..layers {
                         for len in [4, 4, s, s] {
-                            v.push(Tensor::from(ndarray::Array4::<f32>::zeros((b, h, len, dkv))).into());
+                            v.push(
+                                Tensor::from(ndarray::Array4::<f32>::zeros((b, h, len, dkv)))
+                                    .into(),
+                            );
                         }
                     }
                     v
@@ -340,7 +376,11 @@ fn bad_inputs_give_clear_errors_and_touch_nothing() {
     // Not a T5 config.
     let bert = tmp.path().join("bert");
     std::fs::create_dir(&bert).unwrap();
-    std::fs::write(bert.join("config.json"), r#"{"model_type": "bert", "vocab_size": 10}"#).unwrap();
+    std::fs::write(
+        bert.join("config.json"),
+        r#"{"model_type": "bert", "vocab_size": 10}"#,
+    )
+    .unwrap();
     let e = run(&bert, &tmp.path().join("o3"));
     assert!(e.contains("model_type is 'bert'"), "{e}");
     for o in ["o1", "o2", "o3"] {
@@ -388,8 +428,13 @@ fn fp16_and_int8_exports_validate() {
         seed: 3,
     })
     .unwrap();
-    let weights = std::fs::metadata(model.join("model.safetensors")).unwrap().len();
-    for (precision, quantize) in [(Precision::Fp16, Quantize::None), (Precision::Fp32, Quantize::Int8)] {
+    let weights = std::fs::metadata(model.join("model.safetensors"))
+        .unwrap()
+        .len();
+    for (precision, quantize) in [
+        (Precision::Fp16, Quantize::None),
+        (Precision::Fp32, Quantize::Int8),
+    ] {
         let out = tmp.path().join(format!("{precision:?}-{quantize:?}"));
         let report = export::export(&ExportOptions {
             precision,
@@ -407,7 +452,9 @@ fn fp16_and_int8_exports_validate() {
                 );
             }
         }
-        let data = std::fs::metadata(out.join(export::DATA_FILE)).unwrap().len();
+        let data = std::fs::metadata(out.join(export::DATA_FILE))
+            .unwrap()
+            .len();
         eprintln!("{precision:?}/{quantize:?}: data {data} bytes vs checkpoint {weights}");
         assert!(data < weights * 7 / 10, "{data} vs {weights}");
     }
