@@ -1,6 +1,12 @@
 //! The runtimes an export is validated in, behind one small trait: ONNX Runtime (through `ort`,
 //! the library loaded at run time) and tract (pure Rust).
 
+// Without either runtime feature only the shared types remain (validation then refuses to run).
+#![cfg_attr(
+    not(any(feature = "ort", feature = "tract")),
+    allow(dead_code, unused_imports)
+)]
+
 use super::proto::ModelProto;
 use crate::error::{Error, Result};
 use ndarray::ArrayD;
