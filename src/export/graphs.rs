@@ -470,7 +470,11 @@ pub(crate) fn decoder_graph(
         let (ek, ev) = match (&enc_states_c, past.get(i)) {
             (Some(e), _) => (c.heads(e, &(&att / "k"))?, c.heads(e, &(&att / "v"))?),
             (None, Some(four)) => (c.as_compute(&four[2]), c.as_compute(&four[3])),
-            (None, None) => unreachable!("a decoder has either encoder states or a past"),
+            (None, None) => {
+                return Err(crate::error::Error::Invalid(format!(
+                "decoder block {i}: neither encoder states nor past keys/values (internal error)"
+            )))
+            }
         };
         let a = c.attend(&q, &ek, &ev, &cross_bias, &att)?;
         h = c.g.op("Add", &[&h, &a], vec![]);
