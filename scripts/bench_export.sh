@@ -5,10 +5,10 @@
 #   scripts/bench_export.sh [WORKDIR]      (default: a fresh temp dir, removed at the end)
 #
 # cbqa is timed twice: without validation (the export itself) and with the default validation
-# (ONNX Runtime + tract against the reference forward pass). optimum runs its own validation
-# (it compares against PyTorch) unless --no-post-process... we keep its defaults:
-# `optimum-cli export onnx --task text2text-generation-with-past`, which also writes the merged
-# decoder, so cbqa's --merged run is the like-for-like comparison.
+# (ONNX Runtime + tract against the reference forward pass). optimum runs with its defaults
+# (`optimum-cli export onnx --task text2text-generation-with-past`): it traces with torch, merges
+# the decoders and validates against PyTorch, so cbqa's validated --merged run is the closest
+# like-for-like comparison; the unvalidated runs show the cost of writing alone.
 # Peak memory is the maximum resident set size from GNU time (/usr/bin/time -v), or Python's
 # resource module when GNU time is missing.
 set -euo pipefail
@@ -21,8 +21,7 @@ cd "$root"
 cargo build --release --no-default-features --features ort,tract -q
 cbqa="$root/target/release/cbqa"
 
-# A tokenizer for the 32128-token t5-small vocabulary is not needed for timing, but the model dir
-# must be self-consistent: train one on the fixture questions' tokenizer and keep vocab 32128.
+# Random t5-small weights (vocab 32128) with the fixtures' small tokenizer: enough for timing.
 "$cbqa" init --preset t5-small --tokenizer tests/fixtures/t5_v1_0/tokenizer.json --out "$work/ckpt" --force >/dev/null
 
 measure() { # label, command...
