@@ -1,6 +1,6 @@
 //! The command line (clap derive only). Doc comments are the help text.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// Closed-book question answering with T5: create, train, export, evaluate and benchmark models
@@ -26,6 +26,9 @@ pub enum Command {
     Score(ScoreArgs),
     /// Measure throughput across engines, batch sizes and threads; CSV, table and SVG plot.
     Bench(BenchArgs),
+    /// Export a checkpoint to ONNX in optimum's layout (encoder_model.onnx, decoder_model.onnx,
+    /// decoder_with_past_model.onnx), weights stored once, validated in ONNX Runtime and tract.
+    Export(ExportArgs),
     /// Show which native libraries (libtorch, ONNX Runtime, tract) this binary finds and uses.
     Doctor,
 }
@@ -277,4 +280,53 @@ pub struct BenchArgs {
     /// Only redraw throughput.svg from bench.csv (e.g. after the peer script added rows).
     #[arg(long)]
     pub plot_only: bool,
+}
+
+/// Numeric precision of the exported graphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    Fp32,
+    /// Float16 weights and matmuls; layer norms, softmax, the residual stream and the FFN output
+    /// projection (`wo`) stay float32, where T5 overflows float16.
+    Fp16,
+}
+
+/// Weight quantization of the linear layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QuantizeArg {
+    None,
+    /// Symmetric per-channel int8 weights, dequantized in the graph (DequantizeLinear).
+    Int8,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The checkpoint directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output directory; refused if it exists and is not empty, unless --force.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace a non-empty --out directory (only after the new export is complete).
+    #[arg(long)]
+    pub force: bool,
+    /// Skip running the graphs in ONNX Runtime and tract against the reference forward pass.
+    #[arg(long)]
+    pub no_validate: bool,
+    /// Validate with ONNX Runtime only (tract optimizes each graph once per input shape, which
+    /// takes a while on large models).
+    #[arg(long, conflicts_with = "no_validate")]
+    pub no_tract: bool,
+    /// Also write decoder_model_merged.onnx (both decoders behind an If on use_cache_branch).
+    #[arg(long)]
+    pub merged: bool,
+    /// Numeric precision of the graphs.
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: PrecisionArg,
+    /// Quantize the weights of the linear layers.
+    #[arg(long, value_enum, default_value = "none")]
+    pub quantize: QuantizeArg,
+    /// Seed of the random validation batches.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }

@@ -46,6 +46,16 @@ pub enum Error {
     /// An output location that would overwrite the user's files.
     #[error("{}: {msg}", path.display())]
     Output { path: PathBuf, msg: String },
+    /// An export that could not be written or whose graphs a runtime rejects.
+    #[error("{}: {msg}", path.display())]
+    Export { path: PathBuf, msg: String },
+    /// An exported graph whose output differs from the reference forward pass.
+    #[error("{}: output `{output}`: {msg}", path.display())]
+    Validation {
+        path: PathBuf,
+        output: String,
+        msg: String,
+    },
     /// A request that cannot be satisfied as given (bad option combination, absent device, ...).
     #[error("{0}")]
     Invalid(String),

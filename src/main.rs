@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use cbqa::init::{init_model, InitOptions, TokenizerSource};
 use cbqa::{ModelDir, T5Config};
 use clap::Parser;
-use cli::{Cli, Command, InitArgs, InspectArgs};
+use cli::{Cli, Command, ExportArgs, InitArgs, InspectArgs, PrecisionArg, QuantizeArg};
 
 fn main() {
     let cli = Cli::parse();
@@ -28,6 +28,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => app::eval::eval(args),
         Command::Score(args) => app::eval::score(args),
         Command::Bench(args) => app::bench::run(args),
+        Command::Export(args) => export(args),
         Command::Doctor => {
             for (k, v) in cbqa::native::report() {
                 println!("{k:<20} {v}");
@@ -100,5 +101,72 @@ fn inspect(args: InspectArgs) -> Result<()> {
         }
         println!("ok: every tensor matches config.json");
     }
+    Ok(())
+}
+
+fn export(args: ExportArgs) -> Result<()> {
+    use cbqa::export::{ExportOptions, Precision, Quantize, ValidateOptions};
+    let precision = match args.precision {
+        PrecisionArg::Fp32 => Precision::Fp32,
+        PrecisionArg::Fp16 => Precision::Fp16,
+    };
+    let quantize = match args.quantize {
+        QuantizeArg::None => Quantize::None,
+        QuantizeArg::Int8 => Quantize::Int8,
+    };
+    let validate = (!args.no_validate).then(|| ValidateOptions {
+        tract: !args.no_tract,
+        seed: args.seed,
+        ..ValidateOptions::for_precision(precision, quantize)
+    });
+    let opts = ExportOptions {
+        model: args.model.clone(),
+        out: args.out.clone(),
+        force: args.force,
+        merged: args.merged,
+        precision,
+        quantize,
+        validate,
+    };
+    let report = cbqa::export::export(&opts).with_context(|| {
+        format!(
+            "cbqa export --model {} --out {}",
+            args.model.display(),
+            args.out.display()
+        )
+    })?;
+    if let Some(v) = &report.validation {
+        println!(
+            "validation: max abs difference from the reference forward pass \
+             (allowed: {:.0e} x max(1, max|ref|))",
+            v.tolerance
+        );
+        for c in &v.checks {
+            println!(
+                "  {:<12} {:<30} {:<28} {:.3e}  (allowed {:.1e}, max|ref| {:.3})",
+                c.runtime,
+                c.graph,
+                c.output,
+                c.max_abs_diff,
+                c.allowed(v.tolerance),
+                c.max_abs_ref
+            );
+        }
+        for (rt, same, total) in &v.argmax {
+            println!("  {rt:<12} argmax tokens equal to the reference: {same}/{total}");
+        }
+    }
+    for (name, len) in &report.files {
+        println!("  {len:>14}  {name}");
+    }
+    println!(
+        "exported {} in {:.2}s (validation {:.2}s): {} bytes, {:.3}x the checkpoint ({} bytes)",
+        report.dir.display(),
+        report.export_time.as_secs_f64(),
+        report.validation_time.as_secs_f64(),
+        report.export_bytes,
+        report.size_ratio(),
+        report.checkpoint_bytes
+    );
     Ok(())
 }

@@ -5,6 +5,7 @@ mod cli_eval;
 mod common;
 mod data_files;
 mod eval_oracle;
+mod export;
 mod foundation;
 mod runtime;
 mod serve;

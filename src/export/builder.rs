@@ -1,0 +1,288 @@
+//! A small ONNX graph builder: values are names (`String`), every op gets a fresh, readable output
+//! name under the current scope, constants are inline initializers and weights are initializers
+//! that point into the shared external-data file.
+
+use super::proto::{
+    attribute_type, data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
+    ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto, DATA_LOCATION_EXTERNAL,
+};
+use super::weights::StoredTensor;
+use std::collections::HashSet;
+
+/// One dimension of a graph input or output: fixed, or a named dynamic axis (optimum's names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    Fixed(i64),
+    Sym(&'static str),
+}
+
+/// A node attribute.
+pub(crate) enum Attr {
+    Int(&'static str, i64),
+    Ints(&'static str, Vec<i64>),
+    Graph(&'static str, Box<GraphProto>),
+}
+
+impl Attr {
+    fn into_proto(self) -> AttributeProto {
+        let mut a = AttributeProto::default();
+        match self {
+            Attr::Int(n, v) => {
+                a.name = Some(n.into());
+                a.r#type = Some(attribute_type::INT);
+                a.i = Some(v);
+            }
+            Attr::Ints(n, v) => {
+                a.name = Some(n.into());
+                a.r#type = Some(attribute_type::INTS);
+                a.ints = v;
+            }
+            Attr::Graph(n, g) => {
+                a.name = Some(n.into());
+                a.r#type = Some(attribute_type::GRAPH);
+                a.g = Some(*g);
+            }
+        }
+        a
+    }
+}
+
+/// A graph under construction.
+pub(crate) struct Graph {
+    name: String,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    initializer_names: HashSet<String>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    scope: String,
+    /// Prefix of every created name, so two `If` branches never define the same name.
+    prefix: String,
+    counter: usize,
+    /// Names already used for values, so scopes can never collide.
+    used: HashSet<String>,
+}
+
+pub(crate) fn value_info(name: &str, elem: i32, dims: &[Dim]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| tensor_shape_proto::Dimension {
+            value: Some(match d {
+                Dim::Fixed(v) => tensor_shape_proto::dimension::Value::DimValue(*v),
+                Dim::Sym(s) => tensor_shape_proto::dimension::Value::DimParam((*s).into()),
+            }),
+        })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(elem),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+        }),
+        doc_string: None,
+    }
+}
+
+impl Graph {
+    pub fn new(name: &str) -> Self {
+        Graph {
+            name: name.into(),
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+            initializer_names: HashSet::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            scope: String::new(),
+            prefix: String::new(),
+            counter: 0,
+            used: HashSet::new(),
+        }
+    }
+
+    /// A graph whose created names all start with `prefix` (for an `If` branch).
+    pub fn with_prefix(name: &str, prefix: &str) -> Self {
+        Graph {
+            prefix: prefix.into(),
+            ..Graph::new(name)
+        }
+    }
+
+    /// Prefix of the names of the values created from now on (e.g. `/decoder/block.2/ff`).
+    pub fn set_scope(&mut self, scope: impl Into<String>) {
+        self.scope = scope.into();
+    }
+
+    fn fresh(&mut self, hint: &str) -> String {
+        loop {
+            self.counter += 1;
+            let name = format!("{}{}/{hint}_{}", self.prefix, self.scope, self.counter);
+            if self.used.insert(name.clone()) {
+                return name;
+            }
+        }
+    }
+
+    /// Declare a graph input.
+    pub fn input(&mut self, name: &str, elem: i32, dims: &[Dim]) -> String {
+        self.used.insert(name.into());
+        self.inputs.push(value_info(name, elem, dims));
+        name.into()
+    }
+
+    /// Expose `value` as graph output `name` (through an Identity node when the names differ).
+    pub fn output(&mut self, value: &str, name: &str, elem: i32, dims: &[Dim]) {
+        if value != name {
+            self.used.insert(name.into());
+            self.nodes.push(NodeProto {
+                input: vec![value.into()],
+                output: vec![name.into()],
+                name: Some(format!("{name}/Identity")),
+                op_type: Some("Identity".into()),
+                ..Default::default()
+            });
+        }
+        self.outputs.push(value_info(name, elem, dims));
+    }
+
+    /// Add a node with one output and return the output's name.
+    pub fn op(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<Attr>) -> String {
+        let out = self.fresh(op_type);
+        self.node(op_type, inputs, &[&out], attrs);
+        out
+    }
+
+    /// Add a node with explicit output names.
+    pub fn node(&mut self, op_type: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<Attr>) {
+        let name = format!(
+            "{}{}/{op_type}_node_{}",
+            self.prefix,
+            self.scope,
+            self.nodes.len()
+        );
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            name: Some(name),
+            op_type: Some(op_type.into()),
+            attribute: attrs.into_iter().map(Attr::into_proto).collect(),
+            ..Default::default()
+        });
+    }
+
+    fn inline(&mut self, hint: &str, elem: i32, dims: &[usize], raw: Vec<u8>) -> String {
+        let name = self.fresh(hint);
+        self.initializer_names.insert(name.clone());
+        self.initializers.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: Some(elem),
+            name: Some(name.clone()),
+            raw_data: Some(raw),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// An int64 constant of the given shape (`&[]` for a scalar).
+    pub fn const_i64(&mut self, values: &[i64], dims: &[usize]) -> String {
+        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.inline("const_i64", data_type::INT64, dims, raw)
+    }
+
+    /// A 1-D int64 constant.
+    pub fn ints(&mut self, values: &[i64]) -> String {
+        self.const_i64(values, &[values.len()])
+    }
+
+    /// A scalar int64 constant.
+    pub fn scalar_i64(&mut self, v: i64) -> String {
+        self.const_i64(&[v], &[])
+    }
+
+    /// A scalar float constant of element type `elem` (FLOAT or FLOAT16).
+    pub fn scalar_f(&mut self, v: f32, elem: i32) -> String {
+        let raw = if elem == data_type::FLOAT16 {
+            half::f16::from_f32(v).to_le_bytes().to_vec()
+        } else {
+            v.to_le_bytes().to_vec()
+        };
+        self.inline("const_f", elem, &[], raw)
+    }
+
+    /// An initializer stored in the external-data file (added once per graph).
+    pub fn weight(&mut self, t: &StoredTensor) -> String {
+        if self.initializer_names.insert(t.name.clone()) {
+            self.used.insert(t.name.clone());
+            self.initializers.push(TensorProto {
+                dims: t.dims.clone(),
+                data_type: Some(t.elem),
+                name: Some(t.name.clone()),
+                external_data: vec![
+                    StringStringEntryProto::new("location", t.location.clone()),
+                    StringStringEntryProto::new("offset", t.offset.to_string()),
+                    StringStringEntryProto::new("length", t.length.to_string()),
+                ],
+                data_location: Some(DATA_LOCATION_EXTERNAL),
+                ..Default::default()
+            });
+        }
+        t.name.clone()
+    }
+
+    /// The graph as a protobuf message (for the top level or an `If` branch).
+    pub fn into_proto(self) -> GraphProto {
+        GraphProto {
+            node: self.nodes,
+            name: Some(self.name),
+            initializer: self.initializers,
+            doc_string: None,
+            input: self.inputs,
+            output: self.outputs,
+            value_info: Vec::new(),
+        }
+    }
+
+    /// Split off the initializers (to hoist a branch's weights into the parent graph).
+    pub fn take_initializers(&mut self) -> Vec<TensorProto> {
+        self.initializer_names.clear();
+        std::mem::take(&mut self.initializers)
+    }
+
+    /// Add initializers taken from another graph, skipping names already present.
+    pub fn add_initializers(&mut self, list: Vec<TensorProto>) {
+        for t in list {
+            let name = t.name.clone().unwrap_or_default();
+            if self.initializer_names.insert(name) {
+                self.initializers.push(t);
+            }
+        }
+    }
+}
+
+/// The ONNX versions we write: opset 17 and IR version 8 (the pair torch.onnx uses for opset 17);
+/// ONNX Runtime 1.31 refuses the IR version 14 that onnx 1.23 writes by default.
+pub const OPSET: i64 = 17;
+pub const IR_VERSION: i64 = 8;
+
+/// Wrap a finished graph into a model.
+pub(crate) fn model(graph: GraphProto, doc: &str, metadata: &[(&str, String)]) -> ModelProto {
+    ModelProto {
+        ir_version: Some(IR_VERSION),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(OPSET),
+        }],
+        producer_name: Some("cbqa".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        domain: None,
+        model_version: None,
+        doc_string: Some(doc.into()),
+        graph: Some(graph),
+        metadata_props: metadata
+            .iter()
+            .map(|(k, v)| StringStringEntryProto::new(k, v.clone()))
+            .collect(),
+    }
+}

@@ -1,0 +1,494 @@
+//! Validation of an export: the graphs run on random padded batches in ONNX Runtime and in tract,
+//! and every output is compared with the plain-Rust reference forward pass ([`ReferenceT5`]).
+//!
+//! Each graph is checked on its own: the decoder gets the reference encoder states, and the
+//! decoder-with-past gets the reference keys and values of all but the last target position, so a
+//! failure names the graph and output that is wrong.
+
+use super::backends::{Backend, Feed, Feeds};
+use super::reference::{DecoderOutput, ReferenceT5};
+use super::weights::{Precision, Quantize};
+use super::{DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER};
+use crate::checkpoint::Weights;
+use crate::config::T5Config;
+use crate::error::{Error, Result};
+use ndarray::{s, Array2, Array3, ArrayD};
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// What to run and how strict to be.
+#[derive(Debug, Clone)]
+pub struct ValidateOptions {
+    pub ort: bool,
+    pub tract: bool,
+    pub seed: u64,
+    /// Max absolute difference allowed per output, per unit of the output's scale: an output
+    /// passes when `max|got - want| <= tolerance * max(1, max|want|)`. Float32 rounding grows
+    /// with the values: on the test fixtures (logits up to 391) transformers' own float32 logits
+    /// differ from its float64 ones by 1.2e-2 and 9.6e-2, so a purely absolute 1e-4 would reject
+    /// transformers itself; for outputs of magnitude <= 1 this is the plain absolute tolerance.
+    pub tolerance: f32,
+    /// Also require the argmax token at every target position to match the reference (the
+    /// "same greedy tokens" check for reduced precision).
+    pub require_same_argmax: bool,
+}
+
+impl ValidateOptions {
+    /// Defaults for an export precision: float32 1e-4; float16 and int8 have looser, documented
+    /// tolerances and must pick the same tokens.
+    pub fn for_precision(precision: Precision, quantize: Quantize) -> Self {
+        let (tolerance, argmax) = match (precision, quantize) {
+            (Precision::Fp32, Quantize::None) => (1e-4, false),
+            // Measured on a random t5-shaped model (cbqa init --preset tiny): float16 differs by
+            // about 5e-4 and int8 by about 1e-2 per unit of scale; the tolerances leave 6-20x.
+            (Precision::Fp16, Quantize::None) => (1e-2, true),
+            (_, Quantize::Int8) => (5e-2, true),
+        };
+        ValidateOptions {
+            ort: true,
+            tract: true,
+            seed: 0,
+            tolerance,
+            require_same_argmax: argmax,
+        }
+    }
+}
+
+/// The largest difference seen for one output of one graph in one runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputCheck {
+    pub runtime: &'static str,
+    pub graph: &'static str,
+    pub output: String,
+    pub max_abs_diff: f32,
+    /// Largest |reference value| of this output, to judge the difference against.
+    pub max_abs_ref: f32,
+}
+
+impl OutputCheck {
+    /// The allowed difference for this output: `tolerance * max(1, max|reference|)`.
+    pub fn allowed(&self, tolerance: f32) -> f32 {
+        tolerance * self.max_abs_ref.max(1.0)
+    }
+
+    /// Whether the output is within `tolerance` (NaN fails).
+    pub fn passes(&self, tolerance: f32) -> bool {
+        self.max_abs_diff <= self.allowed(tolerance)
+    }
+}
+
+/// All comparisons of one validation run.
+#[derive(Debug, Clone, Default)]
+pub struct ValidationReport {
+    pub checks: Vec<OutputCheck>,
+    /// Per runtime: target positions whose argmax token matched the reference, out of how many.
+    pub argmax: Vec<(&'static str, usize, usize)>,
+    pub tolerance: f32,
+}
+
+impl ValidationReport {
+    fn record(&mut self, runtime: &'static str, graph: &'static str, output: &str, d: f32, r: f32) {
+        if let Some(c) = self
+            .checks
+            .iter_mut()
+            .find(|c| c.runtime == runtime && c.graph == graph && c.output == output)
+        {
+            c.max_abs_diff = c.max_abs_diff.max(d);
+            c.max_abs_ref = c.max_abs_ref.max(r);
+        } else {
+            self.checks.push(OutputCheck {
+                runtime,
+                graph,
+                output: output.into(),
+                max_abs_diff: d,
+                max_abs_ref: r,
+            });
+        }
+    }
+
+    /// The largest difference per runtime and graph (for a one-line summary).
+    pub fn worst(&self, runtime: &str, graph: &str) -> Option<&OutputCheck> {
+        self.checks
+            .iter()
+            .filter(|c| c.runtime == runtime && c.graph == graph)
+            .max_by(|a, b| a.max_abs_diff.total_cmp(&b.max_abs_diff))
+    }
+}
+
+/// A random right-padded batch: encoder ids and mask, and a decoder prefix starting with the
+/// decoder start token.
+struct Case {
+    ids: Array2<i64>,
+    mask: Array2<i64>,
+    dec: Array2<i64>,
+}
+
+fn random_case(rng: &mut impl Rng, cfg: &T5Config, b: usize, s: usize, t: usize) -> Case {
+    let vocab = cfg.vocab_size as i64;
+    let mut ids = Array2::<i64>::zeros((b, s));
+    let mut mask = Array2::<i64>::zeros((b, s));
+    for i in 0..b {
+        // The first row is full, the others shorter: padding is always exercised.
+        let len = if i == 0 { s } else { rng.random_range(1..=s) };
+        for j in 0..len {
+            ids[[i, j]] = if j + 1 == len {
+                cfg.eos_id() as i64
+            } else {
+                rng.random_range(3.min(vocab - 1)..vocab)
+            };
+            mask[[i, j]] = 1;
+        }
+    }
+    let mut dec = Array2::<i64>::zeros((b, t));
+    for i in 0..b {
+        dec[[i, 0]] = cfg.decoder_start_id() as i64;
+        for j in 1..t {
+            dec[[i, j]] = rng.random_range(0..vocab);
+        }
+    }
+    Case { ids, mask, dec }
+}
+
+fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    if a.shape() != b.shape() {
+        return f32::INFINITY;
+    }
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| {
+            let d = (x - y).abs();
+            if d.is_nan() {
+                f32::INFINITY
+            } else {
+                d
+            }
+        })
+        .fold(0.0, f32::max)
+}
+
+fn max_abs(a: &ArrayD<f32>) -> f32 {
+    a.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+fn argmax_rows(logits: &ArrayD<f32>) -> Vec<usize> {
+    let v = logits.shape().last().copied().unwrap_or(1).max(1);
+    logits
+        .as_slice()
+        .map(|s| s.to_vec())
+        .unwrap_or_else(|| logits.iter().copied().collect())
+        .chunks(v)
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+fn dynf(a: Array3<f32>) -> ArrayD<f32> {
+    a.into_dyn()
+}
+
+/// The reference outputs of one case, by graph and output name.
+struct Expected {
+    encoder: ArrayD<f32>,
+    dec: DecoderOutput,
+}
+
+/// Compare one backend's outputs of the three graphs on one case.
+fn check_backend(
+    backend: &mut dyn Backend,
+    dir: &Path,
+    cfg: &T5Config,
+    case: &Case,
+    exp: &Expected,
+    report: &mut ValidationReport,
+) -> Result<(usize, usize)> {
+    let rt = backend.name();
+    let mask = Feed::I64(case.mask.clone().into_dyn());
+    let ids = Feed::I64(case.ids.clone().into_dyn());
+    let out = backend.run(
+        &dir.join(ENCODER),
+        &vec![("input_ids".into(), ids), ("attention_mask".into(), mask)],
+    )?;
+    let compare = |report: &mut ValidationReport,
+                   graph: &'static str,
+                   out: &HashMap<String, ArrayD<f32>>,
+                   name: &str,
+                   want: &ArrayD<f32>| {
+        match out.get(name) {
+            Some(got) => report.record(rt, graph, name, max_abs_diff(got, want), max_abs(want)),
+            None => report.record(rt, graph, name, f32::INFINITY, max_abs(want)),
+        }
+    };
+    compare(report, ENCODER, &out, "last_hidden_state", &exp.encoder);
+
+    let t = case.dec.ncols();
+    let feeds = vec![
+        (
+            "encoder_attention_mask".into(),
+            Feed::I64(case.mask.clone().into_dyn()),
+        ),
+        ("input_ids".into(), Feed::I64(case.dec.clone().into_dyn())),
+        (
+            "encoder_hidden_states".into(),
+            Feed::F32(exp.encoder.clone()),
+        ),
+    ];
+    let out = backend.run(&dir.join(DECODER), &feeds)?;
+    compare(
+        report,
+        DECODER,
+        &out,
+        "logits",
+        &dynf(exp.dec.logits.clone()),
+    );
+    let mut same = 0;
+    let mut total = 0;
+    if let Some(got) = out.get("logits") {
+        let a = argmax_rows(got);
+        let b = argmax_rows(&exp.dec.logits.clone().into_dyn());
+        same += a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        total += b.len();
+    }
+    for i in 0..cfg.decoder_layers() {
+        let (k, v) = &exp.dec.self_kv[i];
+        let (ek, ev) = &exp.dec.cross_kv[i];
+        for (name, want) in [
+            (format!("present.{i}.decoder.key"), k),
+            (format!("present.{i}.decoder.value"), v),
+            (format!("present.{i}.encoder.key"), ek),
+            (format!("present.{i}.encoder.value"), ev),
+        ] {
+            compare(report, DECODER, &out, &name, &want.clone().into_dyn());
+        }
+    }
+
+    // One step with past: the reference keys/values of positions 0..t-1, then token t-1.
+    let mut feeds = vec![
+        (
+            "encoder_attention_mask".into(),
+            Feed::I64(case.mask.clone().into_dyn()),
+        ),
+        (
+            "input_ids".into(),
+            Feed::I64(case.dec.slice(s![.., t - 1..]).to_owned().into_dyn()),
+        ),
+    ];
+    for i in 0..cfg.decoder_layers() {
+        let (k, v) = &exp.dec.self_kv[i];
+        let (ek, ev) = &exp.dec.cross_kv[i];
+        let past = |x: &ndarray::Array4<f32>| {
+            Feed::F32(x.slice(s![.., .., ..t - 1, ..]).to_owned().into_dyn())
+        };
+        feeds.push((format!("past_key_values.{i}.decoder.key"), past(k)));
+        feeds.push((format!("past_key_values.{i}.decoder.value"), past(v)));
+        feeds.push((
+            format!("past_key_values.{i}.encoder.key"),
+            Feed::F32(ek.clone().into_dyn()),
+        ));
+        feeds.push((
+            format!("past_key_values.{i}.encoder.value"),
+            Feed::F32(ev.clone().into_dyn()),
+        ));
+    }
+    let out = backend.run(&dir.join(DECODER_WITH_PAST), &feeds)?;
+    let last = exp
+        .dec
+        .logits
+        .slice(s![.., t - 1.., ..])
+        .to_owned()
+        .into_dyn();
+    compare(report, DECODER_WITH_PAST, &out, "logits", &last);
+    if let Some(got) = out.get("logits") {
+        let a = argmax_rows(got);
+        let b = argmax_rows(&last);
+        same += a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        total += b.len();
+    }
+    for i in 0..cfg.decoder_layers() {
+        let (k, v) = &exp.dec.self_kv[i];
+        compare(
+            report,
+            DECODER_WITH_PAST,
+            &out,
+            &format!("present.{i}.decoder.key"),
+            &k.clone().into_dyn(),
+        );
+        compare(
+            report,
+            DECODER_WITH_PAST,
+            &out,
+            &format!("present.{i}.decoder.value"),
+            &v.clone().into_dyn(),
+        );
+    }
+    let merged = dir.join(DECODER_MERGED);
+    if rt == "onnxruntime" && merged.exists() {
+        // Both branches, fed the way optimum feeds them: the first step with empty pasts and
+        // use_cache_branch = false, a later step with real pasts and use_cache_branch = true.
+        let (b, s_len) = case.mask.dim();
+        let empty = ndarray::Array4::<f32>::zeros((b, cfg.num_heads, 0, cfg.d_kv)).into_dyn();
+        for use_cache in [false, true] {
+            let mut feeds: Feeds = vec![
+                (
+                    "encoder_attention_mask".into(),
+                    Feed::I64(case.mask.clone().into_dyn()),
+                ),
+                (
+                    "encoder_hidden_states".into(),
+                    Feed::F32(exp.encoder.clone()),
+                ),
+                (
+                    "use_cache_branch".into(),
+                    Feed::Bool(ndarray::arr1(&[use_cache]).into_dyn()),
+                ),
+            ];
+            let ids = if use_cache {
+                case.dec.slice(s![.., t - 1..]).to_owned()
+            } else {
+                case.dec.clone()
+            };
+            feeds.push(("input_ids".into(), Feed::I64(ids.into_dyn())));
+            for i in 0..cfg.decoder_layers() {
+                let (k, v) = &exp.dec.self_kv[i];
+                let (ek, ev) = &exp.dec.cross_kv[i];
+                for (name, x, is_self) in [
+                    ("decoder.key", k, true),
+                    ("decoder.value", v, true),
+                    ("encoder.key", ek, false),
+                    ("encoder.value", ev, false),
+                ] {
+                    let value = match (use_cache, is_self) {
+                        (false, _) => empty.clone(),
+                        (true, true) => x.slice(s![.., .., ..t - 1, ..]).to_owned().into_dyn(),
+                        (true, false) => x.clone().into_dyn(),
+                    };
+                    feeds.push((format!("past_key_values.{i}.{name}"), Feed::F32(value)));
+                }
+            }
+            let out = backend.run(&merged, &feeds)?;
+            let logits = if use_cache {
+                exp.dec.logits.slice(s![.., t - 1.., ..]).to_owned()
+            } else {
+                exp.dec.logits.clone()
+            };
+            compare(report, DECODER_MERGED, &out, "logits", &logits.into_dyn());
+            for i in 0..cfg.decoder_layers() {
+                let (k, v) = &exp.dec.self_kv[i];
+                let (ek, ev) = &exp.dec.cross_kv[i];
+                for (name, want) in [
+                    (format!("present.{i}.decoder.key"), k),
+                    (format!("present.{i}.decoder.value"), v),
+                    (format!("present.{i}.encoder.key"), ek),
+                    (format!("present.{i}.encoder.value"), ev),
+                ] {
+                    compare(
+                        report,
+                        DECODER_MERGED,
+                        &out,
+                        &name,
+                        &want.clone().into_dyn(),
+                    );
+                }
+            }
+            let _ = s_len;
+        }
+    }
+    Ok((same, total))
+}
+
+/// Run the exported graphs in `dir` through the requested runtimes and compare them with the
+/// reference forward pass of `weights`. Returns the report; fails with [`Error::Validation`] on
+/// the first output above the tolerance (after running everything, so the report is complete).
+pub fn validate(
+    dir: &Path,
+    cfg: &T5Config,
+    weights: &Weights,
+    opts: &ValidateOptions,
+) -> Result<ValidationReport> {
+    let reference = ReferenceT5::new(cfg, weights);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+    // Two shapes, so the dynamic axes are really dynamic; lengths past max_distance reach the
+    // logarithmic and saturated buckets.
+    let long = (cfg.relative_attention_max_distance + 3).min(48);
+    let cases = [
+        random_case(&mut rng, cfg, 3, long, 6),
+        random_case(&mut rng, cfg, 2, 5, 3),
+    ];
+    let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+    if opts.ort {
+        #[cfg(feature = "ort")]
+        backends.push(Box::new(super::backends::OrtBackend {
+            env: crate::native::ort_environment()?.1.clone(),
+            sessions: HashMap::new(),
+        }));
+        #[cfg(not(feature = "ort"))]
+        return Err(Error::Invalid(
+            "validation with ONNX Runtime needs the `ort` feature; pass --no-validate".into(),
+        ));
+    }
+    if opts.tract {
+        #[cfg(feature = "tract")]
+        backends.push(Box::new(super::backends::TractBackend));
+        #[cfg(not(feature = "tract"))]
+        return Err(Error::Invalid(
+            "validation with tract needs the `tract` feature; pass --no-validate".into(),
+        ));
+    }
+    let mut report = ValidationReport {
+        tolerance: opts.tolerance,
+        ..Default::default()
+    };
+    let mut argmax: HashMap<&'static str, (usize, usize)> = HashMap::new();
+    for case in &cases {
+        let encoder = reference.encode(&case.ids, &case.mask)?;
+        let dec = reference.decode(&case.dec, &encoder, &case.mask)?;
+        let exp = Expected {
+            encoder: encoder.into_dyn(),
+            dec,
+        };
+        for b in backends.iter_mut() {
+            let (same, total) = check_backend(b.as_mut(), dir, cfg, case, &exp, &mut report)?;
+            let e = argmax.entry(b.name()).or_default();
+            e.0 += same;
+            e.1 += total;
+        }
+    }
+    for b in &backends {
+        let (same, total) = argmax.get(b.name()).copied().unwrap_or_default();
+        report.argmax.push((b.name(), same, total));
+    }
+    if let Some(bad) = report.checks.iter().find(|c| !c.passes(opts.tolerance)) {
+        return Err(Error::Validation {
+            path: dir.join(bad.graph),
+            output: bad.output.clone(),
+            msg: format!(
+                "{}: max abs difference {:.3e} from the reference forward pass exceeds {:.3e} \
+                 (tolerance {:.0e} x max(1, max|reference| = {:.3}))",
+                bad.runtime,
+                bad.max_abs_diff,
+                bad.allowed(opts.tolerance),
+                opts.tolerance,
+                bad.max_abs_ref
+            ),
+        });
+    }
+    if opts.require_same_argmax {
+        if let Some((rt, same, total)) = report.argmax.iter().find(|(_, s, t)| s != t) {
+            return Err(Error::Validation {
+                path: dir.to_path_buf(),
+                output: "logits".into(),
+                msg: format!(
+                    "{rt}: the most likely token differs from the reference at {} of {total} \
+                     target positions",
+                    total - same
+                ),
+            });
+        }
+    }
+    Ok(report)
+}
