@@ -50,6 +50,22 @@ pub fn optimum_export(name: &str) -> PathBuf {
     out
 }
 
+/// cbqa's own export of a fixture (made once per checkout, under target/; not validated here,
+/// the export tests do that).
+pub fn cbqa_export(name: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let out = root().join("target").join("test-exports").join("cbqa").join(name);
+    if out.join("decoder_with_past_model.onnx").exists() {
+        return out;
+    }
+    let mut opts = cbqa::export::ExportOptions::new(fixture(name), &out);
+    opts.validate = None;
+    opts.force = true;
+    cbqa::export::export(&opts).unwrap();
+    out
+}
+
 pub struct Reference {
     pub input: EncoderInput,
     pub greedy: Vec<Vec<u32>>,
@@ -165,5 +181,23 @@ fn tract_matches_transformers_on_optimum_exports() {
         let dir = OnnxDir::open(&optimum_export(name)).unwrap();
         let backend = cbqa::runtime::tract::TractSeq2Seq::load(&dir).unwrap();
         check_parity(&backend, name, "tract/optimum");
+    }
+}
+
+#[test]
+fn ort_matches_transformers_on_cbqa_exports() {
+    for name in FIXTURES {
+        let dir = OnnxDir::open(&cbqa_export(name)).unwrap();
+        let backend = cbqa::runtime::ort::OrtSeq2Seq::load(&dir, &Default::default()).unwrap();
+        check_parity(&backend, name, "ort/cbqa");
+    }
+}
+
+#[test]
+fn tract_matches_transformers_on_cbqa_exports() {
+    for name in FIXTURES {
+        let dir = OnnxDir::open(&cbqa_export(name)).unwrap();
+        let backend = cbqa::runtime::tract::TractSeq2Seq::load(&dir).unwrap();
+        check_parity(&backend, name, "tract/cbqa");
     }
 }
