@@ -55,7 +55,11 @@ pub fn optimum_export(name: &str) -> PathBuf {
 pub fn cbqa_export(name: &str) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let out = root().join("target").join("test-exports").join("cbqa").join(name);
+    let out = root()
+        .join("target")
+        .join("test-exports")
+        .join("cbqa")
+        .join(name);
     if out.join("decoder_with_past_model.onnx").exists() {
         return out;
     }
