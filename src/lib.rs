@@ -12,10 +12,14 @@ pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod init;
+#[cfg(feature = "train")]
+pub mod model;
 pub mod model_dir;
 pub mod native;
 pub mod pyjson;
 pub mod tokenizer;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use config::{FeedForward, T5Config};
 pub use error::{Error, Result};

@@ -1,0 +1,166 @@
+//! The small building blocks of T5: a bias-free linear layer, T5's RMS layer norm and the
+//! feed-forward sub-layer. Each mirrors the transformers module of the same name in
+//! `transformers/models/t5/modeling_t5.py` (4.57), down to where dropout and dtype casts happen.
+
+use crate::config::{FeedForward, T5Config};
+use tch::nn::{Init, Path};
+use tch::{Kind, Tensor};
+
+/// `nn.Linear(in, out, bias=False)`: weight `[out, in]`, initialised like `cbqa init`
+/// (transformers' `_init_weights`) so a fresh model is already a sensible T5.
+#[derive(Debug)]
+pub(crate) struct Linear {
+    pub(crate) weight: Tensor,
+}
+
+impl Linear {
+    pub(crate) fn new(p: Path, in_dim: usize, out_dim: usize, cfg: &T5Config) -> Self {
+        let weight = var(&p, &[out_dim, in_dim], cfg);
+        Linear { weight }
+    }
+
+    pub(crate) fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.linear::<Tensor>(&self.weight, None)
+    }
+}
+
+/// A parameter named `<p>.weight`, drawn with the standard deviation transformers uses for it.
+pub(crate) fn var(p: &Path, shape: &[usize], cfg: &T5Config) -> Tensor {
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    let init = match crate::init::init_std(&p.path("weight"), cfg) {
+        Some(stdev) => Init::Randn { mean: 0.0, stdev },
+        None => Init::Const(cfg.initializer_factor),
+    };
+    p.var("weight", &dims, init)
+}
+
+/// `T5LayerNorm`: RMS norm without mean subtraction or bias. The variance is accumulated in fp32
+/// whatever the activations' dtype; the result is cast back to the weight's dtype when that is
+/// half precision, then scaled.
+#[derive(Debug)]
+pub(crate) struct T5LayerNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl T5LayerNorm {
+    pub(crate) fn new(p: Path, cfg: &T5Config) -> Self {
+        T5LayerNorm {
+            weight: var(&p, &[cfg.d_model], cfg),
+            eps: cfg.layer_norm_epsilon,
+        }
+    }
+
+    pub(crate) fn forward(&self, xs: &Tensor) -> Tensor {
+        let variance = xs
+            .to_kind(Kind::Float)
+            .pow_tensor_scalar(2)
+            .mean_dim(-1, true, Kind::Float);
+        let mut hidden = xs * (variance + self.eps).rsqrt();
+        let wk = self.weight.kind();
+        if matches!(wk, Kind::Half | Kind::BFloat16) {
+            hidden = hidden.to_kind(wk);
+        }
+        &self.weight * hidden
+    }
+}
+
+/// `T5DenseActDense` (relu) or `T5DenseGatedActDense` (gated-gelu / gated-relu).
+#[derive(Debug)]
+pub(crate) struct DenseReluDense {
+    ff: FeedForward,
+    /// `wi` (ungated) or `wi_0` (gated).
+    wi_0: Linear,
+    /// `wi_1`, gated variants only.
+    wi_1: Option<Linear>,
+    wo: Linear,
+    dropout: f64,
+}
+
+impl DenseReluDense {
+    pub(crate) fn new(p: Path, cfg: &T5Config) -> Self {
+        let ff = cfg.ff();
+        let (d, f) = (cfg.d_model, cfg.d_ff);
+        let (wi_0, wi_1) = if ff.is_gated() {
+            (
+                Linear::new(&p / "wi_0", d, f, cfg),
+                Some(Linear::new(&p / "wi_1", d, f, cfg)),
+            )
+        } else {
+            (Linear::new(&p / "wi", d, f, cfg), None)
+        };
+        DenseReluDense {
+            ff,
+            wi_0,
+            wi_1,
+            wo: Linear::new(&p / "wo", f, d, cfg),
+            dropout: cfg.dropout_rate,
+        }
+    }
+
+    fn act(&self, xs: &Tensor) -> Tensor {
+        match self.ff {
+            FeedForward::Relu | FeedForward::GatedRelu => xs.relu(),
+            FeedForward::GatedGelu => gelu_new(xs),
+        }
+    }
+
+    pub(crate) fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut hidden = self.act(&self.wi_0.forward(xs));
+        if let Some(wi_1) = &self.wi_1 {
+            hidden = hidden * wi_1.forward(xs);
+        }
+        let mut hidden = hidden.dropout(self.dropout, train);
+        // transformers keeps `wo` in fp32 for some half-precision checkpoints and casts to it.
+        let wk = self.wo.weight.kind();
+        if hidden.kind() != wk {
+            hidden = hidden.to_kind(wk);
+        }
+        self.wo.forward(&hidden)
+    }
+}
+
+/// transformers' `NewGELUActivation` (`gelu_new`), the tanh approximation, written with the same
+/// elementwise ops as the Python so it rounds the same (`gelu(approximate="tanh")` differs in the
+/// last bits).
+pub(crate) fn gelu_new(xs: &Tensor) -> Tensor {
+    let inner = (xs + xs.pow_tensor_scalar(3.0) * 0.044715) * (2.0 / std::f64::consts::PI).sqrt();
+    xs * 0.5 * (inner.tanh() + 1.0)
+}
+
+/// `T5LayerFF`: pre-norm feed-forward with a residual connection.
+#[derive(Debug)]
+pub(crate) struct T5LayerFF {
+    dense_relu_dense: DenseReluDense,
+    layer_norm: T5LayerNorm,
+    dropout: f64,
+}
+
+impl T5LayerFF {
+    pub(crate) fn new(p: Path, cfg: &T5Config) -> Self {
+        T5LayerFF {
+            dense_relu_dense: DenseReluDense::new(&p / "DenseReluDense", cfg),
+            layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg),
+            dropout: cfg.dropout_rate,
+        }
+    }
+
+    pub(crate) fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        let forwarded = self
+            .dense_relu_dense
+            .forward(&self.layer_norm.forward(xs), train);
+        xs + forwarded.dropout(self.dropout, train)
+    }
+}
+
+/// T5Block's guard against fp16 overflow: clamp to the largest finite value (minus 1000 when an
+/// inf already appeared), as transformers does. A no-op for other dtypes.
+pub(crate) fn clamp_fp16(xs: Tensor) -> Tensor {
+    if xs.kind() != Kind::Half {
+        return xs;
+    }
+    let max = f64::from(half::f16::MAX);
+    let has_inf = xs.isinf().any().int64_value(&[]) != 0;
+    let clamp = if has_inf { max - 1000.0 } else { max };
+    xs.clamp(-clamp, clamp)
+}
