@@ -1,1 +1,2 @@
 mod model_parity;
+mod optim;
