@@ -1,6 +1,8 @@
 //! The `cbqa` binary: parse the command line, run, print the error chain, set the exit code.
 
 mod cli;
+#[cfg(feature = "train")]
+mod train_cmd;
 
 use anyhow::{Context, Result};
 use cbqa::init::{init_model, InitOptions, TokenizerSource};
@@ -23,6 +25,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(args) => init(args),
         Command::Inspect(args) => inspect(args),
+        #[cfg(feature = "train")]
+        Command::Train(args) => train_cmd::run(*args),
         Command::Doctor => {
             for (k, v) in cbqa::native::report() {
                 println!("{k:<20} {v}");

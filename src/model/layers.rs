@@ -106,11 +106,13 @@ impl DenseReluDense {
     }
 
     pub(crate) fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut hidden = self.act(&self.wi_0.forward(xs));
-        if let Some(wi_1) = &self.wi_1 {
-            hidden = hidden * wi_1.forward(xs);
-        }
-        let mut hidden = hidden.dropout(self.dropout, train);
+        let activated = self.act(&self.wi_0.forward(xs));
+        // Not in place: relu's backward needs its output.
+        let gated = match &self.wi_1 {
+            Some(wi_1) => activated * wi_1.forward(xs),
+            None => activated,
+        };
+        let mut hidden = gated.dropout(self.dropout, train);
         // transformers keeps `wo` in fp32 for some half-precision checkpoints and casts to it.
         let wk = self.wo.weight.kind();
         if hidden.kind() != wk {

@@ -135,7 +135,7 @@ impl T5ForConditionalGeneration {
             cache = Some(step.cache);
             let next = step.logits.select(1, -1).argmax(-1, true);
             let next = &next * &unfinished + (-&unfinished + 1) * self.pad_id;
-            unfinished = unfinished * next.ne(self.eos_id).to_kind(Kind::Int64);
+            unfinished *= next.ne(self.eos_id).to_kind(Kind::Int64);
             out.push(next.shallow_clone());
             tokens = next;
             if unfinished.max().int64_value(&[]) == 0 {

@@ -52,7 +52,10 @@ impl AdafactorConfig {
 #[derive(Debug)]
 enum SecondMoment {
     /// Row and column means of the squared gradient (tensors of rank ≥ 2).
-    Factored { row: Tensor, col: Tensor },
+    Factored {
+        row: Tensor,
+        col: Tensor,
+    },
     Full(Tensor),
 }
 

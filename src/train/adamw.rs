@@ -128,4 +128,3 @@ fn tensors_shape(tensors: &HashMap<String, Tensor>, name: &str) -> Vec<i64> {
         .map(|t| t.size())
         .unwrap_or_default()
 }
-

@@ -1,2 +1,3 @@
 mod model_parity;
 mod optim;
+mod train;

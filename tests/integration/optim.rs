@@ -3,7 +3,7 @@
 
 use super::model_parity::fixture;
 use cbqa::model::T5;
-use cbqa::train::{AdamW, AdamWConfig, Adafactor, AdafactorConfig, Optimizer};
+use cbqa::train::{Adafactor, AdafactorConfig, AdamW, AdamWConfig, Optimizer};
 use cbqa::ModelDir;
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
@@ -36,7 +36,9 @@ fn synthetic(opt: &mut dyn Optimizer, prefix: &str, r: &HashMap<String, Tensor>)
             let mut p = p.shallow_clone();
             p.zero_grad();
             // d/dp Σ p·g = g exactly: sets the gradient to the reference's.
-            (&p * &r[&format!("syn.{n}.grad.{step}")]).sum(Kind::Float).backward();
+            (&p * &r[&format!("syn.{n}.grad.{step}")])
+                .sum(Kind::Float)
+                .backward();
         }
         opt.step(&params).unwrap();
         for (n, p) in &params {
@@ -100,7 +102,10 @@ fn adafactor_trains_the_fixture_model_like_transformers() {
         let out = t5.model().loss(ids, mask, labels, false);
         let loss = out.sum / out.tokens as f64;
         let l = loss.double_value(&[]);
-        assert!((l - ref_loss).abs() <= 1e-4 * ref_loss.abs(), "step {step}: loss {l} vs {ref_loss}");
+        assert!(
+            (l - ref_loss).abs() <= 1e-4 * ref_loss.abs(),
+            "step {step}: loss {l} vs {ref_loss}"
+        );
         loss.backward();
         opt.step(&params).unwrap();
     }
@@ -125,7 +130,11 @@ fn optimizer_state_round_trips() {
             }
         };
         // Two steps, save, restore into a fresh optimizer, third step: same as three steps.
-        let prefix = if use_adamw { "adamw" } else { "adafactor_paper" };
+        let prefix = if use_adamw {
+            "adamw"
+        } else {
+            "adafactor_paper"
+        };
         let mut a = make();
         let _ = synthetic(a.as_mut(), prefix, &r);
         let state: HashMap<String, Tensor> = a
