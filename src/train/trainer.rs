@@ -297,14 +297,22 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
     }
 
     let mut log = Log::open(&run, st.step)?;
-    let plan_len = |epoch: u64| plan_epoch(&train_data, s.seed, epoch, s.answer, s.batch_tokens);
-    let mut plan: EpochPlan = plan_len(st.epoch);
+    let plan_for = |epoch: u64| plan_epoch(&train_data, s.seed, epoch, s.answer, s.batch_tokens);
+    let mut plan: EpochPlan = plan_for(st.epoch);
+    // For the progress display only: with random answers epochs differ slightly in length.
     let steps_per_epoch = plan.batches.len() as u64;
     let total_steps = match (s.max_steps, s.epochs) {
         (Some(m), Some(e)) => m.min(e * steps_per_epoch),
         (Some(m), None) => m,
         (None, Some(e)) => e * steps_per_epoch,
         (None, None) => 0,
+    };
+    // The end of training: --max-steps reached, or the last batch of the last epoch done.
+    let finished = |st: &TrainerState, plan: &EpochPlan| {
+        s.max_steps.is_some_and(|m| st.step >= m)
+            || s.epochs.is_some_and(|e| {
+                st.epoch >= e || (st.epoch + 1 == e && st.next_batch >= plan.batches.len())
+            })
     };
     let mut progress = Progress::new(st.step, total_steps, s.log_every);
     let started = Instant::now();
@@ -342,7 +350,7 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
         Ok(dir)
     };
 
-    while st.step < total_steps {
+    while !finished(&st, &plan) {
         if stop.load(Ordering::SeqCst) {
             interrupted = true;
             break;
@@ -350,7 +358,7 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
         if st.next_batch >= plan.batches.len() {
             st.epoch += 1;
             st.next_batch = 0;
-            plan = plan_len(st.epoch);
+            plan = plan_for(st.epoch);
             continue;
         }
         let step_start = Instant::now();
@@ -405,10 +413,10 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
         last_loss = Some(loss_sum);
         let tps = step_tokens as f64 / step_start.elapsed().as_secs_f64().max(1e-9);
 
+        let done = finished(&st, &plan);
         let mut em = None;
-        let eval_now = dev.is_some()
-            && (st.step == total_steps
-                || (s.eval_every > 0 && st.step.is_multiple_of(s.eval_every)));
+        let eval_now =
+            dev.is_some() && (done || (s.eval_every > 0 && st.step.is_multiple_of(s.eval_every)));
         let mut new_best = false;
         if let (true, Some(d)) = (eval_now, &dev) {
             let e = dev_exact_match(&t5, &tokenizer, &d.examples, &d.inputs, s)?;
@@ -434,7 +442,7 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
 
         let stop_now = stop.load(Ordering::SeqCst);
         let periodic = s.save_every > 0 && st.step.is_multiple_of(s.save_every);
-        if new_best || periodic || st.step == total_steps || stop_now {
+        if new_best || periodic || done || stop_now {
             // Never publish a diverged model as a checkpoint (the loss of the next step would
             // only reveal it then).
             if let Some(name) = first_non_finite(&params) {
@@ -452,7 +460,7 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
             last_checkpoint = Some(save(&st, &*optimizer, &best_dir)?);
         }
         if stop_now {
-            interrupted = st.step < total_steps;
+            interrupted = !done;
             break;
         }
     }

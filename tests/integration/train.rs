@@ -343,3 +343,59 @@ print(json.dumps(tok.batch_decode(out, skip_special_tokens=True)))
         "transformers answers differently from our checkpoint"
     );
 }
+
+#[test]
+fn the_effective_batch_does_not_depend_on_micro_batching() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = nq_head(tmp.path(), 24);
+    let stop = AtomicBool::new(false);
+    // A normally initialised model: the fixtures' initializer_factor 3 makes training chaotic
+    // (rounding differences grow by orders of magnitude per step), which would test nothing.
+    let model = tmp.path().join("model");
+    init_model(&InitOptions {
+        config: T5Config::preset("tiny").unwrap(),
+        tokenizer: TokenizerSource::Train {
+            data: data.clone(),
+            vocab_size: 400,
+            extra_ids: 0,
+        },
+        out: model.clone(),
+        force: false,
+        seed: 3,
+    })
+    .unwrap();
+    let mut params = Vec::new();
+    for (name, micro) in [("one", 100_000), ("many", 60)] {
+        let run = tmp.path().join(name);
+        let mut s = small_settings(&data, &run);
+        s.model = model.clone();
+        s.dropout = 0.0;
+        s.max_steps = None;
+        s.epochs = Some(2);
+        s.micro_batch_tokens = micro;
+        let out = train::train(&s, false, &stop).unwrap();
+        let log = std::fs::read_to_string(run.join("train_log.csv")).unwrap();
+        let epochs: Vec<&str> = log
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(1).unwrap())
+            .collect();
+        assert_eq!(epochs.first(), Some(&"0"));
+        assert_eq!(epochs.last(), Some(&"1"), "two epochs: {log}");
+        assert_eq!(out.steps as usize, epochs.len());
+        let tensors: std::collections::HashMap<String, tch::Tensor> =
+            tch::Tensor::read_safetensors(out.last_checkpoint.join("model.safetensors"))
+                .unwrap()
+                .into_iter()
+                .collect();
+        params.push(tensors);
+    }
+    let mut worst: f64 = 0.0;
+    for (k, a) in &params[0] {
+        let d = (a - &params[1][k]).abs().max().double_value(&[]);
+        worst = worst.max(d);
+    }
+    eprintln!("one micro-batch vs many: max abs param diff {worst:.3e}");
+    assert!(worst <= 1e-5, "{worst}");
+}
