@@ -91,7 +91,8 @@ pub enum OptimizerArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PrecisionArg {
     Fp32,
-    /// bf16 autocast on CUDA with fp32 weights and optimizer state (as T5 was trained).
+    /// bf16 matmuls with fp32 weights, optimizer state and residual stream (as autocast does;
+    /// T5 was trained in bf16). Meant for GPUs; works, slowly, on CPUs too.
     Bf16,
 }
 
@@ -149,7 +150,7 @@ pub struct TrainArgs {
     /// auto, cpu, cuda or cuda:N. Asking for CUDA without a GPU is an error. [default: auto]
     #[arg(long)]
     pub device: Option<String>,
-    /// fp32, or bf16 (autocast, CUDA only).
+    /// fp32, or bf16 mixed precision.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32, conflicts_with = "resume")]
     pub precision: PrecisionArg,
     /// Dev exact match every N steps (and at the end); 0: only at the end.

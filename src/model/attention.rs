@@ -5,8 +5,7 @@
 //! `q`), a learned relative position bias that only the first block of each stack owns (the other
 //! blocks reuse the bias it computed, padding mask included), and the softmax computed in fp32.
 
-use super::layers::{var, Linear, T5LayerNorm};
-use crate::config::T5Config;
+use super::layers::{var, Ctx, Linear, T5LayerNorm};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
@@ -61,7 +60,7 @@ pub(crate) struct T5Attention {
 }
 
 impl T5Attention {
-    pub(crate) fn new(p: Path, cfg: &T5Config, has_bias: bool, is_decoder: bool) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Self {
         let (d, inner) = (cfg.d_model, cfg.inner_dim());
         let relative_attention_bias = has_bias.then(|| {
             var(
@@ -155,7 +154,7 @@ pub(crate) struct T5LayerSelfAttention {
 }
 
 impl T5LayerSelfAttention {
-    pub(crate) fn new(p: Path, cfg: &T5Config, has_bias: bool, is_decoder: bool) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Self {
         T5LayerSelfAttention {
             attention: T5Attention::new(&p / "SelfAttention", cfg, has_bias, is_decoder),
             layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg),
@@ -199,7 +198,7 @@ pub(crate) struct T5LayerCrossAttention {
 }
 
 impl T5LayerCrossAttention {
-    pub(crate) fn new(p: Path, cfg: &T5Config) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Self {
         T5LayerCrossAttention {
             attention: T5Attention::new(&p / "EncDecAttention", cfg, false, true),
             layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg),

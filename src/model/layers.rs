@@ -6,21 +6,53 @@ use crate::config::{FeedForward, T5Config};
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
+/// What every module is built from: the config and the compute dtype of the matmuls.
+///
+/// `compute: Some(BFloat16)` is mixed precision as autocast does it: parameters (and optimizer
+/// state) stay fp32, every linear layer casts its input and weight to bf16, softmax and layer norm
+/// statistics stay fp32, the residual stream stays fp32. It is done explicitly rather than with
+/// libtorch's autocast because tch cannot choose autocast's dtype (CUDA autocast is fp16, which
+/// overflows in T5), and so the same code runs and is tested on the CPU.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ctx<'a> {
+    pub(crate) cfg: &'a T5Config,
+    pub(crate) compute: Option<Kind>,
+}
+
+impl std::ops::Deref for Ctx<'_> {
+    type Target = T5Config;
+    fn deref(&self) -> &T5Config {
+        self.cfg
+    }
+}
+
 /// `nn.Linear(in, out, bias=False)`: weight `[out, in]`, initialised like `cbqa init`
 /// (transformers' `_init_weights`) so a fresh model is already a sensible T5.
 #[derive(Debug)]
 pub(crate) struct Linear {
     pub(crate) weight: Tensor,
+    compute: Option<Kind>,
 }
 
 impl Linear {
-    pub(crate) fn new(p: Path, in_dim: usize, out_dim: usize, cfg: &T5Config) -> Self {
+    pub(crate) fn new(p: Path, in_dim: usize, out_dim: usize, cfg: &Ctx<'_>) -> Self {
         let weight = var(&p, &[out_dim, in_dim], cfg);
-        Linear { weight }
+        Linear {
+            weight,
+            compute: cfg.compute,
+        }
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.linear::<Tensor>(&self.weight, None)
+        linear(xs, &self.weight, self.compute)
+    }
+}
+
+/// `xs @ weight.T`, in `compute` precision when given (see [`Ctx`]).
+pub(crate) fn linear(xs: &Tensor, weight: &Tensor, compute: Option<Kind>) -> Tensor {
+    match compute {
+        Some(k) if k != weight.kind() => xs.to_kind(k).linear::<Tensor>(&weight.to_kind(k), None),
+        _ => xs.linear::<Tensor>(weight, None),
     }
 }
 
@@ -44,7 +76,7 @@ pub(crate) struct T5LayerNorm {
 }
 
 impl T5LayerNorm {
-    pub(crate) fn new(p: Path, cfg: &T5Config) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Self {
         T5LayerNorm {
             weight: var(&p, &[cfg.d_model], cfg),
             eps: cfg.layer_norm_epsilon,
@@ -78,7 +110,7 @@ pub(crate) struct DenseReluDense {
 }
 
 impl DenseReluDense {
-    pub(crate) fn new(p: Path, cfg: &T5Config) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Self {
         let ff = cfg.ff();
         let (d, f) = (cfg.d_model, cfg.d_ff);
         let (wi_0, wi_1) = if ff.is_gated() {
@@ -139,7 +171,7 @@ pub(crate) struct T5LayerFF {
 }
 
 impl T5LayerFF {
-    pub(crate) fn new(p: Path, cfg: &T5Config) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Self {
         T5LayerFF {
             dense_relu_dense: DenseReluDense::new(&p / "DenseReluDense", cfg),
             layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg),

@@ -1,8 +1,7 @@
 //! `T5Block` and `T5Stack` (encoder and decoder), and the decoder's explicit KV cache.
 
 use super::attention::{T5LayerCrossAttention, T5LayerSelfAttention};
-use super::layers::{clamp_fp16, T5LayerFF, T5LayerNorm};
-use crate::config::T5Config;
+use super::layers::{clamp_fp16, Ctx, T5LayerFF, T5LayerNorm};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
@@ -76,7 +75,7 @@ pub(crate) struct T5Block {
 }
 
 impl T5Block {
-    pub(crate) fn new(p: Path, cfg: &T5Config, has_bias: bool, is_decoder: bool) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Self {
         let layer = &p / "layer";
         let self_attention = T5LayerSelfAttention::new(&layer / 0, cfg, has_bias, is_decoder);
         let (cross_attention, ff) = if is_decoder {
@@ -163,7 +162,7 @@ pub(crate) struct T5Stack {
 }
 
 impl T5Stack {
-    pub(crate) fn new(p: Path, cfg: &T5Config, shared: &Tensor, is_decoder: bool) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, shared: &Tensor, is_decoder: bool) -> Self {
         let layers = if is_decoder {
             cfg.decoder_layers()
         } else {

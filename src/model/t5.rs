@@ -1,7 +1,7 @@
 //! `T5ForConditionalGeneration`, and [`T5`]: the model together with the `VarStore` that owns its
 //! parameters, loaded from and saved to Hugging Face's layout.
 
-use super::layers::{var, Linear};
+use super::layers::{linear, var, Ctx, Linear};
 use super::stack::{KvCache, T5Stack};
 use crate::checkpoint::{expected_tensors, OwnedTensor, Weights};
 use crate::config::T5Config;
@@ -50,6 +50,7 @@ pub struct T5ForConditionalGeneration {
     decoder: T5Stack,
     /// `None` when the LM head is tied to `shared` (T5 v1.0).
     lm_head: Option<Linear>,
+    compute: Option<Kind>,
     d_model: f64,
     decoder_start_id: i64,
     pad_id: i64,
@@ -60,10 +61,19 @@ impl T5ForConditionalGeneration {
     /// Builds the module tree under `p` (normally the var store's root); parameter names are the
     /// Hugging Face names by construction.
     pub fn new(p: Path, cfg: &T5Config) -> Self {
+        Self::with_compute(p, cfg, None)
+    }
+
+    /// As [`T5ForConditionalGeneration::new`], with the matmuls in `compute` precision (e.g.
+    /// `Some(Kind::BFloat16)`: mixed precision with fp32 parameters).
+    pub fn with_compute(p: Path, cfg: &T5Config, compute: Option<Kind>) -> Self {
+        let ctx = Ctx { cfg, compute };
+        let cfg = &ctx;
         let shared = var(&(&p / "shared"), &[cfg.vocab_size, cfg.d_model], cfg);
         let lm_head = (!cfg.tie_word_embeddings)
             .then(|| Linear::new(&p / "lm_head", cfg.d_model, cfg.vocab_size, cfg));
         T5ForConditionalGeneration {
+            compute,
             encoder: T5Stack::new(&p / "encoder", cfg, &shared, false),
             decoder: T5Stack::new(&p / "decoder", cfg, &shared, true),
             shared,
@@ -100,7 +110,11 @@ impl T5ForConditionalGeneration {
             Some(head) => head.forward(hidden),
             // Tied embeddings: rescale before projecting on the vocabulary, as Mesh TensorFlow
             // does (transformers' T5ForConditionalGeneration.forward).
-            None => (hidden * self.d_model.powf(-0.5)).linear::<Tensor>(&self.shared, None),
+            None => linear(
+                &(hidden * self.d_model.powf(-0.5)),
+                &self.shared,
+                self.compute,
+            ),
         }
     }
 
@@ -229,8 +243,13 @@ fn st_kind(dtype: Dtype) -> Option<Kind> {
 impl T5 {
     /// A randomly initialised T5 (transformers' initialisation) on `device`, in fp32.
     pub fn new(config: &T5Config, device: Device) -> Self {
+        Self::with_compute(config, device, None)
+    }
+
+    /// As [`T5::new`], with the matmuls in `compute` precision (fp32 parameters).
+    pub fn with_compute(config: &T5Config, device: Device, compute: Option<Kind>) -> Self {
         let vs = VarStore::new(device);
-        let model = T5ForConditionalGeneration::new(vs.root(), config);
+        let model = T5ForConditionalGeneration::with_compute(vs.root(), config, compute);
         T5 {
             config: config.clone(),
             vs,
@@ -245,7 +264,18 @@ impl T5 {
         device: Device,
         kind: Kind,
     ) -> Result<Self> {
-        let mut t5 = T5::new(config, device);
+        Self::from_weights_with_compute(config, weights, device, kind, None)
+    }
+
+    /// As [`T5::from_weights`], with the matmuls in `compute` precision.
+    pub fn from_weights_with_compute(
+        config: &T5Config,
+        weights: &Weights,
+        device: Device,
+        kind: Kind,
+        compute: Option<Kind>,
+    ) -> Result<Self> {
+        let mut t5 = T5::with_compute(config, device, compute);
         if kind != Kind::Float {
             t5.vs.set_kind(kind);
         }

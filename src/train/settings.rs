@@ -20,7 +20,8 @@ pub enum OptimizerChoice {
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     Fp32,
-    /// bf16 autocast (CUDA only), fp32 master weights and optimizer state, as T5 was trained.
+    /// bf16 matmuls with fp32 parameters, optimizer state, softmax, layer-norm statistics and
+    /// residual stream (what autocast does), on any device; T5 was trained in bf16.
     Bf16,
 }
 

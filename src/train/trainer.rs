@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 use tokenizers::Tokenizer;
 
 /// How a run ended.
@@ -47,7 +47,7 @@ fn make_optimizer(s: &TrainSettings) -> Result<Box<dyn Optimizer>> {
     })
 }
 
-fn validate(s: &TrainSettings, device: Device) -> Result<()> {
+fn validate(s: &TrainSettings) -> Result<()> {
     if s.max_steps.is_none() && s.epochs.is_none() {
         return Err(Error::Invalid(
             "say how long to train: --max-steps N and/or --epochs N".into(),
@@ -75,11 +75,6 @@ fn validate(s: &TrainSettings, device: Device) -> Result<()> {
             "--max-input-len and --max-target-len must be at least 2".into(),
         ));
     }
-    if s.precision == Precision::Bf16 && !device.is_cuda() {
-        return Err(Error::Invalid(
-            "--precision bf16 is bf16 autocast on CUDA; on the CPU train in fp32".into(),
-        ));
-    }
     Ok(())
 }
 
@@ -90,7 +85,6 @@ pub fn predict(
     inputs: &[Vec<i64>],
     batch_size: usize,
     max_new_tokens: usize,
-    precision: Precision,
 ) -> Result<Vec<String>> {
     let device = t5.device();
     let pad = i64::from(t5.config.pad_id());
@@ -112,9 +106,8 @@ pub fn predict(
         let shape = [chunk.len() as i64, width as i64];
         let ids = Tensor::from_slice(&ids).view(shape).to_device(device);
         let mask = Tensor::from_slice(&mask).view(shape).to_device(device);
-        let seqs = tch::autocast(precision == Precision::Bf16, || {
-            t5.model().generate_greedy(&ids, &mask, max_new_tokens)
-        });
+        // A bf16 model carries its compute precision itself (model::layers::Ctx).
+        let seqs = t5.model().generate_greedy(&ids, &mask, max_new_tokens);
         let rows = Vec::<Vec<i64>>::try_from(&seqs)?;
         for (&i, row) in chunk.iter().zip(rows) {
             let ids: Vec<u32> = row
@@ -145,7 +138,6 @@ pub fn dev_exact_match(
         inputs,
         settings.eval_batch_size,
         settings.eval_max_new_tokens,
-        settings.precision,
     )?;
     let hits: f64 = preds
         .iter()
@@ -202,7 +194,7 @@ impl Log {
 pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Result<TrainOutcome> {
     let s = settings;
     let device = resolve_device(&s.device)?;
-    validate(s, device)?;
+    validate(s)?;
     if let Some(n) = s.threads {
         tch::set_num_threads(n as i32);
     }
@@ -245,7 +237,9 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
     };
     config.dropout_rate = s.dropout;
     let model_dir = ModelDir::open(&weights_dir)?;
-    let t5 = T5::from_weights(&config, &model_dir.weights, device, Kind::Float)?;
+    let compute = (s.precision == Precision::Bf16).then_some(Kind::BFloat16);
+    let t5 =
+        T5::from_weights_with_compute(&config, &model_dir.weights, device, Kind::Float, compute)?;
     let params = t5.named_parameters();
     check_optimizer_state(&*optimizer, &params)?;
     let tokenizer = model_dir.tokenizer.clone();
@@ -377,10 +371,9 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
         for mb in micro_batches(&train_data, batch_items, s.micro_batch_tokens) {
             let b = collate(&train_data, &mb, pad, device);
             step_tokens += b.tokens;
-            let out = tch::autocast(s.precision == Precision::Bf16, || {
-                t5.model()
-                    .loss(&b.input_ids, &b.attention_mask, &b.labels, true)
-            });
+            let out = t5
+                .model()
+                .loss(&b.input_ids, &b.attention_mask, &b.labels, true);
             // Token-weighted mean over the whole effective batch.
             let scaled = out.sum / target_tokens as f64;
             loss_sum += scaled.double_value(&[]);

@@ -196,3 +196,43 @@ assert d <= 1e-4, d
         );
     }
 }
+
+#[test]
+fn bf16_compute_stays_close_to_fp32() {
+    // A normally initialised model (the fixtures' initializer_factor 3 makes activations so large
+    // that bf16 rounding flips attention patterns; that tests nothing about the code path).
+    let dir = ModelDir::open(&fixture("t5_v1_1")).unwrap();
+    let mut cfg = dir.config.clone();
+    cfg.initializer_factor = 1.0;
+    tch::manual_seed(0);
+    let fp32 = T5::new(&cfg, Device::Cpu);
+    let tmp = tempfile::tempdir().unwrap();
+    cfg.save(tmp.path()).unwrap();
+    fp32.save_safetensors(&tmp.path().join("model.safetensors"))
+        .unwrap();
+    let weights = cbqa::checkpoint::Weights::open(tmp.path(), &cfg).unwrap();
+    let bf16 = T5::from_weights_with_compute(
+        &cfg,
+        &weights,
+        Device::Cpu,
+        Kind::Float,
+        Some(Kind::BFloat16),
+    )
+    .unwrap();
+    let r = reference("t5_v1_1");
+    let _g = tch::no_grad_guard();
+    let run = |t5: &T5| {
+        t5.model().forward(
+            &r["input_ids"],
+            &r["attention_mask"],
+            &r["decoder_input_ids"],
+            false,
+        )
+    };
+    let (want, got) = (run(&fp32), run(&bf16));
+    assert_eq!(got.kind(), Kind::BFloat16);
+    let diff = max_abs_diff(&got.to_kind(Kind::Float), &want);
+    let scale = want.abs().max().double_value(&[]);
+    eprintln!("bf16 compute: logits max abs diff {diff:.3e} (max |logit| {scale:.2})");
+    assert!(diff > 0.0 && diff < 0.05 * scale, "{diff} vs {scale}");
+}
