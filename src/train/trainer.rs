@@ -216,7 +216,6 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
         opt.load_state(r.state.step, &r.optimizer)?;
         (r.model.config.clone(), r.dir, opt, r.state)
     } else {
-        prepare_run_dir(&run)?;
         let model = ModelDir::open(&s.model)?;
         let st = TrainerState {
             step: 0,
@@ -246,9 +245,6 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
     let tokenizer_files = state::read_tokenizer_files(&weights_dir)?;
     let generation = model_dir.generation.clone();
     drop(model_dir);
-    if !resume {
-        state::save_settings(&run, s)?;
-    }
 
     // Data.
     let eos = i64::from(config.eos_id());
@@ -290,6 +286,11 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
         eprintln!("skipped {line}");
     }
 
+    // Only now that the model and the data are known good does a fresh run claim its directory.
+    if !resume {
+        prepare_run_dir(&run)?;
+        state::save_settings(&run, s)?;
+    }
     let mut log = Log::open(&run, st.step)?;
     let plan_for = |epoch: u64| plan_epoch(&train_data, s.seed, epoch, s.answer, s.batch_tokens);
     let mut plan: EpochPlan = plan_for(st.epoch);
