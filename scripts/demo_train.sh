@@ -12,4 +12,4 @@ rm -rf "$RUN"
 "$CBQA" init --out "$RUN/init" --preset tiny --train-tokenizer "$DATA" --seed 1
 "$CBQA" train --model "$RUN/init" --train "$DATA" --dev "$DATA" --out "$RUN/train" \
   --device cpu --optimizer adamw --lr 3e-3 --dropout 0 --batch-tokens 2000 \
-  --max-steps 150 --eval-every 50 --threads 1
+  --max-steps 200 --eval-every 50 --threads 1
