@@ -18,11 +18,15 @@ pub mod export;
 pub mod fsutil;
 pub mod generate;
 pub mod init;
+#[cfg(feature = "train")]
+pub mod model;
 pub mod model_dir;
 pub mod native;
 pub mod pyjson;
 pub mod runtime;
 pub mod tokenizer;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use answer::{Answer, Answerer, AnswererOptions};
 pub use config::{FeedForward, T5Config};

@@ -2,6 +2,8 @@
 
 mod app;
 mod cli;
+#[cfg(feature = "train")]
+mod train_cmd;
 
 use anyhow::{Context, Result};
 use cbqa::init::{init_model, InitOptions, TokenizerSource};
@@ -29,6 +31,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Score(args) => app::eval::score(args),
         Command::Bench(args) => app::bench::run(args),
         Command::Export(args) => export(args),
+        #[cfg(feature = "train")]
+        Command::Train(args) => train_cmd::run(*args),
         Command::Doctor => {
             for (k, v) in cbqa::native::report() {
                 println!("{k:<20} {v}");

@@ -1,0 +1,22 @@
+//! Fine-tuning T5 as in Roberts et al. (2020): AdaFactor (or AdamW), token-budget batches with
+//! gradient accumulation, checkpoints in Hugging Face's layout with the trainer state beside them,
+//! dev exact match with greedy decoding, and exact resumption.
+
+pub mod adafactor;
+pub mod adamw;
+pub mod batching;
+pub mod data;
+pub mod metric;
+pub mod optim;
+mod progress;
+pub mod settings;
+pub mod state;
+pub mod trainer;
+
+pub use adafactor::{Adafactor, AdafactorConfig};
+pub use adamw::{AdamW, AdamWConfig};
+pub use batching::AnswerChoice;
+pub use optim::Optimizer;
+pub use settings::{OptimizerChoice, Precision, TrainSettings};
+pub use state::load_settings;
+pub use trainer::{dev_exact_match, predict, train, TrainOutcome};

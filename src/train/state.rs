@@ -1,0 +1,191 @@
+//! The run directory and its checkpoints.
+//!
+//! ```text
+//! RUN/run.json                 the settings (what --resume continues with)
+//! RUN/state.json               {"last": "checkpoint-N", "best": "checkpoint-M", "best_em": ...}
+//! RUN/train_log.csv            step, epoch, loss, lr, tokens/s, dev EM, elapsed
+//! RUN/checkpoint-N/            a Hugging Face model directory (config.json, model.safetensors,
+//!                              tokenizer.json, generation_config.json) that transformers loads,
+//!                              plus optimizer.safetensors and trainer_state.json
+//! ```
+//!
+//! A checkpoint is built in a temporary sibling directory and renamed into place; `state.json` is
+//! replaced atomically after that, so a crash at any moment leaves the previous checkpoint valid
+//! and a kill loses at most the steps since the last checkpoint.
+
+use super::optim::Optimizer;
+use super::settings::{OptimizerChoice, TrainSettings};
+use crate::error::{Error, Result};
+use crate::fsutil::{write_atomic, OutputDir};
+use crate::model::{tensor_to_owned, T5};
+use crate::model_dir::GenerationConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use tch::{Device, Tensor};
+
+/// Where the trainer is: enough to continue exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// The epoch being trained (its order is recomputed from the seed).
+    pub epoch: u64,
+    /// Index of the next effective batch within the epoch.
+    pub next_batch: usize,
+    /// Real tokens trained on so far.
+    pub tokens_seen: u64,
+    pub best_em: Option<f64>,
+    pub best_step: Option<u64>,
+    pub optimizer: OptimizerChoice,
+    pub seed: u64,
+}
+
+/// `RUN/state.json`: which checkpoints are the last and the best.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub last: String,
+    pub best: Option<String>,
+    pub best_em: Option<f64>,
+}
+
+/// Files copied verbatim into every checkpoint (tokenizer.json and transformers' tokenizer
+/// side files when the model directory has them).
+pub(crate) const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+];
+
+pub(crate) fn read_tokenizer_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for name in TOKENIZER_FILES {
+        let p = dir.join(name);
+        if p.exists() {
+            out.push((
+                name.to_string(),
+                std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Everything a checkpoint is written from.
+pub(crate) struct CheckpointParts<'a> {
+    pub t5: &'a T5,
+    pub optimizer: &'a dyn Optimizer,
+    pub state: &'a TrainerState,
+    pub generation: &'a GenerationConfig,
+    pub tokenizer_files: &'a [(String, Vec<u8>)],
+}
+
+fn json_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(format!("cannot serialise: {e}")))
+}
+
+/// Write `RUN/checkpoint-<step>` atomically and return its path.
+pub(crate) fn write_checkpoint(run: &Path, parts: &CheckpointParts<'_>) -> Result<PathBuf> {
+    let target = run.join(format!("checkpoint-{}", parts.state.step));
+    let out = OutputDir::create(&target, true)?;
+    let dir = out.path();
+    parts.t5.config.save(dir)?;
+    parts.generation.save(dir)?;
+    for (name, bytes) in parts.tokenizer_files {
+        write_atomic(&dir.join(name), bytes)?;
+    }
+    parts.t5.save_safetensors(&dir.join("model.safetensors"))?;
+    let mut opt = BTreeMap::new();
+    for (name, t) in parts.optimizer.state_tensors() {
+        opt.insert(name, tensor_to_owned(&t)?);
+    }
+    crate::checkpoint::save_safetensors(&dir.join("optimizer.safetensors"), &opt)?;
+    write_atomic(&dir.join("trainer_state.json"), &json_bytes(parts.state)?)?;
+    out.commit()
+}
+
+/// Replace `RUN/state.json`, then remove checkpoints that are neither the last nor the best.
+pub(crate) fn publish(run: &Path, state: &RunState) -> Result<()> {
+    write_atomic(&run.join("state.json"), &json_bytes(state)?)?;
+    let keep: Vec<&str> = std::iter::once(state.last.as_str())
+        .chain(state.best.as_deref())
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(run) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("checkpoint-") && !keep.contains(&name.as_str()) {
+                // Best effort: a stale checkpoint left behind is harmless.
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write `RUN/run.json`.
+pub(crate) fn save_settings(run: &Path, settings: &TrainSettings) -> Result<()> {
+    write_atomic(&run.join("run.json"), &json_bytes(settings)?)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The settings a run was started with (`RUN/run.json`).
+pub fn load_settings(run: &Path) -> Result<TrainSettings> {
+    let p = run.join("run.json");
+    if !p.exists() {
+        return Err(Error::Checkpoint {
+            path: run.to_path_buf(),
+            msg: "no run.json: not a cbqa training run directory".into(),
+        });
+    }
+    read_json(&p)
+}
+
+/// The last checkpoint of a run, fully read: never a silent fresh start.
+pub(crate) struct Resumed {
+    pub dir: PathBuf,
+    pub model: crate::ModelDir,
+    pub state: TrainerState,
+    pub optimizer: HashMap<String, Tensor>,
+}
+
+pub(crate) fn load_last(run: &Path, device: Device) -> Result<Resumed> {
+    let state_path = run.join("state.json");
+    if !state_path.exists() {
+        return Err(Error::Checkpoint {
+            path: run.to_path_buf(),
+            msg: "no state.json: this run has no checkpoint to resume from".into(),
+        });
+    }
+    let rs: RunState = read_json(&state_path)?;
+    if rs.last.contains('/') || rs.last.contains("..") {
+        return Err(Error::Checkpoint {
+            path: state_path,
+            msg: format!("\"last\" = {:?} is not a checkpoint name", rs.last),
+        });
+    }
+    let dir = run.join(&rs.last);
+    let model = crate::ModelDir::open(&dir)?;
+    let state: TrainerState = read_json(&dir.join("trainer_state.json"))?;
+    let opt_path = dir.join("optimizer.safetensors");
+    let tensors = Tensor::read_safetensors(&opt_path).map_err(|e| Error::Checkpoint {
+        path: opt_path.clone(),
+        msg: format!("cannot read the optimizer state ({e}); is the checkpoint corrupt?"),
+    })?;
+    let optimizer = tensors
+        .into_iter()
+        .map(|(k, v)| (k, v.to_device(device)))
+        .collect();
+    Ok(Resumed {
+        dir,
+        model,
+        state,
+        optimizer,
+    })
+}
