@@ -51,7 +51,7 @@ def measured(cmd):
 
 def make_model(cbqa, work, preset):
     """A `preset`-shaped model with a tokenizer trained on NQ-open questions."""
-    data = os.path.join(ROOT, "tests", "fixtures", "nq-open-200", "questions.jsonl")
+    data = os.path.join(ROOT, "eval", "demo", "nq-open-200.jsonl")
     tok_dir = os.path.join(work, "tok")
     sh([cbqa, "init", "--out", tok_dir, "--train-tokenizer", data, "--vocab-size", "2048"])
     model = os.path.join(work, "model")

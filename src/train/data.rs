@@ -1,23 +1,10 @@
-//! Training and dev data for `cbqa train`: NQ-open JSON lines (`{"question": str, "answer": [str,
-//! ...]}`), read with file:line errors, tokenized once.
-//!
-//! This is the trainer's own minimal reader; when the crate's dataset readers (`src/data/`) land,
-//! the trainer should take their records instead, so every format `cbqa eval` reads trains too.
+//! Training and dev data for `cbqa train`: every format the crate's readers take (NQ-open JSON
+//! lines, DPR TSV, WebQuestions JSON, CSV/TSV), read with file:line errors, tokenized once.
 
+use crate::data::{Dataset, QaExample, ReadOptions};
 use crate::error::{Error, Result};
-use serde_json::Value;
 use std::path::Path;
 use tokenizers::Tokenizer;
-
-/// One question with its reference answers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QaExample {
-    pub question: String,
-    /// Non-empty reference answers; the first is the paper's default training target.
-    pub answers: Vec<String>,
-    /// 1-based line number in its file.
-    pub line: usize,
-}
 
 /// What a file gave: its examples and, with `skip_bad`, the lines that were skipped.
 #[derive(Debug, Default)]
@@ -25,78 +12,33 @@ pub struct ReadReport {
     pub examples: Vec<QaExample>,
     /// `file:line: reason` for every skipped line.
     pub skipped: Vec<String>,
+    /// The answer normalisation the benchmark is scored with (dev EM uses it).
+    pub normalizer: crate::eval::Normalizer,
 }
 
-fn parse_line(line: &str) -> std::result::Result<(String, Vec<String>), String> {
-    let v: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
-    let question = v
-        .get("question")
-        .and_then(Value::as_str)
-        .ok_or("no string field \"question\"")?
-        .trim()
-        .to_string();
-    if question.is_empty() {
-        return Err("empty question".into());
-    }
-    let answers: Vec<String> = match v.get("answer") {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => {
-            let mut out = Vec::with_capacity(a.len());
-            for x in a {
-                out.push(
-                    x.as_str()
-                        .ok_or("\"answer\" must be a list of strings")?
-                        .to_string(),
-                );
-            }
-            out
-        }
-        _ => return Err("no field \"answer\" (a list of strings)".into()),
+/// Read a QA file. Training data drops blank answers and rejects examples left without one;
+/// dev data keeps every reference, as `cbqa eval` does. A bad record is an error naming
+/// `file:line`, unless `skip_bad`, in which case it is listed in [`ReadReport::skipped`].
+pub fn read_qa(path: &Path, skip_bad: bool, training: bool) -> Result<ReadReport> {
+    let mut opts = if training {
+        ReadOptions::for_training()
+    } else {
+        ReadOptions::default()
     };
-    let answers: Vec<String> = answers
-        .into_iter()
-        .map(|a| a.trim().to_string())
-        .filter(|a| !a.is_empty())
-        .collect();
-    if answers.is_empty() {
-        return Err("no non-empty answer".into());
-    }
-    Ok((question, answers))
-}
-
-/// Read a JSON-lines QA file. A bad line is an error naming `file:line`, unless `skip_bad`, in
-/// which case it is reported in [`ReadReport::skipped`]. Blank lines are ignored.
-pub fn read_qa_jsonl(path: &Path, skip_bad: bool) -> Result<ReadReport> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-    let mut report = ReadReport::default();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match parse_line(line) {
-            Ok((question, answers)) => report.examples.push(QaExample {
-                question,
-                answers,
-                line: i + 1,
-            }),
-            Err(msg) => {
-                let msg = format!("{}:{}: {msg}", path.display(), i + 1);
-                if !skip_bad {
-                    return Err(Error::Invalid(format!(
-                        "{msg} (pass --skip-bad to skip bad lines)"
-                    )));
-                }
-                report.skipped.push(msg);
-            }
-        }
-    }
-    if report.examples.is_empty() {
+    opts.skip_bad = skip_bad;
+    let ds = Dataset::read(path, &opts)
+        .map_err(|e| Error::Invalid(format!("{e} (pass --skip-bad to skip bad lines)")))?;
+    if ds.examples.is_empty() {
         return Err(Error::Invalid(format!(
-            "{}: no usable question/answer lines",
+            "{}: no usable question/answer records",
             path.display()
         )));
     }
-    Ok(report)
+    Ok(ReadReport {
+        normalizer: crate::eval::Normalizer::for_benchmark(ds.benchmark),
+        skipped: ds.warnings.iter().map(|w| w.to_string()).collect(),
+        examples: ds.examples,
+    })
 }
 
 /// An example as token ids: the encoder input and one target per answer, each ending in `</s>`.
@@ -153,17 +95,18 @@ mod tests {
             "{\"question\": \"q1\", \"answer\": [\"a\"]}\n\n{\"question\": \"q2\", \"answer\": []}\nnot json\n{\"question\": \"q3\", \"answer\": [\" \", \"b\"]}\n",
         )
         .unwrap();
-        let e = read_qa_jsonl(&p, false).unwrap_err().to_string();
-        assert!(e.contains("d.jsonl:3: no non-empty answer"), "{e}");
-        let r = read_qa_jsonl(&p, true).unwrap();
+        let e = read_qa(&p, false, true).unwrap_err().to_string();
+        assert!(e.contains("d.jsonl:3:") && e.contains("--skip-bad"), "{e}");
+        let r = read_qa(&p, true, true).unwrap();
         assert_eq!(r.examples.len(), 2);
         assert_eq!(r.examples[1].answers, ["b"]);
-        assert_eq!(r.examples[1].line, 5);
         assert_eq!(r.skipped.len(), 2);
-        assert!(
-            r.skipped[1].contains("d.jsonl:4: invalid JSON"),
-            "{:?}",
-            r.skipped
+        assert!(r.skipped[1].contains("d.jsonl:4:"), "{:?}", r.skipped);
+        // dev data keeps blank references, as evaluation does
+        std::fs::write(&p, "{\"question\": \"q\", \"answer\": [\" \", \"b\"]}\n").unwrap();
+        assert_eq!(
+            read_qa(&p, false, false).unwrap().examples[0].answers.len(),
+            2
         );
     }
 }

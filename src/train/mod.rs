@@ -6,7 +6,6 @@ pub mod adafactor;
 pub mod adamw;
 pub mod batching;
 pub mod data;
-pub mod metric;
 pub mod optim;
 mod progress;
 pub mod settings;

@@ -3,12 +3,12 @@
 use super::adafactor::{Adafactor, AdafactorConfig};
 use super::adamw::{AdamW, AdamWConfig};
 use super::batching::{collate, micro_batches, plan_epoch, EpochPlan};
-use super::data::{read_qa_jsonl, tokenize, QaExample, Tokenized};
-use super::metric::exact_match;
+use super::data::{read_qa, tokenize, Tokenized};
 use super::optim::Optimizer;
 use super::progress::Progress;
 use super::settings::{OptimizerChoice, Precision, TrainSettings};
 use super::state::{self, CheckpointParts, RunState, TrainerState};
+use crate::data::QaExample;
 use crate::error::{Error, Result};
 use crate::model::{resolve_device, T5};
 use crate::model_dir::ModelDir;
@@ -124,12 +124,14 @@ pub fn predict(
     Ok(out)
 }
 
-/// Exact match ×100 of greedy answers against every reference.
+/// Exact match ×100 of greedy answers against every reference, computed by the same code as
+/// `cbqa eval` (T5's `qa_utils` semantics, with the benchmark's normaliser).
 pub fn dev_exact_match(
     t5: &T5,
     tokenizer: &Tokenizer,
     examples: &[QaExample],
     inputs: &[Vec<i64>],
+    normalizer: crate::eval::Normalizer,
     settings: &TrainSettings,
 ) -> Result<f64> {
     let preds = predict(
@@ -139,17 +141,19 @@ pub fn dev_exact_match(
         settings.eval_batch_size,
         settings.eval_max_new_tokens,
     )?;
-    let hits: f64 = preds
-        .iter()
-        .zip(examples)
-        .map(|(p, ex)| exact_match(p, &ex.answers))
-        .sum();
-    Ok(100.0 * hits / examples.len().max(1) as f64)
+    let preds: Vec<crate::eval::Prediction> = preds
+        .into_iter()
+        .map(crate::eval::Prediction::new)
+        .collect();
+    Ok(crate::eval::score_examples(&preds, examples, normalizer)?
+        .aggregate
+        .em)
 }
 
 struct Dev {
     examples: Vec<QaExample>,
     inputs: Vec<Vec<i64>>,
+    normalizer: crate::eval::Normalizer,
 }
 
 struct Log {
@@ -249,7 +253,7 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
     // Data.
     let eos = i64::from(config.eos_id());
     let pad = i64::from(config.pad_id());
-    let train_report = read_qa_jsonl(&s.train, s.skip_bad)?;
+    let train_report = read_qa(&s.train, s.skip_bad, true)?;
     let mut skipped = train_report.skipped.clone();
     let train_data: Vec<Tokenized> = tokenize(
         &tokenizer,
@@ -261,7 +265,7 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
     )?;
     let dev = match &s.dev {
         Some(p) => {
-            let r = read_qa_jsonl(p, s.skip_bad)?;
+            let r = read_qa(p, s.skip_bad, false)?;
             skipped.extend(r.skipped);
             let mut examples = r.examples;
             if let Some(n) = s.eval_limit {
@@ -278,7 +282,11 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
                     )
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Some(Dev { examples, inputs })
+            Some(Dev {
+                examples,
+                inputs,
+                normalizer: r.normalizer,
+            })
         }
         None => None,
     };
@@ -413,7 +421,7 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
             dev.is_some() && (done || (s.eval_every > 0 && st.step.is_multiple_of(s.eval_every)));
         let mut new_best = false;
         if let (true, Some(d)) = (eval_now, &dev) {
-            let e = dev_exact_match(&t5, &tokenizer, &d.examples, &d.inputs, s)?;
+            let e = dev_exact_match(&t5, &tokenizer, &d.examples, &d.inputs, d.normalizer, s)?;
             em = Some(e);
             final_em = Some(e);
             evaluated_at = Some(st.step);
@@ -466,7 +474,14 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
     };
     if final_em.is_none() && evaluated_at.is_none() && !interrupted {
         if let Some(d) = &dev {
-            final_em = Some(dev_exact_match(&t5, &tokenizer, &d.examples, &d.inputs, s)?);
+            final_em = Some(dev_exact_match(
+                &t5,
+                &tokenizer,
+                &d.examples,
+                &d.inputs,
+                d.normalizer,
+                s,
+            )?);
         }
     }
     Ok(TrainOutcome {

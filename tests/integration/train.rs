@@ -19,7 +19,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn nq200() -> PathBuf {
-    fixture("nq-open-200").join("questions.jsonl")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("eval/demo/nq-open-200.jsonl")
 }
 
 /// The first `n` lines of the bundled NQ questions, as a file in `dir`.
@@ -328,7 +328,7 @@ print(json.dumps(tok.batch_decode(out, skip_special_tokens=True)))
     let theirs: Vec<String> = serde_json::from_slice(&res.stdout).unwrap();
     let dir = cbqa::ModelDir::open(&ckpt).unwrap();
     let t5 = cbqa::model::T5::from_model_dir(&dir, tch::Device::Cpu, tch::Kind::Float).unwrap();
-    let questions = cbqa::train::data::read_qa_jsonl(&nq200(), false)
+    let questions = cbqa::train::data::read_qa(&nq200(), false, true)
         .unwrap()
         .examples;
     let inputs: Vec<Vec<i64>> = questions[..20]
