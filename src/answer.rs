@@ -83,17 +83,30 @@ pub struct Answer {
 /// A loaded model that answers questions.
 pub struct Answerer {
     backend: Backend,
-    dir: OnnxDir,
+    config: crate::T5Config,
+    tokenizer: tokenizers::Tokenizer,
     opts: AnswererOptions,
     generate: GenerateOptions,
     truncations: AtomicUsize,
 }
 
 impl Answerer {
-    /// Load an exported model directory (ours or optimum's).
-    pub fn load(dir: &Path, opts: AnswererOptions) -> Result<Self> {
-        let dir = OnnxDir::open(dir)?;
-        let backend = Backend::load(&dir, &opts.backend)?;
+    /// Load a model: an exported ONNX directory (ours or optimum's) for `ort` and `tract`, a
+    /// Hugging Face checkpoint directory for `tch`.
+    pub fn load(path: &Path, opts: AnswererOptions) -> Result<Self> {
+        let (backend, config, generation, tokenizer) = match opts.backend.kind {
+            #[cfg(feature = "train")]
+            crate::runtime::BackendKind::Tch => {
+                let dir = crate::ModelDir::open(path)?;
+                let backend = Backend::load_checkpoint(&dir, &opts.backend)?;
+                (backend, dir.config, dir.generation, dir.tokenizer)
+            }
+            _ => {
+                let dir = OnnxDir::open(path)?;
+                let backend = Backend::load(&dir, &opts.backend)?;
+                (backend, dir.config, dir.generation, dir.tokenizer)
+            }
+        };
         let generate = GenerateOptions {
             max_new_tokens: opts.max_new_tokens,
             min_new_tokens: opts.min_new_tokens,
@@ -101,18 +114,11 @@ impl Answerer {
             num_return_sequences: opts.num_return_sequences,
             length_penalty: opts.length_penalty,
             early_stopping: opts.early_stopping,
-            decoder_start_token_id: dir
-                .generation
+            decoder_start_token_id: generation
                 .decoder_start_token_id
-                .unwrap_or_else(|| dir.config.decoder_start_id()),
-            eos_token_id: dir
-                .generation
-                .eos_token_id
-                .unwrap_or_else(|| dir.config.eos_id()),
-            pad_token_id: dir
-                .generation
-                .pad_token_id
-                .unwrap_or_else(|| dir.config.pad_id()),
+                .unwrap_or_else(|| config.decoder_start_id()),
+            eos_token_id: generation.eos_token_id.unwrap_or_else(|| config.eos_id()),
+            pad_token_id: generation.pad_token_id.unwrap_or_else(|| config.pad_id()),
         };
         if generate.num_return_sequences > generate.num_beams {
             return Err(Error::Invalid(format!(
@@ -126,7 +132,8 @@ impl Answerer {
         }
         Ok(Answerer {
             backend,
-            dir,
+            config,
+            tokenizer,
             opts,
             generate,
             truncations: AtomicUsize::new(0),
@@ -140,7 +147,7 @@ impl Answerer {
 
     /// The model's config.
     pub fn config(&self) -> &crate::T5Config {
-        &self.dir.config
+        &self.config
     }
 
     /// How many questions were cut to the input limit so far.
@@ -162,7 +169,7 @@ impl Answerer {
     ) -> Vec<Result<Answer>> {
         let eos = self.generate.eos_token_id;
         let prepared = encode_questions(
-            &self.dir.tokenizer,
+            &self.tokenizer,
             questions,
             &self.opts.prefix,
             self.opts.max_input_tokens,
@@ -218,7 +225,6 @@ impl Answerer {
         let mut candidates = Vec::with_capacity(hyps.len());
         for h in hyps {
             let text = self
-                .dir
                 .tokenizer
                 .decode(&h.tokens, true)
                 .map_err(|e| Error::Invalid(format!("cannot decode tokens: {e}")))?;

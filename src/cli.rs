@@ -86,6 +86,9 @@ pub enum BackendArg {
     Ort,
     /// tract, pure Rust (CPU).
     Tract,
+    /// The libtorch model on a Hugging Face checkpoint directory (no export needed).
+    #[cfg(feature = "train")]
+    Tch,
 }
 
 /// How answers are produced from an exported model.
@@ -137,7 +140,8 @@ pub struct RuntimeArgs {
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// An exported model directory (cbqa export, or optimum's ONNX export).
+    /// An exported model directory (cbqa export, or optimum's ONNX export); a Hugging Face
+    /// checkpoint directory with --backend tch.
     #[arg(long)]
     pub model: PathBuf,
     /// Questions; without any, questions are read from stdin, one per line.

@@ -120,6 +120,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     kind: match kind {
                         BackendArg::Ort => BackendKind::Ort,
                         BackendArg::Tract => BackendKind::Tract,
+                        #[cfg(feature = "train")]
+                        BackendArg::Tch => {
+                            bail!("cbqa bench measures exported models; --backends ort,tract")
+                        }
                     },
                     device: if kind == BackendArg::Tract {
                         Device::Cpu
@@ -133,8 +137,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 };
                 let backend = Backend::load(&dir, &bopts)?;
                 let engine = match kind {
-                    BackendArg::Ort => "cbqa-ort",
                     BackendArg::Tract => "cbqa-tract",
+                    _ => "cbqa-ort",
                 };
                 for &bs in &args.batch_sizes {
                     let dev = bopts.device.to_string();

@@ -28,6 +28,8 @@ pub fn answerer_options(r: &RuntimeArgs) -> Result<AnswererOptions> {
             kind: match r.backend {
                 BackendArg::Ort => BackendKind::Ort,
                 BackendArg::Tract => BackendKind::Tract,
+                #[cfg(feature = "train")]
+                BackendArg::Tch => BackendKind::Tch,
             },
             device,
             threads: r.threads,

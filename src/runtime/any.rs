@@ -12,6 +12,8 @@ pub enum BackendKind {
     Ort,
     /// tract (pure Rust, CPU).
     Tract,
+    /// The eager libtorch model on a Hugging Face checkpoint (feature `train`).
+    Tch,
 }
 
 /// Where it runs.
@@ -90,6 +92,8 @@ pub enum Backend {
     Ort(super::ort::OrtSeq2Seq),
     #[cfg(feature = "tract")]
     Tract(super::tract::TractSeq2Seq),
+    #[cfg(feature = "train")]
+    Tch(super::tch::TchSeq2Seq),
 }
 
 /// The state of whichever backend is in use.
@@ -98,6 +102,8 @@ pub enum BackendState {
     Ort(super::ort::OrtState),
     #[cfg(feature = "tract")]
     Tract(super::tract::TractState),
+    #[cfg(feature = "train")]
+    Tch(super::tch::TchState),
 }
 
 impl Backend {
@@ -143,6 +149,25 @@ impl Backend {
         }
     }
 
+    /// Open a Hugging Face checkpoint directory with the tch model (`--backend tch`).
+    #[cfg(feature = "train")]
+    pub fn load_checkpoint(dir: &crate::ModelDir, opts: &BackendOptions) -> Result<Self> {
+        let spec = match &opts.device {
+            Device::Cpu => "cpu".to_string(),
+            Device::Cuda(i) => format!("cuda:{i}"),
+            Device::TensorRt(_) => {
+                return Err(Error::Invalid(
+                    "TensorRT needs --backend ort and an exported model".into(),
+                ))
+            }
+        };
+        let device = crate::model::resolve_device(&spec)?;
+        if opts.threads > 0 {
+            tch::set_num_threads(opts.threads as i32);
+        }
+        Ok(Backend::Tch(super::tch::TchSeq2Seq::load(dir, device)?))
+    }
+
     /// Whether independent batches should run on several threads (tract), rather than one after
     /// another with the engine's own threads (ONNX Runtime).
     pub fn prefers_parallel_batches(&self) -> bool {
@@ -151,6 +176,8 @@ impl Backend {
             Backend::Ort(_) => false,
             #[cfg(feature = "tract")]
             Backend::Tract(_) => true,
+            #[cfg(feature = "train")]
+            Backend::Tch(_) => false,
         }
     }
 }
@@ -168,6 +195,8 @@ impl Seq2Seq for Backend {
             Backend::Ort(b) => b.encode(input).map(BackendState::Ort),
             #[cfg(feature = "tract")]
             Backend::Tract(b) => b.encode(input).map(BackendState::Tract),
+            #[cfg(feature = "train")]
+            Backend::Tch(b) => b.encode(input).map(BackendState::Tch),
         }
     }
 
@@ -180,6 +209,10 @@ impl Seq2Seq for Backend {
             #[cfg(feature = "tract")]
             (Backend::Tract(b), BackendState::Tract(s)) => {
                 b.step(s, tokens).map(|(l, s)| (l, BackendState::Tract(s)))
+            }
+            #[cfg(feature = "train")]
+            (Backend::Tch(b), BackendState::Tch(s)) => {
+                b.step(s, tokens).map(|(l, s)| (l, BackendState::Tch(s)))
             }
             #[allow(unreachable_patterns)]
             _ => Err(mismatch()),
@@ -194,6 +227,8 @@ impl Seq2Seq for Backend {
             (Backend::Tract(b), BackendState::Tract(s)) => {
                 b.select(s, rows).map(BackendState::Tract)
             }
+            #[cfg(feature = "train")]
+            (Backend::Tch(b), BackendState::Tch(s)) => b.select(s, rows).map(BackendState::Tch),
             #[allow(unreachable_patterns)]
             _ => Err(mismatch()),
         }
@@ -205,6 +240,8 @@ impl Seq2Seq for Backend {
             (Backend::Ort(b), BackendState::Ort(s)) => b.rows(s),
             #[cfg(feature = "tract")]
             (Backend::Tract(b), BackendState::Tract(s)) => b.rows(s),
+            #[cfg(feature = "train")]
+            (Backend::Tch(b), BackendState::Tch(s)) => b.rows(s),
             #[allow(unreachable_patterns)]
             _ => 0,
         }
@@ -216,6 +253,8 @@ impl Seq2Seq for Backend {
             Backend::Ort(b) => b.describe(),
             #[cfg(feature = "tract")]
             Backend::Tract(b) => b.describe(),
+            #[cfg(feature = "train")]
+            Backend::Tch(b) => b.describe(),
         }
     }
 }

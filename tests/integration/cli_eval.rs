@@ -282,3 +282,46 @@ fn score_reports_overlap_subsets_for_any_systems_predictions() {
     assert_eq!(n, 60);
     assert!(get("n_answer_overlap_only").parse::<usize>().unwrap() > 0);
 }
+
+#[test]
+fn eval_with_tch_on_the_checkpoint_equals_ort_on_its_export() {
+    let export = crate::runtime::cbqa_export("t5_v1_1");
+    let data = root().join("eval/demo/nq-open-200.jsonl");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut preds = Vec::new();
+    for (backend, model) in [("tch", fixture("t5_v1_1")), ("ort", export)] {
+        let out = tmp.path().join(backend);
+        let (ok, _, e) = run_cbqa(&[
+            "eval",
+            "--backend",
+            backend,
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--limit",
+            "24",
+            "--beams",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{backend}: {e}");
+        let mut r = csv::Reader::from_path(out.join("predictions.csv")).unwrap();
+        let h = r.headers().unwrap().clone();
+        let (p, c) = (
+            h.iter().position(|x| x == "prediction").unwrap(),
+            h.iter().position(|x| x == "candidates").unwrap(),
+        );
+        preds.push(
+            r.records()
+                .map(|x| {
+                    let x = x.unwrap();
+                    (x[p].to_string(), x[c].to_string())
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(preds[0].len(), 24);
+    assert_eq!(preds[0], preds[1]);
+}

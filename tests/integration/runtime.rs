@@ -205,3 +205,12 @@ fn tract_matches_transformers_on_cbqa_exports() {
         check_parity(&backend, name, "tract/cbqa");
     }
 }
+
+#[test]
+fn tch_matches_transformers_through_the_same_decoding() {
+    for name in FIXTURES {
+        let dir = cbqa::ModelDir::open(&fixture(name)).unwrap();
+        let backend = cbqa::runtime::tch::TchSeq2Seq::load(&dir, tch::Device::Cpu).unwrap();
+        check_parity(&backend, name, "tch");
+    }
+}
