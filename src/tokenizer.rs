@@ -122,6 +122,7 @@ where
     let text = tk
         .to_string(false)
         .map_err(|e| Error::Invalid(format!("tokenizer serialisation failed: {e}")))?;
+    let text = canonical_unigram(&text)?;
     let mut tok = Tokenizer::from_str(&text)
         .map_err(|e| Error::Invalid(format!("tokenizer reload failed: {e}")))?;
     // Sentinels from the top down, so <extra_id_0> gets the highest id as in T5.
@@ -141,6 +142,53 @@ where
     check_specials(&tok)
         .map_err(|m| Error::Invalid(format!("trained tokenizer is not T5-shaped: {m}")))?;
     Ok(tok)
+}
+
+/// The Unigram trainer sums floats in hash-map order, so the same input gives piece scores that
+/// differ in the last bits from run to run (and, on near ties, a different piece order). Rounding
+/// the scores to 10 significant digits and ordering pieces by (score, piece) after the special
+/// tokens makes `cbqa init --train-tokenizer` reproducible byte for byte (checked by a test).
+fn canonical_unigram(text: &str) -> Result<String> {
+    let bad = |m: &str| Error::Invalid(format!("trained tokenizer: {m}"));
+    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
+    let vocab = v
+        .pointer_mut("/model/vocab")
+        .and_then(|x| x.as_array_mut())
+        .ok_or_else(|| bad("no model.vocab"))?;
+    let n_special = SPECIALS.len().min(vocab.len());
+    let mut pieces: Vec<(String, f64)> = vocab[n_special..]
+        .iter()
+        .filter_map(|e| Some((e.get(0)?.as_str()?.to_string(), e.get(1)?.as_f64()?)))
+        .collect();
+    if pieces.len() != vocab.len() - n_special {
+        return Err(bad("model.vocab entries must be [piece, score]"));
+    }
+    for p in &mut pieces {
+        p.1 = format!("{:.9e}", p.1).parse().unwrap_or(p.1);
+    }
+    // The trainer appends the characters it must cover with made-up scores (the lowest score
+    // minus 1e-4, 2e-4, ...) in hash-set order: give those scores to the characters in sorted
+    // order instead.
+    let mut singles: Vec<usize> = (0..pieces.len())
+        .filter(|&i| pieces[i].0.chars().count() == 1)
+        .collect();
+    singles.sort_by(|&a, &b| pieces[a].1.total_cmp(&pieces[b].1));
+    let mut chain = singles.len().min(1);
+    while chain < singles.len()
+        && ((pieces[singles[chain]].1 - pieces[singles[chain - 1]].1) - 1e-4).abs() < 1e-6
+    {
+        chain += 1;
+    }
+    let chain = &singles[..chain];
+    let mut chars: Vec<String> = chain.iter().map(|&i| pieces[i].0.clone()).collect();
+    chars.sort_by(|a, b| b.cmp(a)); // lowest score gets the largest char
+    for (&i, c) in chain.iter().zip(chars) {
+        pieces[i].0 = c;
+    }
+    pieces.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    vocab.truncate(n_special);
+    vocab.extend(pieces.into_iter().map(|(p, s)| json!([p, s])));
+    serde_json::to_string(&v).map_err(|e| bad(&e.to_string()))
 }
 
 /// Write `tokenizer.json` plus the small files transformers' `AutoTokenizer` reads

@@ -550,3 +550,39 @@ fn doctor_finds_the_native_libraries() {
         "{s}"
     );
 }
+
+#[test]
+fn init_with_a_trained_tokenizer_is_reproducible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = root().join("eval/demo/nq-open-200.jsonl");
+    let mut files = Vec::new();
+    for run in ["a", "b"] {
+        let out = tmp.path().join(run);
+        let (ok, _, e) = run_cbqa(&[
+            "init",
+            "--out",
+            out.to_str().unwrap(),
+            "--train-tokenizer",
+            data.to_str().unwrap(),
+            "--vocab-size",
+            "900",
+            "--extra-ids",
+            "5",
+            "--seed",
+            "3",
+        ]);
+        assert!(ok, "{e}");
+        files.push((
+            std::fs::read(out.join("tokenizer.json")).unwrap(),
+            std::fs::read(out.join("model.safetensors")).unwrap(),
+        ));
+    }
+    assert!(
+        files[0].0 == files[1].0,
+        "tokenizer.json differs between two identical inits"
+    );
+    assert!(
+        files[0].1 == files[1].1,
+        "model.safetensors differs between two identical inits"
+    );
+}
