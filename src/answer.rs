@@ -119,6 +119,7 @@ impl Answerer {
                 .unwrap_or_else(|| config.decoder_start_id()),
             eos_token_id: generation.eos_token_id.unwrap_or_else(|| config.eos_id()),
             pad_token_id: generation.pad_token_id.unwrap_or_else(|| config.pad_id()),
+            output_scores: true,
         };
         if generate.num_return_sequences > generate.num_beams {
             return Err(Error::Invalid(format!(

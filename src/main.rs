@@ -156,8 +156,11 @@ fn export(args: ExportArgs) -> Result<()> {
                 c.max_abs_ref
             );
         }
-        for (rt, same, total) in &v.argmax {
-            println!("  {rt:<12} argmax tokens equal to the reference: {same}/{total}");
+        for (rt, same, total, ties) in &v.argmax {
+            println!(
+                "  {rt:<12} argmax tokens equal to the reference: {same}/{total} \
+                 (+{ties} near-ties within the tolerance, not required to match)"
+            );
         }
     }
     for (name, len) in &report.files {

@@ -89,6 +89,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             decoder_start_token_id: dir.config.decoder_start_id(),
             eos_token_id: dir.config.eos_id(),
             pad_token_id: dir.config.pad_id(),
+            // transformers, optimum and CTranslate2 compute no greedy scores either
+            output_scores: false,
             ..GenerateOptions::default()
         };
         let mut context = environment();

@@ -115,7 +115,7 @@ impl Graph {
         self.scope = scope.into();
     }
 
-    fn fresh(&mut self, hint: &str) -> String {
+    pub fn fresh(&mut self, hint: &str) -> String {
         loop {
             self.counter += 1;
             let name = format!("{}{}/{hint}_{}", self.prefix, self.scope, self.counter);

@@ -112,17 +112,22 @@ impl Ctx<'_, '_> {
         let name = (module / "weight").as_str().to_string();
         let w = match self.p.quantize {
             Quantize::Int8 => {
+                // Dynamic quantization as ONNX Runtime's quantize_dynamic writes it: activations
+                // quantized per tensor at run time (uint8), int8 weights per output channel,
+                // an integer GEMM (MatMulInteger, which ORT fuses into DynamicQuantizeMatMul and
+                // runs on its u8s8 kernels; tract runs it too), then one float rescale.
                 let (q, s) = self.p.linear_q(&name)?;
                 let q = self.g.weight(&q);
                 let s = self.g.weight(&s);
-                let w = self
-                    .g
-                    .op("DequantizeLinear", &[&q, &s], vec![Attr::Int("axis", 1)]);
-                if keep_f32 {
-                    w
-                } else {
-                    self.as_compute(&w)
-                }
+                let xf = self.as_f32(x);
+                let (xq, xs, xz) = (self.g.fresh("xq"), self.g.fresh("xs"), self.g.fresh("xz"));
+                self.g
+                    .node("DynamicQuantizeLinear", &[&xf], &[&xq, &xs, &xz], vec![]);
+                let acc = self.g.op("MatMulInteger", &[&xq, &q, &xz], vec![]);
+                let acc = self.cast(&acc, F32);
+                let scale = self.g.op("Mul", &[&xs, &s], vec![]);
+                let y = self.g.op("Mul", &[&acc, &scale], vec![]);
+                return Ok(if keep_f32 { y } else { self.as_compute(&y) });
             }
             Quantize::None => {
                 let t = self.p.linear_t(&name, keep_f32)?;
@@ -498,16 +503,23 @@ pub(crate) fn decoder_graph(
     } else {
         "lm_head.weight"
     };
-    // Gemm with transB reads the [V, d] matrix as stored, so the tied embedding is kept once.
-    let w = c.p.plain(head, false)?;
-    let w = c.g.weight(&w);
-    let flat = c.g.ints(&[-1, cfg.d_model as i64]);
-    let flat = c.g.op("Reshape", &[&out, &flat], vec![]);
-    let logits = c.g.op("Gemm", &[&flat, &w], vec![Attr::Int("transB", 1)]);
-    let bt = c.g.op("Shape", &[&ids], vec![]);
-    let v = c.g.ints(&[cfg.vocab_size as i64]);
-    let shape = c.g.op("Concat", &[&bt, &v], vec![Attr::Int("axis", 0)]);
-    let logits = c.g.op("Reshape", &[&logits, &shape], vec![]);
+    let logits = if c.p.quantize == Quantize::Int8 {
+        // The LM head is the largest matmul of every decoding step: quantized like the other
+        // linears (an int8 copy of the tied embedding, transposed, in the int8 export only).
+        let module = TensorPath::root() / head.trim_end_matches(".weight");
+        c.linear(&out, &module, true)?
+    } else {
+        // Gemm with transB reads the [V, d] matrix as stored, so the tied embedding is kept once.
+        let w = c.p.plain(head, false)?;
+        let w = c.g.weight(&w);
+        let flat = c.g.ints(&[-1, cfg.d_model as i64]);
+        let flat = c.g.op("Reshape", &[&out, &flat], vec![]);
+        let logits = c.g.op("Gemm", &[&flat, &w], vec![Attr::Int("transB", 1)]);
+        let bt = c.g.op("Shape", &[&ids], vec![]);
+        let v = c.g.ints(&[cfg.vocab_size as i64]);
+        let shape = c.g.op("Concat", &[&bt, &v], vec![Attr::Int("axis", 0)]);
+        c.g.op("Reshape", &[&logits, &shape], vec![])
+    };
     let logits = c.as_f32(&logits);
     let vocab = Dim::Fixed(cfg.vocab_size as i64);
     c.g.output(

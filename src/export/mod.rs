@@ -173,6 +173,26 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
     }
     params.finish()?;
     cfg.save(&tmp)?;
+    // What this export is, for reports (`cbqa eval` and `cbqa bench` fill their precision column
+    // from it).
+    let precision = match (opts.precision, opts.quantize) {
+        (_, Quantize::Int8) => "int8",
+        (Precision::Fp16, _) => "fp16",
+        (Precision::Fp32, _) => "fp32",
+    };
+    let meta = serde_json::json!({
+        "precision": precision,
+        "quantize": format!("{:?}", opts.quantize).to_lowercase(),
+        "weights_dtype": format!("{:?}", opts.precision).to_lowercase(),
+        "merged": opts.merged,
+        "source": model.dir.display().to_string(),
+        "cbqa_version": env!("CARGO_PKG_VERSION"),
+        "opset": 17,
+    });
+    crate::fsutil::write_atomic(
+        &tmp.join("cbqa_export.json"),
+        crate::pyjson::to_python_json(&meta).as_bytes(),
+    )?;
     model.generation.save(&tmp)?;
     for name in TOKENIZER_FILES {
         let src = model.dir.join(name);

@@ -33,8 +33,9 @@ pub enum Precision {
 pub enum Quantize {
     #[default]
     None,
-    /// Symmetric int8 weights with one float32 scale per output channel, dequantized in the graph
-    /// with the standard `DequantizeLinear` operator (run by ONNX Runtime and tract alike).
+    /// Symmetric int8 weights with one float32 scale per output channel and activations
+    /// quantized at run time (`DynamicQuantizeLinear` + `MatMulInteger`, standard operators that
+    /// ONNX Runtime and tract both run), LM head included.
     Int8,
 }
 

@@ -54,10 +54,12 @@ pub fn greedy<B: Seq2Seq>(
         for (r, &row) in running.iter().enumerate() {
             let l = logits.row(r);
             let t = argmax(l);
-            log_softmax(l, &mut lp);
             let h = &mut out[row];
             h.tokens.push(t as u32);
-            h.score += lp[t];
+            if opts.output_scores {
+                log_softmax(l, &mut lp);
+                h.score += lp[t];
+            }
             if t as u32 != opts.eos_token_id {
                 keep.push(r);
                 tokens.push(t as i64);

@@ -127,8 +127,9 @@ fn export_validates_in_both_runtimes_and_stores_weights_once() {
                 assert!(worst.passes(1e-4), "{name} {rt} {graph}: {worst:?}");
             }
         }
-        for (rt, same, total) in &v.argmax {
+        for (rt, same, total, _) in &v.argmax {
             assert_eq!(same, total, "{name} {rt}: argmax tokens differ");
+            assert!(*total > 0, "{name} {rt}: no decisive position was checked");
         }
         let names: Vec<&str> = report.files.iter().map(|(n, _)| n.as_str()).collect();
         for f in [
