@@ -12,8 +12,10 @@ threads="${THREADS:-2}"
 batch="${BATCH:-32}"
 steps="${STEPS:-8}"
 rounds="${ROUNDS:-2}"
-cargo build --release
-bin=target/release/cbqa
+# The inference-only binary (no libtorch linked): what a service embedding cbqa would ship, and
+# the one whose peak RSS is reported.
+cargo build --release --no-default-features --features ort,tract --target-dir target/infer
+bin=target/infer/release/cbqa
 py=.venv/bin/python
 mkdir -p "$out"
 if [ ! -f "$out/model/model.safetensors" ]; then
@@ -38,6 +40,11 @@ for r in $(seq 1 "$rounds"); do
     --out "$out" --batch-sizes "$batch" --threads "$threads" --force-steps "$steps" >/dev/null
 done
 "$bin" bench --plot-only --out "$out" >/dev/null
+echo "== cbqa eval peak RSS (t5-small fp32, 512 NQ-open questions, greedy, 32 new tokens)"
+rm -rf "$out/eval"
+"$bin" eval --model "$out/onnx" --data ../shared/data/nq-open/NQ-open.dev.jsonl --limit 512 \
+  --threads "$threads" --out "$out/eval" | tail -n 1
+$py -c 'import csv,sys; r=list(csv.DictReader(open(sys.argv[1])))[-1]; print("peak RSS", r["peak_rss_mb"], "MB at", r["questions_per_s"], "q/s")' "$out/eval/metrics.csv"
 $py - "$out/bench.csv" <<'PY'
 import csv, sys, collections
 rows = list(csv.DictReader(open(sys.argv[1])))

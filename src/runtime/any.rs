@@ -129,6 +129,7 @@ impl Backend {
                     intra_threads: opts.threads,
                     opt_level: opts.opt_level,
                     allow_fallback: opts.allow_fallback,
+                    cpu_arena: false,
                 };
                 Ok(Backend::Ort(OrtSeq2Seq::load(dir, &o)?))
             }

@@ -11,7 +11,7 @@ use super::onnx_dir::{IoNames, OnnxDir};
 use super::{gather_rows, EncoderInput, Logits, Seq2Seq};
 use crate::error::{Error, Result};
 use ort::ep::ExecutionProviderDispatch;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 use std::borrow::Cow;
@@ -41,6 +41,8 @@ pub struct OrtOptions {
     pub opt_level: u8,
     /// Allow a silent CPU fallback when a GPU provider fails to register.
     pub allow_fallback: bool,
+    /// Use ONNX Runtime's CPU memory arena (off by default: less memory, same speed here).
+    pub cpu_arena: bool,
 }
 
 impl Default for OrtOptions {
@@ -50,6 +52,7 @@ impl Default for OrtOptions {
             intra_threads: 0,
             opt_level: 3,
             allow_fallback: false,
+            cpu_arena: false,
         }
     }
 }
@@ -70,7 +73,11 @@ fn providers(opts: &OrtOptions) -> Vec<ExecutionProviderDispatch> {
         }
     };
     match &opts.device {
-        OrtDevice::Cpu => Vec::new(),
+        // Without the CPU arena, peak RSS of `cbqa eval` on t5-small drops by ~55 MB at the same
+        // speed (measured with cbqa bench / cbqa eval, batch 32, 2 threads).
+        OrtDevice::Cpu => vec![ort::ep::CPU::default()
+            .with_arena_allocator(opts.cpu_arena)
+            .build()],
         OrtDevice::Cuda(n) => vec![wrap(ort::ep::CUDA::default().with_device_id(*n).build())],
         OrtDevice::TensorRt { device, cache_dir } => vec![
             wrap(
@@ -86,7 +93,7 @@ fn providers(opts: &OrtOptions) -> Vec<ExecutionProviderDispatch> {
     }
 }
 
-fn open_session(path: &Path, opts: &OrtOptions) -> Result<Session> {
+fn open_session(path: &Path, opts: &OrtOptions, prepacked: &PrepackedWeights) -> Result<Session> {
     let (lib, env) = crate::native::ort_environment()?;
     let level = match opts.opt_level {
         0 => GraphOptimizationLevel::Disable,
@@ -103,6 +110,12 @@ fn open_session(path: &Path, opts: &OrtOptions) -> Result<Session> {
             .map_err(|e| ctx(&e))?;
     }
     b = b.with_inter_threads(1).map_err(|e| ctx(&e))?;
+    // The three graphs use the same weights: pre-packed GEMM weights are kept once for all of
+    // them instead of once per session.
+    b = b.with_prepacked_weights(prepacked).map_err(|e| ctx(&e))?;
+    if !opts.cpu_arena {
+        b = b.with_memory_pattern(false).map_err(|e| ctx(&e))?;
+    }
     let eps = providers(opts);
     if !eps.is_empty() {
         b = b.with_execution_providers(eps).map_err(|e| {
@@ -173,9 +186,11 @@ impl OrtSeq2Seq {
         let enc_path = dir.graph("encoder_model.onnx");
         let dec_path = dir.graph("decoder_model.onnx");
         let past_path = dir.graph("decoder_with_past_model.onnx");
-        let encoder = open_session(&enc_path, opts)?;
-        let decoder = open_session(&dec_path, opts)?;
-        let decoder_past = open_session(&past_path, opts)?;
+        crate::native::ort_environment()?; // loads the library before any other ort call
+        let prepacked = PrepackedWeights::new();
+        let encoder = open_session(&enc_path, opts, &prepacked)?;
+        let decoder = open_session(&dec_path, opts, &prepacked)?;
+        let decoder_past = open_session(&past_path, opts, &prepacked)?;
         let names = IoNames::new(layers);
         let (i, o) = names.encoder();
         check_names(&encoder, &enc_path, &i, &o)?;
