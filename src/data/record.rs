@@ -4,6 +4,7 @@
 //!
 //! Errors here are plain messages; the readers attach `file:line`.
 
+use crate::eval::is_py_space;
 use serde_json::{Map, Value};
 
 use super::pylist::parse_python_str_list;
@@ -188,24 +189,6 @@ pub(crate) fn strip_position(e: &serde_json::Error) -> String {
         Some(i) => format!("{} (column {})", &s[..i], e.column()),
         None => s,
     }
-}
-
-/// Python's `str.isspace()`, the whitespace set of `str.split()` / `str.strip()`.
-fn is_py_space(c: char) -> bool {
-    matches!(
-        c,
-        '\t'..='\r'
-            | '\u{1c}'..='\u{20}'
-            | '\u{85}'
-            | '\u{a0}'
-            | '\u{1680}'
-            | '\u{2000}'..='\u{200a}'
-            | '\u{2028}'
-            | '\u{2029}'
-            | '\u{202f}'
-            | '\u{205f}'
-            | '\u{3000}'
-    )
 }
 
 /// Shared validation: question not blank, answer list not empty, answer policy applied. The
