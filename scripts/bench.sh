@@ -23,8 +23,8 @@ if [ ! -f "$out/model/model.safetensors" ]; then
   "$bin" init --out "$out/tok" --preset tiny --train-tokenizer eval/demo/nq-open-200.jsonl --vocab-size 2000 --force
   "$bin" init --out "$out/model" --preset t5-small --tokenizer "$out/tok/tokenizer.json" --force
 fi
-[ -f "$out/onnx/decoder_with_past_model.onnx" ] || "$bin" export --model "$out/model" --out "$out/onnx" --force
-[ -f "$out/onnx-int8/decoder_with_past_model.onnx" ] || "$bin" export --model "$out/model" --out "$out/onnx-int8" --quantize int8 --force
+[ -f "$out/onnx/cbqa_export.json" ] || "$bin" export --model "$out/model" --out "$out/onnx" --force
+[ -f "$out/onnx-int8/cbqa_export.json" ] || "$bin" export --model "$out/model" --out "$out/onnx-int8" --quantize int8 --force
 [ -f "$out/optimum/decoder_with_past_model.onnx" ] || HF_HUB_OFFLINE=1 .venv/bin/optimum-cli export onnx \
   --model "$out/model" --task text2text-generation-with-past "$out/optimum" >/dev/null 2>&1
 [ -f "$out/ct2/model.bin" ] || .venv/bin/ct2-transformers-converter --model "$out/model" --output_dir "$out/ct2" --force >/dev/null
