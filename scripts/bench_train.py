@@ -12,7 +12,7 @@ the two sides alternate for --rounds rounds and the medians are reported.
 
 Run: .venv/bin/python scripts/bench_train.py [--bin target/debug/cbqa] [--threads 2]
          [--batch 32] [--in-len 16] [--out-len 8] [--steps 12] [--warmup 2] [--rounds 2]
-Writes bench/train_speed.csv (or --csv) and prints a table.
+Writes runs/bench-train/train_speed.csv (or --csv) and prints a table.
 """
 import argparse
 import csv
@@ -152,7 +152,7 @@ def main():
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--csv", default=os.path.join(ROOT, "bench", "train_speed.csv"))
+    ap.add_argument("--csv", default=os.path.join(ROOT, "runs", "bench-train", "train_speed.csv"))
     args = ap.parse_args()
     if not os.path.exists(args.bin):
         raise SystemExit(f"{args.bin} not found: build it with `cargo build` (or pass --bin)")
