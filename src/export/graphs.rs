@@ -90,7 +90,10 @@ impl Ctx<'_, '_> {
     /// T5LayerNorm (RMS, no mean, no bias), computed in float32 on the float32 residual stream;
     /// returns the compute type.
     fn rms_norm(&mut self, x: &str, weight: &TensorPath) -> Result<String> {
-        let sq = self.g.op("Mul", &[x, x], vec![]);
+        // Pow(x, 2), not Mul(x, x): ONNX Runtime fuses Pow → ReduceMean → Add → Sqrt → Div → Mul
+        // into one SimplifiedLayerNormalization kernel only in this form.
+        let two = self.g.scalar_f(2.0, F32);
+        let sq = self.g.op("Pow", &[x, &two], vec![]);
         let var = self.g.op(
             "ReduceMean",
             &[&sq],
