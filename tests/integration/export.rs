@@ -2,18 +2,13 @@
 //! the reference in ONNX Runtime and tract, and interoperability with the real tools of the venv
 //! (onnx.checker, optimum's ORTModelForSeq2SeqLM).
 
+use crate::common::{fixture, python};
 use cbqa::export::{self, ExportOptions, ReferenceT5};
 use cbqa::ModelDir;
 use ndarray::{Array2, Array3, ArrayD};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const FIXTURES: [&str; 2] = ["t5_v1_0", "t5_v1_1"];
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 /// A tensor of the fixture's reference.safetensors.
 fn reference_tensor(name: &str, tensor: &str) -> (Vec<usize>, Vec<u8>, safetensors::Dtype) {
@@ -91,17 +86,6 @@ fn reference_forward_matches_transformers() {
             "{name}: logits differ by {d_logits}"
         );
     }
-}
-
-fn python() -> PathBuf {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} not found: run scripts/setup.sh to create the project venv (transformers, onnx, \
-         onnxruntime, optimum-onnx)",
-        py.display()
-    );
-    py
 }
 
 /// Export a fixture into a fresh temp dir with validation on.

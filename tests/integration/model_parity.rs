@@ -2,18 +2,12 @@
 //! encoder output and logits on right-padded batches (fp32, max abs diff ≤ 1e-4), greedy tokens,
 //! cached decoding equal to the full forward pass, and a save that transformers loads back.
 
+pub(crate) use crate::common::{fixture, python as venv_python};
 use cbqa::checkpoint::expected_tensors;
 use cbqa::model::{DecoderInput, T5};
 use cbqa::ModelDir;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
-
-pub(crate) fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 pub(crate) fn reference(name: &str) -> HashMap<String, Tensor> {
     Tensor::read_safetensors(fixture(name).join("reference.safetensors"))
@@ -130,16 +124,6 @@ fn parameter_names_are_the_hf_names() {
 }
 
 /// The project venv's python, or a failure that says how to get it.
-pub(crate) fn venv_python() -> PathBuf {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/setup.sh to create the venv with torch and transformers",
-        py.display()
-    );
-    py
-}
-
 #[test]
 fn transformers_loads_what_we_save() {
     let py = venv_python();
