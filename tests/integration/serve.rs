@@ -102,3 +102,49 @@ fn http_example_answers_concurrent_requests() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+#[test]
+fn answerer_is_shareable_truncates_long_questions_and_names_mismatched_graphs() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<cbqa::Answerer>();
+
+    let model = crate::runtime::cbqa_export("t5_v1_0");
+    let opts = cbqa::AnswererOptions {
+        max_input_tokens: 8,
+        ..Default::default()
+    };
+    let a = cbqa::Answerer::load(&model, opts).unwrap();
+    let long = "who was the first person to walk on the moon and when did it happen exactly";
+    let out = a.answer_batch(&["short one", long, ""]);
+    assert!(!out[0].as_ref().unwrap().truncated);
+    assert!(out[1].as_ref().unwrap().truncated);
+    assert!(out[2]
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .contains("empty question"));
+    assert_eq!(a.truncations(), 1);
+
+    // a graph whose output names are not optimum's is refused, naming the file and the tensor
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&model, tmp.path());
+    let dec = tmp.path().join("decoder_model.onnx");
+    let script = "import onnx, sys\nm = onnx.load(sys.argv[1], load_external_data=False)\n\
+                  [setattr(o, 'name', 'logitz') for o in m.graph.output if o.name == 'logits']\n\
+                  [n.output.__setitem__(i, 'logitz') for n in m.graph.node for i, x in enumerate(n.output) if x == 'logits']\n\
+                  onnx.save(m, sys.argv[1])\n";
+    let st = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(&dec)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let err = cbqa::Answerer::load(tmp.path(), Default::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("decoder_model.onnx") && err.contains("`logits`"),
+        "{err}"
+    );
+}
