@@ -6,15 +6,21 @@
 //! never copied per step. The growing self-attention cache is handed from one step's outputs to the
 //! next step's inputs as the same values, also without copies. Rows are gathered (a copy) only
 //! when `select` changes them: beam reordering, or finished rows leaving the batch.
+//!
+//! Every run goes through an `IoBinding` that places the outputs: logits in host memory (they
+//! are read every step), the encoder output and the caches in `cache_mem` — GPU memory under the
+//! CUDA and TensorRT providers, so on a GPU they stay on the device between steps. The CPU runs
+//! the same code with host placement (that is what the tests cover); the GPU placement has not
+//! been run on a GPU yet. Under CUDA, `select` brings reordered rows through the host.
 
 use super::onnx_dir::{IoNames, OnnxDir};
 use super::{gather_rows, EncoderInput, Logits, Seq2Seq};
 use crate::error::{Error, Result};
 use ort::ep::ExecutionProviderDispatch;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
-use ort::session::{Session, SessionInputValue};
-use ort::value::{DynValue, Tensor};
-use std::borrow::Cow;
+use ort::session::Session;
+use ort::value::{DynTensorValueType, DynValue, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -140,6 +146,11 @@ pub struct OrtSeq2Seq {
     vocab: usize,
     names: IoNames,
     describe: String,
+    /// Where the encoder output and the key/value caches live between steps: the GPU for CUDA
+    /// and TensorRT (so they are never copied back and forth), host memory on the CPU.
+    cache_mem: MemoryInfo<'static>,
+    /// Host memory, for the logits (read every step).
+    host_mem: MemoryInfo<'static>,
 }
 
 /// Decoding state: the encoder mask, the encoder output (until the first step), the cross
@@ -208,7 +219,19 @@ impl OrtSeq2Seq {
             },
             opts.opt_level
         );
+        let mem = |dev: AllocationDevice<'static>, id: i32| {
+            MemoryInfo::new(dev, id, AllocatorType::Device, MemoryType::Default).map_err(err)
+        };
+        let host_mem = mem(AllocationDevice::CPU, 0)?;
+        let cache_mem = match &opts.device {
+            OrtDevice::Cpu => mem(AllocationDevice::CPU, 0)?,
+            OrtDevice::Cuda(i) | OrtDevice::TensorRt { device: i, .. } => {
+                mem(AllocationDevice::CUDA, *i)?
+            }
+        };
         Ok(OrtSeq2Seq {
+            cache_mem,
+            host_mem,
             encoder: Mutex::new(encoder),
             decoder: Mutex::new(decoder),
             decoder_past: Mutex::new(decoder_past),
@@ -225,10 +248,42 @@ fn lock(m: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn take(outputs: &mut ort::session::SessionOutputs<'_>, name: &str) -> Result<DynValue> {
-    outputs
-        .remove(name)
-        .ok_or_else(|| err(format!("output {name} missing from the run")))
+impl OrtSeq2Seq {
+    /// One run through an `IoBinding`: the logits are written to host memory, every other
+    /// output stays where `cache_mem` says (the GPU under CUDA/TensorRT), and inputs that already
+    /// live there are bound without a copy. A fresh binding per run gives every run fresh output
+    /// buffers, so values kept from earlier steps are never overwritten. CPU and GPU share this
+    /// code; only the memory placement differs.
+    fn run(
+        &self,
+        session: &Mutex<Session>,
+        graph: &str,
+        inputs: &[(&str, &DynValue)],
+        outputs: &[&str],
+    ) -> Result<Vec<DynValue>> {
+        let ctx = |e: ort::Error| err(format!("{graph}: {e}"));
+        let mut s = lock(session);
+        let mut binding = s.create_binding().map_err(ctx)?;
+        for (name, value) in inputs {
+            binding.bind_input(*name, *value).map_err(ctx)?;
+        }
+        for name in outputs {
+            let mem = if *name == "logits" {
+                &self.host_mem
+            } else {
+                &self.cache_mem
+            };
+            binding.bind_output_to_device(*name, mem).map_err(ctx)?;
+        }
+        let mut out = s.run_binding(&binding).map_err(ctx)?;
+        outputs
+            .iter()
+            .map(|name| {
+                out.remove(name)
+                    .ok_or_else(|| err(format!("{graph}: output {name} missing from the run")))
+            })
+            .collect()
+    }
 }
 
 fn logits_of(value: &DynValue, rows: usize, vocab: usize) -> Result<Logits> {
@@ -241,6 +296,16 @@ fn gather_value<T>(value: &DynValue, rows: &[usize]) -> Result<DynValue>
 where
     T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug + Clone + 'static,
 {
+    // A value on the GPU is brought to the host first. Rows change only when beams are
+    // reordered or sequences finish; the result is bound again on the next step.
+    let tensor = value.view().downcast::<DynTensorValueType>().map_err(err)?;
+    let host;
+    let value: &DynValue = if tensor.memory_info().is_cpu_accessible() {
+        value
+    } else {
+        host = tensor.to(AllocationDevice::CPU, 0).map_err(err)?.into_dyn();
+        &host
+    };
     let (shape, data) = value.try_extract_tensor::<T>().map_err(err)?;
     let n = shape.first().copied().unwrap_or(0).max(1) as usize;
     let stride = data.len() / n;
@@ -264,17 +329,17 @@ impl Seq2Seq for OrtSeq2Seq {
         let shape = vec![input.batch as i64, input.len as i64];
         let ids = Tensor::from_array((shape.clone(), input.ids.clone())).map_err(err)?;
         let mask = Tensor::from_array((shape, input.mask.clone())).map_err(err)?;
-        let hidden = {
-            let mut enc = lock(&self.encoder);
-            let mut out = enc
-                .run(ort::inputs!["input_ids" => &ids, "attention_mask" => &mask])
-                .map_err(|e| err(format!("encoder: {e}")))?;
-            take(&mut out, "last_hidden_state")?
-        };
+        let (ids, mask) = (ids.into_dyn(), mask.into_dyn());
+        let mut out = self.run(
+            &self.encoder,
+            "encoder_model.onnx",
+            &[("input_ids", &ids), ("attention_mask", &mask)],
+            &["last_hidden_state"],
+        )?;
         Ok(OrtState {
             rows: input.batch,
-            mask: mask.into_dyn(),
-            hidden: Some(hidden),
+            mask,
+            hidden: out.pop(),
             cache: Vec::new(),
         })
     }
@@ -287,53 +352,69 @@ impl Seq2Seq for OrtSeq2Seq {
                 state.rows
             )));
         }
-        let ids = Tensor::from_array((vec![state.rows as i64, 1], tokens.to_vec())).map_err(err)?;
+        let ids = Tensor::from_array((vec![state.rows as i64, 1], tokens.to_vec()))
+            .map_err(err)?
+            .into_dyn();
         if let Some(hidden) = state.hidden.take() {
-            let mut dec = lock(&self.decoder);
-            let mut out = dec
-                .run(ort::inputs![
-                    "input_ids" => &ids,
-                    "encoder_attention_mask" => &state.mask,
-                    "encoder_hidden_states" => &hidden
-                ])
-                .map_err(|e| err(format!("decoder_model: {e}")))?;
-            let logits = logits_of(&take(&mut out, "logits")?, state.rows, self.vocab)?;
+            // First step: decoder_model.onnx also returns the cross-attention keys/values.
+            let mut outputs: Vec<&str> = vec!["logits"];
+            outputs.extend(self.names.present.iter().flatten().map(String::as_str));
+            let out = self.run(
+                &self.decoder,
+                "decoder_model.onnx",
+                &[
+                    ("input_ids", &ids),
+                    ("encoder_attention_mask", &state.mask),
+                    ("encoder_hidden_states", &hidden),
+                ],
+                &outputs,
+            )?;
+            let mut out = out.into_iter();
+            let logits = out
+                .next()
+                .ok_or_else(|| err("decoder_model.onnx: no logits"))?;
+            let logits = logits_of(&logits, state.rows, self.vocab)?;
             let mut cache = Vec::with_capacity(self.layers);
-            for p in &self.names.present {
-                cache.push([
-                    take(&mut out, &p[0])?,
-                    take(&mut out, &p[1])?,
-                    take(&mut out, &p[2])?,
-                    take(&mut out, &p[3])?,
-                ]);
+            while let (Some(a), Some(b), Some(c), Some(d)) =
+                (out.next(), out.next(), out.next(), out.next())
+            {
+                cache.push([a, b, c, d]);
             }
             state.cache = cache;
             return Ok((logits, state));
         }
-
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-            Vec::with_capacity(2 + 4 * self.layers);
-        inputs.push(("input_ids".into(), (&ids).into()));
-        inputs.push(("encoder_attention_mask".into(), (&state.mask).into()));
+        let mut inputs: Vec<(&str, &DynValue)> = Vec::with_capacity(2 + 4 * self.layers);
+        inputs.push(("input_ids", &ids));
+        inputs.push(("encoder_attention_mask", &state.mask));
         for (layer, n) in state.cache.iter().zip(&self.names.past) {
             for (v, name) in layer.iter().zip(n) {
-                inputs.push((name.as_str().into(), v.into()));
+                inputs.push((name.as_str(), v));
             }
         }
-        let mut past = lock(&self.decoder_past);
-        let mut out = past
-            .run(inputs)
-            .map_err(|e| err(format!("decoder_with_past_model: {e}")))?;
-        let logits = logits_of(&take(&mut out, "logits")?, state.rows, self.vocab)?;
-        let mut fresh = Vec::with_capacity(self.layers);
-        for p in &self.names.present {
-            fresh.push((take(&mut out, &p[0])?, take(&mut out, &p[1])?));
-        }
-        drop(out);
-        drop(past);
-        for (layer, (k, v)) in state.cache.iter_mut().zip(fresh) {
-            layer[0] = k;
-            layer[1] = v;
+        let mut outputs: Vec<&str> = vec!["logits"];
+        outputs.extend(
+            self.names
+                .present
+                .iter()
+                .flat_map(|p| p[..2].iter().map(String::as_str)),
+        );
+        let out = self.run(
+            &self.decoder_past,
+            "decoder_with_past_model.onnx",
+            &inputs,
+            &outputs,
+        )?;
+        drop(inputs);
+        let mut out = out.into_iter();
+        let logits = out
+            .next()
+            .ok_or_else(|| err("decoder_with_past_model.onnx: no logits"))?;
+        let logits = logits_of(&logits, state.rows, self.vocab)?;
+        for layer in state.cache.iter_mut() {
+            if let (Some(k), Some(v)) = (out.next(), out.next()) {
+                layer[0] = k;
+                layer[1] = v;
+            }
         }
         Ok((logits, state))
     }
