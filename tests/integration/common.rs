@@ -14,18 +14,27 @@ pub fn fixture(name: &str) -> PathBuf {
     root().join("tests").join("fixtures").join(name)
 }
 
-/// The real benchmark files: `$CBQA_DATA_DIR`, else `../shared/data` beside the checkout.
+/// The real benchmark files: `$CBQA_DATA_DIR`, else `../shared/data` beside the checkout, else
+/// `shared/data` inside it.
 pub fn data_dir() -> PathBuf {
-    let dir = std::env::var_os("CBQA_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("..").join("shared").join("data"));
-    assert!(
-        dir.join("nq-open").is_dir(),
-        "benchmark data not found at {} (expected the shared data folder with nq-open/, triviaqa/, \
-         webquestions/ beside the checkout, or set CBQA_DATA_DIR)",
-        dir.display()
-    );
-    dir
+    let candidates: Vec<PathBuf> = match std::env::var_os("CBQA_DATA_DIR") {
+        Some(d) => vec![PathBuf::from(d)],
+        None => vec![
+            root().join("..").join("shared").join("data"),
+            root().join("shared").join("data"),
+        ],
+    };
+    candidates
+        .iter()
+        .find(|d| d.join("nq-open").is_dir())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "benchmark data not found at {:?} (expected the shared data folder with nq-open/, \
+                 triviaqa/, webquestions/ beside the checkout, or set CBQA_DATA_DIR)",
+                candidates
+            )
+        })
 }
 
 /// The project venv's python, or a failure that says how to make it.

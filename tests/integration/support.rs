@@ -4,19 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `$CBQA_DATA_DIR`, else `$CARGO_MANIFEST_DIR/../shared/data` (the layout of /work).
+/// The shared data folder (see [`crate::common::data_dir`]).
 pub fn data_dir() -> PathBuf {
-    let dir = match std::env::var_os("CBQA_DATA_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
-    };
-    assert!(
-        dir.join("README.md").is_file(),
-        "benchmark data not found at {}: expected the shared data folder (README.md, nq-open/, \
-         triviaqa/, webquestions/) at $CARGO_MANIFEST_DIR/../shared/data or at $CBQA_DATA_DIR",
-        dir.display()
-    );
-    dir
+    crate::common::data_dir()
 }
 
 /// A file under the data dir, which must exist.
