@@ -20,5 +20,7 @@ target/debug/cbqa doctor | grep -q 'not built in' || { echo "test.sh: inference-
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
+# The HTTP example's test starts the built example binary (target/debug/examples/serve).
+cargo build --examples
 cargo test --all-targets "$@"
 cargo test --doc

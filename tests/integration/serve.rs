@@ -33,7 +33,7 @@ fn http_example_answers_concurrent_requests() {
         .join("serve");
     assert!(
         exe.exists(),
-        "{} not built: run the suite with `cargo test --all-targets` (scripts/test.sh does)",
+        "{} not built: run `cargo build --examples` before the tests (scripts/test.sh does)",
         exe.display()
     );
     let model = optimum_export("t5_v1_1");
