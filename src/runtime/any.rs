@@ -130,6 +130,7 @@ impl Backend {
                     opt_level: opts.opt_level,
                     allow_fallback: opts.allow_fallback,
                     cpu_arena: false,
+                    spin: false,
                 };
                 Ok(Backend::Ort(OrtSeq2Seq::load(dir, &o)?))
             }
