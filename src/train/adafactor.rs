@@ -5,7 +5,7 @@
 //! The other branches (relative step, parameter scaling, warm-up, first moment, weight decay) are
 //! implemented too and checked against transformers in the tests.
 
-use super::optim::{rms, saved_slot, Optimizer};
+use super::optim::{rms, saved_param_names, saved_slot, Optimizer};
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use tch::{Kind, Tensor};
@@ -235,12 +235,7 @@ impl Optimizer for Adafactor {
     }
 
     fn load_state(&mut self, steps: u64, tensors: &HashMap<String, Tensor>) -> Result<()> {
-        let mut names: Vec<&str> = tensors
-            .keys()
-            .filter_map(|k| k.rsplit_once('/').map(|(n, _)| n))
-            .collect();
-        names.sort();
-        names.dedup();
+        let names = saved_param_names(tensors);
         let mut state = BTreeMap::new();
         for name in names {
             let second = if tensors.contains_key(&format!("{name}/exp_avg_sq")) {

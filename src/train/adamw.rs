@@ -1,7 +1,7 @@
 //! AdamW (Loshchilov & Hutter 2019) on tch tensors, as `torch.optim.AdamW` computes it
 //! (decoupled weight decay, bias-corrected moments).
 
-use super::optim::{saved_slot, Optimizer};
+use super::optim::{saved_param_names, saved_slot, Optimizer};
 use crate::error::Result;
 use std::collections::{BTreeMap, HashMap};
 use tch::Tensor;
@@ -98,12 +98,7 @@ impl Optimizer for AdamW {
     }
 
     fn load_state(&mut self, steps: u64, tensors: &HashMap<String, Tensor>) -> Result<()> {
-        let mut names: Vec<&str> = tensors
-            .keys()
-            .filter_map(|k| k.rsplit_once('/').map(|(n, _)| n))
-            .collect();
-        names.sort();
-        names.dedup();
+        let names = saved_param_names(tensors);
         let mut state = BTreeMap::new();
         for name in names {
             let exp_avg = saved_slot(tensors, name, "exp_avg", &tensors_shape(tensors, name))?;

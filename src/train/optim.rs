@@ -27,6 +27,17 @@ pub(crate) fn rms(t: &Tensor) -> Tensor {
 
 /// Look up `<name>/<slot>` in a saved optimizer state, with a clear error when it is missing or
 /// has the wrong shape.
+/// The parameter names of a saved optimizer state (`{param}/{slot}` keys), sorted, once each.
+pub(crate) fn saved_param_names(tensors: &std::collections::HashMap<String, Tensor>) -> Vec<&str> {
+    let mut names: Vec<&str> = tensors
+        .keys()
+        .filter_map(|k| k.rsplit_once('/').map(|(n, _)| n))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 pub(crate) fn saved_slot(
     tensors: &HashMap<String, Tensor>,
     name: &str,
