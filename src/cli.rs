@@ -16,8 +16,13 @@ pub struct Cli {
 pub enum Command {
     /// Create a new T5 model directory (Hugging Face layout) with random weights and a tokenizer.
     Init(InitArgs),
-    /// Open a model directory, check every tensor against its config and print a summary.
-    Inspect(InspectArgs),
+    /// Fine-tune a T5 for closed-book QA (AdaFactor, token-budget batches, dev exact match),
+    /// writing Hugging Face checkpoints; --resume continues an interrupted run exactly.
+    #[cfg(feature = "train")]
+    Train(Box<TrainArgs>),
+    /// Export a checkpoint to ONNX in optimum's layout (encoder_model.onnx, decoder_model.onnx,
+    /// decoder_with_past_model.onnx), weights stored once, validated in ONNX Runtime and tract.
+    Export(ExportArgs),
     /// Answer questions with an exported model (arguments, or one question per line on stdin).
     Predict(PredictArgs),
     /// Evaluate an exported model on a benchmark file: predictions.csv and metrics.csv.
@@ -26,13 +31,8 @@ pub enum Command {
     Score(ScoreArgs),
     /// Measure throughput across engines, batch sizes and threads; CSV, table and SVG plot.
     Bench(BenchArgs),
-    /// Export a checkpoint to ONNX in optimum's layout (encoder_model.onnx, decoder_model.onnx,
-    /// decoder_with_past_model.onnx), weights stored once, validated in ONNX Runtime and tract.
-    Export(ExportArgs),
-    /// Fine-tune a T5 for closed-book QA (AdaFactor, token-budget batches, dev exact match),
-    /// writing Hugging Face checkpoints; --resume continues an interrupted run exactly.
-    #[cfg(feature = "train")]
-    Train(Box<TrainArgs>),
+    /// Open a model directory, check every tensor against its config and print a summary.
+    Inspect(InspectArgs),
     /// Show which native libraries (libtorch, ONNX Runtime, tract) this binary finds and uses.
     Doctor,
 }
@@ -97,7 +97,7 @@ pub struct RuntimeArgs {
     /// Inference engine.
     #[arg(long, value_enum, default_value_t = BackendArg::Ort)]
     pub backend: BackendArg,
-    /// cpu, cuda[:N] or tensorrt[:N] (ONNX Runtime only). A GPU that cannot be used is an error.
+    /// cpu, cuda[:N] (ort, tch) or tensorrt[:N] (ort). A GPU that cannot be used is an error.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Intra-op threads (0: the engine's default, one per core).
@@ -202,7 +202,8 @@ pub struct DataArgs {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// An exported model directory.
+    /// An exported model directory (cbqa export, or optimum's ONNX export); a Hugging Face
+    /// checkpoint directory with --backend tch.
     #[arg(long)]
     pub model: PathBuf,
     #[command(flatten)]
