@@ -176,12 +176,12 @@ impl Answerer {
             self.opts.max_input_tokens,
             eos,
         );
-        let ok: Vec<(usize, Prepared)> = prepared
+        // The questions that tokenised, and where each came from.
+        let (idx, items): (Vec<usize>, Vec<Prepared>) = prepared
             .iter()
             .enumerate()
             .filter_map(|(i, p)| p.as_ref().ok().map(|p| (i, p.clone())))
-            .collect();
-        let items: Vec<Prepared> = ok.iter().map(|(_, p)| p.clone()).collect();
+            .unzip();
         let total = items.len();
         let done = AtomicUsize::new(0);
         let on_batch = |idx: &[usize], _: &[Vec<Hypothesis>]| {
@@ -205,7 +205,7 @@ impl Answerer {
             .collect();
         match hyps {
             Ok(hyps) => {
-                for ((i, p), h) in ok.into_iter().zip(hyps) {
+                for ((&i, p), h) in idx.iter().zip(&items).zip(hyps) {
                     if p.truncated {
                         self.truncations.fetch_add(1, Ordering::Relaxed);
                     }
@@ -214,7 +214,7 @@ impl Answerer {
             }
             Err(e) => {
                 let msg = e.to_string();
-                for (i, _) in ok {
+                for &i in &idx {
                     out[i] = Err(Error::Invalid(msg.clone()));
                 }
             }

@@ -83,6 +83,37 @@ impl<'a> ReferenceT5<'a> {
 
     /// One attention for one batch item: `q_in [Lq, d]`, keys/values `[Lk, inner]` already
     /// projected, `bias [H, Lq, Lk]`. Returns the output `[Lq, d]`.
+    /// One pre-norm attention sub-layer of the decoder for batch item `bi` (without the
+    /// residual): queries from the normed `x`, keys and values from `kv_src` (the encoder output
+    /// for cross-attention; the normed `x` itself when `None`). The keys and values are stored
+    /// in `kv` as `[H, L, d_kv]` in the item's slot, to compare with the graphs' presents.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_sublayer(
+        &self,
+        x: &Array2<f32>,
+        layer: &TensorPath,
+        attention: &str,
+        kv_src: Option<&Array2<f32>>,
+        bias: &Array3<f32>,
+        kv: &mut (Array4<f32>, Array4<f32>),
+        bi: usize,
+    ) -> Result<Array2<f32>> {
+        let n = self.rms_norm(x, &(layer / "layer_norm"))?;
+        let att = layer / attention;
+        let src = kv_src.unwrap_or(&n);
+        let q = self.linear(&n, &(&att / "q"))?;
+        let k = self.linear(src, &(&att / "k"))?;
+        let v = self.linear(src, &(&att / "v"))?;
+        let dkv = self.cfg.d_kv;
+        for (dst, x) in [(&mut kv.0, &k), (&mut kv.1, &v)] {
+            for hh in 0..self.cfg.num_heads {
+                dst.slice_mut(s![bi, hh, .., ..])
+                    .assign(&x.slice(s![.., hh * dkv..(hh + 1) * dkv]));
+            }
+        }
+        self.attend(&q, k.view(), v.view(), bias, &att)
+    }
+
     fn attend(
         &self,
         q: &Array2<f32>,
@@ -226,13 +257,6 @@ impl<'a> ReferenceT5<'a> {
             "lm_head.weight"
         };
         let head = matrix(self.weights, head)?;
-        // Store `[L, H*d_kv]` as `[H, L, d_kv]` in the batch item's slot.
-        let put = |dst: &mut Array4<f32>, bi: usize, x: &Array2<f32>| {
-            for hh in 0..h {
-                dst.slice_mut(s![bi, hh, .., ..])
-                    .assign(&x.slice(s![.., hh * dkv..(hh + 1) * dkv]));
-            }
-        };
         for bi in 0..b {
             let mut cross_bias = Array3::<f32>::zeros((h, t, s));
             for j in 0..s {
@@ -246,23 +270,25 @@ impl<'a> ReferenceT5<'a> {
             for i in 0..n_layers {
                 let block = &root / "block" / i;
                 let sa = &block / "layer" / 0;
-                let n = self.rms_norm(&x, &(&sa / "layer_norm"))?;
-                let att = &sa / "SelfAttention";
-                let q = self.linear(&n, &(&att / "q"))?;
-                let k = self.linear(&n, &(&att / "k"))?;
-                let v = self.linear(&n, &(&att / "v"))?;
-                put(&mut self_kv[i].0, bi, &k);
-                put(&mut self_kv[i].1, bi, &v);
-                x = x + self.attend(&q, k.view(), v.view(), &self_bias, &att)?;
+                x += &self.attention_sublayer(
+                    &x,
+                    &sa,
+                    "SelfAttention",
+                    None,
+                    &self_bias,
+                    &mut self_kv[i],
+                    bi,
+                )?;
                 let ca = &block / "layer" / 1;
-                let n = self.rms_norm(&x, &(&ca / "layer_norm"))?;
-                let att = &ca / "EncDecAttention";
-                let q = self.linear(&n, &(&att / "q"))?;
-                let k = self.linear(&e, &(&att / "k"))?;
-                let v = self.linear(&e, &(&att / "v"))?;
-                put(&mut cross_kv[i].0, bi, &k);
-                put(&mut cross_kv[i].1, bi, &v);
-                x = x + self.attend(&q, k.view(), v.view(), &cross_bias, &att)?;
+                x += &self.attention_sublayer(
+                    &x,
+                    &ca,
+                    "EncDecAttention",
+                    Some(&e),
+                    &cross_bias,
+                    &mut cross_kv[i],
+                    bi,
+                )?;
                 x = self.feed_forward(&x, &(&block / "layer" / 2))?;
             }
             let mut x = self.rms_norm(&x, &(&root / "final_layer_norm"))?;

@@ -90,6 +90,11 @@ pub trait Seq2Seq: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// Whether selecting `rows` from `n` rows keeps the state as it is (no copy needed).
+pub(crate) fn is_identity(rows: &[usize], n: usize) -> bool {
+    rows.len() == n && rows.iter().enumerate().all(|(i, &r)| i == r)
+}
+
 /// Gather rows of a row-major tensor whose first axis is the batch: `data` has `rows * stride`
 /// elements.
 pub(crate) fn gather_rows<T: Copy>(data: &[T], stride: usize, rows: &[usize]) -> Vec<T> {

@@ -14,7 +14,7 @@
 //! been run on a GPU yet. Under CUDA, `select` brings reordered rows through the host.
 
 use super::onnx_dir::{IoNames, OnnxDir};
-use super::{gather_rows, EncoderInput, Logits, Seq2Seq};
+use super::{gather_rows, is_identity, EncoderInput, Logits, Seq2Seq};
 use crate::error::{Error, Result};
 use ort::ep::ExecutionProviderDispatch;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
@@ -328,10 +328,6 @@ where
             .map_err(err)?
             .into_dyn(),
     )
-}
-
-fn is_identity(rows: &[usize], n: usize) -> bool {
-    rows.len() == n && rows.iter().enumerate().all(|(i, &r)| i == r)
 }
 
 impl Seq2Seq for OrtSeq2Seq {

@@ -110,7 +110,7 @@ impl Seq2Seq for TchSeq2Seq {
     }
 
     fn select(&self, state: TchState, rows: &[usize]) -> Result<TchState> {
-        if rows.len() == state.rows && rows.iter().enumerate().all(|(i, &r)| i == r) {
+        if super::is_identity(rows, state.rows) {
             return Ok(state);
         }
         let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();

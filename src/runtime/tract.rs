@@ -272,7 +272,7 @@ impl Seq2Seq for TractSeq2Seq {
     }
 
     fn select(&self, state: TractState, rows: &[usize]) -> Result<TractState> {
-        if rows.len() == state.rows && rows.iter().enumerate().all(|(i, &r)| i == r) {
+        if super::is_identity(rows, state.rows) {
             return Ok(state);
         }
         if let Some(&bad) = rows.iter().find(|&&r| r >= state.rows) {
