@@ -131,6 +131,7 @@ impl Backend {
                     allow_fallback: opts.allow_fallback,
                     cpu_arena: false,
                     spin: false,
+                    share_weights: true,
                 };
                 Ok(Backend::Ort(OrtSeq2Seq::load(dir, &o)?))
             }

@@ -11,6 +11,8 @@ mod any;
 mod onnx_dir;
 #[cfg(feature = "ort")]
 pub mod ort;
+#[cfg(feature = "ort")]
+mod ort_weights;
 #[cfg(feature = "train")]
 pub mod tch;
 #[cfg(feature = "tract")]

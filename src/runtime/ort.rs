@@ -14,6 +14,7 @@
 //! been run on a GPU yet. Under CUDA, `select` brings reordered rows through the host.
 
 use super::onnx_dir::{IoNames, OnnxDir};
+use super::ort_weights::SharedWeights;
 use super::{gather_rows, is_identity, EncoderInput, Logits, Seq2Seq};
 use crate::error::{Error, Result};
 use ort::ep::ExecutionProviderDispatch;
@@ -22,7 +23,7 @@ use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
 use ort::session::Session;
 use ort::value::{DynTensorValueType, DynValue, Tensor};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Where ONNX Runtime runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +52,10 @@ pub struct OrtOptions {
     pub cpu_arena: bool,
     /// Let idle intra-op threads spin-wait (ONNX Runtime's default; off here, see `open_session`).
     pub spin: bool,
+    /// CPU only: map the weight files once and give every session the same initializers, so
+    /// pre-packed weights are shared and the mapped pages can be dropped after loading (see
+    /// [`super::ort_weights`]). Off: each session loads its weights itself.
+    pub share_weights: bool,
 }
 
 impl Default for OrtOptions {
@@ -62,6 +67,7 @@ impl Default for OrtOptions {
             allow_fallback: false,
             cpu_arena: false,
             spin: false,
+            share_weights: true,
         }
     }
 }
@@ -102,7 +108,12 @@ fn providers(opts: &OrtOptions) -> Vec<ExecutionProviderDispatch> {
     }
 }
 
-fn open_session(path: &Path, opts: &OrtOptions, prepacked: &PrepackedWeights) -> Result<Session> {
+fn open_session(
+    path: &Path,
+    opts: &OrtOptions,
+    prepacked: &PrepackedWeights,
+    initializers: Vec<(String, Arc<DynValue>)>,
+) -> Result<Session> {
     let (lib, env) = crate::native::ort_environment()?;
     let level = match opts.opt_level {
         0 => GraphOptimizationLevel::Disable,
@@ -119,9 +130,12 @@ fn open_session(path: &Path, opts: &OrtOptions, prepacked: &PrepackedWeights) ->
             .map_err(|e| ctx(&e))?;
     }
     b = b.with_inter_threads(1).map_err(|e| ctx(&e))?;
-    // The three graphs use the same weights: pre-packed GEMM weights are kept once for all of
-    // them instead of once per session.
+    // The three graphs use the same weights: pre-packed GEMM weights of shared initializers are
+    // kept once for all of them instead of once per session.
     b = b.with_prepacked_weights(prepacked).map_err(|e| ctx(&e))?;
+    for (name, value) in initializers {
+        b = b.with_initializer(&name, value).map_err(|e| ctx(&e))?;
+    }
     if !opts.spin {
         // Idle intra-op threads spin-wait by default. With as many threads as cores, the
         // spinning competes with the thread that drives the decoding loop: turning it off made
@@ -163,6 +177,8 @@ pub struct OrtSeq2Seq {
     cache_mem: MemoryInfo<'static>,
     /// Host memory, for the logits (read every step).
     host_mem: MemoryInfo<'static>,
+    /// The mapped weights the sessions use; declared after them so it is dropped after them.
+    _weights: Option<SharedWeights>,
 }
 
 /// Decoding state: the encoder mask, the encoder output (until the first step), the cross
@@ -211,9 +227,22 @@ impl OrtSeq2Seq {
         let past_path = dir.graph("decoder_with_past_model.onnx");
         crate::native::ort_environment()?; // loads the library before any other ort call
         let prepacked = PrepackedWeights::new();
-        let encoder = open_session(&enc_path, opts, &prepacked)?;
-        let decoder = open_session(&dec_path, opts, &prepacked)?;
-        let decoder_past = open_session(&past_path, opts, &prepacked)?;
+        let mut shared = match opts.device {
+            OrtDevice::Cpu if opts.share_weights => Some(SharedWeights::new()?),
+            _ => None,
+        };
+        let mut open = |path: &Path| -> Result<Session> {
+            match shared.as_mut() {
+                Some(weights) => {
+                    let inits = weights.for_graph(path)?;
+                    weights.trimming(|| open_session(path, opts, &prepacked, inits))
+                }
+                None => open_session(path, opts, &prepacked, Vec::new()),
+            }
+        };
+        let encoder = open(&enc_path)?;
+        let decoder = open(&dec_path)?;
+        let decoder_past = open(&past_path)?;
         let names = IoNames::new(layers);
         let (i, o) = names.encoder();
         check_names(&encoder, &enc_path, &i, &o)?;
@@ -222,14 +251,18 @@ impl OrtSeq2Seq {
         let (i, o) = names.decoder_with_past();
         check_names(&decoder_past, &past_path, &i, &o)?;
         let describe = format!(
-            "onnxruntime {:?} threads={} opt={}",
+            "onnxruntime {:?} threads={} opt={}{}",
             opts.device,
             if opts.intra_threads == 0 {
                 "auto".into()
             } else {
                 opts.intra_threads.to_string()
             },
-            opts.opt_level
+            opts.opt_level,
+            match &shared {
+                Some(s) => format!(" shared-weights={}MB", s.mapped_bytes() >> 20),
+                None => String::new(),
+            }
         );
         let mem = |dev: AllocationDevice<'static>, id: i32| {
             MemoryInfo::new(dev, id, AllocatorType::Device, MemoryType::Default).map_err(err)
@@ -251,6 +284,7 @@ impl OrtSeq2Seq {
             vocab: dir.config.vocab_size,
             names,
             describe,
+            _weights: shared,
         })
     }
 }

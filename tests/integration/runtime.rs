@@ -214,3 +214,81 @@ fn tch_matches_transformers_through_the_same_decoding() {
         check_parity(&backend, name, "tch");
     }
 }
+
+/// The CPU default maps `model.onnx_data` once and hands the weights to all three sessions;
+/// the result must be bit-identical to ONNX Runtime loading each graph's weights itself, also
+/// after the mapped pages were dropped (they are, once loading ends).
+#[test]
+fn ort_shared_weights_give_the_same_logits_as_ort_own_loading() {
+    use cbqa::runtime::ort::{OrtOptions, OrtSeq2Seq};
+    for name in FIXTURES {
+        let dir = OnnxDir::open(&cbqa_export(name)).unwrap();
+        let shared = OrtSeq2Seq::load(&dir, &OrtOptions::default()).unwrap();
+        let own = OrtSeq2Seq::load(
+            &dir,
+            &OrtOptions {
+                share_weights: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(
+            shared.describe().contains("shared-weights="),
+            "{}",
+            shared.describe()
+        );
+        assert!(
+            !own.describe().contains("shared-weights="),
+            "{}",
+            own.describe()
+        );
+        let input = reference(name).input;
+        let rows = input.batch;
+        let (mut a, mut b) = (shared.encode(&input).unwrap(), own.encode(&input).unwrap());
+        let mut tokens = vec![0i64; rows];
+        for step in 0..4 {
+            let (la, sa) = shared.step(a, &tokens).unwrap();
+            let (lb, sb) = own.step(b, &tokens).unwrap();
+            assert_eq!(la.data, lb.data, "{name}: logits differ at step {step}");
+            // feed back each row's argmax, so the steps see varied tokens
+            tokens = (0..rows)
+                .map(|r| {
+                    let row = la.row(r);
+                    (0..row.len())
+                        .max_by(|&i, &j| row[i].total_cmp(&row[j]))
+                        .unwrap() as i64
+                })
+                .collect();
+            (a, b) = (sa, sb);
+        }
+    }
+}
+
+/// Weights that lie past the end of the data file are refused before ONNX Runtime sees them,
+/// naming the graph and the tensor.
+#[test]
+fn ort_names_the_tensor_when_the_weight_file_is_short() {
+    let src = cbqa_export("t5_v1_0");
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&src, tmp.path());
+    let data = tmp.path().join("model.onnx_data");
+    let len = std::fs::metadata(&data).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let dir = OnnxDir::open(tmp.path()).unwrap();
+    let err = cbqa::runtime::ort::OrtSeq2Seq::load(&dir, &Default::default())
+        .err()
+        .expect("a truncated model.onnx_data must be refused")
+        .to_string();
+    // the decoder's weights lie in the second half of the file
+    assert!(
+        err.contains("decoder_model.onnx: tensor `decoder.")
+            && err.contains("past the end of")
+            && err.contains("model.onnx_data"),
+        "{err}"
+    );
+}

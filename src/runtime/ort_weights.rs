@@ -1,0 +1,317 @@
+//! Weights shared by the three ONNX Runtime sessions of an export, mapped once.
+//!
+//! Left to itself, ONNX Runtime loads every graph's external data on its own: each session maps
+//! `model.onnx_data`, pre-packs the MatMul/Gemm weights into buffers of its own, and keeps the
+//! mapped pages it has read (the tied embedding is read whole by the LM-head pre-pack and kept
+//! for the Gather). The decoder weights end up in memory twice (decoder and decoder-with-past),
+//! the embedding six times; on t5-small fp32 the three sessions took 530 MB.
+//!
+//! Here each data file is mapped once, and every external initializer of every graph is handed
+//! to its session as a user-owned initializer (`AddInitializer`) over that mapping. ONNX Runtime
+//! then neither copies nor maps the data itself, and it pre-packs shared initializers into the
+//! [`PrepackedWeights`](ort::session::builder::PrepackedWeights) container, so the sessions use
+//! one packed copy of each weight. Once the sessions are built, [`SharedWeights::release_pages`]
+//! drops the mapping's pages from memory: a pre-packed weight is never read again, and what is
+//! (the embedding rows a batch gathers, relative position biases, norms) faults back in from the
+//! page cache as it is used. Used on the CPU only; GPU sessions load their weights as before.
+
+use crate::error::{Error, Result};
+use memmap2::Mmap;
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::sys::ONNXTensorElementDataType as Elem;
+use ort::value::DynValue;
+use ort::AsPointer;
+use prost::Message;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+// Just the parts of onnx.proto needed to find external initializers; prost skips every other
+// field (node lists, inline raw data) without copying it.
+#[derive(Clone, PartialEq, Message)]
+struct ModelHead {
+    #[prost(message, optional, tag = "7")]
+    graph: Option<GraphHead>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct GraphHead {
+    #[prost(message, repeated, tag = "5")]
+    initializer: Vec<InitializerHead>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct InitializerHead {
+    #[prost(int64, repeated, packed = "false", tag = "1")]
+    dims: Vec<i64>,
+    #[prost(int32, optional, tag = "2")]
+    data_type: Option<i32>,
+    #[prost(string, optional, tag = "8")]
+    name: Option<String>,
+    #[prost(message, repeated, tag = "13")]
+    external_data: Vec<Entry>,
+    #[prost(int32, optional, tag = "14")]
+    data_location: Option<i32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Entry {
+    #[prost(string, optional, tag = "1")]
+    key: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    value: Option<String>,
+}
+
+/// ONNX data type → (ONNX Runtime element type, bytes per element), for the types a T5 export
+/// stores; other types are left to ONNX Runtime's own loading.
+fn element(data_type: i32) -> Option<(Elem, usize)> {
+    Some(match data_type {
+        1 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, 4),
+        2 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1),
+        3 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8, 1),
+        6 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32, 4),
+        7 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, 8),
+        9 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL, 1),
+        10 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, 2),
+        11 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE, 8),
+        16 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16, 2),
+        _ => return None,
+    })
+}
+
+/// One external initializer: where its bytes are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Slot {
+    file: PathBuf,
+    offset: u64,
+    len: u64,
+    dims: Vec<i64>,
+    data_type: i32,
+}
+
+/// Data files mapped once, and the ONNX Runtime values over them, for all sessions of a model.
+/// Must outlive every session given its values.
+pub(crate) struct SharedWeights {
+    maps: HashMap<PathBuf, Arc<Mmap>>,
+    values: HashMap<Slot, Arc<DynValue>>,
+    host: MemoryInfo<'static>,
+}
+
+fn bad(path: &Path, name: &str, msg: impl Into<String>) -> Error {
+    Error::Tensor {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        msg: msg.into(),
+    }
+}
+
+fn ort_err(path: &Path, e: ort::Error) -> Error {
+    Error::Backend {
+        backend: "onnxruntime",
+        msg: format!("{}: {e}", path.display()),
+    }
+}
+
+impl SharedWeights {
+    /// Needs the ONNX Runtime library loaded (see [`crate::native::ort_environment`]).
+    pub(crate) fn new() -> Result<Self> {
+        let host = MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )
+        .map_err(|e| Error::Backend {
+            backend: "onnxruntime",
+            msg: e.to_string(),
+        })?;
+        Ok(SharedWeights {
+            maps: HashMap::new(),
+            values: HashMap::new(),
+            host,
+        })
+    }
+
+    /// The external initializers of the graph file `graph`, as values over the mapped data
+    /// files (each mapped once, whichever graph names it). Initializers stored inside the graph
+    /// file, and element types a T5 export does not use, are not listed: ONNX Runtime loads
+    /// those itself.
+    pub(crate) fn for_graph(&mut self, graph: &Path) -> Result<Vec<(String, Arc<DynValue>)>> {
+        let file = std::fs::File::open(graph).map_err(|e| Error::io("open", graph, e))?;
+        // SAFETY: read-only mapping of a file the exporter never rewrites in place (exports are
+        // written to a temporary directory and renamed); only parsed, then unmapped.
+        let bytes = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("map", graph, e))?;
+        let model = ModelHead::decode(&bytes[..]).map_err(|e| Error::Tensor {
+            path: graph.to_path_buf(),
+            name: "(model)".into(),
+            msg: format!("not an ONNX model: {e}"),
+        })?;
+        let dir = graph.parent().unwrap_or(Path::new("."));
+        let mut out = Vec::new();
+        for init in model.graph.map(|g| g.initializer).unwrap_or_default() {
+            if init.data_location != Some(1) {
+                continue;
+            }
+            let name = init.name.clone().unwrap_or_default();
+            let Some((elem, size)) = element(init.data_type.unwrap_or(0)) else {
+                continue;
+            };
+            let get = |key: &str| {
+                init.external_data
+                    .iter()
+                    .find(|e| e.key.as_deref() == Some(key))
+                    .and_then(|e| e.value.clone())
+            };
+            let location = get("location")
+                .ok_or_else(|| bad(graph, &name, "external data without a location"))?;
+            let num = |key: &str| -> Result<Option<u64>> {
+                get(key)
+                    .map(|v| {
+                        v.parse::<u64>().map_err(|_| {
+                            bad(
+                                graph,
+                                &name,
+                                format!("external data {key} {v:?} is not a number"),
+                            )
+                        })
+                    })
+                    .transpose()
+            };
+            let offset = num("offset")?.unwrap_or(0);
+            if init.dims.iter().any(|&d| d < 0) {
+                return Err(bad(graph, &name, format!("negative dims {:?}", init.dims)));
+            }
+            let want = init.dims.iter().product::<i64>() as u64 * size as u64;
+            let len = num("length")?.unwrap_or(want);
+            if len != want {
+                return Err(bad(
+                    graph,
+                    &name,
+                    format!(
+                        "external data length {len} bytes, but dims {:?} need {want}",
+                        init.dims
+                    ),
+                ));
+            }
+            if offset % size as u64 != 0 {
+                // Not addressable in place as this element type; ONNX Runtime copies it.
+                continue;
+            }
+            let path = dir.join(&location);
+            let slot = Slot {
+                file: path.clone(),
+                offset,
+                len,
+                dims: init.dims.clone(),
+                data_type: init.data_type.unwrap_or(0),
+            };
+            if let Some(v) = self.values.get(&slot) {
+                out.push((name, v.clone()));
+                continue;
+            }
+            let map = match self.maps.get(&path) {
+                Some(m) => m.clone(),
+                None => {
+                    let f = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+                    // SAFETY: read-only mapping, kept alive as long as any session uses it (the
+                    // owner drops its sessions first). ONNX Runtime never writes initializers.
+                    let m =
+                        Arc::new(unsafe { Mmap::map(&f) }.map_err(|e| Error::io("map", &path, e))?);
+                    self.maps.insert(path.clone(), m.clone());
+                    m
+                }
+            };
+            if offset.saturating_add(len) > map.len() as u64 {
+                return Err(bad(
+                    graph,
+                    &name,
+                    format!(
+                        "external data {}..{} lies past the end of {} ({} bytes)",
+                        offset,
+                        offset + len,
+                        path.display(),
+                        map.len()
+                    ),
+                ));
+            }
+            let value = Arc::new(
+                self.value(&map, &slot, elem)
+                    .map_err(|e| ort_err(graph, e))?,
+            );
+            self.values.insert(slot, value.clone());
+            out.push((name, value));
+        }
+        Ok(out)
+    }
+
+    fn value(&self, map: &Mmap, slot: &Slot, elem: Elem) -> ort::Result<DynValue> {
+        // An empty tensor still needs a non-null, aligned pointer.
+        let data = if slot.len == 0 {
+            NonNull::<u64>::dangling().as_ptr().cast()
+        } else {
+            // SAFETY: offset + len was checked against the mapping's length.
+            unsafe { map.as_ptr().add(slot.offset as usize) }
+                .cast_mut()
+                .cast()
+        };
+        let mut ptr: *mut ort::sys::OrtValue = std::ptr::null_mut();
+        // SAFETY: the pointer is valid for `len` bytes, aligned for the element type (checked by
+        // the caller; the mapping is page aligned), and outlives the value (see the type docs).
+        // ONNX Runtime does not take ownership of user data; releasing the value leaves it alone.
+        unsafe {
+            let status = (ort::api().CreateTensorWithDataAsOrtValue)(
+                self.host.ptr(),
+                data,
+                slot.len as usize,
+                slot.dims.as_ptr(),
+                slot.dims.len(),
+                elem,
+                &mut ptr,
+            );
+            ort::Error::result_from_status(status)?;
+            let ptr = NonNull::new(ptr).ok_or_else(|| ort::Error::new("null OrtValue"))?;
+            // The allocator is only recorded with the value (the data is not its to free).
+            Ok(DynValue::from_ptr(ptr, Some(&Allocator::default())))
+        }
+    }
+
+    /// Drop the mapped pages from this process's memory (they stay in the page cache). Pages
+    /// read later fault back in; nothing is lost, as the mappings are read-only file mappings.
+    pub(crate) fn release_pages(&self) {
+        for map in self.maps.values() {
+            // SAFETY: DONTNEED on a read-only shared file mapping only discards page-table
+            // entries; the next access reads the same bytes from the file again.
+            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+
+    /// Run `f` (building a session over these weights) while a helper thread drops the mapped
+    /// pages every few milliseconds, then drop them once more. ONNX Runtime reads each weight
+    /// once to pre-pack it; without this, every page it read stays resident until the session
+    /// is built, on top of the packed copies (t5-small fp32: peak 502 MB while loading the third
+    /// session, 287 MB after). A page dropped while it is still being read faults back in from
+    /// the page cache, so this costs minor faults, never correctness.
+    pub(crate) fn trimming<T>(&self, f: impl FnOnce() -> T) -> T {
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let out = std::thread::scope(|scope| {
+            let trimmer = scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    self.release_pages();
+                    std::thread::park_timeout(std::time::Duration::from_millis(5));
+                }
+            });
+            let out = f();
+            done.store(true, std::sync::atomic::Ordering::Release);
+            trimmer.thread().unpark();
+            out
+        });
+        self.release_pages();
+        out
+    }
+
+    /// Bytes mapped (the data files' sizes).
+    pub(crate) fn mapped_bytes(&self) -> usize {
+        self.maps.values().map(|m| m.len()).sum()
+    }
+}
