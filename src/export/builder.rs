@@ -86,6 +86,20 @@ pub(crate) fn value_info(name: &str, elem: i32, dims: &[Dim]) -> ValueInfoProto 
     }
 }
 
+/// A tensor value of element type `elem` and unknown rank.
+pub(crate) fn value_info_unranked(name: &str, elem: i32) -> ValueInfoProto {
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(elem),
+                shape: None,
+            })),
+        }),
+        doc_string: None,
+    }
+}
+
 impl Graph {
     pub fn new(name: &str) -> Self {
         Graph {
@@ -130,6 +144,21 @@ impl Graph {
         self.used.insert(name.into());
         self.inputs.push(value_info(name, elem, dims));
         name.into()
+    }
+
+    /// Declare a graph input of any rank.
+    pub fn input_unranked(&mut self, name: &str, elem: i32) -> String {
+        self.used.insert(name.into());
+        self.inputs.push(value_info_unranked(name, elem));
+        name.into()
+    }
+
+    /// Expose `value` as graph output `name`, of any rank.
+    pub fn output_unranked(&mut self, value: &str, name: &str, elem: i32) {
+        self.output(value, name, elem, &[]);
+        if let Some(last) = self.outputs.last_mut() {
+            *last = value_info_unranked(name, elem);
+        }
     }
 
     /// Expose `value` as graph output `name` (through an Identity node when the names differ).

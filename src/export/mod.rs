@@ -19,7 +19,7 @@
 //! `ORTModelForSeq2SeqLM.from_pretrained(dir)` and plain ONNX Runtime users load it unchanged.
 
 mod backends;
-mod builder;
+pub(crate) mod builder;
 mod graphs;
 mod merged;
 mod position;

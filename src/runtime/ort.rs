@@ -5,23 +5,30 @@
 //! by reference to every later `decoder_with_past_model.onnx` step, so they are computed once and
 //! never copied per step. The growing self-attention cache is handed from one step's outputs to the
 //! next step's inputs as the same values, also without copies. Rows are gathered (a copy) only
-//! when `select` changes them: beam reordering, or finished rows leaving the batch.
+//! when `select` changes them: beam reordering, or finished rows leaving the batch. That gather
+//! is itself an ONNX graph (`select_rows_model`) run on the model's execution provider, so on
+//! a GPU the state is reordered on the device.
 //!
 //! Every run goes through an `IoBinding` that places the outputs: logits in host memory (they
 //! are read every step), the encoder output and the caches in `cache_mem` — GPU memory under the
 //! CUDA and TensorRT providers, so on a GPU they stay on the device between steps. The CPU runs
 //! the same code with host placement (that is what the tests cover); the GPU placement has not
-//! been run on a GPU yet. Under CUDA, `select` brings reordered rows through the host.
+//! been run on a GPU yet.
+//!
+//! On the CPU the weights are mapped once and shared by the three sessions
+//! (see `ort_weights.rs`).
 
 use super::onnx_dir::{IoNames, OnnxDir};
 use super::ort_weights::SharedWeights;
-use super::{gather_rows, is_identity, EncoderInput, Logits, Seq2Seq};
+use super::{is_identity, EncoderInput, Logits, Seq2Seq};
 use crate::error::{Error, Result};
 use ort::ep::ExecutionProviderDispatch;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
-use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
 use ort::session::Session;
-use ort::value::{DynTensorValueType, DynValue, Tensor};
+use ort::value::{DynValue, Tensor, ValueType};
+use prost::Message;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -54,7 +61,7 @@ pub struct OrtOptions {
     pub spin: bool,
     /// CPU only: map the weight files once and give every session the same initializers, so
     /// pre-packed weights are shared and the mapped pages can be dropped after loading (see
-    /// [`super::ort_weights`]). Off: each session loads its weights itself.
+    /// `ort_weights.rs`). Off: each session loads its weights itself.
     pub share_weights: bool,
 }
 
@@ -79,7 +86,7 @@ fn err(msg: impl std::fmt::Display) -> Error {
     }
 }
 
-fn providers(opts: &OrtOptions) -> Vec<ExecutionProviderDispatch> {
+fn providers(opts: &OrtOptions, device: &OrtDevice) -> Vec<ExecutionProviderDispatch> {
     let wrap = |ep: ExecutionProviderDispatch| {
         if opts.allow_fallback {
             ep
@@ -87,7 +94,7 @@ fn providers(opts: &OrtOptions) -> Vec<ExecutionProviderDispatch> {
             ep.error_on_failure()
         }
     };
-    match &opts.device {
+    match device {
         // Without the CPU arena, peak RSS of `cbqa eval` on t5-small drops by ~55 MB at the same
         // speed (measured with cbqa bench / cbqa eval, batch 32, 2 threads).
         OrtDevice::Cpu => vec![ort::ep::CPU::default()
@@ -108,12 +115,9 @@ fn providers(opts: &OrtOptions) -> Vec<ExecutionProviderDispatch> {
     }
 }
 
-fn open_session(
-    path: &Path,
-    opts: &OrtOptions,
-    prepacked: &PrepackedWeights,
-    initializers: Vec<(String, Arc<DynValue>)>,
-) -> Result<Session> {
+/// A session builder with the options every session of a model shares, on `device`'s
+/// execution providers.
+fn builder(label: &str, opts: &OrtOptions, device: &OrtDevice) -> Result<SessionBuilder> {
     let (lib, env) = crate::native::ort_environment()?;
     let level = match opts.opt_level {
         0 => GraphOptimizationLevel::Disable,
@@ -121,7 +125,7 @@ fn open_session(
         2 => GraphOptimizationLevel::Level2,
         _ => GraphOptimizationLevel::All,
     };
-    let ctx = |e: &dyn std::fmt::Display| err(format!("{}: {e}", path.display()));
+    let ctx = |e: &dyn std::fmt::Display| err(format!("{label}: {e}"));
     let mut b = Session::builder(env).map_err(|e| ctx(&e))?;
     b = b.with_optimization_level(level).map_err(|e| ctx(&e))?;
     if opts.intra_threads > 0 {
@@ -130,12 +134,6 @@ fn open_session(
             .map_err(|e| ctx(&e))?;
     }
     b = b.with_inter_threads(1).map_err(|e| ctx(&e))?;
-    // The three graphs use the same weights: pre-packed GEMM weights of shared initializers are
-    // kept once for all of them instead of once per session.
-    b = b.with_prepacked_weights(prepacked).map_err(|e| ctx(&e))?;
-    for (name, value) in initializers {
-        b = b.with_initializer(&name, value).map_err(|e| ctx(&e))?;
-    }
     if !opts.spin {
         // Idle intra-op threads spin-wait by default. With as many threads as cores, the
         // spinning competes with the thread that drives the decoding loop: turning it off made
@@ -148,19 +146,61 @@ fn open_session(
     if !opts.cpu_arena {
         b = b.with_memory_pattern(false).map_err(|e| ctx(&e))?;
     }
-    let eps = providers(opts);
+    let eps = providers(opts, device);
     if !eps.is_empty() {
         b = b.with_execution_providers(eps).map_err(|e| {
             err(format!(
-                "cannot register the {:?} execution provider with ONNX Runtime loaded from {} \
+                "cannot register the {device:?} execution provider with ONNX Runtime loaded from {} \
                  (install onnxruntime-gpu with scripts/setup.sh --gpu, or pass --allow-fallback to \
                  run on the CPU): {e}",
-                opts.device,
                 lib.display()
             ))
         })?;
     }
+    Ok(b)
+}
+
+fn open_session(
+    path: &Path,
+    opts: &OrtOptions,
+    prepacked: &PrepackedWeights,
+    initializers: Vec<(String, Arc<DynValue>)>,
+) -> Result<Session> {
+    let ctx = |e: &dyn std::fmt::Display| err(format!("{}: {e}", path.display()));
+    let mut b = builder(&path.display().to_string(), opts, &opts.device)?;
+    // The three graphs use the same weights: pre-packed GEMM weights of shared initializers are
+    // kept once for all of them instead of once per session.
+    b = b.with_prepacked_weights(prepacked).map_err(|e| ctx(&e))?;
+    for (name, value) in initializers {
+        b = b.with_initializer(&name, value).map_err(|e| ctx(&e))?;
+    }
     b.commit_from_file(path).map_err(|e| ctx(&e))
+}
+
+/// An ONNX model that gathers the rows `rows` (int64 `[n]`) of its inputs `x0, x1, ...` (of
+/// element types `elems`, any rank) into its outputs `y0, y1, ...`: one `Gather` on axis 0 each.
+fn select_rows_model(elems: &[i32]) -> Vec<u8> {
+    use crate::export::builder::{model, Attr, Dim, Graph};
+    let mut g = Graph::new("cbqa_select_rows");
+    let rows = g.input(
+        "rows",
+        crate::export::proto::data_type::INT64,
+        &[Dim::Sym("rows")],
+    );
+    for (i, &elem) in elems.iter().enumerate() {
+        let x = g.input_unranked(&format!("x{i}"), elem);
+        let y = g.op("Gather", &[&x, &rows], vec![Attr::Int("axis", 0)]);
+        g.output_unranked(&y, &format!("y{i}"), elem);
+    }
+    model(g.into_proto(), "cbqa: rows of the decoding state", &[]).encode_to_vec()
+}
+
+/// The ONNX element type of a tensor value.
+fn elem_of(value: &DynValue) -> Result<i32> {
+    match value.dtype() {
+        ValueType::Tensor { ty, .. } => Ok(ort::sys::ONNXTensorElementDataType::from(*ty) as i32),
+        other => Err(err(format!("decoding state holds a {other}, not a tensor"))),
+    }
 }
 
 /// A T5 export loaded into three ONNX Runtime sessions.
@@ -177,6 +217,10 @@ pub struct OrtSeq2Seq {
     cache_mem: MemoryInfo<'static>,
     /// Host memory, for the logits (read every step).
     host_mem: MemoryInfo<'static>,
+    /// Row-selection sessions (see [`select_rows_model`]), one per list of state element types.
+    select: Mutex<HashMap<Vec<i32>, Session>>,
+    /// Options of the row-selection sessions: the model's, with CUDA in place of TensorRT.
+    select_opts: OrtOptions,
     /// The mapped weights the sessions use; declared after them so it is dropped after them.
     _weights: Option<SharedWeights>,
 }
@@ -284,12 +328,21 @@ impl OrtSeq2Seq {
             vocab: dir.config.vocab_size,
             names,
             describe,
+            select: Mutex::new(HashMap::new()),
+            select_opts: OrtOptions {
+                device: match &opts.device {
+                    // Gathers are memory copies: TensorRT gains nothing on them, CUDA runs them.
+                    OrtDevice::TensorRt { device, .. } => OrtDevice::Cuda(*device),
+                    d => d.clone(),
+                },
+                ..opts.clone()
+            },
             _weights: shared,
         })
     }
 }
 
-fn lock(m: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock leaves the session itself intact.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -307,8 +360,17 @@ impl OrtSeq2Seq {
         inputs: &[(&str, &DynValue)],
         outputs: &[&str],
     ) -> Result<Vec<DynValue>> {
+        self.run_on(&mut lock(session), graph, inputs, outputs)
+    }
+
+    fn run_on(
+        &self,
+        s: &mut Session,
+        graph: &str,
+        inputs: &[(&str, &DynValue)],
+        outputs: &[&str],
+    ) -> Result<Vec<DynValue>> {
         let ctx = |e: ort::Error| err(format!("{graph}: {e}"));
-        let mut s = lock(session);
         let mut binding = s.create_binding().map_err(ctx)?;
         for (name, value) in inputs {
             binding.bind_input(*name, *value).map_err(ctx)?;
@@ -336,32 +398,6 @@ fn logits_of(value: &DynValue, rows: usize, vocab: usize) -> Result<Logits> {
     let (shape, data) = value.try_extract_tensor::<f32>().map_err(err)?;
     let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
     super::last_position(&shape, data, rows, vocab).map_err(err)
-}
-
-fn gather_value<T>(value: &DynValue, rows: &[usize]) -> Result<DynValue>
-where
-    T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug + Clone + 'static,
-{
-    // A value on the GPU is brought to the host first. Rows change only when beams are
-    // reordered or sequences finish; the result is bound again on the next step.
-    let tensor = value.view().downcast::<DynTensorValueType>().map_err(err)?;
-    let host;
-    let value: &DynValue = if tensor.memory_info().is_cpu_accessible() {
-        value
-    } else {
-        host = tensor.to(AllocationDevice::CPU, 0).map_err(err)?.into_dyn();
-        &host
-    };
-    let (shape, data) = value.try_extract_tensor::<T>().map_err(err)?;
-    let n = shape.first().copied().unwrap_or(0).max(1) as usize;
-    let stride = data.len() / n;
-    let mut new_shape: Vec<i64> = shape.iter().copied().collect();
-    new_shape[0] = rows.len() as i64;
-    Ok(
-        Tensor::from_array((new_shape, gather_rows(data, stride, rows)))
-            .map_err(err)?
-            .into_dyn(),
-    )
 }
 
 impl Seq2Seq for OrtSeq2Seq {
@@ -468,22 +504,54 @@ impl Seq2Seq for OrtSeq2Seq {
         if let Some(&bad) = rows.iter().find(|&&r| r >= state.rows) {
             return Err(err(format!("row {bad} selected from {} rows", state.rows)));
         }
-        let hidden = match &state.hidden {
-            Some(h) => Some(gather_value::<f32>(h, rows)?),
+        // Every state tensor, gathered in one run of the row-selection graph, on the device the
+        // state lives on (nothing goes through the host under CUDA).
+        let mut values: Vec<&DynValue> = vec![&state.mask];
+        values.extend(&state.hidden);
+        values.extend(state.cache.iter().flatten());
+        let elems = values
+            .iter()
+            .map(|v| elem_of(v))
+            .collect::<Result<Vec<i32>>>()?;
+        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let idx = Tensor::from_array((vec![rows.len() as i64], idx))
+            .map_err(err)?
+            .into_dyn();
+        let xs: Vec<String> = (0..values.len()).map(|i| format!("x{i}")).collect();
+        let ys: Vec<String> = (0..values.len()).map(|i| format!("y{i}")).collect();
+        let mut inputs: Vec<(&str, &DynValue)> = vec![("rows", &idx)];
+        inputs.extend(xs.iter().map(String::as_str).zip(values));
+        let outputs: Vec<&str> = ys.iter().map(String::as_str).collect();
+        let mut sessions = lock(&self.select);
+        let session = match sessions.entry(elems) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let model = select_rows_model(e.key());
+                let session =
+                    builder("row selection", &self.select_opts, &self.select_opts.device)?
+                        .commit_from_memory(&model)
+                        .map_err(|e| err(format!("row selection: {e}")))?;
+                e.insert(session)
+            }
+        };
+        let mut out = self
+            .run_on(session, "row selection", &inputs, &outputs)?
+            .into_iter();
+        drop(sessions);
+        let mask = out.next().ok_or_else(|| err("row selection: no mask"))?;
+        let hidden = match state.hidden {
+            Some(_) => out.next(),
             None => None,
         };
         let mut cache = Vec::with_capacity(state.cache.len());
-        for layer in &state.cache {
-            cache.push([
-                gather_value::<f32>(&layer[0], rows)?,
-                gather_value::<f32>(&layer[1], rows)?,
-                gather_value::<f32>(&layer[2], rows)?,
-                gather_value::<f32>(&layer[3], rows)?,
-            ]);
+        while let (Some(a), Some(b), Some(c), Some(d)) =
+            (out.next(), out.next(), out.next(), out.next())
+        {
+            cache.push([a, b, c, d]);
         }
         Ok(OrtState {
             rows: rows.len(),
-            mask: gather_value::<i64>(&state.mask, rows)?,
+            mask,
             hidden,
             cache,
         })
