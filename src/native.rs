@@ -1,6 +1,7 @@
 //! Finding the native libraries at run time, without the user exporting anything.
 //!
-//! * libtorch is linked with an rpath set by `build.rs` (feature `train`).
+//! * libtorch is linked with an rpath set by `build.rs` (feature `train`); its CUDA part,
+//!   `libtorch_cuda.so`, is loaded only when a CUDA device is asked for ([`torch_cuda`]).
 //! * ONNX Runtime is loaded with dlopen: `ORT_DYLIB_PATH` if set, otherwise the project venv's
 //!   `libonnxruntime.so` recorded at build time, otherwise a `.venv/libonnxruntime.so` or
 //!   `.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*` found next to the
@@ -98,6 +99,54 @@ pub fn ort_environment() -> Result<&'static (PathBuf, ort::environment::Environm
         .map_err(|e| Error::Library(e.clone()))
 }
 
+/// Load libtorch's CUDA support (`libtorch_cuda.so` and the CUDA libraries it needs), once.
+///
+/// It is not linked into the binary (see `build.rs`): libtorch registers its CUDA backend when
+/// the library is loaded, so loading it here, before the first CUDA call, is what makes
+/// `tch::Cuda::is_available()` true on a GPU machine. The library is looked up in the libtorch
+/// the binary was built against, then through the dynamic loader's search path. An error says
+/// what was tried: a CPU-only torch has no `libtorch_cuda.so`.
+#[cfg(feature = "train")]
+pub fn torch_cuda() -> std::result::Result<&'static Path, String> {
+    use std::sync::OnceLock;
+    static LOADED: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let built = Path::new(env!("CBQA_LIBTORCH_LIB")).join("libtorch_cuda.so");
+            let candidates = [built, PathBuf::from("libtorch_cuda.so")];
+            let mut errors = Vec::new();
+            for path in candidates {
+                let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                    .map_err(|e| e.to_string())?;
+                // SAFETY: dlopen of a shared library; the handle is kept for the life of the
+                // process (never dlclosed), as libtorch's registrations must stay valid.
+                let handle =
+                    unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+                if !handle.is_null() {
+                    return Ok(path);
+                }
+                // SAFETY: dlerror returns a thread-local message or null.
+                let msg = unsafe { libc::dlerror() };
+                let msg = if msg.is_null() {
+                    "unknown error".to_string()
+                } else {
+                    // SAFETY: a non-null dlerror result is a C string.
+                    unsafe { std::ffi::CStr::from_ptr(msg) }
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                errors.push(format!("{}: {msg}", path.display()));
+            }
+            Err(format!(
+                "cannot load libtorch's CUDA support (is this a CUDA build of torch?): {}",
+                errors.join("; ")
+            ))
+        })
+        .as_ref()
+        .map(PathBuf::as_path)
+        .map_err(Clone::clone)
+}
+
 /// Versions and locations of the native parts, for `cbqa doctor` and bench reports.
 pub fn report() -> Vec<(String, String)> {
     let mut rows = vec![("cbqa".to_string(), env!("CARGO_PKG_VERSION").to_string())];
@@ -106,10 +155,14 @@ pub fn report() -> Vec<(String, String)> {
         rows.push(("libtorch".into(), "linked (tch 0.26, torch 2.13.0)".into()));
         rows.push((
             "cuda (libtorch)".into(),
-            if tch::Cuda::is_available() {
-                format!("available, {} device(s)", tch::Cuda::device_count())
-            } else {
-                "not available".into()
+            match torch_cuda() {
+                Err(e) => format!("not available: {e}"),
+                Ok(path) if tch::Cuda::is_available() => format!(
+                    "available, {} device(s) ({})",
+                    tch::Cuda::device_count(),
+                    path.display()
+                ),
+                Ok(path) => format!("no device visible ({} loaded)", path.display()),
             },
         ));
     }

@@ -8,10 +8,15 @@ use tch::{Cuda, Device};
 pub fn resolve_device(spec: &str) -> Result<Device> {
     let spec = spec.trim();
     let cuda = |index: usize| -> Result<Device> {
+        if let Err(e) = crate::native::torch_cuda() {
+            return Err(Error::Invalid(format!(
+                "--device {spec}: {e}; use --device cpu"
+            )));
+        }
         if !Cuda::is_available() {
             return Err(Error::Invalid(format!(
-                "--device {spec}: libtorch sees no CUDA device (is this a CUDA build of torch \
-                 with a visible GPU? `cbqa doctor` shows what was found); use --device cpu"
+                "--device {spec}: libtorch sees no CUDA device (is a GPU visible? `cbqa doctor` \
+                 shows what was found); use --device cpu"
             )));
         }
         let n = Cuda::device_count() as usize;
@@ -23,7 +28,10 @@ pub fn resolve_device(spec: &str) -> Result<Device> {
         Ok(Device::Cuda(index))
     };
     match spec {
-        "auto" => Ok(Device::cuda_if_available()),
+        "auto" => Ok(match crate::native::torch_cuda() {
+            Ok(_) => Device::cuda_if_available(),
+            Err(_) => Device::Cpu,
+        }),
         "cpu" => Ok(Device::Cpu),
         "cuda" => cuda(0),
         _ => match spec.strip_prefix("cuda:").map(str::parse::<usize>) {
@@ -44,10 +52,14 @@ mod tests {
         assert_eq!(resolve_device("cpu").unwrap(), Device::Cpu);
         assert!(resolve_device("gpu").is_err());
         assert!(resolve_device("cuda:x").is_err());
+        // setup.sh installs the CUDA build of torch: its CUDA part loads (at run time, see
+        // native::torch_cuda) even where there is no GPU
+        let cuda = crate::native::torch_cuda().expect("libtorch_cuda.so should load");
+        assert!(cuda.exists(), "{}", cuda.display());
         if !Cuda::is_available() {
             assert_eq!(resolve_device("auto").unwrap(), Device::Cpu);
             let e = resolve_device("cuda:0").unwrap_err().to_string();
-            assert!(e.contains("no CUDA device"), "{e}");
+            assert!(e.contains("CUDA") && e.contains("--device cpu"), "{e}");
             assert!(resolve_device("cuda").is_err());
         }
     }
