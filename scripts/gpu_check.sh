@@ -4,8 +4,9 @@
 # (scripts/setup.sh --gpu, or wheels carried in), and a built binary (cargo build --release).
 #   scripts/gpu_check.sh [OUT] [DEVICE]     DEVICE defaults to cuda:0; `cpu` dry-runs the script.
 # It checks, each against the CPU run of the same thing:
-#   1. cbqa doctor: libtorch sees the GPU (the --no-as-needed link of libtorch_cuda)
+#   1. cbqa doctor: libtorch sees the GPU (libtorch_cuda.so loaded at run time, native::torch_cuda)
 #   2. eval through ONNX Runtime CUDA (and TensorRT) gives the CPU's predictions, greedy and beam-4
+#      (beam-4 reorders the state with the Gather graph on the GPU)
 #   3. eval with the tch backend on the GPU gives the CPU's predictions
 #   4. cbqa train --device cuda --precision bf16 runs a few steps and writes a checkpoint
 set -euo pipefail
