@@ -16,7 +16,8 @@ cargo build --no-default-features --features ort,tract
 if ldd target/debug/cbqa | grep -q torch; then
   echo "test.sh: the inference-only binary links libtorch" >&2; exit 1
 fi
-target/debug/cbqa doctor | grep -q 'not built in' || { echo "test.sh: inference-only binary reports libtorch" >&2; exit 1; }
+doctor=$(target/debug/cbqa doctor)
+grep -q 'not built in' <<<"$doctor" || { echo "test.sh: inference-only binary reports libtorch" >&2; exit 1; }
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"

@@ -12,6 +12,13 @@ use clap::Parser;
 use cli::{Cli, Command, ExportArgs, InitArgs, InspectArgs, PrecisionArg, QuantizeArg};
 
 fn main() {
+    // Like other Unix tools, end quietly when the reader of stdout goes away
+    // (`cbqa predict ... | head`) instead of panicking on the failed write: Rust ignores SIGPIPE
+    // by default.
+    // SAFETY: restoring the default disposition of a signal, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(err) = run(cli) {
         eprintln!("error: {err}");
