@@ -293,18 +293,25 @@ impl SharedWeights {
     /// session, 287 MB after). A page dropped while it is still being read faults back in from
     /// the page cache, so this costs minor faults, never correctness.
     pub(crate) fn trimming<T>(&self, f: impl FnOnce() -> T) -> T {
-        let done = std::sync::atomic::AtomicBool::new(false);
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// Stops the trimmer when dropped, also when `f` panics (the scope waits for it).
+        struct Stop<'a>(&'a AtomicBool, std::thread::Thread);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+                self.1.unpark();
+            }
+        }
+        let done = AtomicBool::new(false);
         let out = std::thread::scope(|scope| {
             let trimmer = scope.spawn(|| {
-                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                while !done.load(Ordering::Acquire) {
                     self.release_pages();
                     std::thread::park_timeout(std::time::Duration::from_millis(5));
                 }
             });
-            let out = f();
-            done.store(true, std::sync::atomic::Ordering::Release);
-            trimmer.thread().unpark();
-            out
+            let _stop = Stop(&done, trimmer.thread().clone());
+            f()
         });
         self.release_pages();
         out
@@ -313,5 +320,23 @@ impl SharedWeights {
     /// Bytes mapped (the data files' sizes).
     pub(crate) fn mapped_bytes(&self) -> usize {
         self.maps.values().map(|m| m.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimming_returns_the_result_and_survives_a_panic() {
+        crate::native::ort_environment().unwrap();
+        let w = SharedWeights::new().unwrap();
+        assert_eq!(w.trimming(|| 41 + 1), 42);
+        // a panic while building a session stops the trimmer too (the scope would wait forever)
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            w.trimming(|| -> () { panic!("session build failed") })
+        }));
+        assert!(r.is_err());
+        assert_eq!(w.mapped_bytes(), 0);
     }
 }
