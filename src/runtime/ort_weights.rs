@@ -182,7 +182,11 @@ impl SharedWeights {
             if init.dims.iter().any(|&d| d < 0) {
                 return Err(bad(graph, &name, format!("negative dims {:?}", init.dims)));
             }
-            let want = init.dims.iter().product::<i64>() as u64 * size as u64;
+            let want = init
+                .dims
+                .iter()
+                .try_fold(size as u64, |n, &d| n.checked_mul(d as u64))
+                .ok_or_else(|| bad(graph, &name, format!("dims {:?} overflow", init.dims)))?;
             let len = num("length")?.unwrap_or(want);
             if len != want {
                 return Err(bad(
