@@ -129,9 +129,7 @@ impl Backend {
                     intra_threads: opts.threads,
                     opt_level: opts.opt_level,
                     allow_fallback: opts.allow_fallback,
-                    cpu_arena: false,
-                    spin: false,
-                    share_weights: true,
+                    ..OrtOptions::default()
                 };
                 Ok(Backend::Ort(OrtSeq2Seq::load(dir, &o)?))
             }

@@ -21,6 +21,30 @@ pub const GRAPHS: [&str; 3] = [
     "decoder_with_past_model.onnx",
 ];
 
+/// Check that the graph in `file` has the `inputs` and `outputs` optimum's seq2seq layout names;
+/// the first one missing is an error naming the file and the tensor.
+pub(crate) fn check_io(
+    file: &Path,
+    inputs: &[String],
+    outputs: &[String],
+    has_input: impl Fn(&str) -> bool,
+    has_output: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let check = |names: &[String], has: &dyn Fn(&str) -> bool, what: &str| match names
+        .iter()
+        .find(|n| !has(n))
+    {
+        Some(n) => Err(Error::Tensor {
+            path: file.to_path_buf(),
+            name: n.clone(),
+            msg: format!("{what} missing from the graph (expected optimum's seq2seq names)"),
+        }),
+        None => Ok(()),
+    };
+    check(inputs, &has_input, "input")?;
+    check(outputs, &has_output, "output")
+}
+
 impl OnnxDir {
     /// Open and check an export directory.
     pub fn open(dir: &Path) -> Result<Self> {

@@ -18,7 +18,7 @@
 //! On the CPU the weights are mapped once and shared by the three sessions
 //! (see `ort_weights.rs`).
 
-use super::onnx_dir::{IoNames, OnnxDir};
+use super::onnx_dir::{check_io, IoNames, OnnxDir};
 use super::ort_weights::SharedWeights;
 use super::{is_identity, EncoderInput, Logits, Seq2Seq};
 use crate::error::{Error, Result};
@@ -79,7 +79,7 @@ impl Default for OrtOptions {
     }
 }
 
-fn err(msg: impl std::fmt::Display) -> Error {
+pub(super) fn err(msg: impl std::fmt::Display) -> Error {
     Error::Backend {
         backend: "onnxruntime",
         msg: msg.to_string(),
@@ -221,6 +221,9 @@ pub struct OrtSeq2Seq {
     select: Mutex<HashMap<Vec<i32>, Session>>,
     /// Options of the row-selection sessions: the model's, with CUDA in place of TensorRT.
     select_opts: OrtOptions,
+    /// Input and output names of the row-selection graphs (`x0..`, `y0..`), made once: one per
+    /// state tensor at most (mask, encoder output, four per layer).
+    select_names: (Vec<String>, Vec<String>),
     /// The mapped weights the sessions use; declared after them so it is dropped after them.
     _weights: Option<SharedWeights>,
 }
@@ -241,25 +244,13 @@ fn check_names(
     inputs: &[String],
     outputs: &[String],
 ) -> Result<()> {
-    for name in inputs {
-        if !session.inputs().iter().any(|i| i.name() == name) {
-            return Err(Error::Tensor {
-                path: file.to_path_buf(),
-                name: name.clone(),
-                msg: "input missing from the graph (expected optimum's seq2seq names)".into(),
-            });
-        }
-    }
-    for name in outputs {
-        if !session.outputs().iter().any(|o| o.name() == name) {
-            return Err(Error::Tensor {
-                path: file.to_path_buf(),
-                name: name.clone(),
-                msg: "output missing from the graph (expected optimum's seq2seq names)".into(),
-            });
-        }
-    }
-    Ok(())
+    check_io(
+        file,
+        inputs,
+        outputs,
+        |n| session.inputs().iter().any(|i| i.name() == n),
+        |n| session.outputs().iter().any(|o| o.name() == n),
+    )
 }
 
 impl OrtSeq2Seq {
@@ -329,6 +320,9 @@ impl OrtSeq2Seq {
             names,
             describe,
             select: Mutex::new(HashMap::new()),
+            select_names: (0..2 + 4 * layers)
+                .map(|i| (format!("x{i}"), format!("y{i}")))
+                .unzip(),
             select_opts: OrtOptions {
                 device: match &opts.device {
                     // Gathers are memory copies: TensorRT gains nothing on them, CUDA runs them.
@@ -517,11 +511,17 @@ impl Seq2Seq for OrtSeq2Seq {
         let idx = Tensor::from_array((vec![rows.len() as i64], idx))
             .map_err(err)?
             .into_dyn();
-        let xs: Vec<String> = (0..values.len()).map(|i| format!("x{i}")).collect();
-        let ys: Vec<String> = (0..values.len()).map(|i| format!("y{i}")).collect();
+        let (xs, ys) = &self.select_names;
+        if values.len() > xs.len() {
+            return Err(err(format!(
+                "row selection: {} state tensors, at most {} expected",
+                values.len(),
+                xs.len()
+            )));
+        }
         let mut inputs: Vec<(&str, &DynValue)> = vec![("rows", &idx)];
         inputs.extend(xs.iter().map(String::as_str).zip(values));
-        let outputs: Vec<&str> = ys.iter().map(String::as_str).collect();
+        let outputs: Vec<&str> = ys[..inputs.len() - 1].iter().map(String::as_str).collect();
         let mut sessions = lock(&self.select);
         let session = match sessions.entry(elems) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),

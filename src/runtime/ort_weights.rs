@@ -15,7 +15,9 @@
 //! (the embedding rows a batch gathers, relative position biases, norms) faults back in from the
 //! page cache as it is used. Used on the CPU only; GPU sessions load their weights as before.
 
+use super::ort::err;
 use crate::error::{Error, Result};
+use crate::export::proto::StringStringEntryProto;
 use memmap2::Mmap;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::sys::ONNXTensorElementDataType as Elem;
@@ -50,32 +52,25 @@ struct InitializerHead {
     #[prost(string, optional, tag = "8")]
     name: Option<String>,
     #[prost(message, repeated, tag = "13")]
-    external_data: Vec<Entry>,
+    external_data: Vec<StringStringEntryProto>,
     #[prost(int32, optional, tag = "14")]
     data_location: Option<i32>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Entry {
-    #[prost(string, optional, tag = "1")]
-    key: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    value: Option<String>,
 }
 
 /// ONNX data type → (ONNX Runtime element type, bytes per element), for the types a T5 export
 /// stores; other types are left to ONNX Runtime's own loading.
 fn element(data_type: i32) -> Option<(Elem, usize)> {
+    use crate::export::proto::data_type as dt;
     Some(match data_type {
-        1 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, 4),
-        2 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1),
-        3 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8, 1),
-        6 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32, 4),
-        7 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, 8),
-        9 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL, 1),
-        10 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, 2),
-        11 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE, 8),
-        16 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16, 2),
+        dt::FLOAT => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, 4),
+        dt::UINT8 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1),
+        dt::INT8 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8, 1),
+        dt::INT32 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32, 4),
+        dt::INT64 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, 8),
+        dt::BOOL => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL, 1),
+        dt::FLOAT16 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, 2),
+        dt::DOUBLE => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE, 8),
+        dt::BFLOAT16 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16, 2),
         _ => return None,
     })
 }
@@ -106,13 +101,6 @@ fn bad(path: &Path, name: &str, msg: impl Into<String>) -> Error {
     }
 }
 
-fn ort_err(path: &Path, e: ort::Error) -> Error {
-    Error::Backend {
-        backend: "onnxruntime",
-        msg: format!("{}: {e}", path.display()),
-    }
-}
-
 impl SharedWeights {
     /// Needs the ONNX Runtime library loaded (see [`crate::native::ort_environment`]).
     pub(crate) fn new() -> Result<Self> {
@@ -122,10 +110,7 @@ impl SharedWeights {
             AllocatorType::Device,
             MemoryType::Default,
         )
-        .map_err(|e| Error::Backend {
-            backend: "onnxruntime",
-            msg: e.to_string(),
-        })?;
+        .map_err(err)?;
         Ok(SharedWeights {
             maps: HashMap::new(),
             values: HashMap::new(),
@@ -150,7 +135,7 @@ impl SharedWeights {
         let dir = graph.parent().unwrap_or(Path::new("."));
         let mut out = Vec::new();
         for init in model.graph.map(|g| g.initializer).unwrap_or_default() {
-            if init.data_location != Some(1) {
+            if init.data_location != Some(crate::export::proto::DATA_LOCATION_EXTERNAL) {
                 continue;
             }
             let name = init.name.clone().unwrap_or_default();
@@ -241,7 +226,7 @@ impl SharedWeights {
             }
             let value = Arc::new(
                 self.value(&map, &slot, elem)
-                    .map_err(|e| ort_err(graph, e))?,
+                    .map_err(|e| err(format!("{}: {e}", graph.display())))?,
             );
             self.values.insert(slot, value.clone());
             out.push((name, value));

@@ -2,7 +2,7 @@
 //! length dimensions and reused for every batch (plans are shared `Arc`s, so independent batches
 //! can run on several threads at once).
 
-use super::onnx_dir::{IoNames, OnnxDir};
+use super::onnx_dir::{check_io, IoNames, OnnxDir};
 use super::{gather_rows, EncoderInput, Logits, Seq2Seq};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -67,23 +67,13 @@ impl Graph {
     }
 
     fn check(&self, file: &Path, inputs: &[String], outputs: &[String]) -> Result<()> {
-        for (names, map, what) in [
-            (inputs, &self.inputs, "input"),
-            (outputs, &self.outputs, "output"),
-        ] {
-            for n in names {
-                if !map.contains_key(n) {
-                    return Err(Error::Tensor {
-                        path: file.to_path_buf(),
-                        name: n.clone(),
-                        msg: format!(
-                            "{what} missing from the graph (expected optimum's seq2seq names)"
-                        ),
-                    });
-                }
-            }
-        }
-        Ok(())
+        check_io(
+            file,
+            inputs,
+            outputs,
+            |n| self.inputs.contains_key(n),
+            |n| self.outputs.contains_key(n),
+        )
     }
 
     /// Run with inputs given by name; returns the outputs in graph order.

@@ -121,55 +121,27 @@ fn eval_shards_merge_to_the_full_run() {
     let d = data.to_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let full = tmp.path().join("full");
-    let (ok, out, e) = run_cbqa(&[
-        "eval",
-        "--model",
-        m,
-        "--data",
-        d,
-        "--limit",
-        "40",
-        "--beams",
-        "2",
-        "--out",
-        full.to_str().unwrap(),
-    ]);
+    // the same 40 questions, beam 2, with `extra` options, written to `out`
+    let eval = |extra: &[&str], out: &std::path::Path| {
+        let mut args = vec![
+            "eval", "--model", m, "--data", d, "--limit", "40", "--beams", "2",
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["--out", out.to_str().unwrap()]);
+        run_cbqa(&args)
+    };
+    let (ok, out, e) = eval(&[], &full);
     assert!(ok, "{e}");
     assert!(out.contains("trivia_qa normalisation"), "{out}");
     for i in 0..2 {
-        let (ok, _, e) = run_cbqa(&[
-            "eval",
-            "--model",
-            m,
-            "--data",
-            d,
-            "--limit",
-            "40",
-            "--beams",
-            "2",
-            "--shard",
-            &format!("{i}/2"),
-            "--out",
-            tmp.path().join(format!("s{i}")).to_str().unwrap(),
-        ]);
+        let (ok, _, e) = eval(
+            &["--shard", &format!("{i}/2")],
+            &tmp.path().join(format!("s{i}")),
+        );
         assert!(ok, "{e}");
     }
     // a second full run appends a row; the table stays well-formed
-    let (ok, _, e) = run_cbqa(&[
-        "eval",
-        "--model",
-        m,
-        "--data",
-        d,
-        "--limit",
-        "40",
-        "--beams",
-        "2",
-        "--backend",
-        "tract",
-        "--out",
-        full.to_str().unwrap(),
-    ]);
+    let (ok, _, e) = eval(&["--backend", "tract"], &full);
     assert!(ok, "{e}");
     let mut r = csv::Reader::from_path(full.join("metrics.csv")).unwrap();
     let headers = r.headers().unwrap().clone();

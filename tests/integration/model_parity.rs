@@ -16,7 +16,7 @@ pub(crate) fn reference(name: &str) -> HashMap<String, Tensor> {
         .collect()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size());
     (a - b).abs().max().double_value(&[])
 }

@@ -1,7 +1,7 @@
 //! AdaFactor and AdamW against transformers' `Adafactor` and torch's `AdamW`, with trajectories
 //! made by scripts/make_optim_fixtures.py (tests/fixtures/optim/reference.safetensors).
 
-use super::model_parity::fixture;
+use super::model_parity::{fixture, max_abs_diff};
 use cbqa::model::T5;
 use cbqa::train::{Adafactor, AdafactorConfig, AdamW, AdamWConfig, Optimizer};
 use cbqa::ModelDir;
@@ -9,15 +9,7 @@ use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
 fn reference() -> HashMap<String, Tensor> {
-    Tensor::read_safetensors(fixture("optim").join("reference.safetensors"))
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size());
-    (a - b).abs().max().double_value(&[])
+    super::model_parity::reference("optim")
 }
 
 /// Runs `opt` on the synthetic problem and returns the largest difference to the reference.
