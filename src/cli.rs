@@ -23,6 +23,9 @@ pub enum Command {
     /// Export a checkpoint to ONNX in optimum's layout (encoder_model.onnx, decoder_model.onnx,
     /// decoder_with_past_model.onnx), weights stored once, validated in ONNX Runtime and tract.
     Export(ExportArgs),
+    /// Compare any ONNX export in optimum's layout (cbqa's, optimum's, a re-quantized one) with
+    /// the reference forward pass of its source checkpoint, on cbqa export's validation batches.
+    Validate(ValidateArgs),
     /// Answer questions with an exported model (arguments, or one question per line on stdin).
     Predict(PredictArgs),
     /// Evaluate an exported model on a benchmark file: predictions.csv and metrics.csv.
@@ -304,7 +307,9 @@ pub enum PrecisionArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QuantizeArg {
     None,
-    /// Symmetric per-channel int8 weights, dequantized in the graph (DequantizeLinear).
+    /// Symmetric per-channel weights in 7 bits of int8 ([-64, 64]) and activations quantized
+    /// at run time: integer GEMMs (MatMulInteger) whose 16-bit pair sums cannot saturate on CPUs
+    /// without VNNI.
     Int8,
 }
 
@@ -338,6 +343,30 @@ pub struct ExportArgs {
     /// Seed of the random validation batches.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The source checkpoint directory (config.json, model.safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The ONNX directory (encoder_model.onnx, decoder_model.onnx, decoder_with_past_model.onnx;
+    /// decoder_model_merged.onnx too when present).
+    #[arg(long)]
+    pub onnx: PathBuf,
+    /// Allowed max absolute difference per unit of each output's scale (default: the export's
+    /// own tolerance, from the precision in its cbqa_export.json; float32 when it has none).
+    #[arg(long)]
+    pub tolerance: Option<f32>,
+    /// Validate with ONNX Runtime only.
+    #[arg(long)]
+    pub no_tract: bool,
+    /// Seed of the random validation batches (0: the batches `cbqa export` used).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which reference answer is the training target.

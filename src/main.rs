@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use cbqa::init::{init_model, InitOptions, TokenizerSource};
 use cbqa::{ModelDir, T5Config};
 use clap::Parser;
-use cli::{Cli, Command, ExportArgs, InitArgs, InspectArgs, PrecisionArg, QuantizeArg};
+use cli::{
+    Cli, Command, ExportArgs, InitArgs, InspectArgs, PrecisionArg, QuantizeArg, ValidateArgs,
+};
 
 fn main() {
     // Like other Unix tools, end quietly when the reader of stdout goes away
@@ -38,6 +40,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Score(args) => app::eval::score(args),
         Command::Bench(args) => app::bench::run(args),
         Command::Export(args) => export(args),
+        Command::Validate(args) => validate(args),
         #[cfg(feature = "train")]
         Command::Train(args) => train_cmd::run(*args),
         Command::Doctor => {
@@ -147,28 +150,7 @@ fn export(args: ExportArgs) -> Result<()> {
         )
     })?;
     if let Some(v) = &report.validation {
-        println!(
-            "validation: max abs difference from the reference forward pass \
-             (allowed: {:.0e} x max(1, max|ref|))",
-            v.tolerance
-        );
-        for c in &v.checks {
-            println!(
-                "  {:<12} {:<30} {:<28} {:.3e}  (allowed {:.1e}, max|ref| {:.3})",
-                c.runtime,
-                c.graph,
-                c.output,
-                c.max_abs_diff,
-                c.allowed(v.tolerance),
-                c.max_abs_ref
-            );
-        }
-        for (rt, same, total, ties) in &v.argmax {
-            println!(
-                "  {rt:<12} argmax tokens equal to the reference: {same}/{total} \
-                 (+{ties} near-ties within the tolerance, not required to match)"
-            );
-        }
+        print_validation(v);
     }
     for (name, len) in &report.files {
         println!("  {len:>14}  {name}");
@@ -182,5 +164,61 @@ fn export(args: ExportArgs) -> Result<()> {
         report.size_ratio(),
         report.checkpoint_bytes
     );
+    Ok(())
+}
+
+/// The validation table of `cbqa export` and `cbqa validate`.
+fn print_validation(v: &cbqa::export::ValidationReport) {
+    println!(
+        "validation: max abs difference from the reference forward pass \
+         (allowed: {:.0e} x max(1, max|ref|))",
+        v.tolerance
+    );
+    for c in &v.checks {
+        println!(
+            "  {:<12} {:<30} {:<28} {:.3e}  (allowed {:.1e}, max|ref| {:.3})",
+            c.runtime,
+            c.graph,
+            c.output,
+            c.max_abs_diff,
+            c.allowed(v.tolerance),
+            c.max_abs_ref
+        );
+    }
+    for (rt, same, total, ties) in &v.argmax {
+        println!(
+            "  {rt:<12} argmax tokens equal to the reference: {same}/{total} \
+             (+{ties} near-ties within the tolerance, not required to match)"
+        );
+    }
+}
+
+fn validate(args: ValidateArgs) -> Result<()> {
+    use cbqa::export::ValidateOptions;
+    let model = ModelDir::open(&args.model)?;
+    let recorded = cbqa::runtime::precision_of(&args.onnx);
+    let defaults = ValidateOptions::for_recorded_precision(&recorded);
+    let opts = ValidateOptions {
+        tract: !args.no_tract,
+        seed: args.seed,
+        tolerance: args.tolerance.unwrap_or(defaults.tolerance),
+        ..defaults
+    };
+    let context = || {
+        format!(
+            "cbqa validate --model {} --onnx {}",
+            args.model.display(),
+            args.onnx.display()
+        )
+    };
+    let report = cbqa::export::validation_report(&args.onnx, &model.config, &model.weights, &opts)
+        .with_context(context)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        println!("cpu: {}", cbqa::native::int8_kernel_summary());
+        print_validation(&report);
+    }
+    report.check(&args.onnx, &opts).with_context(context)?;
     Ok(())
 }

@@ -147,9 +147,87 @@ pub fn torch_cuda() -> std::result::Result<&'static Path, String> {
         .map_err(Clone::clone)
 }
 
+/// The CPU features that decide how ONNX Runtime multiplies uint8 activations by int8 weights
+/// (`MatMulInteger`, `DynamicQuantizeMatMul`). MLAS picks, in order: AMX, AVX-512 VNNI, AVX-VNNI
+/// (`vpdpbusd`: four products summed straight into int32, exact), else AVX-512BW or AVX2
+/// (`vpmaddubsw`: each adjacent pair of products is summed into a saturating int16 first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuInt8 {
+    /// `model name` from /proc/cpuinfo (empty where there is none).
+    pub model: String,
+    /// The detected features among avx2, avx512bw, avx512vnni, avxvnni.
+    pub features: Vec<&'static str>,
+    /// Whether the u8 x s8 GEMM sums exactly (VNNI, or not an x86 CPU).
+    pub exact_sums: bool,
+}
+
+/// What this CPU offers for integer GEMMs (see [`CpuInt8`]).
+pub fn cpu_int8() -> CpuInt8 {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let detected = [
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("avx512bw", std::arch::is_x86_feature_detected!("avx512bw")),
+            (
+                "avx512vnni",
+                std::arch::is_x86_feature_detected!("avx512vnni"),
+            ),
+            ("avxvnni", std::arch::is_x86_feature_detected!("avxvnni")),
+        ];
+        let features: Vec<&'static str> = detected
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect();
+        let exact_sums = features.iter().any(|f| f.ends_with("vnni"));
+        CpuInt8 {
+            model,
+            features,
+            exact_sums,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    CpuInt8 {
+        model,
+        features: Vec::new(),
+        exact_sums: true,
+    }
+}
+
+/// One line on the integer GEMM ONNX Runtime runs here, for `cbqa doctor`, validation and tests.
+pub fn int8_kernel_summary() -> String {
+    let c = cpu_int8();
+    let kernel = if !cfg!(target_arch = "x86_64") {
+        "not x86: ONNX Runtime's integer kernels sum exactly"
+    } else if c.exact_sums {
+        "u8s8 GEMM with VNNI (exact int32 sums)"
+    } else {
+        "u8s8 GEMM with vpmaddubsw (int16 pair sums saturate above 32767; cbqa's 7-bit int8 \
+         weights stay below)"
+    };
+    let features = if c.features.is_empty() {
+        "none".to_string()
+    } else {
+        c.features.join(" ")
+    };
+    format!("{} [{features}]: {kernel}", c.model)
+}
+
 /// Versions and locations of the native parts, for `cbqa doctor` and bench reports.
 pub fn report() -> Vec<(String, String)> {
-    let mut rows = vec![("cbqa".to_string(), env!("CARGO_PKG_VERSION").to_string())];
+    let mut rows = vec![
+        ("cbqa".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("cpu (int8)".to_string(), int8_kernel_summary()),
+    ];
     #[cfg(feature = "train")]
     {
         rows.push(("libtorch".into(), "linked (tch 0.26, torch 2.13.0)".into()));

@@ -31,8 +31,8 @@ mod weights;
 pub use builder::{IR_VERSION, OPSET};
 pub use position::BucketTable;
 pub use reference::{DecoderOutput, ReferenceT5};
-pub use validate::{validate, OutputCheck, ValidateOptions, ValidationReport};
-pub use weights::{Precision, Quantize, DATA_FILE};
+pub use validate::{validate, validation_report, OutputCheck, ValidateOptions, ValidationReport};
+pub use weights::{Precision, Quantize, DATA_FILE, INT8_WEIGHT_MAX};
 
 use crate::error::{Error, Result};
 use crate::fsutil::OutputDir;
@@ -180,7 +180,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         (Precision::Fp16, _) => "fp16",
         (Precision::Fp32, _) => "fp32",
     };
-    let meta = serde_json::json!({
+    let mut meta = serde_json::json!({
         "precision": precision,
         "quantize": format!("{:?}", opts.quantize).to_lowercase(),
         "weights_dtype": format!("{:?}", opts.precision).to_lowercase(),
@@ -189,6 +189,14 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         "cbqa_version": env!("CARGO_PKG_VERSION"),
         "opset": 17,
     });
+    if opts.quantize == Quantize::Int8 {
+        // 7-bit weights: exact integer sums on CPUs with and without VNNI (INT8_WEIGHT_MAX).
+        meta["int8_weight_max"] = INT8_WEIGHT_MAX.into();
+    }
+    if opts.validate.is_some() {
+        // Reduced-precision kernels differ by CPU: say which one the validation ran on.
+        meta["validated_on_cpu"] = crate::native::int8_kernel_summary().into();
+    }
     crate::fsutil::write_atomic(
         &tmp.join("cbqa_export.json"),
         crate::pyjson::to_python_json(&meta).as_bytes(),

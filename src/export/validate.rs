@@ -55,6 +55,16 @@ impl ValidateOptions {
             require_same_argmax: argmax,
         }
     }
+
+    /// Defaults for the precision label an export records in `cbqa_export.json` (`fp32`,
+    /// `fp16`, `int8`; see `runtime::precision_of`); float32's for anything else.
+    pub fn for_recorded_precision(label: &str) -> Self {
+        match label {
+            "int8" => Self::for_precision(Precision::Fp32, Quantize::Int8),
+            "fp16" => Self::for_precision(Precision::Fp16, Quantize::None),
+            _ => Self::for_precision(Precision::Fp32, Quantize::None),
+        }
+    }
 }
 
 /// The largest difference seen for one output of one graph in one runtime.
@@ -108,6 +118,67 @@ impl ValidationReport {
                 max_abs_ref: r,
             });
         }
+    }
+
+    /// Fails with [`Error::Validation`] naming the first output above `opts.tolerance`, or the
+    /// first runtime whose argmax tokens differ where the reference is decisive (when
+    /// `opts.require_same_argmax`).
+    pub fn check(&self, dir: &Path, opts: &ValidateOptions) -> Result<()> {
+        if let Some(bad) = self.checks.iter().find(|c| !c.passes(opts.tolerance)) {
+            return Err(Error::Validation {
+                path: dir.join(bad.graph),
+                output: bad.output.clone(),
+                msg: format!(
+                    "{}: max abs difference {:.3e} from the reference forward pass exceeds {:.3e} \
+                     (tolerance {:.0e} x max(1, max|reference| = {:.3}))",
+                    bad.runtime,
+                    bad.max_abs_diff,
+                    bad.allowed(opts.tolerance),
+                    opts.tolerance,
+                    bad.max_abs_ref
+                ),
+            });
+        }
+        if opts.require_same_argmax {
+            if let Some((rt, same, total, _)) = self.argmax.iter().find(|(_, s, t, _)| s != t) {
+                return Err(Error::Validation {
+                    path: dir.to_path_buf(),
+                    output: "logits".into(),
+                    msg: format!(
+                        "{rt}: the most likely token differs from the reference at {} of {total} \
+                         target positions where the reference is decisive",
+                        total - same
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The report as JSON: one object per check (with its allowed difference) and per runtime's
+    /// argmax agreement.
+    pub fn to_json(&self) -> serde_json::Value {
+        let checks: Vec<_> = self
+            .checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "runtime": c.runtime, "graph": c.graph, "output": c.output,
+                    "max_abs_diff": c.max_abs_diff, "max_abs_ref": c.max_abs_ref,
+                    "allowed": c.allowed(self.tolerance), "passes": c.passes(self.tolerance),
+                })
+            })
+            .collect();
+        let argmax: Vec<_> = self
+            .argmax
+            .iter()
+            .map(|(rt, same, decisive, ties)| {
+                serde_json::json!({
+                    "runtime": rt, "same": same, "decisive": decisive, "near_ties": ties,
+                })
+            })
+            .collect();
+        serde_json::json!({"tolerance": self.tolerance, "checks": checks, "argmax": argmax})
     }
 
     /// The largest difference per runtime and graph (for a one-line summary).
@@ -422,6 +493,20 @@ pub fn validate(
     weights: &Weights,
     opts: &ValidateOptions,
 ) -> Result<ValidationReport> {
+    let report = validation_report(dir, cfg, weights, opts)?;
+    report.check(dir, opts)?;
+    Ok(report)
+}
+
+/// Run every comparison of [`validate`] and return the report, whether or not the outputs are
+/// within the tolerance (for `cbqa validate`, which prints the numbers of any export, and for
+/// studies of reduced precision). Fails only when a graph cannot be run.
+pub fn validation_report(
+    dir: &Path,
+    cfg: &T5Config,
+    weights: &Weights,
+    opts: &ValidateOptions,
+) -> Result<ValidationReport> {
     let reference = ReferenceT5::new(cfg, weights);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
     // Two shapes, so the dynamic axes are really dynamic; lengths past max_distance reach the
@@ -482,34 +567,6 @@ pub fn validate(
     for b in &backends {
         let (same, total, ties) = argmax.get(b.name()).copied().unwrap_or_default();
         report.argmax.push((b.name(), same, total, ties));
-    }
-    if let Some(bad) = report.checks.iter().find(|c| !c.passes(opts.tolerance)) {
-        return Err(Error::Validation {
-            path: dir.join(bad.graph),
-            output: bad.output.clone(),
-            msg: format!(
-                "{}: max abs difference {:.3e} from the reference forward pass exceeds {:.3e} \
-                 (tolerance {:.0e} x max(1, max|reference| = {:.3}))",
-                bad.runtime,
-                bad.max_abs_diff,
-                bad.allowed(opts.tolerance),
-                opts.tolerance,
-                bad.max_abs_ref
-            ),
-        });
-    }
-    if opts.require_same_argmax {
-        if let Some((rt, same, total, _)) = report.argmax.iter().find(|(_, s, t, _)| s != t) {
-            return Err(Error::Validation {
-                path: dir.to_path_buf(),
-                output: "logits".into(),
-                msg: format!(
-                    "{rt}: the most likely token differs from the reference at {} of {total} \
-                     target positions where the reference is decisive",
-                    total - same
-                ),
-            });
-        }
     }
     Ok(report)
 }

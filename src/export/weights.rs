@@ -33,9 +33,10 @@ pub enum Precision {
 pub enum Quantize {
     #[default]
     None,
-    /// Symmetric int8 weights with one float32 scale per output channel and activations
-    /// quantized at run time (`DynamicQuantizeLinear` + `MatMulInteger`, standard operators that
-    /// ONNX Runtime and tract both run), LM head included.
+    /// Symmetric int8 weights in 7 bits (`[-64, 64]`, see [`INT8_WEIGHT_MAX`]) with one float32
+    /// scale per output channel and activations quantized at run time (`DynamicQuantizeLinear` +
+    /// `MatMulInteger`, standard operators that ONNX Runtime and tract both run), LM head
+    /// included.
     Int8,
 }
 
@@ -92,9 +93,21 @@ fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// Symmetric per-column int8 quantization of a `[rows, cols]` matrix: one scale per column
-/// (the output channel once the HF weight is transposed to `[in, out]`).
+/// The largest |int8 weight| of the int8 export: 7 bits, as ONNX Runtime's `reduce_range`.
+///
+/// On x86 CPUs without VNNI, ONNX Runtime multiplies uint8 activations by int8 weights with
+/// `vpmaddubsw`, which adds each adjacent pair of products into a saturating int16:
+/// `255 * 127 * 2 = 64770` overflows it, and on the tiny test model 15950 of 39.5M pairs did,
+/// giving 6.1e-2 relative error on the encoder output instead of 1.3e-2 with VNNI
+/// (`scripts/int8_study.py`). With |w| <= 64 a pair is at most `255 * 64 * 2 = 32640 <= 32767`,
+/// so every CPU computes the exact integer sums and the export is equally accurate everywhere.
+pub const INT8_WEIGHT_MAX: i8 = 64;
+
+/// Symmetric per-column int8 quantization of a `[rows, cols]` matrix into
+/// `[-INT8_WEIGHT_MAX, INT8_WEIGHT_MAX]`: one scale per column (the output channel once the HF
+/// weight is transposed to `[in, out]`).
 pub(crate) fn quantize_columns(v: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f32>) {
+    let qmax = f32::from(INT8_WEIGHT_MAX);
     let mut scale = vec![0f32; cols];
     for r in 0..rows {
         for c in 0..cols {
@@ -102,12 +115,12 @@ pub(crate) fn quantize_columns(v: &[f32], rows: usize, cols: usize) -> (Vec<i8>,
         }
     }
     for s in scale.iter_mut() {
-        *s = if *s > 0.0 { *s / 127.0 } else { 1.0 };
+        *s = if *s > 0.0 { *s / qmax } else { 1.0 };
     }
     let q = v
         .iter()
         .enumerate()
-        .map(|(i, x)| (x / scale[i % cols]).round().clamp(-127.0, 127.0) as i8)
+        .map(|(i, x)| (x / scale[i % cols]).round().clamp(-qmax, qmax) as i8)
         .collect();
     (q, scale)
 }
@@ -287,7 +300,29 @@ mod tests {
             let back = q[i] as f32 * s[i % 3];
             assert!((back - x).abs() <= s[i % 3] * 0.5 + 1e-6, "{back} vs {x}");
         }
-        assert!(q.iter().any(|&x| x == 127 || x == -127));
+        assert!(q
+            .iter()
+            .any(|&x| x == INT8_WEIGHT_MAX || x == -INT8_WEIGHT_MAX));
+        assert!(q.iter().all(|&x| x.abs() <= INT8_WEIGHT_MAX));
+    }
+
+    /// The property the 7-bit range exists for: no two uint8 x int8 products that AVX2's
+    /// `vpmaddubsw` adds into one int16 (K positions 2j and 2j+1 of one output column) can leave
+    /// its range, whatever the activations.
+    #[test]
+    fn no_pair_of_products_saturates_int16() {
+        let (rows, cols) = (16, 4);
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 64) as f32 - 31.0) * 0.11)
+            .collect();
+        let (q, _) = quantize_columns(&v, rows, cols);
+        for c in 0..cols {
+            for j in 0..rows / 2 {
+                let (a, b) = (q[2 * j * cols + c], q[(2 * j + 1) * cols + c]);
+                let worst = 255 * (i32::from(a).abs() + i32::from(b).abs());
+                assert!(worst <= i32::from(i16::MAX), "column {c} pair {j}: {worst}");
+            }
+        }
     }
 
     #[test]
