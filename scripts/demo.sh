@@ -4,6 +4,7 @@
 #   2. cbqa train  packs those 200 real NQ-open question/answer pairs into its parameters
 #   3. cbqa export writes the trained checkpoint as ONNX (optimum's layout), validated
 #   4. cbqa eval   answers the 200 questions through ONNX Runtime and tract and scores them
+#   5. the same through an int8 export (7-bit weights, integer GEMMs)
 # Everything lands in runs/demo (git-ignored); the exact match reached is printed at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,5 +28,8 @@ last="$run/train/$(.venv/bin/python -c 'import json,sys; print(json.load(open(sy
 echo "== 4. cbqa eval (ONNX Runtime, then tract)"
 "$bin" eval --model "$run/onnx" --data "$data" --out "$run/eval"
 "$bin" eval --model "$run/onnx" --data "$data" --out "$run/eval" --backend tract
+echo "== 5. cbqa export --quantize int8, eval (integer GEMMs; EM within a point of fp32)"
+"$bin" export --model "$last" --out "$run/onnx-int8" --quantize int8
+"$bin" eval --model "$run/onnx-int8" --data "$data" --out "$run/eval"
 "$bin" predict --model "$run/onnx" "$(head -n1 "$data" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["question"])')"
 echo "demo done: $run/train (checkpoints, train_log.csv), $run/onnx, $run/eval/metrics.csv"

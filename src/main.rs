@@ -188,7 +188,7 @@ fn print_validation(v: &cbqa::export::ValidationReport) {
     for (rt, same, total, ties) in &v.argmax {
         println!(
             "  {rt:<12} argmax tokens equal to the reference: {same}/{total} \
-             (+{ties} near-ties within the tolerance, not required to match)"
+             (+{ties} near-ties, where the reference's own top two are closer than the decisive margin)"
         );
     }
 }

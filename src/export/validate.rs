@@ -31,21 +31,33 @@ pub struct ValidateOptions {
     /// tolerance. (On the test fixtures and a t5-small-shaped model the measured differences are
     /// 1e-6 to 1e-5, far inside either reading.)
     pub tolerance: f32,
-    /// Also require the argmax token at every target position to match the reference (the
-    /// "same greedy tokens" check for reduced precision).
+    /// Also require the argmax token to match the reference at every target position where the
+    /// reference is decisive (the "same greedy tokens" check for reduced precision).
     pub require_same_argmax: bool,
+    /// Where the reference is decisive: its best logit leads the second by more than
+    /// `decisive_margin * max(1, max|reference logits|)`. Kept apart from `tolerance`, so a
+    /// looser bound on the values does not also shrink the positions whose tokens must agree.
+    pub decisive_margin: f32,
 }
 
 impl ValidateOptions {
     /// Defaults for an export precision: float32 1e-4; float16 and int8 have looser, documented
     /// tolerances and must pick the same tokens.
     pub fn for_precision(precision: Precision, quantize: Quantize) -> Self {
-        let (tolerance, argmax) = match (precision, quantize) {
-            (Precision::Fp32, Quantize::None) => (1e-4, false),
+        let (tolerance, argmax, decisive_margin) = match (precision, quantize) {
+            (Precision::Fp32, Quantize::None) => (1e-4, false, 1e-4),
             // Measured on a random t5-shaped model (cbqa init --preset tiny): float16 differs by
-            // about 5e-4 and int8 by about 1e-2 per unit of scale; the tolerances leave 6-20x.
-            (Precision::Fp16, Quantize::None) => (1e-2, true),
-            (_, Quantize::Int8) => (5e-2, true),
+            // about 5e-4 per unit of scale; the tolerance leaves 20x.
+            (Precision::Fp16, Quantize::None) => (1e-2, true, 1e-2),
+            // Dynamic int8 error grows with the ratio of an activation's range to its typical
+            // size (one uint8 step is range/255), and trained T5s have outlier activations: on
+            // the trained demo model ONNX Runtime's own quantize_dynamic gives 6.6e-2 to 8.0e-2
+            // per unit of scale on the logits (per-tensor, per-channel, reduce_range alike) and
+            // cbqa's recipe 6.8e-2, on the random tiny model 1.3e-2 to 1.9e-2
+            // (scripts/int8_study.py, eval/results/int8_study*.csv). The bound leaves ~2x over
+            // ORT's own worst. What guards the answers is the argmax check, at the margin the
+            // int8 export was held to before (5e-2 of the logits' scale).
+            (_, Quantize::Int8) => (1.5e-1, true, 5e-2),
         };
         ValidateOptions {
             ort: true,
@@ -53,6 +65,7 @@ impl ValidateOptions {
             seed: 0,
             tolerance,
             require_same_argmax: argmax,
+            decisive_margin,
         }
     }
 
@@ -268,14 +281,14 @@ fn argmax_rows(logits: &ArrayD<f32>) -> Vec<(usize, f32)> {
 }
 
 /// Argmax agreement at the positions where the reference is decisive: its best logit leads the
-/// second by more than `allowed` (the tolerance at the logits' scale). Where the reference's
-/// own top two are closer than that, reduced precision may legitimately pick either; those
-/// positions are counted apart as near-ties. Returns (same, decisive, near-ties).
-fn argmax_agreement(got: &ArrayD<f32>, want: &ArrayD<f32>, allowed: f32) -> (usize, usize, usize) {
+/// second by more than `margin` (the decisive margin at the logits' scale). Where the
+/// reference's own top two are closer than that, reduced precision may legitimately pick
+/// either; those positions are counted apart as near-ties. Returns (same, decisive, near-ties).
+fn argmax_agreement(got: &ArrayD<f32>, want: &ArrayD<f32>, margin: f32) -> (usize, usize, usize) {
     let (a, b) = (argmax_rows(got), argmax_rows(want));
     let mut out = (0, 0, 0);
-    for ((g, _), (w, margin)) in a.iter().zip(&b) {
-        if *margin > allowed {
+    for ((g, _), (w, lead)) in a.iter().zip(&b) {
+        if *lead > margin {
             out.1 += 1;
             out.0 += (g == w) as usize;
         } else {
@@ -302,7 +315,7 @@ fn check_backend(
     cfg: &T5Config,
     case: &Case,
     exp: &Expected,
-    tolerance: f32,
+    decisive_margin: f32,
     report: &mut ValidationReport,
 ) -> Result<(usize, usize, usize)> {
     let rt = backend.name();
@@ -362,8 +375,8 @@ fn check_backend(
     );
     let mut agree = (0, 0, 0);
     let mut add = |got: &ArrayD<f32>, want: &ArrayD<f32>| {
-        let allowed = tolerance * max_abs(want).max(1.0);
-        let (s, d, n) = argmax_agreement(got, want, allowed);
+        let margin = decisive_margin * max_abs(want).max(1.0);
+        let (s, d, n) = argmax_agreement(got, want, margin);
         agree = (agree.0 + s, agree.1 + d, agree.2 + n);
     };
     if let Some(got) = out.get("logits") {
@@ -555,7 +568,7 @@ pub fn validation_report(
                 cfg,
                 case,
                 &exp,
-                opts.tolerance,
+                opts.decisive_margin,
                 &mut report,
             )?;
             let e = argmax.entry(b.name()).or_default();
