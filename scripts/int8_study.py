@@ -6,7 +6,7 @@ this makes
   * cbqa's fp32 export and cbqa's int8 export (`cbqa export --quantize int8`),
   * ONNX Runtime's own `quantize_dynamic` of cbqa's fp32 export: default settings, per-channel,
     and per-channel with reduce_range=True (7-bit weights),
-and runs every int8 model twice through `cbqa validate` (the same validation batches and the same
+and runs every int8 model twice through `cbqa validate` (cbqa's int8 bounds) (the same validation batches and the same
 comparison with the reference forward pass as `cbqa export`): once as it is (on this machine's
 kernels) and once with every MatMulInteger rewritten into the arithmetic of ONNX Runtime's AVX2
 u8s8 kernel (`scripts/avx2_u8s8.py`: saturating int16 pair sums), which is what a CPU without VNNI
@@ -36,6 +36,9 @@ GRAPHS = ["encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.o
 SIDE_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
               "special_tokens_map.json", "spiece.model"]
 ROOT = Path(__file__).resolve().parent.parent
+# cbqa export's int8 bounds (ValidateOptions::for_precision): values within TOLERANCE of the
+# reference's scale, tokens equal wherever the reference's top two differ by DECISIVE_MARGIN.
+TOLERANCE, DECISIVE_MARGIN = "1.5e-1", "5e-2"
 
 
 def sh(*args, check=True):
@@ -93,8 +96,9 @@ def avx2_emulated(src: Path, out: Path, count=False):
 
 def validate(cbqa: Path, model: Path, onnx_dir: Path):
     """The JSON report of `cbqa validate`, or the error that kept it from running the graphs."""
+    # cbqa's int8 bounds for every recipe alike (ORT's exports record no precision).
     r = sh(cbqa, "validate", "--model", model, "--onnx", onnx_dir, "--no-tract", "--json",
-           "--tolerance", "5e-2", check=False)
+           "--tolerance", TOLERANCE, "--decisive-margin", DECISIVE_MARGIN, check=False)
     try:
         return json.loads(r.stdout)
     except json.JSONDecodeError:
@@ -194,7 +198,7 @@ def main():
                 "logits_rel": f"{dec[2]:.4e}",
                 "argmax_same": f"{am['same']}/{am['decisive']}",
                 "saturated_pairs": f"{int(sat)}/{int(pairs)}" if kernel != "this cpu" else "",
-                "passes_5e-2": str(all(c["passes"] for c in rep["checks"]) and am["same"] == am["decisive"]),
+                "passes": str(all(c["passes"] for c in rep["checks"]) and am["same"] == am["decisive"]),
             })
     fields = list(max(rows, key=len)) + ["error"]
     rows = [{k: r.get(k, "") for k in fields} for r in rows]
@@ -202,12 +206,13 @@ def main():
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    cols = ["recipe", "kernel", "encoder_rel", "logits_rel", "argmax_same", "saturated_pairs", "passes_5e-2", "error"]
+    cols = ["recipe", "kernel", "encoder_rel", "logits_rel", "argmax_same", "saturated_pairs", "passes", "error"]
     widths = [max(len(c), *(len(r[c]) for r in rows)) for c in cols]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     for r in rows:
         print("  ".join(r[c].ljust(w) for c, w in zip(cols, widths)))
-    print("rel = max|got - reference| / max(1, max|reference|), the quantity `cbqa export` bounds by 5e-2")
+    print(f"rel = max|got - reference| / max(1, max|reference|), which `cbqa export` bounds by {TOLERANCE}; "
+          f"argmax at positions where the reference's top two differ by > {DECISIVE_MARGIN} of the scale")
     print(f"wrote {work / 'int8_study.csv'}")
 
 

@@ -18,6 +18,8 @@ if ldd target/debug/cbqa | grep -q torch; then
 fi
 doctor=$(target/debug/cbqa doctor)
 grep -q 'not built in' <<<"$doctor" || { echo "test.sh: inference-only binary reports libtorch" >&2; exit 1; }
+# Reduced-precision results depend on the CPU's integer kernels: say which ones this run has.
+grep 'cpu (int8)' <<<"$doctor" || true
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"

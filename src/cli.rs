@@ -358,6 +358,11 @@ pub struct ValidateArgs {
     /// own tolerance, from the precision in its cbqa_export.json; float32 when it has none).
     #[arg(long)]
     pub tolerance: Option<f32>,
+    /// Target positions whose reference top-two logits differ by more than this, per unit of the
+    /// logits' scale, must give the reference's token (default: the export's own, as
+    /// --tolerance).
+    #[arg(long)]
+    pub decisive_margin: Option<f32>,
     /// Validate with ONNX Runtime only.
     #[arg(long)]
     pub no_tract: bool,

@@ -202,6 +202,7 @@ fn validate(args: ValidateArgs) -> Result<()> {
         tract: !args.no_tract,
         seed: args.seed,
         tolerance: args.tolerance.unwrap_or(defaults.tolerance),
+        decisive_margin: args.decisive_margin.unwrap_or(defaults.decisive_margin),
         ..defaults
     };
     let context = || {

@@ -429,7 +429,10 @@ fn fp16_and_int8_exports_validate() {
             validate: Some(ValidateOptions::for_precision(precision, quantize)),
             ..ExportOptions::new(&model, &out)
         })
-        .unwrap_or_else(|e| panic!("{precision:?} {quantize:?}: {e}"));
+        .unwrap_or_else(|e| {
+            let cpu = cbqa::native::int8_kernel_summary();
+            panic!("{precision:?} {quantize:?}: {e}\ncpu: {cpu}")
+        });
         let v = report.validation.unwrap();
         for c in &v.checks {
             if c.output == "logits" || c.output == "last_hidden_state" {
@@ -501,7 +504,9 @@ fn int8_export_validates_under_avx2_saturation() {
     let m = ModelDir::open(&model).unwrap();
     let native = export::validation_report(&int8, &m.config, &m.weights, &opts).unwrap();
     let report = export::validation_report(&emulated, &m.config, &m.weights, &opts).unwrap();
-    report.check(&emulated, &opts).unwrap();
+    if let Err(e) = report.check(&emulated, &opts) {
+        panic!("{e}\ncpu: {}", cbqa::native::int8_kernel_summary());
+    }
     // No pair saturates, so the AVX2 arithmetic is the exact integer GEMM this CPU ran: the
     // errors agree to float rounding (with 8-bit weights: 2.92e-1 against 6.05e-2).
     for (c, n) in report.checks.iter().zip(&native.checks) {
