@@ -22,6 +22,7 @@ pub mod init;
 pub mod model;
 pub mod model_dir;
 pub mod native;
+pub mod onnx;
 pub mod pyjson;
 pub mod runtime;
 pub mod tokenizer;

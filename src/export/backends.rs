@@ -7,8 +7,8 @@
     allow(dead_code, unused_imports)
 )]
 
-use super::proto::ModelProto;
 use crate::error::{Error, Result};
+use crate::onnx::read::io_names;
 use ndarray::ArrayD;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,23 +33,6 @@ fn runtime_err(runtime: &str, path: &Path, e: impl std::fmt::Display) -> Error {
         path: path.to_path_buf(),
         msg: format!("{runtime} cannot run the graph: {e}"),
     }
-}
-
-/// Input and output names in graph order, read back from the file.
-fn io_names(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
-    use prost::Message;
-    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
-    let m = ModelProto::decode(bytes.as_slice()).map_err(|e| Error::Export {
-        path: path.to_path_buf(),
-        msg: format!("not a valid ONNX protobuf: {e}"),
-    })?;
-    let g = m.graph.unwrap_or_default();
-    let names = |v: Vec<super::proto::ValueInfoProto>| {
-        v.into_iter()
-            .map(|i| i.name.unwrap_or_default())
-            .collect::<Vec<_>>()
-    };
-    Ok((names(g.input), names(g.output)))
 }
 
 #[cfg(feature = "ort")]

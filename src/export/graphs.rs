@@ -15,13 +15,17 @@
 //! float32 — the parts where T5 overflows float16 (HF keeps `wo` in float32 through
 //! `_keep_in_fp32_modules`; CTranslate2 does the same).
 
-use super::builder::{model, Attr, Dim, Graph};
 use super::position::BucketTable;
-use super::proto::{data_type, ModelProto};
 use super::weights::{Params, Precision, Quantize};
 use crate::checkpoint::TensorPath;
 use crate::config::{FeedForward, T5Config};
 use crate::error::Result;
+use crate::onnx::builder::{model, Attr, Dim, Graph};
+use crate::onnx::layout::{
+    self, Part, ATTENTION_MASK, CACHE_ORDER, ENCODER_ATTENTION_MASK, ENCODER_HIDDEN_STATES,
+    INPUT_IDS, LAST_HIDDEN_STATE, LOGITS,
+};
+use crate::onnx::proto::{data_type, ModelProto};
 
 pub(crate) const F32: i32 = data_type::FLOAT;
 pub(crate) const I64: i32 = data_type::INT64;
@@ -329,8 +333,8 @@ pub(crate) fn encoder(cfg: &T5Config, p: &mut Params<'_>) -> Result<ModelProto> 
         p,
         cfg,
     };
-    let ids = c.g.input("input_ids", I64, &[BATCH, ENC_LEN]);
-    let mask = c.g.input("attention_mask", I64, &[BATCH, ENC_LEN]);
+    let ids = c.g.input(INPUT_IDS, I64, &[BATCH, ENC_LEN]);
+    let mask = c.g.input(ATTENTION_MASK, I64, &[BATCH, ENC_LEN]);
     c.g.set_scope("/encoder/bias");
     let len = c.dim(&ids, 1);
     let zero = c.g.scalar_i64(0);
@@ -357,7 +361,7 @@ pub(crate) fn encoder(cfg: &T5Config, p: &mut Params<'_>) -> Result<ModelProto> 
     let out = c.rms_norm(&h, &(&root / "final_layer_norm"))?;
     let out = c.as_f32(&out);
     let d = Dim::Fixed(cfg.d_model as i64);
-    c.g.output(&out, "last_hidden_state", F32, &[BATCH, ENC_LEN, d]);
+    c.g.output(&out, LAST_HIDDEN_STATE, F32, &[BATCH, ENC_LEN, d]);
     Ok(finish(c, "T5 encoder (cbqa export, optimum layout)"))
 }
 
@@ -398,27 +402,21 @@ pub(crate) fn decoder_graph(
     let kv_dim = Dim::Fixed(cfg.d_kv as i64);
     let d = Dim::Fixed(cfg.d_model as i64);
     let n_layers = cfg.decoder_layers();
-    let enc_mask = c.g.input("encoder_attention_mask", I64, &[BATCH, ENC_LEN]);
-    let ids = c.g.input("input_ids", I64, &[BATCH, DEC_LEN]);
+    let enc_mask = c.g.input(ENCODER_ATTENTION_MASK, I64, &[BATCH, ENC_LEN]);
+    let ids = c.g.input(INPUT_IDS, I64, &[BATCH, DEC_LEN]);
     let mut enc_states = None;
     let mut past = Vec::new();
     if with_past {
         for i in 0..n_layers {
             let mut four = Vec::new();
-            for (part, len) in [("decoder", PAST_LEN), ("encoder", ENC_LEN)] {
-                for kv in ["key", "value"] {
-                    let n = format!("past_key_values.{i}.{part}.{kv}");
-                    four.push(c.g.input(
-                        &n,
-                        F32,
-                        &[BATCH, h_dim.clone(), len.clone(), kv_dim.clone()],
-                    ));
-                }
+            for (part, kv) in CACHE_ORDER {
+                let dims = [BATCH, h_dim.clone(), cache_len(part), kv_dim.clone()];
+                four.push(c.g.input(&layout::past(i, part, kv), F32, &dims));
             }
             past.push(four);
         }
     } else {
-        enc_states = Some(c.g.input("encoder_hidden_states", F32, &[BATCH, ENC_LEN, d.clone()]));
+        enc_states = Some(c.g.input(ENCODER_HIDDEN_STATES, F32, &[BATCH, ENC_LEN, d.clone()]));
     }
 
     c.g.set_scope("/decoder/bias");
@@ -527,36 +525,43 @@ pub(crate) fn decoder_graph(
     let vocab = Dim::Fixed(cfg.vocab_size as i64);
     c.g.output(
         &logits,
-        &format!("{prefix}logits"),
+        &format!("{prefix}{LOGITS}"),
         F32,
         &[BATCH, DEC_LEN, vocab],
     );
     for i in 0..n_layers {
         let per_layer = if with_past { 1 } else { 2 };
-        let (k, v) = presents[i * per_layer].clone();
-        let dims = [BATCH, h_dim.clone(), TOTAL_LEN, kv_dim.clone()];
-        c.g.output(&k, &format!("{prefix}present.{i}.decoder.key"), F32, &dims);
-        c.g.output(
-            &v,
-            &format!("{prefix}present.{i}.decoder.value"),
-            F32,
-            &dims,
-        );
-        let enc_kv = match past.get(i) {
+        let self_kv = presents[i * per_layer].clone();
+        let cross_kv = match past.get(i) {
             None => Some(presents[i * 2 + 1].clone()),
             Some(four) if branch.is_some() => Some((four[2].clone(), four[3].clone())),
             Some(_) => None,
         };
-        if let Some((k, v)) = enc_kv {
-            let dims = [BATCH, h_dim.clone(), ENC_LEN, kv_dim.clone()];
-            c.g.output(&k, &format!("{prefix}present.{i}.encoder.key"), F32, &dims);
-            c.g.output(
-                &v,
-                &format!("{prefix}present.{i}.encoder.value"),
-                F32,
-                &dims,
-            );
+        for (part, pair) in [(Part::Decoder, Some(self_kv)), (Part::Encoder, cross_kv)] {
+            let Some((k, v)) = pair else { continue };
+            let dims = [BATCH, h_dim.clone(), present_len(part), kv_dim.clone()];
+            for (value, kv) in [(k, layout::Kv::Key), (v, layout::Kv::Value)] {
+                let name = format!("{prefix}{}", layout::present(i, part, kv));
+                c.g.output(&value, &name, F32, &dims);
+            }
         }
     }
     Ok(c.g)
+}
+
+/// The length axis of a `past_key_values` input: the steps so far for the self-attention cache,
+/// the encoder length for the cross-attention keys and values.
+pub(crate) fn cache_len(part: Part) -> Dim {
+    match part {
+        Part::Decoder => PAST_LEN,
+        Part::Encoder => ENC_LEN,
+    }
+}
+
+/// The length axis of a `present` output: past plus new steps for the self-attention cache.
+pub(crate) fn present_len(part: Part) -> Dim {
+    match part {
+        Part::Decoder => TOTAL_LEN,
+        Part::Encoder => ENC_LEN,
+    }
 }

@@ -14,14 +14,18 @@
 //! fixtures), and ONNX Runtime would reject a fixed `d_kv` there. The no-cache branch never reads
 //! them.
 
-use super::builder::{value_info, Attr, Dim, Graph};
 use super::graphs::{
-    decoder_graph, finish_graph, BATCH, DEC_LEN, ENC_LEN, F32, I64, PAST_LEN, TOTAL_LEN,
+    cache_len, decoder_graph, finish_graph, present_len, BATCH, DEC_LEN, ENC_LEN, F32, I64,
 };
-use super::proto::{data_type, ModelProto};
 use super::weights::Params;
 use crate::config::T5Config;
 use crate::error::Result;
+use crate::onnx::builder::{value_info, Attr, Dim, Graph};
+use crate::onnx::layout::{
+    self, CACHE_ORDER, ENCODER_ATTENTION_MASK, ENCODER_HIDDEN_STATES, INPUT_IDS, LOGITS,
+    USE_CACHE_BRANCH,
+};
+use crate::onnx::proto::{data_type, GraphProto, ModelProto};
 
 const HEAD_DIM: Dim = Dim::Sym("past_head_size");
 
@@ -30,46 +34,33 @@ pub(crate) fn decoder_merged(cfg: &T5Config, p: &mut Params<'_>) -> Result<Model
     let mut with_past = decoder_graph(cfg, p, true, Some("/with_past"))?;
     let mut g = Graph::new("t5_decoder_merged");
     let h = Dim::Fixed(cfg.num_heads as i64);
-    let kv = Dim::Fixed(cfg.d_kv as i64);
+    let kv_dim = Dim::Fixed(cfg.d_kv as i64);
     let d = Dim::Fixed(cfg.d_model as i64);
-    g.input("encoder_attention_mask", I64, &[BATCH, ENC_LEN]);
-    g.input("input_ids", I64, &[BATCH, DEC_LEN]);
-    g.input("encoder_hidden_states", F32, &[BATCH, ENC_LEN, d]);
+    g.input(ENCODER_ATTENTION_MASK, I64, &[BATCH, ENC_LEN]);
+    g.input(INPUT_IDS, I64, &[BATCH, DEC_LEN]);
+    g.input(ENCODER_HIDDEN_STATES, F32, &[BATCH, ENC_LEN, d]);
     let n = cfg.decoder_layers();
     for i in 0..n {
-        for (part, len) in [("decoder", PAST_LEN), ("encoder", ENC_LEN)] {
-            for t in ["key", "value"] {
-                g.input(
-                    &format!("past_key_values.{i}.{part}.{t}"),
-                    F32,
-                    &[BATCH, h.clone(), len.clone(), HEAD_DIM],
-                );
-            }
+        for (part, kv) in CACHE_ORDER {
+            let dims = [BATCH, h.clone(), cache_len(part), HEAD_DIM];
+            g.input(&layout::past(i, part, kv), F32, &dims);
         }
     }
-    let cond = g.input("use_cache_branch", data_type::BOOL, &[Dim::Fixed(1)]);
+    let cond = g.input(USE_CACHE_BRANCH, data_type::BOOL, &[Dim::Fixed(1)]);
     g.add_initializers(no_past.take_initializers());
     g.add_initializers(with_past.take_initializers());
     let mut outputs = vec![(
-        "logits".to_string(),
+        LOGITS.to_string(),
         vec![BATCH, DEC_LEN, Dim::Fixed(cfg.vocab_size as i64)],
     )];
     for i in 0..n {
-        for t in ["key", "value"] {
-            outputs.push((
-                format!("present.{i}.decoder.{t}"),
-                vec![BATCH, h.clone(), TOTAL_LEN, kv.clone()],
-            ));
-        }
-        for t in ["key", "value"] {
-            outputs.push((
-                format!("present.{i}.encoder.{t}"),
-                vec![BATCH, h.clone(), ENC_LEN, kv.clone()],
-            ));
+        for (part, kv) in CACHE_ORDER {
+            let dims = vec![BATCH, h.clone(), present_len(part), kv_dim.clone()];
+            outputs.push((layout::present(i, part, kv), dims));
         }
     }
     // Branch outputs must come in the If's output order.
-    let order = |mut branch: super::proto::GraphProto, prefix: &str| {
+    let order = |mut branch: GraphProto, prefix: &str| {
         branch.input.clear();
         let mut sorted = Vec::new();
         for (name, _) in &outputs {

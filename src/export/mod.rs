@@ -19,32 +19,29 @@
 //! `ORTModelForSeq2SeqLM.from_pretrained(dir)` and plain ONNX Runtime users load it unchanged.
 
 mod backends;
-pub(crate) mod builder;
 mod graphs;
 mod merged;
 mod position;
-pub mod proto;
 mod reference;
 mod validate;
 mod weights;
 
-pub use builder::{IR_VERSION, OPSET};
+// The ONNX contract lives in `crate::onnx`; these re-exports keep the paths users and tests
+// have always had (`cbqa::export::ENCODER`, `cbqa::export::proto::ModelProto`, ...).
+pub use crate::onnx::layout::{DATA_FILE, DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER};
+pub use crate::onnx::proto;
+pub use crate::onnx::{IR_VERSION, OPSET};
 pub use position::BucketTable;
 pub use reference::{DecoderOutput, ReferenceT5};
 pub use validate::{validate, validation_report, OutputCheck, ValidateOptions, ValidationReport};
-pub use weights::{Precision, Quantize, DATA_FILE, INT8_WEIGHT_MAX};
+pub use weights::{Precision, Quantize, INT8_WEIGHT_MAX};
 
 use crate::error::{Error, Result};
 use crate::fsutil::OutputDir;
 use crate::model_dir::ModelDir;
+use crate::onnx::layout::METADATA_FILE;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// File names of optimum's seq2seq layout.
-pub const ENCODER: &str = "encoder_model.onnx";
-pub const DECODER: &str = "decoder_model.onnx";
-pub const DECODER_WITH_PAST: &str = "decoder_with_past_model.onnx";
-pub const DECODER_MERGED: &str = "decoder_model_merged.onnx";
 
 /// Tokenizer files copied when present (tokenizer.json is required by [`ModelDir::open`]).
 const TOKENIZER_FILES: &[&str] = &[
@@ -187,7 +184,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         "merged": opts.merged,
         "source": model.dir.display().to_string(),
         "cbqa_version": env!("CARGO_PKG_VERSION"),
-        "opset": 17,
+        "opset": OPSET,
     });
     if opts.quantize == Quantize::Int8 {
         // 7-bit weights: exact integer sums on CPUs with and without VNNI (INT8_WEIGHT_MAX).
@@ -198,7 +195,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         meta["validated_on_cpu"] = crate::native::int8_kernel_summary().into();
     }
     crate::fsutil::write_atomic(
-        &tmp.join("cbqa_export.json"),
+        &tmp.join(METADATA_FILE),
         crate::pyjson::to_python_json(&meta).as_bytes(),
     )?;
     model.generation.save(&tmp)?;

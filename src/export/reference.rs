@@ -9,6 +9,7 @@ use super::position::BucketTable;
 use crate::checkpoint::{TensorPath, Weights};
 use crate::config::{FeedForward, T5Config};
 use crate::error::{Error, Result};
+use crate::onnx::layout::{Kv, Part};
 use ndarray::{s, Array1, Array2, Array3, Array4, ArrayView2, Axis};
 
 /// A decoder pass over a whole target prefix: logits and every block's keys and values.
@@ -20,6 +21,21 @@ pub struct DecoderOutput {
     pub self_kv: Vec<(Array4<f32>, Array4<f32>)>,
     /// Per block: cross-attention key and value, `[B, H, S, d_kv]`.
     pub cross_kv: Vec<(Array4<f32>, Array4<f32>)>,
+}
+
+impl DecoderOutput {
+    /// The reference for one cache tensor of `layer` (as the graphs name them, see
+    /// [`crate::onnx::layout::present`]).
+    pub(crate) fn cache(&self, layer: usize, part: Part, kv: Kv) -> &Array4<f32> {
+        let (key, value) = match part {
+            Part::Decoder => &self.self_kv[layer],
+            Part::Encoder => &self.cross_kv[layer],
+        };
+        match kv {
+            Kv::Key => key,
+            Kv::Value => value,
+        }
+    }
 }
 
 /// The reference model: a config and the checkpoint's tensors (converted to f32 when used).

@@ -8,10 +8,14 @@
 use super::backends::{Backend, Feed, Feeds};
 use super::reference::{DecoderOutput, ReferenceT5};
 use super::weights::{Precision, Quantize};
-use super::{DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER};
 use crate::checkpoint::Weights;
 use crate::config::T5Config;
 use crate::error::{Error, Result};
+use crate::onnx::layout::{
+    past, present, Kv, Part, ATTENTION_MASK, CACHE_ORDER, DECODER, DECODER_MERGED,
+    DECODER_WITH_PAST, ENCODER, ENCODER_ATTENTION_MASK, ENCODER_HIDDEN_STATES, INPUT_IDS,
+    LAST_HIDDEN_STATE, LOGITS, USE_CACHE_BRANCH,
+};
 use ndarray::{s, Array2, Array3, ArrayD};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -156,7 +160,7 @@ impl ValidationReport {
             if let Some((rt, same, total, _)) = self.argmax.iter().find(|(_, s, t, _)| s != t) {
                 return Err(Error::Validation {
                     path: dir.to_path_buf(),
-                    output: "logits".into(),
+                    output: LOGITS.into(),
                     msg: format!(
                         "{rt}: the most likely token differs from the reference at {} of {total} \
                          target positions where the reference is decisive",
@@ -323,7 +327,7 @@ fn check_backend(
     let ids = Feed::I64(case.ids.clone().into_dyn());
     let out = backend.run(
         &dir.join(ENCODER),
-        &vec![("input_ids".into(), ids), ("attention_mask".into(), mask)],
+        &vec![(INPUT_IDS.into(), ids), (ATTENTION_MASK.into(), mask)],
     )?;
     let compare = |report: &mut ValidationReport,
                    graph: &'static str,
@@ -335,20 +339,14 @@ fn check_backend(
             None => report.record(rt, graph, name, f32::INFINITY, max_abs(want)),
         }
     };
-    compare(report, ENCODER, &out, "last_hidden_state", &exp.encoder);
+    compare(report, ENCODER, &out, LAST_HIDDEN_STATE, &exp.encoder);
     // Every present.{i}.{decoder,encoder}.{key,value} of a graph that returns the whole cache.
     let compare_presents =
         |report: &mut ValidationReport, graph: &'static str, out: &HashMap<String, ArrayD<f32>>| {
             for i in 0..cfg.decoder_layers() {
-                let (k, v) = &exp.dec.self_kv[i];
-                let (ek, ev) = &exp.dec.cross_kv[i];
-                for (name, want) in [
-                    (format!("present.{i}.decoder.key"), k),
-                    (format!("present.{i}.decoder.value"), v),
-                    (format!("present.{i}.encoder.key"), ek),
-                    (format!("present.{i}.encoder.value"), ev),
-                ] {
-                    compare(report, graph, out, &name, &want.clone().into_dyn());
+                for (part, kv) in CACHE_ORDER {
+                    let want = exp.dec.cache(i, part, kv).clone().into_dyn();
+                    compare(report, graph, out, &present(i, part, kv), &want);
                 }
             }
         };
@@ -356,30 +354,21 @@ fn check_backend(
     let t = case.dec.ncols();
     let feeds = vec![
         (
-            "encoder_attention_mask".into(),
+            ENCODER_ATTENTION_MASK.into(),
             Feed::I64(case.mask.clone().into_dyn()),
         ),
-        ("input_ids".into(), Feed::I64(case.dec.clone().into_dyn())),
-        (
-            "encoder_hidden_states".into(),
-            Feed::F32(exp.encoder.clone()),
-        ),
+        (INPUT_IDS.into(), Feed::I64(case.dec.clone().into_dyn())),
+        (ENCODER_HIDDEN_STATES.into(), Feed::F32(exp.encoder.clone())),
     ];
     let out = backend.run(&dir.join(DECODER), &feeds)?;
-    compare(
-        report,
-        DECODER,
-        &out,
-        "logits",
-        &dynf(exp.dec.logits.clone()),
-    );
+    compare(report, DECODER, &out, LOGITS, &dynf(exp.dec.logits.clone()));
     let mut agree = (0, 0, 0);
     let mut add = |got: &ArrayD<f32>, want: &ArrayD<f32>| {
         let margin = decisive_margin * max_abs(want).max(1.0);
         let (s, d, n) = argmax_agreement(got, want, margin);
         agree = (agree.0 + s, agree.1 + d, agree.2 + n);
     };
-    if let Some(got) = out.get("logits") {
+    if let Some(got) = out.get(LOGITS) {
         add(got, &exp.dec.logits.clone().into_dyn());
     }
     compare_presents(report, DECODER, &out);
@@ -387,30 +376,24 @@ fn check_backend(
     // One step with past: the reference keys/values of positions 0..t-1, then token t-1.
     let mut feeds = vec![
         (
-            "encoder_attention_mask".into(),
+            ENCODER_ATTENTION_MASK.into(),
             Feed::I64(case.mask.clone().into_dyn()),
         ),
         (
-            "input_ids".into(),
+            INPUT_IDS.into(),
             Feed::I64(case.dec.slice(s![.., t - 1..]).to_owned().into_dyn()),
         ),
     ];
     for i in 0..cfg.decoder_layers() {
-        let (k, v) = &exp.dec.self_kv[i];
-        let (ek, ev) = &exp.dec.cross_kv[i];
-        let past = |x: &ndarray::Array4<f32>| {
-            Feed::F32(x.slice(s![.., .., ..t - 1, ..]).to_owned().into_dyn())
-        };
-        feeds.push((format!("past_key_values.{i}.decoder.key"), past(k)));
-        feeds.push((format!("past_key_values.{i}.decoder.value"), past(v)));
-        feeds.push((
-            format!("past_key_values.{i}.encoder.key"),
-            Feed::F32(ek.clone().into_dyn()),
-        ));
-        feeds.push((
-            format!("past_key_values.{i}.encoder.value"),
-            Feed::F32(ev.clone().into_dyn()),
-        ));
+        for (part, kv) in CACHE_ORDER {
+            let x = exp.dec.cache(i, part, kv);
+            let value = match part {
+                // All but the last target position of the self-attention cache.
+                Part::Decoder => x.slice(s![.., .., ..t - 1, ..]).to_owned(),
+                Part::Encoder => x.clone(),
+            };
+            feeds.push((past(i, part, kv), Feed::F32(value.into_dyn())));
+        }
     }
     let out = backend.run(&dir.join(DECODER_WITH_PAST), &feeds)?;
     let last = exp
@@ -419,26 +402,16 @@ fn check_backend(
         .slice(s![.., t - 1.., ..])
         .to_owned()
         .into_dyn();
-    compare(report, DECODER_WITH_PAST, &out, "logits", &last);
-    if let Some(got) = out.get("logits") {
+    compare(report, DECODER_WITH_PAST, &out, LOGITS, &last);
+    if let Some(got) = out.get(LOGITS) {
         add(got, &last);
     }
     for i in 0..cfg.decoder_layers() {
-        let (k, v) = &exp.dec.self_kv[i];
-        compare(
-            report,
-            DECODER_WITH_PAST,
-            &out,
-            &format!("present.{i}.decoder.key"),
-            &k.clone().into_dyn(),
-        );
-        compare(
-            report,
-            DECODER_WITH_PAST,
-            &out,
-            &format!("present.{i}.decoder.value"),
-            &v.clone().into_dyn(),
-        );
+        for kv in [Kv::Key, Kv::Value] {
+            let want = exp.dec.cache(i, Part::Decoder, kv).clone().into_dyn();
+            let name = present(i, Part::Decoder, kv);
+            compare(report, DECODER_WITH_PAST, &out, &name, &want);
+        }
     }
     let merged = dir.join(DECODER_MERGED);
     if rt == "onnxruntime" && merged.exists() {
@@ -449,15 +422,12 @@ fn check_backend(
         for use_cache in [false, true] {
             let mut feeds: Feeds = vec![
                 (
-                    "encoder_attention_mask".into(),
+                    ENCODER_ATTENTION_MASK.into(),
                     Feed::I64(case.mask.clone().into_dyn()),
                 ),
+                (ENCODER_HIDDEN_STATES.into(), Feed::F32(exp.encoder.clone())),
                 (
-                    "encoder_hidden_states".into(),
-                    Feed::F32(exp.encoder.clone()),
-                ),
-                (
-                    "use_cache_branch".into(),
+                    USE_CACHE_BRANCH.into(),
                     Feed::Bool(ndarray::arr1(&[use_cache]).into_dyn()),
                 ),
             ];
@@ -466,22 +436,18 @@ fn check_backend(
             } else {
                 case.dec.clone()
             };
-            feeds.push(("input_ids".into(), Feed::I64(ids.into_dyn())));
+            feeds.push((INPUT_IDS.into(), Feed::I64(ids.into_dyn())));
             for i in 0..cfg.decoder_layers() {
-                let (k, v) = &exp.dec.self_kv[i];
-                let (ek, ev) = &exp.dec.cross_kv[i];
-                for (name, x, is_self) in [
-                    ("decoder.key", k, true),
-                    ("decoder.value", v, true),
-                    ("encoder.key", ek, false),
-                    ("encoder.value", ev, false),
-                ] {
-                    let value = match (use_cache, is_self) {
+                for (part, kv) in CACHE_ORDER {
+                    let x = exp.dec.cache(i, part, kv);
+                    let value = match (use_cache, part) {
                         (false, _) => empty.clone(),
-                        (true, true) => x.slice(s![.., .., ..t - 1, ..]).to_owned().into_dyn(),
-                        (true, false) => x.clone().into_dyn(),
+                        (true, Part::Decoder) => {
+                            x.slice(s![.., .., ..t - 1, ..]).to_owned().into_dyn()
+                        }
+                        (true, Part::Encoder) => x.clone().into_dyn(),
                     };
-                    feeds.push((format!("past_key_values.{i}.{name}"), Feed::F32(value)));
+                    feeds.push((past(i, part, kv), Feed::F32(value)));
                 }
             }
             let out = backend.run(&merged, &feeds)?;
@@ -490,7 +456,7 @@ fn check_backend(
             } else {
                 exp.dec.logits.clone()
             };
-            compare(report, DECODER_MERGED, &out, "logits", &logits.into_dyn());
+            compare(report, DECODER_MERGED, &out, LOGITS, &logits.into_dyn());
             compare_presents(report, DECODER_MERGED, &out);
         }
     }

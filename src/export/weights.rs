@@ -8,16 +8,15 @@
 //! Tensors are converted one at a time from the memory-mapped checkpoint, so exporting needs about
 //! one tensor of extra memory, and models over 2 GB (protobuf's limit) export like small ones.
 
-use super::proto::data_type;
 use crate::checkpoint::Weights;
 use crate::error::{Error, Result};
+use crate::onnx::external::StoredTensor;
+use crate::onnx::layout::DATA_FILE;
+use crate::onnx::proto::data_type;
 use half::f16;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// The name of the shared external-data file in the export directory.
-pub const DATA_FILE: &str = "model.onnx_data";
 
 /// The element type the exported graphs compute in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,17 +37,6 @@ pub enum Quantize {
     /// `MatMulInteger`, standard operators that ONNX Runtime and tract both run), LM head
     /// included.
     Int8,
-}
-
-/// A tensor written to the data file: what an initializer needs to point at it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredTensor {
-    pub name: String,
-    pub elem: i32,
-    pub dims: Vec<i64>,
-    pub location: String,
-    pub offset: u64,
-    pub length: u64,
 }
 
 /// Large tensors start on a 4096-byte boundary, so ONNX Runtime can memory-map them in place

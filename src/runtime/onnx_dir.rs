@@ -3,6 +3,7 @@
 use crate::config::T5Config;
 use crate::error::{Error, Result};
 use crate::model_dir::GenerationConfig;
+use crate::onnx::layout::{GRAPHS, METADATA_FILE};
 use std::path::{Path, PathBuf};
 
 /// The files of an ONNX export: three graphs plus config, generation config and tokenizer.
@@ -13,13 +14,6 @@ pub struct OnnxDir {
     pub generation: GenerationConfig,
     pub tokenizer: tokenizers::Tokenizer,
 }
-
-/// The graph files every export must have (optimum's unmerged layout).
-pub const GRAPHS: [&str; 3] = [
-    "encoder_model.onnx",
-    "decoder_model.onnx",
-    "decoder_with_past_model.onnx",
-];
 
 /// Check that the graph in `file` has the `inputs` and `outputs` optimum's seq2seq layout names;
 /// the first one missing is an error naming the file and the tensor.
@@ -51,9 +45,10 @@ impl OnnxDir {
         if !dir.is_dir() {
             return Err(Error::Checkpoint {
                 path: dir.to_path_buf(),
-                msg: "not a directory (expected an ONNX export: encoder_model.onnx, \
-                      decoder_model.onnx, decoder_with_past_model.onnx, config.json, tokenizer.json)"
-                    .into(),
+                msg: format!(
+                    "not a directory (expected an ONNX export: {}, config.json, tokenizer.json)",
+                    GRAPHS.join(", ")
+                ),
             });
         }
         for g in GRAPHS {
@@ -96,7 +91,7 @@ impl OnnxDir {
 
 /// The precision an export directory records (see [`OnnxDir::precision`]).
 pub fn precision_of(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("cbqa_export.json"))
+    std::fs::read_to_string(dir.join(METADATA_FILE))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| {
@@ -105,65 +100,4 @@ pub fn precision_of(dir: &Path) -> String {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "fp32".into())
-}
-
-/// optimum's input and output names of the decoder graphs, per layer in cache order
-/// (decoder key, decoder value, encoder key, encoder value); built once per loaded model.
-#[derive(Debug, Clone)]
-pub(crate) struct IoNames {
-    /// `past_key_values.{i}.{decoder,encoder}.{key,value}`
-    pub past: Vec<[String; 4]>,
-    /// `present.{i}.{decoder,encoder}.{key,value}`
-    pub present: Vec<[String; 4]>,
-}
-
-impl IoNames {
-    pub fn new(layers: usize) -> Self {
-        let four = |prefix: &str, i: usize| {
-            [
-                format!("{prefix}.{i}.decoder.key"),
-                format!("{prefix}.{i}.decoder.value"),
-                format!("{prefix}.{i}.encoder.key"),
-                format!("{prefix}.{i}.encoder.value"),
-            ]
-        };
-        IoNames {
-            past: (0..layers).map(|i| four("past_key_values", i)).collect(),
-            present: (0..layers).map(|i| four("present", i)).collect(),
-        }
-    }
-
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    /// (inputs, outputs) of `encoder_model.onnx`.
-    pub fn encoder(&self) -> (Vec<String>, Vec<String>) {
-        (
-            Self::strings(&["input_ids", "attention_mask"]),
-            Self::strings(&["last_hidden_state"]),
-        )
-    }
-
-    /// (inputs, outputs) of `decoder_model.onnx`: logits and the whole present cache.
-    pub fn decoder(&self) -> (Vec<String>, Vec<String>) {
-        let mut outs = Self::strings(&["logits"]);
-        outs.extend(self.present.iter().flatten().cloned());
-        let ins = Self::strings(&[
-            "input_ids",
-            "encoder_attention_mask",
-            "encoder_hidden_states",
-        ]);
-        (ins, outs)
-    }
-
-    /// (inputs, outputs) of `decoder_with_past_model.onnx`: the whole past in, logits and the
-    /// decoder half of the present cache out.
-    pub fn decoder_with_past(&self) -> (Vec<String>, Vec<String>) {
-        let mut ins = Self::strings(&["input_ids", "encoder_attention_mask"]);
-        ins.extend(self.past.iter().flatten().cloned());
-        let mut outs = Self::strings(&["logits"]);
-        outs.extend(self.present.iter().flat_map(|p| p[..2].iter().cloned()));
-        (ins, outs)
-    }
 }

@@ -18,10 +18,15 @@
 //! On the CPU the weights are mapped once and shared by the three sessions
 //! (see `ort_weights.rs`).
 
-use super::onnx_dir::{check_io, IoNames, OnnxDir};
+use super::onnx_dir::{check_io, OnnxDir};
+use super::ort_weights::err;
 use super::ort_weights::SharedWeights;
 use super::{is_identity, EncoderInput, Logits, Seq2Seq};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::onnx::layout::{
+    IoNames, ATTENTION_MASK, DECODER, DECODER_WITH_PAST, ENCODER, ENCODER_ATTENTION_MASK,
+    ENCODER_HIDDEN_STATES, INPUT_IDS, LAST_HIDDEN_STATE, LOGITS,
+};
 use ort::ep::ExecutionProviderDispatch;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
@@ -76,13 +81,6 @@ impl Default for OrtOptions {
             spin: false,
             share_weights: true,
         }
-    }
-}
-
-pub(super) fn err(msg: impl std::fmt::Display) -> Error {
-    Error::Backend {
-        backend: "onnxruntime",
-        msg: msg.to_string(),
     }
 }
 
@@ -180,13 +178,10 @@ fn open_session(
 /// An ONNX model that gathers the rows `rows` (int64 `[n]`) of its inputs `x0, x1, ...` (of
 /// element types `elems`, any rank) into its outputs `y0, y1, ...`: one `Gather` on axis 0 each.
 fn select_rows_model(elems: &[i32]) -> Vec<u8> {
-    use crate::export::builder::{model, Attr, Dim, Graph};
+    use crate::onnx::builder::{model, Attr, Dim, Graph};
+    use crate::onnx::proto::data_type::INT64;
     let mut g = Graph::new("cbqa_select_rows");
-    let rows = g.input(
-        "rows",
-        crate::export::proto::data_type::INT64,
-        &[Dim::Sym("rows")],
-    );
+    let rows = g.input("rows", INT64, &[Dim::Sym("rows")]);
     for (i, &elem) in elems.iter().enumerate() {
         let x = g.input_unranked(&format!("x{i}"), elem);
         let y = g.op("Gather", &[&x, &rows], vec![Attr::Int("axis", 0)]);
@@ -257,9 +252,9 @@ impl OrtSeq2Seq {
     /// Load the three graphs of `dir` with `opts`, checking their input and output names.
     pub fn load(dir: &OnnxDir, opts: &OrtOptions) -> Result<Self> {
         let layers = dir.config.decoder_layers();
-        let enc_path = dir.graph("encoder_model.onnx");
-        let dec_path = dir.graph("decoder_model.onnx");
-        let past_path = dir.graph("decoder_with_past_model.onnx");
+        let enc_path = dir.graph(ENCODER);
+        let dec_path = dir.graph(DECODER);
+        let past_path = dir.graph(DECODER_WITH_PAST);
         crate::native::ort_environment()?; // loads the library before any other ort call
         let prepacked = PrepackedWeights::new();
         let mut shared = match opts.device {
@@ -370,7 +365,7 @@ impl OrtSeq2Seq {
             binding.bind_input(*name, *value).map_err(ctx)?;
         }
         for name in outputs {
-            let mem = if *name == "logits" {
+            let mem = if *name == LOGITS {
                 &self.host_mem
             } else {
                 &self.cache_mem
@@ -404,9 +399,9 @@ impl Seq2Seq for OrtSeq2Seq {
         let (ids, mask) = (ids.into_dyn(), mask.into_dyn());
         let mut out = self.run(
             &self.encoder,
-            "encoder_model.onnx",
-            &[("input_ids", &ids), ("attention_mask", &mask)],
-            &["last_hidden_state"],
+            ENCODER,
+            &[(INPUT_IDS, &ids), (ATTENTION_MASK, &mask)],
+            &[LAST_HIDDEN_STATE],
         )?;
         Ok(OrtState {
             rows: input.batch,
@@ -429,22 +424,28 @@ impl Seq2Seq for OrtSeq2Seq {
             .into_dyn();
         if let Some(hidden) = state.hidden.take() {
             // First step: decoder_model.onnx also returns the cross-attention keys/values.
-            let mut outputs: Vec<&str> = vec!["logits"];
-            outputs.extend(self.names.present.iter().flatten().map(String::as_str));
+            let mut outputs: Vec<&str> = vec![LOGITS];
+            outputs.extend(
+                self.names
+                    .present_outputs
+                    .iter()
+                    .flatten()
+                    .map(String::as_str),
+            );
             let out = self.run(
                 &self.decoder,
-                "decoder_model.onnx",
+                DECODER,
                 &[
-                    ("input_ids", &ids),
-                    ("encoder_attention_mask", &state.mask),
-                    ("encoder_hidden_states", &hidden),
+                    (INPUT_IDS, &ids),
+                    (ENCODER_ATTENTION_MASK, &state.mask),
+                    (ENCODER_HIDDEN_STATES, &hidden),
                 ],
                 &outputs,
             )?;
             let mut out = out.into_iter();
             let logits = out
                 .next()
-                .ok_or_else(|| err("decoder_model.onnx: no logits"))?;
+                .ok_or_else(|| err(format!("{DECODER}: no logits")))?;
             let logits = logits_of(&logits, state.rows, self.vocab)?;
             let mut cache = Vec::with_capacity(self.layers);
             while let (Some(a), Some(b), Some(c), Some(d)) =
@@ -456,31 +457,21 @@ impl Seq2Seq for OrtSeq2Seq {
             return Ok((logits, state));
         }
         let mut inputs: Vec<(&str, &DynValue)> = Vec::with_capacity(2 + 4 * self.layers);
-        inputs.push(("input_ids", &ids));
-        inputs.push(("encoder_attention_mask", &state.mask));
-        for (layer, n) in state.cache.iter().zip(&self.names.past) {
+        inputs.push((INPUT_IDS, &ids));
+        inputs.push((ENCODER_ATTENTION_MASK, &state.mask));
+        for (layer, n) in state.cache.iter().zip(&self.names.past_inputs) {
             for (v, name) in layer.iter().zip(n) {
                 inputs.push((name.as_str(), v));
             }
         }
-        let mut outputs: Vec<&str> = vec!["logits"];
-        outputs.extend(
-            self.names
-                .present
-                .iter()
-                .flat_map(|p| p[..2].iter().map(String::as_str)),
-        );
-        let out = self.run(
-            &self.decoder_past,
-            "decoder_with_past_model.onnx",
-            &inputs,
-            &outputs,
-        )?;
+        let mut outputs: Vec<&str> = vec![LOGITS];
+        outputs.extend(self.names.self_attention_outputs().map(String::as_str));
+        let out = self.run(&self.decoder_past, DECODER_WITH_PAST, &inputs, &outputs)?;
         drop(inputs);
         let mut out = out.into_iter();
         let logits = out
             .next()
-            .ok_or_else(|| err("decoder_with_past_model.onnx: no logits"))?;
+            .ok_or_else(|| err(format!("{DECODER_WITH_PAST}: no logits")))?;
         let logits = logits_of(&logits, state.rows, self.vocab)?;
         for layer in state.cache.iter_mut() {
             if let (Some(k), Some(v)) = (out.next(), out.next()) {

@@ -15,52 +15,32 @@
 //! (the embedding rows a batch gathers, relative position biases, norms) faults back in from the
 //! page cache as it is used. Used on the CPU only; GPU sessions load their weights as before.
 
-use super::ort::err;
 use crate::error::{Error, Result};
-use crate::export::proto::StringStringEntryProto;
+use crate::onnx::external::{entry, LENGTH, LOCATION, OFFSET};
+use crate::onnx::proto::{data_type as dt, DATA_LOCATION_EXTERNAL};
+use crate::onnx::read::read_head;
 use memmap2::Mmap;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::sys::ONNXTensorElementDataType as Elem;
 use ort::value::DynValue;
 use ort::AsPointer;
-use prost::Message;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-// Just the parts of onnx.proto needed to find external initializers; prost skips every other
-// field (node lists, inline raw data) without copying it.
-#[derive(Clone, PartialEq, Message)]
-struct ModelHead {
-    #[prost(message, optional, tag = "7")]
-    graph: Option<GraphHead>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct GraphHead {
-    #[prost(message, repeated, tag = "5")]
-    initializer: Vec<InitializerHead>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct InitializerHead {
-    #[prost(int64, repeated, packed = "false", tag = "1")]
-    dims: Vec<i64>,
-    #[prost(int32, optional, tag = "2")]
-    data_type: Option<i32>,
-    #[prost(string, optional, tag = "8")]
-    name: Option<String>,
-    #[prost(message, repeated, tag = "13")]
-    external_data: Vec<StringStringEntryProto>,
-    #[prost(int32, optional, tag = "14")]
-    data_location: Option<i32>,
+/// An ONNX Runtime failure as this crate's error (shared with `ort.rs`, which depends on this
+/// module and not the other way round).
+pub(super) fn err(msg: impl std::fmt::Display) -> Error {
+    Error::Backend {
+        backend: "onnxruntime",
+        msg: msg.to_string(),
+    }
 }
 
 /// ONNX data type → (ONNX Runtime element type, bytes per element), for the types a T5 export
 /// stores; other types are left to ONNX Runtime's own loading.
 fn element(data_type: i32) -> Option<(Elem, usize)> {
-    use crate::export::proto::data_type as dt;
     Some(match data_type {
         dt::FLOAT => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, 4),
         dt::UINT8 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1),
@@ -123,32 +103,20 @@ impl SharedWeights {
     /// file, and element types a T5 export does not use, are not listed: ONNX Runtime loads
     /// those itself.
     pub(crate) fn for_graph(&mut self, graph: &Path) -> Result<Vec<(String, Arc<DynValue>)>> {
-        let file = std::fs::File::open(graph).map_err(|e| Error::io("open", graph, e))?;
-        // SAFETY: read-only mapping of a file the exporter never rewrites in place (exports are
-        // written to a temporary directory and renamed); only parsed, then unmapped.
-        let bytes = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("map", graph, e))?;
-        let model = ModelHead::decode(&bytes[..]).map_err(|e| Error::Tensor {
-            path: graph.to_path_buf(),
-            name: "(model)".into(),
-            msg: format!("not an ONNX model: {e}"),
-        })?;
+        // Only the initializer headers are read, not the graph's nodes or inline tensor data.
+        let model = read_head(graph)?;
         let dir = graph.parent().unwrap_or(Path::new("."));
         let mut out = Vec::new();
         for init in model.graph.map(|g| g.initializer).unwrap_or_default() {
-            if init.data_location != Some(crate::export::proto::DATA_LOCATION_EXTERNAL) {
+            if init.data_location != Some(DATA_LOCATION_EXTERNAL) {
                 continue;
             }
             let name = init.name.clone().unwrap_or_default();
             let Some((elem, size)) = element(init.data_type.unwrap_or(0)) else {
                 continue;
             };
-            let get = |key: &str| {
-                init.external_data
-                    .iter()
-                    .find(|e| e.key.as_deref() == Some(key))
-                    .and_then(|e| e.value.clone())
-            };
-            let location = get("location")
+            let get = |key: &str| entry(&init.external_data, key);
+            let location = get(LOCATION)
                 .ok_or_else(|| bad(graph, &name, "external data without a location"))?;
             let num = |key: &str| -> Result<Option<u64>> {
                 get(key)
@@ -163,7 +131,7 @@ impl SharedWeights {
                     })
                     .transpose()
             };
-            let offset = num("offset")?.unwrap_or(0);
+            let offset = num(OFFSET)?.unwrap_or(0);
             if init.dims.iter().any(|&d| d < 0) {
                 return Err(bad(graph, &name, format!("negative dims {:?}", init.dims)));
             }
@@ -172,7 +140,7 @@ impl SharedWeights {
                 .iter()
                 .try_fold(size as u64, |n, &d| n.checked_mul(d as u64))
                 .ok_or_else(|| bad(graph, &name, format!("dims {:?} overflow", init.dims)))?;
-            let len = num("length")?.unwrap_or(want);
+            let len = num(LENGTH)?.unwrap_or(want);
             if len != want {
                 return Err(bad(
                     graph,
@@ -187,7 +155,7 @@ impl SharedWeights {
                 // Not addressable in place as this element type; ONNX Runtime copies it.
                 continue;
             }
-            let path = dir.join(&location);
+            let path = dir.join(location);
             let slot = Slot {
                 file: path.clone(),
                 offset,

@@ -2,9 +2,13 @@
 //! length dimensions and reused for every batch (plans are shared `Arc`s, so independent batches
 //! can run on several threads at once).
 
-use super::onnx_dir::{check_io, IoNames, OnnxDir};
+use super::onnx_dir::{check_io, OnnxDir};
 use super::{gather_rows, EncoderInput, Logits, Seq2Seq};
 use crate::error::{Error, Result};
+use crate::onnx::layout::{
+    IoNames, ATTENTION_MASK, DECODER, DECODER_WITH_PAST, ENCODER, ENCODER_ATTENTION_MASK,
+    ENCODER_HIDDEN_STATES, INPUT_IDS, LAST_HIDDEN_STATE, LOGITS,
+};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -128,9 +132,9 @@ impl TractSeq2Seq {
         let layers = dir.config.decoder_layers();
         let names = IoNames::new(layers);
         let (ep, dp, pp) = (
-            dir.graph("encoder_model.onnx"),
-            dir.graph("decoder_model.onnx"),
-            dir.graph("decoder_with_past_model.onnx"),
+            dir.graph(ENCODER),
+            dir.graph(DECODER),
+            dir.graph(DECODER_WITH_PAST),
         );
         let encoder = Graph::load(&ep)?;
         let (i, o) = names.encoder();
@@ -200,8 +204,8 @@ impl Seq2Seq for TractSeq2Seq {
         let mask = i64_tensor(&shape, &input.mask)?;
         let outs = self
             .encoder
-            .run(vec![("input_ids", ids), ("attention_mask", mask.clone())])?;
-        let hidden = self.encoder.output(&outs, "last_hidden_state")?;
+            .run(vec![(INPUT_IDS, ids), (ATTENTION_MASK, mask.clone())])?;
+        let hidden = self.encoder.output(&outs, LAST_HIDDEN_STATE)?;
         Ok(TractState {
             rows: input.batch,
             mask,
@@ -221,17 +225,13 @@ impl Seq2Seq for TractSeq2Seq {
         let ids = i64_tensor(&[state.rows, 1], tokens)?;
         if let Some(hidden) = state.hidden.take() {
             let outs = self.decoder.run(vec![
-                ("input_ids", ids),
-                ("encoder_attention_mask", state.mask.clone()),
-                ("encoder_hidden_states", hidden),
+                (INPUT_IDS, ids),
+                (ENCODER_ATTENTION_MASK, state.mask.clone()),
+                (ENCODER_HIDDEN_STATES, hidden),
             ])?;
-            let logits = logits_of(
-                &self.decoder.output(&outs, "logits")?,
-                state.rows,
-                self.vocab,
-            )?;
+            let logits = logits_of(&self.decoder.output(&outs, LOGITS)?, state.rows, self.vocab)?;
             let mut cache = Vec::with_capacity(self.layers);
-            for p in &self.names.present {
+            for p in &self.names.present_outputs {
                 let out = |n: &str| self.decoder.output(&outs, n);
                 cache.push([out(&p[0])?, out(&p[1])?, out(&p[2])?, out(&p[3])?]);
             }
@@ -240,21 +240,21 @@ impl Seq2Seq for TractSeq2Seq {
         }
 
         let mut inputs: Vec<(&str, TValue)> = vec![
-            ("input_ids", ids),
-            ("encoder_attention_mask", state.mask.clone()),
+            (INPUT_IDS, ids),
+            (ENCODER_ATTENTION_MASK, state.mask.clone()),
         ];
-        for (layer, n) in state.cache.iter().zip(&self.names.past) {
+        for (layer, n) in state.cache.iter().zip(&self.names.past_inputs) {
             for (v, name) in layer.iter().zip(n) {
                 inputs.push((name.as_str(), v.clone()));
             }
         }
         let outs = self.decoder_past.run(inputs)?;
         let logits = logits_of(
-            &self.decoder_past.output(&outs, "logits")?,
+            &self.decoder_past.output(&outs, LOGITS)?,
             state.rows,
             self.vocab,
         )?;
-        for (layer, p) in state.cache.iter_mut().zip(&self.names.present) {
+        for (layer, p) in state.cache.iter_mut().zip(&self.names.present_outputs) {
             layer[0] = self.decoder_past.output(&outs, &p[0])?;
             layer[1] = self.decoder_past.output(&outs, &p[1])?;
         }

@@ -3,7 +3,8 @@
 //! Field numbers and types are copied from `onnx/onnx.proto` (onnx 1.23, `syntax = "proto2"`),
 //! <https://github.com/onnx/onnx/blob/main/onnx/onnx.proto>. Only the messages and fields we write
 //! are declared; a decoder skips the rest, so these types also read models written by others
-//! (tests decode our own files back with them).
+//! (tests decode our own files back with them). The crate itself reads graph files only through
+//! the partial messages of `read.rs`, which skip node lists and inline tensor data.
 //!
 //! Scalars are `Option` because ONNX is proto2: presence matters. `onnx.checker` checks, for
 //! example, that an INT attribute *has* its `i` field, and proto3-style encoding would drop

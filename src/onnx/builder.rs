@@ -2,12 +2,12 @@
 //! name under the current scope, constants are inline initializers and weights are initializers
 //! that point into the shared external-data file.
 
+use super::external::StoredTensor;
 use super::proto::{
     attribute_type, data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
     ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto, DATA_LOCATION_EXTERNAL,
 };
-use super::weights::StoredTensor;
 use std::collections::HashSet;
 
 /// One dimension of a graph input or output: fixed, or a named dynamic axis (optimum's names).
@@ -248,11 +248,7 @@ impl Graph {
                 dims: t.dims.clone(),
                 data_type: Some(t.elem),
                 name: Some(t.name.clone()),
-                external_data: vec![
-                    StringStringEntryProto::new("location", t.location.clone()),
-                    StringStringEntryProto::new("offset", t.offset.to_string()),
-                    StringStringEntryProto::new("length", t.length.to_string()),
-                ],
+                external_data: t.external_data(),
                 data_location: Some(DATA_LOCATION_EXTERNAL),
                 ..Default::default()
             });
