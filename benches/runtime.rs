@@ -42,7 +42,7 @@ fn bench_backend<B: Seq2Seq>(c: &mut Criterion, name: &str, backend: &B) {
 fn bench(c: &mut Criterion) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = root.join("target").join("bench-exports").join("t5_v1_1");
-    if !out.join("decoder_with_past_model.onnx").exists() {
+    if !out.join(cbqa::export::DECODER_WITH_PAST).exists() {
         let mut opts = cbqa::export::ExportOptions::new(root.join("tests/fixtures/t5_v1_1"), &out);
         opts.validate = None;
         opts.force = true;
