@@ -161,17 +161,19 @@ pub struct CpuInt8 {
     pub exact_sums: bool,
 }
 
+/// `model name` from /proc/cpuinfo, where there is one.
+pub fn cpu_model() -> Option<String> {
+    std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+        t.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    })
+}
+
 /// What this CPU offers for integer GEMMs (see [`CpuInt8`]).
 pub fn cpu_int8() -> CpuInt8 {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_default();
+    let model = cpu_model().unwrap_or_default();
     #[cfg(target_arch = "x86_64")]
     {
         let detected = [

@@ -189,15 +189,7 @@ pub fn run<B: Seq2Seq>(backend: &B, w: &Workload<'_>) -> Result<BenchResult> {
 
 /// The machine and library versions, for the report.
 pub fn environment() -> Vec<(String, String)> {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let cpu = crate::native::cpu_model().unwrap_or_else(|| "unknown".into());
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);

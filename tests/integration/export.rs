@@ -399,14 +399,11 @@ fn failed_export_leaves_no_directory() {
 
 /// Reduced precision on a model with ordinary weights (`cbqa init --preset tiny`): documented
 /// tolerances and the same argmax tokens as the float32 reference, in both runtimes.
-#[test]
-fn fp16_and_int8_exports_validate() {
-    use cbqa::export::{Precision, Quantize, ValidateOptions};
+/// The random tiny model the reduced-precision tests export (`cbqa init --preset tiny --seed 3`,
+/// as `scripts/int8_study.py` makes it).
+fn tiny_model(dir: &Path) -> std::path::PathBuf {
     use cbqa::init::{init_model, InitOptions, TokenizerSource};
-    // Reduced-precision kernels differ by CPU: a failure elsewhere should say what this ran on.
-    eprintln!("cpu (int8): {}", cbqa::native::int8_kernel_summary());
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("tiny");
+    let model = dir.join("tiny");
     init_model(&InitOptions {
         config: cbqa::T5Config::preset("tiny").unwrap(),
         tokenizer: TokenizerSource::File(fixture("t5_v1_1").join("tokenizer.json")),
@@ -415,6 +412,16 @@ fn fp16_and_int8_exports_validate() {
         seed: 3,
     })
     .unwrap();
+    model
+}
+
+#[test]
+fn fp16_and_int8_exports_validate() {
+    use cbqa::export::{Precision, Quantize, ValidateOptions};
+    // Reduced-precision kernels differ by CPU: a failure elsewhere should say what this ran on.
+    eprintln!("cpu (int8): {}", cbqa::native::int8_kernel_summary());
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
     let weights = std::fs::metadata(model.join("model.safetensors"))
         .unwrap()
         .len();
@@ -458,19 +465,10 @@ fn fp16_and_int8_exports_validate() {
 #[test]
 fn int8_export_validates_under_avx2_saturation() {
     use cbqa::export::{Precision, Quantize, ValidateOptions};
-    use cbqa::init::{init_model, InitOptions, TokenizerSource};
     eprintln!("cpu (int8): {}", cbqa::native::int8_kernel_summary());
     eprintln!("{}", run_python("avx2_u8s8.py", &["--self-test"]).trim());
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("tiny");
-    init_model(&InitOptions {
-        config: cbqa::T5Config::preset("tiny").unwrap(),
-        tokenizer: TokenizerSource::File(fixture("t5_v1_1").join("tokenizer.json")),
-        out: model.clone(),
-        force: false,
-        seed: 3,
-    })
-    .unwrap();
+    let model = tiny_model(tmp.path());
     let int8 = tmp.path().join("int8");
     let opts = ValidateOptions {
         tract: false,
