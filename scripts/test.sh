@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: set-up, fixtures, lint, the inference-only build, tests.
+# The whole test suite, from a fresh clone: set-up, fixtures, lint, the inference-only build, tests
+# in both build configurations (default features, and inference-only without libtorch).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
@@ -27,3 +28,5 @@ echo "== cargo test"
 cargo build --examples
 cargo test --all-targets "$@"
 cargo test --doc
+echo "== cargo test, inference-only build (no libtorch: the ort and tract tests)"
+cargo test --no-default-features --features ort,tract --tests "$@"

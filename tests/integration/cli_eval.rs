@@ -286,6 +286,26 @@ fn score_reports_overlap_subsets_for_any_systems_predictions() {
     assert!(get("n_answer_overlap_only").parse::<usize>().unwrap() > 0);
 }
 
+/// Without libtorch the tch backend is not offered at all: a clear refusal naming the choices.
+#[cfg(not(feature = "train"))]
+#[test]
+fn inference_only_build_refuses_the_tch_backend() {
+    let (ok, _, err) = run_cbqa(&[
+        "eval",
+        "--model",
+        "m",
+        "--data",
+        "d",
+        "--out",
+        "o",
+        "--backend",
+        "tch",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("'tch'") && err.contains("ort, tract"), "{err}");
+}
+
+#[cfg(feature = "train")]
 #[test]
 fn eval_with_tch_on_the_checkpoint_equals_ort_on_its_export() {
     let export = crate::runtime::cbqa_export("t5_v1_1");

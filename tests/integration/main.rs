@@ -1,4 +1,6 @@
-//! cbqa's integration tests: one binary, one module per area.
+//! cbqa's integration tests: one binary, one module per area. The modules that need libtorch
+//! (feature `train`) are left out of the inference-only build
+//! (`cargo test --no-default-features --features ort,tract`), which runs everything else.
 
 mod bench;
 mod cli_eval;
@@ -7,9 +9,12 @@ mod data_files;
 mod eval_oracle;
 mod export;
 mod foundation;
+#[cfg(feature = "train")]
 mod model_parity;
+#[cfg(feature = "train")]
 mod optim;
 mod runtime;
 mod serve;
 mod support;
+#[cfg(feature = "train")]
 mod train;

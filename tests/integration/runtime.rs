@@ -206,6 +206,7 @@ fn tract_matches_transformers_on_cbqa_exports() {
     }
 }
 
+#[cfg(feature = "train")]
 #[test]
 fn tch_matches_transformers_through_the_same_decoding() {
     for name in FIXTURES {
