@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The issue-7 target workload, cbqa and its peers side by side in one run, with the ratios:
+# The t5-small throughput workload, cbqa and its peers side by side in one run, with the ratios:
 # t5-small shapes (60M parameters, random weights), 256 questions of 10–21 tokens, batch 32,
 # 8 forced decode steps, fp32 (+ int8), 2 threads.
 #   scripts/bench.sh [OUT_DIR]        (default runs/bench-t5-small)

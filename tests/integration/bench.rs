@@ -1,4 +1,4 @@
-//! Issue 7: the bench code runs on a tiny fixture and writes a well-formed CSV and plot.
+//! The bench code runs on a tiny fixture and writes a well-formed CSV and plot.
 //! (Timings are never asserted.)
 
 use crate::common::*;

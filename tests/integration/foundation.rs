@@ -1,4 +1,4 @@
-//! Issue 2: config, checkpoint and tokenizer I/O against transformers, `cbqa init`, bad inputs.
+//! Foundation: config, checkpoint and tokenizer I/O against transformers, `cbqa init`, bad inputs.
 
 use crate::common::*;
 use cbqa::checkpoint::{expected_tensors, save_safetensors, OwnedTensor, Weights};

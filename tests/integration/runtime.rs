@@ -1,4 +1,4 @@
-//! Issue 5: every backend × {greedy, beam-4} × {v1.0, T5.1.1} against transformers' `generate`
+//! Every backend × {greedy, beam-4} × {v1.0, T5.1.1} against transformers' `generate`
 //! on padded batches of mixed lengths, over optimum's own exports of the fixtures.
 
 use crate::common::*;

@@ -1,4 +1,4 @@
-//! Issue 5: the HTTP example serves one shared Answerer to concurrent clients.
+//! The HTTP example serves one shared Answerer to concurrent clients.
 
 use crate::common::*;
 use crate::runtime::optimum_export;

@@ -342,7 +342,7 @@ print(json.dumps(tok.batch_decode(out, skip_special_tokens=True)))
     );
 
     // The trained checkpoint through export: fp32 in both runtimes keeps the exact match, and
-    // the int8 export stays within 1 point of it (issue 7's accuracy bar for int8).
+    // the int8 export stays within 1 point of it (the accuracy bar for int8).
     let refs = cbqa::data::Dataset::read(nq200(), &Default::default())
         .unwrap()
         .examples;
