@@ -312,6 +312,16 @@ struct Expected {
     dec: DecoderOutput,
 }
 
+/// The reference cache of layer `i` as a decoder-with-past gets it before target position
+/// `t - 1`: the self-attention keys/values of positions `0..t-1`, the cross-attention ones whole.
+fn past_before_last(exp: &Expected, i: usize, part: Part, kv: Kv, t: usize) -> ArrayD<f32> {
+    let x = exp.dec.cache(i, part, kv);
+    match part {
+        Part::Decoder => x.slice(s![.., .., ..t - 1, ..]).to_owned().into_dyn(),
+        Part::Encoder => x.clone().into_dyn(),
+    }
+}
+
 /// Compare one backend's outputs of the three graphs on one case.
 fn check_backend(
     backend: &mut dyn Backend,
@@ -386,13 +396,8 @@ fn check_backend(
     ];
     for i in 0..cfg.decoder_layers() {
         for (part, kv) in CACHE_ORDER {
-            let x = exp.dec.cache(i, part, kv);
-            let value = match part {
-                // All but the last target position of the self-attention cache.
-                Part::Decoder => x.slice(s![.., .., ..t - 1, ..]).to_owned(),
-                Part::Encoder => x.clone(),
-            };
-            feeds.push((past(i, part, kv), Feed::F32(value.into_dyn())));
+            let value = past_before_last(exp, i, part, kv, t);
+            feeds.push((past(i, part, kv), Feed::F32(value)));
         }
     }
     let out = backend.run(&dir.join(DECODER_WITH_PAST), &feeds)?;
@@ -439,13 +444,10 @@ fn check_backend(
             feeds.push((INPUT_IDS.into(), Feed::I64(ids.into_dyn())));
             for i in 0..cfg.decoder_layers() {
                 for (part, kv) in CACHE_ORDER {
-                    let x = exp.dec.cache(i, part, kv);
-                    let value = match (use_cache, part) {
-                        (false, _) => empty.clone(),
-                        (true, Part::Decoder) => {
-                            x.slice(s![.., .., ..t - 1, ..]).to_owned().into_dyn()
-                        }
-                        (true, Part::Encoder) => x.clone().into_dyn(),
+                    let value = if use_cache {
+                        past_before_last(exp, i, part, kv, t)
+                    } else {
+                        empty.clone()
                     };
                     feeds.push((past(i, part, kv), Feed::F32(value)));
                 }

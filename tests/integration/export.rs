@@ -2,7 +2,7 @@
 //! the reference in ONNX Runtime and tract, and interoperability with the real tools of the venv
 //! (onnx.checker, optimum's ORTModelForSeq2SeqLM).
 
-use crate::common::{fixture, python, run_cbqa, run_python};
+use crate::common::{copy_dir, fixture, python, run_cbqa, run_python};
 use cbqa::export::{self, ExportOptions, ReferenceT5};
 use cbqa::ModelDir;
 use ndarray::{Array2, Array3, ArrayD};
@@ -485,13 +485,9 @@ fn int8_export_validates_under_avx2_saturation() {
             .unwrap();
     assert_eq!(meta["int8_weight_max"], 64, "{meta}");
     assert!(meta["validated_on_cpu"].as_str().is_some(), "{meta}");
+    // The export's files, then its graphs replaced by their AVX2 rewrites (self-contained).
     let emulated = tmp.path().join("int8-avx2");
-    std::fs::create_dir_all(&emulated).unwrap();
-    for f in ["config.json", "generation_config.json", "tokenizer.json"] {
-        if int8.join(f).is_file() {
-            std::fs::copy(int8.join(f), emulated.join(f)).unwrap();
-        }
-    }
+    copy_dir(&int8, &emulated);
     for g in [export::ENCODER, export::DECODER, export::DECODER_WITH_PAST] {
         let (src, dst) = (int8.join(g), emulated.join(g));
         run_python(
