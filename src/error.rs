@@ -56,12 +56,43 @@ pub enum Error {
         output: String,
         msg: String,
     },
-    /// A request that cannot be satisfied as given (bad option combination, absent device, ...).
+    /// A library setting whose value cannot be used. `setting` is the settings field's name
+    /// (`num_beams`, `lr`); the binary translates it to its flag (`--num-beams`, `--lr`).
+    #[error("{setting}: {msg}")]
+    Setting { setting: &'static str, msg: String },
+    /// A device that is unknown, absent, or not compiled into this build.
+    #[error("device `{device}`: {msg}")]
+    Device { device: String, msg: String },
+    /// An input a call cannot take: an empty question, token ids of the wrong length, a decoding
+    /// state of another backend. `what` names the input.
+    #[error("{what}: {msg}")]
+    Input { what: String, msg: String },
+    /// Training stopped because the loss or a parameter stopped being finite.
+    #[error("{what} at step {step}: the update diverged; the last good checkpoint is {last_good}")]
+    Diverged {
+        step: u64,
+        what: String,
+        last_good: String,
+    },
+    /// A failure inside an inference backend (ONNX Runtime, tract): what was being done, and the
+    /// engine's own error as `source` (an `ort::Error` keeps its code; downcast to get it).
+    #[error("{backend}: {action}")]
+    Backend {
+        backend: &'static str,
+        action: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The tokenizer failed on a text or while being built (`source` is the tokenizers error).
+    #[error("tokenizer: {action}")]
+    Tokenize {
+        action: String,
+        #[source]
+        source: BoxError,
+    },
+    /// Transitional catch-all, being replaced by the variants above; do not add new uses.
     #[error("{0}")]
     Invalid(String),
-    /// A failure inside an inference backend (ONNX Runtime, tract), with what was being done.
-    #[error("{backend}: {msg}")]
-    Backend { backend: &'static str, msg: String },
     /// A native library (libtorch, ONNX Runtime) that cannot be found or loaded.
     #[error("{0}")]
     Library(String),
@@ -70,6 +101,9 @@ pub enum Error {
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
+
+/// An engine's own error, kept as the `source` of [`Error::Backend`] and [`Error::Tokenize`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Shorthand used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -83,6 +117,43 @@ impl Error {
         Error::Io {
             action,
             path: path.into(),
+            source,
+        }
+    }
+
+    /// A backend failure while doing `action`, keeping the engine's error.
+    pub(crate) fn backend(
+        backend: &'static str,
+        action: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Backend {
+            backend,
+            action: action.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A setting `setting` that cannot take the value it was given.
+    pub(crate) fn setting(setting: &'static str, msg: impl Into<String>) -> Self {
+        Error::Setting {
+            setting,
+            msg: msg.into(),
+        }
+    }
+
+    /// An input `what` that the call cannot take.
+    pub(crate) fn input(what: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Input {
+            what: what.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// A tokenizer failure while doing `action`.
+    pub(crate) fn tokenize(action: impl Into<String>, source: BoxError) -> Self {
+        Error::Tokenize {
+            action: action.into(),
             source,
         }
     }

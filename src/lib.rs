@@ -23,6 +23,7 @@ pub mod model;
 pub mod model_dir;
 pub mod native;
 pub mod onnx;
+pub mod progress;
 pub mod pyjson;
 pub mod runtime;
 pub mod tokenizer;

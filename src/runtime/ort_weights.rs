@@ -32,10 +32,7 @@ use std::sync::Arc;
 /// An ONNX Runtime failure as this crate's error (shared with `ort.rs`, which depends on this
 /// module and not the other way round).
 pub(super) fn err(msg: impl std::fmt::Display) -> Error {
-    Error::Backend {
-        backend: "onnxruntime",
-        msg: msg.to_string(),
-    }
+    Error::Invalid(format!("onnxruntime: {msg}"))
 }
 
 /// ONNX data type → (ONNX Runtime element type, bytes per element), for the types a T5 export

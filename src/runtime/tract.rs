@@ -17,10 +17,7 @@ use tract_onnx::prelude::*;
 type Plan = Arc<TypedSimplePlan>;
 
 fn err(msg: impl std::fmt::Display) -> Error {
-    Error::Backend {
-        backend: "tract",
-        msg: msg.to_string(),
-    }
+    Error::Invalid(format!("tract: {msg}"))
 }
 
 /// One optimised graph with its input and output positions by name.
