@@ -50,7 +50,9 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     println!("cargo:rustc-env=CBQA_GIT_COMMIT={commit}");
-    println!("cargo:rerun-if-changed=.git/HEAD");
+    for file in git_files_naming_head() {
+        println!("cargo:rerun-if-changed={file}");
+    }
 
     if env::var_os("CARGO_FEATURE_ORT").is_some() {
         let default = venv
@@ -59,4 +61,25 @@ fn main() {
             .unwrap_or_default();
         println!("cargo:rustc-env=CBQA_DEFAULT_ORT_DYLIB={default}");
     }
+}
+
+/// The files whose change moves HEAD: HEAD itself, the branch it points to, and packed-refs
+/// (watching HEAD alone misses every commit on a branch, which stamps binaries with an old commit).
+/// Paths come from git, so a worktree (where `.git` is a file) works too.
+fn git_files_naming_head() -> Vec<String> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let mut refs = vec!["HEAD".to_string(), "packed-refs".to_string()];
+    refs.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    refs.iter()
+        .filter_map(|r| git(&["rev-parse", "--path-format=absolute", "--git-path", r]))
+        // A watched file that does not exist would rerun this script on every build.
+        .filter(|p| std::path::Path::new(p).exists())
+        .collect()
 }
