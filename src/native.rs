@@ -74,29 +74,55 @@ pub fn init_ort() -> Result<PathBuf> {
     ort_environment().map(|(path, _)| path.clone())
 }
 
+/// Why loading ONNX Runtime failed, kept for every later call in the process: what was being
+/// done and, where ONNX Runtime itself failed, its error.
+#[cfg(feature = "ort")]
+#[derive(Debug, Clone)]
+struct OrtLoadFailure {
+    action: String,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+#[cfg(feature = "ort")]
+impl OrtLoadFailure {
+    fn ort(action: String, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        OrtLoadFailure {
+            action,
+            source: Some(std::sync::Arc::new(source)),
+        }
+    }
+
+    fn to_error(&self) -> Error {
+        match &self.source {
+            Some(source) => Error::backend("onnxruntime", self.action.clone(), source.clone()),
+            None => Error::Library(self.action.clone()),
+        }
+    }
+}
+
 /// The process-wide ONNX Runtime environment (loading the library on first use).
 #[cfg(feature = "ort")]
 pub fn ort_environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
     use std::sync::OnceLock;
-    static LOADED: OnceLock<std::result::Result<(PathBuf, ort::environment::Environment), String>> =
-        OnceLock::new();
+    type Loaded = std::result::Result<(PathBuf, ort::environment::Environment), OrtLoadFailure>;
+    static LOADED: OnceLock<Loaded> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let path = ort_library_path().map_err(|e| e.to_string())?;
-            let builder = ort::init_from(&path).map_err(|e| {
-                format!(
-                    "cannot load ONNX Runtime from {}: {e}; {SETUP_HINT}",
-                    path.display()
-                )
+            let path = ort_library_path().map_err(|e| OrtLoadFailure {
+                action: e.to_string(),
+                source: None,
             })?;
-            let env = builder
-                .with_name("cbqa")
-                .build()
-                .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
+            let builder = ort::init_from(&path).map_err(|e| {
+                let action = format!("cannot load {} ({SETUP_HINT})", path.display());
+                OrtLoadFailure::ort(action, e)
+            })?;
+            let env = builder.with_name("cbqa").build().map_err(|e| {
+                OrtLoadFailure::ort("cannot create the ONNX Runtime environment".into(), e)
+            })?;
             Ok((path, env))
         })
         .as_ref()
-        .map_err(|e| Error::Library(e.clone()))
+        .map_err(OrtLoadFailure::to_error)
 }
 
 /// Load libtorch's CUDA support (`libtorch_cuda.so` and the CUDA libraries it needs), once.
@@ -257,9 +283,21 @@ pub fn report() -> Vec<(String, String)> {
             rows.push(("onnxruntime".into(), path.display().to_string()));
             rows.push(("onnxruntime build".into(), ort::info().to_string()));
         }
-        Err(e) => rows.push(("onnxruntime".into(), format!("error: {e}"))),
+        Err(e) => rows.push(("onnxruntime".into(), format!("error: {}", with_causes(&e)))),
     }
     #[cfg(feature = "tract")]
     rows.push(("tract".into(), "tract-onnx 0.23 (built in)".into()));
     rows
+}
+
+/// An error's message followed by those of its causes, `: `-separated.
+#[cfg(feature = "ort")]
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }

@@ -157,7 +157,12 @@ pub fn run<B: Seq2Seq>(backend: &B, w: &Workload<'_>) -> Result<BenchResult> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(w.batch_parallelism)
             .build()
-            .map_err(|e| crate::error::Error::Invalid(format!("thread pool: {e}")))?;
+            .map_err(|e| {
+                crate::error::Error::setting(
+                    "batch_parallelism",
+                    format!("cannot start {} worker threads: {e}", w.batch_parallelism),
+                )
+            })?;
         pool.install(|| work.par_iter().map(|b| one(b)).collect::<Result<_>>())?
     } else {
         work.iter().map(|b| one(b)).collect::<Result<_>>()?
