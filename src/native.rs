@@ -11,10 +11,13 @@ use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
 /// The command that installs the native libraries.
-pub const SETUP_HINT: &str = "run scripts/setup.sh (it installs onnxruntime==1.31.1 into .venv; \
+#[cfg(feature = "ort")]
+pub(crate) const SETUP_HINT: &str =
+    "run scripts/setup.sh (it installs onnxruntime==1.31.1 into .venv; \
      scripts/setup.sh --gpu installs onnxruntime-gpu), or set ORT_DYLIB_PATH to a \
      libonnxruntime.so of version 1.31";
 
+#[cfg(feature = "ort")]
 fn venv_candidates(venv: &Path) -> Vec<PathBuf> {
     let mut out = vec![venv.join("libonnxruntime.so")];
     if let Ok(entries) = std::fs::read_dir(venv.join("lib")) {
@@ -39,7 +42,8 @@ fn venv_candidates(venv: &Path) -> Vec<PathBuf> {
 }
 
 /// Where the ONNX Runtime library is, or an error that says how to install it.
-pub fn ort_library_path() -> Result<PathBuf> {
+#[cfg(feature = "ort")]
+pub(crate) fn ort_library_path() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
         let p = PathBuf::from(p);
         return if p.is_file() {
@@ -70,7 +74,7 @@ pub fn ort_library_path() -> Result<PathBuf> {
 
 /// Load ONNX Runtime once per process and return the library path that was loaded.
 #[cfg(feature = "ort")]
-pub fn init_ort() -> Result<PathBuf> {
+pub(crate) fn init_ort() -> Result<PathBuf> {
     ort_environment().map(|(path, _)| path.clone())
 }
 
@@ -102,7 +106,7 @@ impl OrtLoadFailure {
 
 /// The process-wide ONNX Runtime environment (loading the library on first use).
 #[cfg(feature = "ort")]
-pub fn ort_environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
+pub(crate) fn ort_environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
     use std::sync::OnceLock;
     type Loaded = std::result::Result<(PathBuf, ort::environment::Environment), OrtLoadFailure>;
     static LOADED: OnceLock<Loaded> = OnceLock::new();
@@ -133,7 +137,7 @@ pub fn ort_environment() -> Result<&'static (PathBuf, ort::environment::Environm
 /// the binary was built against, then through the dynamic loader's search path. An error says
 /// what was tried: a CPU-only torch has no `libtorch_cuda.so`.
 #[cfg(feature = "train")]
-pub fn torch_cuda() -> std::result::Result<&'static Path, String> {
+pub(crate) fn torch_cuda() -> std::result::Result<&'static Path, String> {
     use std::sync::OnceLock;
     static LOADED: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     LOADED
@@ -178,7 +182,7 @@ pub fn torch_cuda() -> std::result::Result<&'static Path, String> {
 /// (`vpdpbusd`: four products summed straight into int32, exact), else AVX-512BW or AVX2
 /// (`vpmaddubsw`: each adjacent pair of products is summed into a saturating int16 first).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CpuInt8 {
+pub(crate) struct CpuInt8 {
     /// `model name` from /proc/cpuinfo (empty where there is none).
     pub model: String,
     /// The detected features among avx2, avx512bw, avx512vnni, avxvnni.
@@ -188,7 +192,7 @@ pub struct CpuInt8 {
 }
 
 /// `model name` from /proc/cpuinfo, where there is one.
-pub fn cpu_model() -> Option<String> {
+pub(crate) fn cpu_model() -> Option<String> {
     std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
         t.lines()
             .find(|l| l.starts_with("model name"))
@@ -198,7 +202,7 @@ pub fn cpu_model() -> Option<String> {
 }
 
 /// What this CPU offers for integer GEMMs (see [`CpuInt8`]).
-pub fn cpu_int8() -> CpuInt8 {
+pub(crate) fn cpu_int8() -> CpuInt8 {
     let model = cpu_model().unwrap_or_default();
     #[cfg(target_arch = "x86_64")]
     {
@@ -231,7 +235,8 @@ pub fn cpu_int8() -> CpuInt8 {
     }
 }
 
-/// One line on the integer GEMM ONNX Runtime runs here, for `cbqa doctor`, validation and tests.
+/// One line on the integer GEMM ONNX Runtime runs here. Public for `cbqa doctor` and the tests that
+/// name the CPU when an int8 result differs; validation reports use it too.
 pub fn int8_kernel_summary() -> String {
     let c = cpu_int8();
     let kernel = if !cfg!(target_arch = "x86_64") {
@@ -250,7 +255,7 @@ pub fn int8_kernel_summary() -> String {
     format!("{} [{features}]: {kernel}", c.model)
 }
 
-/// Versions and locations of the native parts, for `cbqa doctor` and bench reports.
+/// Versions and locations of the native parts. Public for `cbqa doctor`; bench reports use it too.
 pub fn report() -> Vec<(String, String)> {
     let mut rows = vec![
         ("cbqa".to_string(), env!("CARGO_PKG_VERSION").to_string()),
