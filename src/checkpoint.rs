@@ -25,7 +25,7 @@ fn is_alias(name: &str, cfg: &T5Config) -> bool {
 }
 
 /// Element types a checkpoint may store.
-pub fn accepted_dtype(dtype: Dtype) -> bool {
+pub(crate) fn accepted_dtype(dtype: Dtype) -> bool {
     matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
 }
 

@@ -6,7 +6,8 @@
 
 mod tensors;
 
-pub use tensors::{expected_tensors, init_std, TensorPath, TensorSpec};
+pub(crate) use tensors::init_std;
+pub use tensors::{expected_tensors, TensorPath, TensorSpec};
 
 use crate::error::{Error, Result};
 use crate::pyjson::to_python_json;

@@ -1,7 +1,7 @@
 //! Finding the native libraries at run time, without the user exporting anything.
 //!
 //! * libtorch is linked with an rpath set by `build.rs` (feature `train`); its CUDA part,
-//!   `libtorch_cuda.so`, is loaded only when a CUDA device is asked for ([`torch_cuda`]).
+//!   `libtorch_cuda.so`, is loaded only when a CUDA device is asked for (`torch_cuda`).
 //! * ONNX Runtime is loaded with dlopen: `ORT_DYLIB_PATH` if set, otherwise the project venv's
 //!   `libonnxruntime.so` recorded at build time, otherwise a `.venv/libonnxruntime.so` or
 //!   `.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*` found next to the

@@ -18,7 +18,7 @@ use tokenizers::{
 };
 
 /// The three special tokens every T5 tokenizer must have, at these ids.
-pub const SPECIALS: [(&str, u32); 3] = [("<pad>", 0), ("</s>", 1), ("<unk>", 2)];
+pub(crate) const SPECIALS: [(&str, u32); 3] = [("<pad>", 0), ("</s>", 1), ("<unk>", 2)];
 
 /// Load `tokenizer.json` and check it has T5's `<pad>`=0, `</s>`=1 and `<unk>`=2.
 pub fn load(path: &Path) -> Result<Tokenizer> {

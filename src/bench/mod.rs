@@ -92,7 +92,7 @@ pub struct BenchResult {
 }
 
 /// The `q`-quantile (0..=1) of `xs` with linear interpolation, as numpy's default.
-pub fn quantile(xs: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(xs: &[f64], q: f64) -> f64 {
     if xs.is_empty() {
         return f64::NAN;
     }

@@ -111,7 +111,7 @@ pub fn expected_tensors(cfg: &T5Config) -> Vec<TensorSpec> {
 /// N(0, factor), attention q at N(0, factor·(d_model·d_kv)^-½), k and v at N(0, factor·d_model^-½),
 /// o at N(0, factor·(num_heads·d_kv)^-½), relative bias N(0, factor·d_model^-½), `wi*` at
 /// N(0, factor·d_model^-½) and `wo` at N(0, factor·d_ff^-½).
-pub fn init_std(name: &str, cfg: &T5Config) -> Option<f64> {
+pub(crate) fn init_std(name: &str, cfg: &T5Config) -> Option<f64> {
     let f = cfg.initializer_factor;
     let d = cfg.d_model as f64;
     let leaf = name.trim_end_matches(".weight");
