@@ -4,6 +4,11 @@
 //! [`T5Config::extra`] and written back unchanged, and [`T5Config::to_json_string`] writes the same
 //! bytes as transformers' `save_pretrained` (sorted keys, indent 2, Python float repr).
 
+mod tensors;
+
+pub(crate) use tensors::init_std;
+pub use tensors::{expected_tensors, TensorPath, TensorSpec};
+
 use crate::error::{Error, Result};
 use crate::pyjson::to_python_json;
 use serde::{Deserialize, Serialize};
@@ -150,10 +155,13 @@ impl T5Config {
     /// A bundled preset by name (see [`PRESETS`]).
     pub fn preset(name: &str) -> Result<Self> {
         let text = preset_text(name).ok_or_else(|| {
-            Error::Invalid(format!(
-                "unknown preset '{name}'; expected one of: {}",
-                PRESETS.join(", ")
-            ))
+            Error::input(
+                "preset",
+                format!(
+                    "unknown preset '{name}'; expected one of: {}",
+                    PRESETS.join(", ")
+                ),
+            )
         })?;
         Self::from_json_str(text, Path::new(&format!("<preset {name}>")))
     }
@@ -277,7 +285,7 @@ impl T5Config {
 
     /// Number of parameters as stored (tied embeddings counted once).
     pub fn num_parameters(&self) -> usize {
-        crate::checkpoint::expected_tensors(self)
+        expected_tensors(self)
             .iter()
             .map(|t| t.shape.iter().product::<usize>())
             .sum()

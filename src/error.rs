@@ -42,7 +42,7 @@ pub enum Error {
     Data(#[from] crate::data::DataError),
     /// A scoring problem.
     #[error(transparent)]
-    Eval(#[from] crate::eval::EvalError),
+    Eval(#[from] EvalError),
     /// An output location that would overwrite the user's files.
     #[error("{}: {msg}", path.display())]
     Output { path: PathBuf, msg: String },
@@ -100,6 +100,33 @@ pub enum Error {
     #[cfg(feature = "train")]
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+}
+
+/// Errors of the scoring API ([`crate::eval`]); defined here, beside [`Error`] that wraps them,
+/// so that `eval`, which also returns [`Error`], does not form a cycle with this module.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    #[error(
+        "{predictions} predictions for {references} references; they must be aligned one to one"
+    )]
+    LengthMismatch {
+        predictions: usize,
+        references: usize,
+    },
+    #[error("prediction {index} has id {prediction:?} but reference {index} has id {reference:?}")]
+    IdMismatch {
+        index: usize,
+        prediction: String,
+        reference: String,
+    },
+    #[error("reference {index} (id {id:?}) has no answers to compare with")]
+    NoReferences { index: usize, id: String },
+    #[error("nothing to score: no examples")]
+    NoExamples,
+    #[error("recall@k needs k >= 1")]
+    InvalidK,
+    #[error("unknown normalizer {0:?} (expected squad or trivia_qa)")]
+    UnknownNormalizer(String),
 }
 
 /// An engine's own error, kept as the `source` of [`Error::Backend`] and [`Error::Tokenize`].

@@ -5,7 +5,8 @@ use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Write `bytes` to `path` through a temp file in the same directory and a rename.
+/// Write `bytes` to `path` through a temp file in the same directory and a rename. Public for
+/// the binary, which writes its reports (bench CSV and plot) with it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_sibling(path);
     let res = (|| {
@@ -22,7 +23,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// `dir/.name.tmp-<pid>-<n>`: a sibling on the same file system, so a rename is atomic.
-pub fn temp_sibling(path: &Path) -> PathBuf {
+pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -40,7 +41,7 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
 /// An output directory being built in a temporary sibling; [`OutputDir::commit`] renames it into
 /// place. Dropped without commit, it removes the temporary directory, so an interrupted run never
 /// leaves a directory that looks complete.
-pub struct OutputDir {
+pub(crate) struct OutputDir {
     target: PathBuf,
     tmp: PathBuf,
     force: bool,
@@ -85,11 +86,6 @@ impl OutputDir {
     /// Where to write the files for now.
     pub fn path(&self) -> &Path {
         &self.tmp
-    }
-
-    /// The final location.
-    pub fn target(&self) -> &Path {
-        &self.target
     }
 
     /// Move the finished directory into place. With `force`, the old directory is moved aside

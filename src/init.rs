@@ -1,13 +1,8 @@
-//! `cbqa init`: a new model directory with T5's random initialisation.
-//!
-//! The initialisation mirrors `T5PreTrainedModel._init_weights` in transformers'
-//! `modeling_t5.py`: layer norms at `factor`, embeddings N(0, factor), attention q at
-//! N(0, factor·(d_model·d_kv)^-½), k and v at N(0, factor·d_model^-½), o at
-//! N(0, factor·(num_heads·d_kv)^-½), relative bias N(0, factor·d_model^-½), `wi*` at
-//! N(0, factor·d_model^-½) and `wo` at N(0, factor·d_ff^-½).
+//! `cbqa init`: a new model directory with T5's random initialisation (the standard deviations
+//! of [`init_std`], as transformers' `T5PreTrainedModel._init_weights`).
 
-use crate::checkpoint::{expected_tensors, save_safetensors, OwnedTensor};
-use crate::config::T5Config;
+use crate::checkpoint::{save_safetensors, OwnedTensor};
+use crate::config::{expected_tensors, init_std, T5Config};
 use crate::error::{Error, Result};
 use crate::fsutil::OutputDir;
 use crate::model_dir::GenerationConfig;
@@ -40,27 +35,6 @@ pub struct InitOptions {
     pub seed: u64,
 }
 
-/// The standard deviation transformers initialises tensor `name` with (None: ones, a layer norm).
-pub fn init_std(name: &str, cfg: &T5Config) -> Option<f64> {
-    let f = cfg.initializer_factor;
-    let d = cfg.d_model as f64;
-    let leaf = name.trim_end_matches(".weight");
-    let last = leaf.rsplit('.').next().unwrap_or(leaf);
-    if last == "layer_norm" || last == "final_layer_norm" {
-        return None;
-    }
-    Some(match last {
-        "shared" | "lm_head" => f,
-        "q" => f * (d * cfg.d_kv as f64).powf(-0.5),
-        "k" | "v" => f * d.powf(-0.5),
-        "o" => f * (cfg.inner_dim() as f64).powf(-0.5),
-        "relative_attention_bias" => f * d.powf(-0.5),
-        "wi" | "wi_0" | "wi_1" => f * d.powf(-0.5),
-        "wo" => f * (cfg.d_ff as f64).powf(-0.5),
-        _ => f,
-    })
-}
-
 /// Random weights for `cfg`, deterministic in `seed`, as f32 tensors with HF names.
 pub fn random_weights(cfg: &T5Config, seed: u64) -> Result<BTreeMap<String, OwnedTensor>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -71,10 +45,10 @@ pub fn random_weights(cfg: &T5Config, seed: u64) -> Result<BTreeMap<String, Owne
             None => vec![cfg.initializer_factor as f32; n],
             Some(std) => {
                 let normal = Normal::new(0.0f32, std as f32).map_err(|e| {
-                    Error::Invalid(format!(
-                        "cannot initialise {} with std {std}: {e}",
-                        spec.name
-                    ))
+                    Error::setting(
+                        "initializer_factor",
+                        format!("cannot initialise {} with std {std}: {e}", spec.name),
+                    )
                 })?;
                 (0..n).map(|_| normal.sample(&mut rng)).collect()
             }
@@ -94,10 +68,10 @@ fn training_texts(data: &Path) -> Result<Vec<String>> {
         texts.extend(ex.answers);
     }
     if texts.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no questions to train a tokenizer on",
-            data.display()
-        )));
+        return Err(Error::input(
+            data.display().to_string(),
+            "no questions to train a tokenizer on",
+        ));
     }
     Ok(texts)
 }
@@ -128,10 +102,13 @@ pub fn init_model(opts: &InitOptions) -> Result<PathBuf> {
     };
     let n = tok.get_vocab_size(true);
     if n > cfg.vocab_size {
-        return Err(Error::Invalid(format!(
-            "the tokenizer has {n} tokens but the config's vocab_size is {}; use a larger vocab_size",
-            cfg.vocab_size
-        )));
+        return Err(Error::input(
+            "tokenizer",
+            format!(
+                "it has {n} tokens but the config's vocab_size is {}; use a larger vocab_size",
+                cfg.vocab_size
+            ),
+        ));
     }
     cfg.save(out.path())?;
     GenerationConfig::from_model_config(&cfg).save(out.path())?;

@@ -24,7 +24,7 @@ pub mod model_dir;
 pub mod native;
 pub mod onnx;
 pub mod progress;
-pub mod pyjson;
+pub(crate) mod pyjson;
 pub mod runtime;
 pub mod tokenizer;
 #[cfg(feature = "train")]

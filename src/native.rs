@@ -1,7 +1,7 @@
 //! Finding the native libraries at run time, without the user exporting anything.
 //!
 //! * libtorch is linked with an rpath set by `build.rs` (feature `train`); its CUDA part,
-//!   `libtorch_cuda.so`, is loaded only when a CUDA device is asked for ([`torch_cuda`]).
+//!   `libtorch_cuda.so`, is loaded only when a CUDA device is asked for (`torch_cuda`).
 //! * ONNX Runtime is loaded with dlopen: `ORT_DYLIB_PATH` if set, otherwise the project venv's
 //!   `libonnxruntime.so` recorded at build time, otherwise a `.venv/libonnxruntime.so` or
 //!   `.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*` found next to the
@@ -11,10 +11,13 @@ use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
 /// The command that installs the native libraries.
-pub const SETUP_HINT: &str = "run scripts/setup.sh (it installs onnxruntime==1.31.1 into .venv; \
+#[cfg(feature = "ort")]
+pub(crate) const SETUP_HINT: &str =
+    "run scripts/setup.sh (it installs onnxruntime==1.31.1 into .venv; \
      scripts/setup.sh --gpu installs onnxruntime-gpu), or set ORT_DYLIB_PATH to a \
      libonnxruntime.so of version 1.31";
 
+#[cfg(feature = "ort")]
 fn venv_candidates(venv: &Path) -> Vec<PathBuf> {
     let mut out = vec![venv.join("libonnxruntime.so")];
     if let Ok(entries) = std::fs::read_dir(venv.join("lib")) {
@@ -39,7 +42,8 @@ fn venv_candidates(venv: &Path) -> Vec<PathBuf> {
 }
 
 /// Where the ONNX Runtime library is, or an error that says how to install it.
-pub fn ort_library_path() -> Result<PathBuf> {
+#[cfg(feature = "ort")]
+pub(crate) fn ort_library_path() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
         let p = PathBuf::from(p);
         return if p.is_file() {
@@ -70,33 +74,59 @@ pub fn ort_library_path() -> Result<PathBuf> {
 
 /// Load ONNX Runtime once per process and return the library path that was loaded.
 #[cfg(feature = "ort")]
-pub fn init_ort() -> Result<PathBuf> {
+pub(crate) fn init_ort() -> Result<PathBuf> {
     ort_environment().map(|(path, _)| path.clone())
+}
+
+/// Why loading ONNX Runtime failed, kept for every later call in the process: what was being
+/// done and, where ONNX Runtime itself failed, its error.
+#[cfg(feature = "ort")]
+#[derive(Debug, Clone)]
+struct OrtLoadFailure {
+    action: String,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+#[cfg(feature = "ort")]
+impl OrtLoadFailure {
+    fn ort(action: String, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        OrtLoadFailure {
+            action,
+            source: Some(std::sync::Arc::new(source)),
+        }
+    }
+
+    fn to_error(&self) -> Error {
+        match &self.source {
+            Some(source) => Error::backend("onnxruntime", self.action.clone(), source.clone()),
+            None => Error::Library(self.action.clone()),
+        }
+    }
 }
 
 /// The process-wide ONNX Runtime environment (loading the library on first use).
 #[cfg(feature = "ort")]
-pub fn ort_environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
+pub(crate) fn ort_environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
     use std::sync::OnceLock;
-    static LOADED: OnceLock<std::result::Result<(PathBuf, ort::environment::Environment), String>> =
-        OnceLock::new();
+    type Loaded = std::result::Result<(PathBuf, ort::environment::Environment), OrtLoadFailure>;
+    static LOADED: OnceLock<Loaded> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let path = ort_library_path().map_err(|e| e.to_string())?;
-            let builder = ort::init_from(&path).map_err(|e| {
-                format!(
-                    "cannot load ONNX Runtime from {}: {e}; {SETUP_HINT}",
-                    path.display()
-                )
+            let path = ort_library_path().map_err(|e| OrtLoadFailure {
+                action: e.to_string(),
+                source: None,
             })?;
-            let env = builder
-                .with_name("cbqa")
-                .build()
-                .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
+            let builder = ort::init_from(&path).map_err(|e| {
+                let action = format!("cannot load {} ({SETUP_HINT})", path.display());
+                OrtLoadFailure::ort(action, e)
+            })?;
+            let env = builder.with_name("cbqa").build().map_err(|e| {
+                OrtLoadFailure::ort("cannot create the ONNX Runtime environment".into(), e)
+            })?;
             Ok((path, env))
         })
         .as_ref()
-        .map_err(|e| Error::Library(e.clone()))
+        .map_err(OrtLoadFailure::to_error)
 }
 
 /// Load libtorch's CUDA support (`libtorch_cuda.so` and the CUDA libraries it needs), once.
@@ -107,7 +137,7 @@ pub fn ort_environment() -> Result<&'static (PathBuf, ort::environment::Environm
 /// the binary was built against, then through the dynamic loader's search path. An error says
 /// what was tried: a CPU-only torch has no `libtorch_cuda.so`.
 #[cfg(feature = "train")]
-pub fn torch_cuda() -> std::result::Result<&'static Path, String> {
+pub(crate) fn torch_cuda() -> std::result::Result<&'static Path, String> {
     use std::sync::OnceLock;
     static LOADED: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     LOADED
@@ -152,7 +182,7 @@ pub fn torch_cuda() -> std::result::Result<&'static Path, String> {
 /// (`vpdpbusd`: four products summed straight into int32, exact), else AVX-512BW or AVX2
 /// (`vpmaddubsw`: each adjacent pair of products is summed into a saturating int16 first).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CpuInt8 {
+pub(crate) struct CpuInt8 {
     /// `model name` from /proc/cpuinfo (empty where there is none).
     pub model: String,
     /// The detected features among avx2, avx512bw, avx512vnni, avxvnni.
@@ -162,7 +192,7 @@ pub struct CpuInt8 {
 }
 
 /// `model name` from /proc/cpuinfo, where there is one.
-pub fn cpu_model() -> Option<String> {
+pub(crate) fn cpu_model() -> Option<String> {
     std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
         t.lines()
             .find(|l| l.starts_with("model name"))
@@ -172,7 +202,7 @@ pub fn cpu_model() -> Option<String> {
 }
 
 /// What this CPU offers for integer GEMMs (see [`CpuInt8`]).
-pub fn cpu_int8() -> CpuInt8 {
+pub(crate) fn cpu_int8() -> CpuInt8 {
     let model = cpu_model().unwrap_or_default();
     #[cfg(target_arch = "x86_64")]
     {
@@ -205,7 +235,8 @@ pub fn cpu_int8() -> CpuInt8 {
     }
 }
 
-/// One line on the integer GEMM ONNX Runtime runs here, for `cbqa doctor`, validation and tests.
+/// One line on the integer GEMM ONNX Runtime runs here. Public for `cbqa doctor` and the tests that
+/// name the CPU when an int8 result differs; validation reports use it too.
 pub fn int8_kernel_summary() -> String {
     let c = cpu_int8();
     let kernel = if !cfg!(target_arch = "x86_64") {
@@ -224,7 +255,7 @@ pub fn int8_kernel_summary() -> String {
     format!("{} [{features}]: {kernel}", c.model)
 }
 
-/// Versions and locations of the native parts, for `cbqa doctor` and bench reports.
+/// Versions and locations of the native parts. Public for `cbqa doctor`; bench reports use it too.
 pub fn report() -> Vec<(String, String)> {
     let mut rows = vec![
         ("cbqa".to_string(), env!("CARGO_PKG_VERSION").to_string()),
@@ -257,9 +288,21 @@ pub fn report() -> Vec<(String, String)> {
             rows.push(("onnxruntime".into(), path.display().to_string()));
             rows.push(("onnxruntime build".into(), ort::info().to_string()));
         }
-        Err(e) => rows.push(("onnxruntime".into(), format!("error: {e}"))),
+        Err(e) => rows.push(("onnxruntime".into(), format!("error: {}", with_causes(&e)))),
     }
     #[cfg(feature = "tract")]
     rows.push(("tract".into(), "tract-onnx 0.23 (built in)".into()));
     rows
+}
+
+/// An error's message followed by those of its causes, `: `-separated.
+#[cfg(feature = "ort")]
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }

@@ -4,7 +4,7 @@
 //! Files we write are plain `tokenizers` JSON, so `PreTrainedTokenizerFast(tokenizer_file=...)`
 //! and `T5TokenizerFast.from_pretrained(dir)` load them and give the same ids as the Rust crate.
 
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::pyjson::to_python_json;
 use serde_json::json;
 use std::path::Path;
@@ -18,7 +18,7 @@ use tokenizers::{
 };
 
 /// The three special tokens every T5 tokenizer must have, at these ids.
-pub const SPECIALS: [(&str, u32); 3] = [("<pad>", 0), ("</s>", 1), ("<unk>", 2)];
+pub(crate) const SPECIALS: [(&str, u32); 3] = [("<pad>", 0), ("</s>", 1), ("<unk>", 2)];
 
 /// Load `tokenizer.json` and check it has T5's `<pad>`=0, `</s>`=1 and `<unk>`=2.
 pub fn load(path: &Path) -> Result<Tokenizer> {
@@ -80,10 +80,13 @@ where
         .checked_sub(opts.extra_ids)
         .filter(|b| *b > SPECIALS.len() as u32 + 16)
         .ok_or_else(|| {
-            Error::Invalid(format!(
-                "--vocab-size {} is too small for {} sentinels plus the base vocabulary",
-                opts.vocab_size, opts.extra_ids
-            ))
+            Error::setting(
+                "vocab_size",
+                format!(
+                    "{} is too small for {} sentinels plus the base vocabulary",
+                    opts.vocab_size, opts.extra_ids
+                ),
+            )
         })?;
     let specials: Vec<AddedToken> = SPECIALS
         .iter()
@@ -95,7 +98,7 @@ where
         .special_tokens(specials)
         .unk_token(Some("<unk>".into()))
         .build()
-        .map_err(|e| Error::Invalid(format!("tokenizer trainer: {e}")))?;
+        .map_err(|e| Error::tokenize("build the Unigram trainer", e.into()))?;
     let normalizer = NormalizerWrapper::Sequence(Sequence::new(vec![
         NormalizerWrapper::NFKC(NFKC),
         NormalizerWrapper::Replace(
@@ -103,7 +106,7 @@ where
                 tokenizers::normalizers::replace::ReplacePattern::Regex(" {2,}".into()),
                 " ",
             )
-            .map_err(|e| Error::Invalid(format!("tokenizer normalizer: {e}")))?,
+            .map_err(|e| Error::tokenize("build the normalizer", e))?,
         ),
     ]));
     let metaspace = Metaspace::new('▁', PrependScheme::Always, true);
@@ -118,13 +121,13 @@ where
         .with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(metaspace.clone())))
         .with_decoder(Some(DecoderWrapper::Metaspace(metaspace)));
     tk.train(&mut trainer, texts)
-        .map_err(|e| Error::Invalid(format!("tokenizer training failed: {e}")))?;
+        .map_err(|e| Error::tokenize("train the vocabulary", e))?;
     let text = tk
         .to_string(false)
-        .map_err(|e| Error::Invalid(format!("tokenizer serialisation failed: {e}")))?;
+        .map_err(|e| Error::tokenize("serialise the trained tokenizer", e))?;
     let text = canonical_unigram(&text)?;
     let mut tok = Tokenizer::from_str(&text)
-        .map_err(|e| Error::Invalid(format!("tokenizer reload failed: {e}")))?;
+        .map_err(|e| Error::tokenize("reload the trained tokenizer", e))?;
     // Sentinels from the top down, so <extra_id_0> gets the highest id as in T5.
     let sentinels: Vec<AddedToken> = (0..opts.extra_ids)
         .rev()
@@ -134,13 +137,13 @@ where
     let post = TemplateProcessing::builder()
         .try_single("$A </s>")
         .and_then(|b| b.try_pair("$A </s> $B </s>"))
-        .map_err(|e| Error::Invalid(format!("tokenizer template: {e}")))?
+        .map_err(|e| Error::tokenize("parse the post-processor template", e.into()))?
         .special_tokens(vec![("</s>", 1)])
         .build()
-        .map_err(|e| Error::Invalid(format!("tokenizer template: {e}")))?;
+        .map_err(|e| Error::tokenize("build the post-processor", e.into()))?;
     tok.with_post_processor(Some(PostProcessorWrapper::Template(post)));
     check_specials(&tok)
-        .map_err(|m| Error::Invalid(format!("trained tokenizer is not T5-shaped: {m}")))?;
+        .map_err(|m| Error::tokenize("give the trained tokenizer T5's special tokens", m.into()))?;
     Ok(tok)
 }
 
@@ -149,19 +152,19 @@ where
 /// the scores to 10 significant digits and ordering pieces by (score, piece) after the special
 /// tokens makes `cbqa init --train-tokenizer` reproducible byte for byte (checked by a test).
 fn canonical_unigram(text: &str) -> Result<String> {
-    let bad = |m: &str| Error::Invalid(format!("trained tokenizer: {m}"));
-    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
+    let bad = |m: BoxError| Error::tokenize("order the trained vocabulary", m);
+    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.into()))?;
     let vocab = v
         .pointer_mut("/model/vocab")
         .and_then(|x| x.as_array_mut())
-        .ok_or_else(|| bad("no model.vocab"))?;
+        .ok_or_else(|| bad("no model.vocab".into()))?;
     let n_special = SPECIALS.len().min(vocab.len());
     let mut pieces: Vec<(String, f64)> = vocab[n_special..]
         .iter()
         .filter_map(|e| Some((e.get(0)?.as_str()?.to_string(), e.get(1)?.as_f64()?)))
         .collect();
     if pieces.len() != vocab.len() - n_special {
-        return Err(bad("model.vocab entries must be [piece, score]"));
+        return Err(bad("model.vocab entries must be [piece, score]".into()));
     }
     for p in &mut pieces {
         p.1 = format!("{:.9e}", p.1).parse().unwrap_or(p.1);
@@ -188,7 +191,7 @@ fn canonical_unigram(text: &str) -> Result<String> {
     pieces.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     vocab.truncate(n_special);
     vocab.extend(pieces.into_iter().map(|(p, s)| json!([p, s])));
-    serde_json::to_string(&v).map_err(|e| bad(&e.to_string()))
+    serde_json::to_string(&v).map_err(|e| bad(e.into()))
 }
 
 /// Write `tokenizer.json` plus the small files transformers' `AutoTokenizer` reads

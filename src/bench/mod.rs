@@ -92,7 +92,7 @@ pub struct BenchResult {
 }
 
 /// The `q`-quantile (0..=1) of `xs` with linear interpolation, as numpy's default.
-pub fn quantile(xs: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(xs: &[f64], q: f64) -> f64 {
     if xs.is_empty() {
         return f64::NAN;
     }
@@ -157,7 +157,12 @@ pub fn run<B: Seq2Seq>(backend: &B, w: &Workload<'_>) -> Result<BenchResult> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(w.batch_parallelism)
             .build()
-            .map_err(|e| crate::error::Error::Invalid(format!("thread pool: {e}")))?;
+            .map_err(|e| {
+                crate::error::Error::setting(
+                    "batch_parallelism",
+                    format!("cannot start {} worker threads: {e}", w.batch_parallelism),
+                )
+            })?;
         pool.install(|| work.par_iter().map(|b| one(b)).collect::<Result<_>>())?
     } else {
         work.iter().map(|b| one(b)).collect::<Result<_>>()?

@@ -139,82 +139,135 @@ pub fn read_points(csv_path: &Path) -> Result<BTreeMap<String, Vec<(f64, f64)>>>
     Ok(out)
 }
 
-/// An SVG line plot: questions/s against batch size (log2 axis), one line per engine.
-pub fn svg_plot(points: &BTreeMap<String, Vec<(f64, f64)>>, title: &str) -> String {
-    let (w, h, left, right, top, bottom) = (820.0, 480.0, 70.0, 230.0, 40.0, 50.0);
-    let all: Vec<(f64, f64)> = points.values().flatten().copied().collect();
-    let xmin = all
-        .iter()
-        .map(|p| p.0.log2())
-        .fold(f64::INFINITY, f64::min)
-        .min(0.0);
-    let xmax = all
-        .iter()
-        .map(|p| p.0.log2())
-        .fold(f64::NEG_INFINITY, f64::max)
-        .max(xmin + 1.0);
-    let ymax = all.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-9) * 1.1;
-    let px = |x: f64| left + (x.log2() - xmin) / (xmax - xmin) * (w - left - right);
-    let py = |y: f64| h - bottom - y / ymax * (h - top - bottom);
-    let colors = [
-        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-        "#17becf", "#bcbd22",
-    ];
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\
+/// Line colours, one per engine, in order.
+const COLORS: [&str; 10] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#17becf", "#bcbd22",
+];
+
+/// The plot's geometry: canvas size, margins and data ranges (x as log2 of the batch size).
+struct Frame {
+    w: f64,
+    h: f64,
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+    xmin: f64,
+    xmax: f64,
+    ymax: f64,
+}
+
+impl Frame {
+    /// The frame that fits every point.
+    fn fitting(points: &BTreeMap<String, Vec<(f64, f64)>>) -> Self {
+        let all: Vec<(f64, f64)> = points.values().flatten().copied().collect();
+        let xmin = all
+            .iter()
+            .map(|p| p.0.log2())
+            .fold(f64::INFINITY, f64::min)
+            .min(0.0);
+        let xmax = all
+            .iter()
+            .map(|p| p.0.log2())
+            .fold(f64::NEG_INFINITY, f64::max)
+            .max(xmin + 1.0);
+        let ymax = all.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-9) * 1.1;
+        Frame {
+            w: 820.0,
+            h: 480.0,
+            left: 70.0,
+            right: 230.0,
+            top: 40.0,
+            bottom: 50.0,
+            xmin,
+            xmax,
+            ymax,
+        }
+    }
+
+    /// Horizontal position of batch size `x`.
+    fn px(&self, x: f64) -> f64 {
+        self.left
+            + (x.log2() - self.xmin) / (self.xmax - self.xmin) * (self.w - self.left - self.right)
+    }
+
+    /// Vertical position of throughput `y`.
+    fn py(&self, y: f64) -> f64 {
+        self.h - self.bottom - y / self.ymax * (self.h - self.top - self.bottom)
+    }
+
+    /// The `<svg>` opening, white background and title.
+    fn header(&self, s: &mut String, title: &str) {
+        let (w, h) = (self.w, self.h);
+        let _ = write!(
+            s,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\
 <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
 <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>",
-        (w - right + left) / 2.0,
-        xml(title)
-    );
-    // axes and grid
-    let _ = write!(
-        s,
-        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
-        h - bottom,
-        w - right,
-        h - bottom
-    );
-    let _ = write!(
-        s,
-        "<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>",
-        h - bottom
-    );
-    for i in 0..=5 {
-        let y = ymax * i as f64 / 5.0;
-        let _ = write!(
-            s,
-            "<line x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#ddd\"/><text x=\"{2}\" y=\"{3}\" text-anchor=\"end\">{4:.0}</text>",
-            py(y), w - right, left - 6.0, py(y) + 4.0, y
+            (w - self.right + self.left) / 2.0,
+            xml(title)
         );
     }
-    let mut x = xmin.floor();
-    while x <= xmax + 1e-9 {
-        let v = 2f64.powf(x);
+
+    /// The two axes and the horizontal grid with its throughput labels.
+    fn axes_and_grid(&self, s: &mut String) {
+        let (w, h, left, right, top, bottom) =
+            (self.w, self.h, self.left, self.right, self.top, self.bottom);
         let _ = write!(
             s,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{v:.0}</text>",
-            px(v),
-            h - bottom + 18.0
+            "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
+            h - bottom,
+            w - right,
+            h - bottom
         );
-        x += 1.0;
+        let _ = write!(
+            s,
+            "<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>",
+            h - bottom
+        );
+        for i in 0..=5 {
+            let y = self.ymax * i as f64 / 5.0;
+            let _ = write!(
+                s,
+                "<line x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#ddd\"/><text x=\"{2}\" y=\"{3}\" text-anchor=\"end\">{4:.0}</text>",
+                self.py(y), w - right, left - 6.0, self.py(y) + 4.0, y
+            );
+        }
     }
-    let _ = write!(
-        s,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">batch size</text>",
-        (w - right + left) / 2.0,
-        h - 10.0
-    );
-    let _ = write!(s, "<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {0})\" text-anchor=\"middle\">questions / s</text>", (h - bottom + top) / 2.0);
-    for (i, (label, pts)) in points.iter().enumerate() {
-        let c = colors[i % colors.len()];
-        let mut pts = pts.clone();
+
+    /// Batch-size ticks at the powers of two, and both axis titles.
+    fn ticks_and_titles(&self, s: &mut String) {
+        let (w, h, left, right, top, bottom) =
+            (self.w, self.h, self.left, self.right, self.top, self.bottom);
+        let mut x = self.xmin.floor();
+        while x <= self.xmax + 1e-9 {
+            let v = 2f64.powf(x);
+            let _ = write!(
+                s,
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{v:.0}</text>",
+                self.px(v),
+                h - bottom + 18.0
+            );
+            x += 1.0;
+        }
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">batch size</text>",
+            (w - right + left) / 2.0,
+            h - 10.0
+        );
+        let _ = write!(s, "<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {0})\" text-anchor=\"middle\">questions / s</text>", (h - bottom + top) / 2.0);
+    }
+
+    /// Engine number `i`: its line, its points and its legend entry.
+    fn series(&self, s: &mut String, i: usize, label: &str, pts: &[(f64, f64)]) {
+        let c = COLORS[i % COLORS.len()];
+        let mut pts = pts.to_vec();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         let path: Vec<String> = pts
             .iter()
-            .map(|p| format!("{:.1},{:.1}", px(p.0), py(p.1)))
+            .map(|p| format!("{:.1},{:.1}", self.px(p.0), self.py(p.1)))
             .collect();
         let _ = write!(
             s,
@@ -225,16 +278,29 @@ pub fn svg_plot(points: &BTreeMap<String, Vec<(f64, f64)>>, title: &str) -> Stri
             let _ = write!(
                 s,
                 "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{c}\"/>",
-                px(p.0),
-                py(p.1)
+                self.px(p.0),
+                self.py(p.1)
             );
         }
-        let ly = top + 20.0 + 20.0 * i as f64;
+        let (w, right) = (self.w, self.right);
+        let ly = self.top + 20.0 + 20.0 * i as f64;
         let _ = write!(
             s,
             "<line x1=\"{0}\" y1=\"{ly}\" x2=\"{1}\" y2=\"{ly}\" stroke=\"{c}\" stroke-width=\"3\"/><text x=\"{2}\" y=\"{3}\">{4}</text>",
             w - right + 15.0, w - right + 35.0, w - right + 40.0, ly + 4.0, xml(label)
         );
+    }
+}
+
+/// An SVG line plot: questions/s against batch size (log2 axis), one line per engine.
+pub fn svg_plot(points: &BTreeMap<String, Vec<(f64, f64)>>, title: &str) -> String {
+    let frame = Frame::fitting(points);
+    let mut s = String::new();
+    frame.header(&mut s, title);
+    frame.axes_and_grid(&mut s);
+    frame.ticks_and_titles(&mut s);
+    for (i, (label, pts)) in points.iter().enumerate() {
+        frame.series(&mut s, i, label, pts);
     }
     s.push_str("</svg>\n");
     s

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use error::{DataError, DataWarning};
 pub use format::{Benchmark, DataFormat};
 pub use pylist::{parse_python_str_list, PyListError};
+pub use record::is_py_space;
 
 use record::Fields;
 

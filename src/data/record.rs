@@ -4,7 +4,6 @@
 //!
 //! Errors here are plain messages; the readers attach `file:line`.
 
-use crate::eval::is_py_space;
 use serde_json::{Map, Value};
 
 use super::pylist::parse_python_str_list;
@@ -220,4 +219,22 @@ pub(crate) fn finish(
         question,
         answers,
     })
+}
+
+/// Python's `str.isspace()`: the separators of `str.split()` with no argument.
+pub fn is_py_space(c: char) -> bool {
+    matches!(
+        c,
+        '\t'..='\r'
+            | '\u{1c}'..='\u{20}'
+            | '\u{85}'
+            | '\u{a0}'
+            | '\u{1680}'
+            | '\u{2000}'..='\u{200a}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{202f}'
+            | '\u{205f}'
+            | '\u{3000}'
+    )
 }

@@ -6,8 +6,8 @@
 //! summation; a naive left-to-right sum differs in the last bits for thousands of F1 values,
 //! so [`numpy_mean`] reproduces NumPy's algorithm exactly.
 
-use super::normalize::is_py_space;
 use super::EvalError;
+use crate::data::is_py_space;
 
 /// `_exact_match_score(target, prediction)`: plain string equality of normalised text.
 pub fn exact_match(target: &str, prediction: &str) -> bool {

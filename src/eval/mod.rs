@@ -26,45 +26,21 @@ pub mod overlap;
 pub mod report;
 mod score;
 
+pub use crate::data::is_py_space;
+pub use crate::error::EvalError;
 pub use dpr::{dpr_tokens, has_answer};
 pub use metrics::{
     exact_match, f1_score, metric_max_over_ground_truths, numpy_mean, pairwise_sum, qa_metrics,
     QaMetrics,
 };
 pub use normalize::{
-    is_ascii_punct, is_py_space, is_py_word, normalize_efficientqa, normalize_efficientqa_into,
+    is_ascii_punct, is_py_word, normalize_efficientqa, normalize_efficientqa_into,
     remove_articles_fix_whitespace, NormBuffers, Normalizer,
 };
 pub use score::{
     efficientqa_exact_match, recall_at_k, score_examples, score_examples_with, Aggregate,
     ExampleScore, Prediction, ScoreOptions, Scores,
 };
-
-/// Errors of the scoring API.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EvalError {
-    #[error(
-        "{predictions} predictions for {references} references; they must be aligned one to one"
-    )]
-    LengthMismatch {
-        predictions: usize,
-        references: usize,
-    },
-    #[error("prediction {index} has id {prediction:?} but reference {index} has id {reference:?}")]
-    IdMismatch {
-        index: usize,
-        prediction: String,
-        reference: String,
-    },
-    #[error("reference {index} (id {id:?}) has no answers to compare with")]
-    NoReferences { index: usize, id: String },
-    #[error("nothing to score: no examples")]
-    NoExamples,
-    #[error("recall@k needs k >= 1")]
-    InvalidK,
-    #[error("unknown normalizer {0:?} (expected squad or trivia_qa)")]
-    UnknownNormalizer(String),
-}
 
 #[cfg(test)]
 mod tests;

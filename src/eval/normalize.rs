@@ -27,7 +27,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use unicode_normalization::UnicodeNormalization;
 
-use crate::data::Benchmark;
+use crate::data::{is_py_space, Benchmark};
 
 /// Which official normalisation to apply before comparing answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -154,24 +154,6 @@ fn lower_into(text: &str, out: &mut String) {
 /// Membership in Python's `string.punctuation` (`!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~`).
 pub fn is_ascii_punct(c: char) -> bool {
     c.is_ascii_punctuation()
-}
-
-/// Python's `str.isspace()`: the separators of `str.split()` with no argument.
-pub fn is_py_space(c: char) -> bool {
-    matches!(
-        c,
-        '\t'..='\r'
-            | '\u{1c}'..='\u{20}'
-            | '\u{85}'
-            | '\u{a0}'
-            | '\u{1680}'
-            | '\u{2000}'..='\u{200a}'
-            | '\u{2028}'
-            | '\u{2029}'
-            | '\u{202f}'
-            | '\u{205f}'
-            | '\u{3000}'
-    )
 }
 
 /// General category L* or N*; a constant pattern, so compiling it cannot fail at run time.

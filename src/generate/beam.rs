@@ -11,7 +11,7 @@
 
 use super::{log_softmax, EarlyStopping, GenerateOptions, Hypothesis};
 use crate::error::Result;
-use crate::runtime::{EncoderInput, Seq2Seq};
+use crate::runtime::{EncoderInput, Logits, Seq2Seq};
 
 /// transformers' stand-in for minus infinity in beam scores.
 const NEG: f32 = -1.0e9;
@@ -55,18 +55,31 @@ fn length_norm(len: usize, penalty: f32) -> f32 {
     (len as f64).powf(penalty as f64) as f32
 }
 
-/// Beam search over a padded batch; per input row up to `num_return_sequences` hypotheses.
-pub fn beam_search<B: Seq2Seq>(
-    backend: &B,
-    input: &EncoderInput,
-    opts: &GenerateOptions,
-) -> Result<Vec<Vec<Hypothesis>>> {
-    let nb = opts.num_beams;
-    let keep = 2 * nb; // max(2, 1 + number of EOS ids) * num_beams
-    let max_new = opts.max_new_tokens;
-    let mut results: Vec<Vec<Hypothesis>> = vec![Vec::new(); input.batch];
-    let mut items: Vec<Item> = (0..input.batch)
-        .map(|row| Item {
+/// The search's fixed quantities and scratch buffers, shared by its steps.
+struct Search<'a> {
+    opts: &'a GenerateOptions,
+    /// `num_beams`.
+    nb: usize,
+    /// Continuations kept per question and step: max(2, 1 + number of EOS ids) · num_beams.
+    keep: usize,
+    /// Log-probabilities of one beam's next token.
+    lp: Vec<f32>,
+    /// The best continuations of one beam.
+    best: Vec<(usize, f32)>,
+}
+
+/// The lengths of one step.
+struct StepFacts {
+    /// Generated length after this step.
+    gen_len: usize,
+    /// Whether `gen_len` reaches `max_new_tokens`.
+    at_limit: bool,
+}
+
+impl Item {
+    /// A question at the start: one live beam (score 0), the others at minus infinity.
+    fn new(row: usize, nb: usize, max_new: usize) -> Self {
+        Item {
             row,
             running: (0..nb)
                 .map(|b| Beam {
@@ -76,7 +89,167 @@ pub fn beam_search<B: Seq2Seq>(
                 .collect(),
             finished: Vec::with_capacity(nb),
             improvable: true,
-        })
+        }
+    }
+
+    /// The tokens of beam `beam` followed by `token`.
+    fn extended(&self, beam: usize, token: usize) -> Vec<u32> {
+        let mut t = self.running[beam].tokens.clone();
+        t.push(token as u32);
+        t
+    }
+}
+
+impl Search<'_> {
+    /// Step 1: the top `keep` continuations over all beams of question `i`, best first (ties by
+    /// the flat `beam · vocab + token` index, as transformers' `topk` over the flattened scores).
+    fn candidates(&mut self, item: &Item, logits: &Logits, i: usize, step: usize) -> Vec<Cand> {
+        let opts = self.opts;
+        let mut cands: Vec<Cand> = Vec::with_capacity(self.nb * self.keep);
+        for (b, beam) in item.running.iter().enumerate() {
+            log_softmax(logits.row(i * self.nb + b), &mut self.lp);
+            if step < opts.min_new_tokens {
+                // applied to the log-probabilities, as transformers' logits processors are
+                if let Some(x) = self.lp.get_mut(opts.eos_token_id as usize) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+            for x in self.lp.iter_mut() {
+                *x += beam.score;
+            }
+            top_k(&self.lp, self.keep, &mut self.best);
+            cands.extend(self.best.iter().map(|&(t, s)| Cand {
+                score: s,
+                beam: b,
+                token: t,
+            }));
+        }
+        let vocab = logits.vocab;
+        cands.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then((a.beam * vocab + a.token).cmp(&(b.beam * vocab + b.token)))
+        });
+        cands.truncate(self.keep);
+        cands
+    }
+
+    /// Step 2: the next running beams, the best `num_beams` candidates that did not stop (`hits`),
+    /// with the beam each came from.
+    fn next_running(&self, item: &Item, cands: &[Cand], hits: &[bool]) -> (Vec<Beam>, Vec<usize>) {
+        let mut order: Vec<usize> = (0..cands.len()).collect();
+        let run_score = |j: usize| cands[j].score + if hits[j] { NEG } else { 0.0 };
+        order.sort_by(|&a, &b| run_score(b).total_cmp(&run_score(a)).then(a.cmp(&b)));
+        let chosen = &order[..self.nb.min(order.len())];
+        let running = chosen
+            .iter()
+            .map(|&j| Beam {
+                tokens: item.extended(cands[j].beam, cands[j].token),
+                score: run_score(j),
+            })
+            .collect();
+        let parents = chosen.iter().map(|&j| cands[j].beam).collect();
+        (running, parents)
+    }
+
+    /// Step 3: among the first `num_beams` candidates, those that stopped join the finished
+    /// hypotheses (length-normalised), unless the question can no longer take any.
+    fn add_finished(&self, item: &mut Item, cands: &[Cand], hits: &[bool], facts: &StepFacts) {
+        let opts = self.opts;
+        let full = item.finished.len() == self.nb;
+        let blocked = (full && opts.early_stopping == EarlyStopping::True) || !item.improvable;
+        if blocked {
+            return;
+        }
+        let norm = length_norm(facts.gen_len, opts.length_penalty);
+        for (j, c) in cands.iter().enumerate().take(self.nb) {
+            if hits[j] {
+                let tokens = item.extended(c.beam, c.token);
+                item.finished.push(Hypothesis {
+                    tokens,
+                    score: c.score / norm,
+                });
+            }
+        }
+        item.finished.sort_by(|a, b| b.score.total_cmp(&a.score));
+        item.finished.truncate(self.nb);
+    }
+
+    /// Step 4: whether the question can still improve (`_check_early_stop_heuristic`), and
+    /// whether it is done.
+    fn is_done(&self, item: &mut Item, facts: &StepFacts) -> bool {
+        let opts = self.opts;
+        let best_len = if opts.early_stopping == EarlyStopping::Never && opts.length_penalty > 0.0 {
+            opts.max_new_tokens
+        } else {
+            facts.gen_len
+        };
+        let best_possible = item.running[0].score / length_norm(best_len, opts.length_penalty);
+        let full = item.finished.len() == self.nb;
+        let worst = if full {
+            item.finished
+                .iter()
+                .map(|h| h.score)
+                .fold(f32::INFINITY, f32::min)
+        } else {
+            NEG
+        };
+        item.improvable &= best_possible > worst;
+        !item.improvable || (full && opts.early_stopping == EarlyStopping::True) || facts.at_limit
+    }
+
+    /// One step of question `i`: its new running beams (with their parents) and finished
+    /// hypotheses; true when the question is done.
+    fn advance(
+        &mut self,
+        item: &mut Item,
+        logits: &Logits,
+        i: usize,
+        step: usize,
+    ) -> (bool, Vec<usize>) {
+        let max_new = self.opts.max_new_tokens;
+        let facts = StepFacts {
+            gen_len: step + 1,
+            at_limit: step + 1 >= max_new,
+        };
+        let cands = self.candidates(item, logits, i, step);
+        let eos = self.opts.eos_token_id;
+        let hits: Vec<bool> = cands
+            .iter()
+            .map(|c| c.token as u32 == eos || facts.at_limit)
+            .collect();
+        let (running, parents) = self.next_running(item, &cands, &hits);
+        self.add_finished(item, &cands, &hits, &facts);
+        item.running = running;
+        (self.is_done(item, &facts), parents)
+    }
+}
+
+/// The finished hypotheses a question returns, best first.
+fn results_of(item: &mut Item, opts: &GenerateOptions) -> Vec<Hypothesis> {
+    item.finished
+        .drain(..)
+        .take(opts.num_return_sequences)
+        .collect()
+}
+
+/// Beam search over a padded batch; per input row up to `num_return_sequences` hypotheses.
+pub fn beam_search<B: Seq2Seq>(
+    backend: &B,
+    input: &EncoderInput,
+    opts: &GenerateOptions,
+) -> Result<Vec<Vec<Hypothesis>>> {
+    let nb = opts.num_beams;
+    let mut search = Search {
+        opts,
+        nb,
+        keep: 2 * nb,
+        lp: Vec::new(),
+        best: Vec::new(),
+    };
+    let mut results: Vec<Vec<Hypothesis>> = vec![Vec::new(); input.batch];
+    let mut items: Vec<Item> = (0..input.batch)
+        .map(|row| Item::new(row, nb, opts.max_new_tokens))
         .collect();
     let state = backend.encode(input)?;
     let expand: Vec<usize> = (0..input.batch)
@@ -84,116 +257,18 @@ pub fn beam_search<B: Seq2Seq>(
         .collect();
     let mut state = backend.select(state, &expand)?;
     let mut tokens: Vec<i64> = vec![opts.decoder_start_token_id as i64; input.batch * nb];
-    let mut lp = Vec::new();
-    let mut best = Vec::new();
-    for step in 0..max_new {
+    for step in 0..opts.max_new_tokens {
         let (logits, next) = backend.step(state, &tokens)?;
         state = next;
-        // generated length after this step, and whether it hits the length limit
-        let gen_len = step + 1;
-        let at_limit = gen_len >= max_new;
         let mut select_rows = Vec::with_capacity(items.len() * nb);
         let mut still: Vec<Item> = Vec::with_capacity(items.len());
         tokens.clear();
         for (i, mut item) in items.into_iter().enumerate() {
-            // 1. the top `keep` continuations over all beams of this question
-            let mut cands: Vec<Cand> = Vec::with_capacity(nb * keep);
-            for (b, beam) in item.running.iter().enumerate() {
-                log_softmax(logits.row(i * nb + b), &mut lp);
-                if step < opts.min_new_tokens {
-                    // applied to the log-probabilities, as transformers' logits processors are
-                    if let Some(x) = lp.get_mut(opts.eos_token_id as usize) {
-                        *x = f32::NEG_INFINITY;
-                    }
-                }
-                for x in lp.iter_mut() {
-                    *x += beam.score;
-                }
-                top_k(&lp, keep, &mut best);
-                cands.extend(best.iter().map(|&(t, s)| Cand {
-                    score: s,
-                    beam: b,
-                    token: t,
-                }));
-            }
-            let vocab = logits.vocab;
-            cands.sort_by(|a, b| {
-                b.score
-                    .total_cmp(&a.score)
-                    .then((a.beam * vocab + a.token).cmp(&(b.beam * vocab + b.token)))
-            });
-            cands.truncate(keep);
-            let hits: Vec<bool> = cands
-                .iter()
-                .map(|c| c.token as u32 == opts.eos_token_id || at_limit)
-                .collect();
-            // 2. the next running beams: the best `num_beams` that did not stop
-            let mut order: Vec<usize> = (0..cands.len()).collect();
-            let run_score = |j: usize| cands[j].score + if hits[j] { NEG } else { 0.0 };
-            order.sort_by(|&a, &b| run_score(b).total_cmp(&run_score(a)).then(a.cmp(&b)));
-            let running: Vec<Beam> = order
-                .iter()
-                .take(nb)
-                .map(|&j| {
-                    let mut t = item.running[cands[j].beam].tokens.clone();
-                    t.push(cands[j].token as u32);
-                    Beam {
-                        tokens: t,
-                        score: run_score(j),
-                    }
-                })
-                .collect();
-            let parents: Vec<usize> = order.iter().take(nb).map(|&j| cands[j].beam).collect();
-            // 3. finished hypotheses: among the first `num_beams` candidates, those that stopped
-            let full = item.finished.len() == nb;
-            let blocked = (full && opts.early_stopping == EarlyStopping::True) || !item.improvable;
-            if !blocked {
-                let norm = length_norm(gen_len, opts.length_penalty);
-                for (j, c) in cands.iter().enumerate().take(nb) {
-                    if !hits[j] {
-                        continue;
-                    }
-                    let mut t = item.running[c.beam].tokens.clone();
-                    t.push(c.token as u32);
-                    item.finished.push(Hypothesis {
-                        tokens: t,
-                        score: c.score / norm,
-                    });
-                }
-                item.finished.sort_by(|a, b| b.score.total_cmp(&a.score));
-                item.finished.truncate(nb);
-            }
-            item.running = running;
-            // 4. can this question still improve? (`_check_early_stop_heuristic`)
-            let best_len =
-                if opts.early_stopping == EarlyStopping::Never && opts.length_penalty > 0.0 {
-                    max_new
-                } else {
-                    gen_len
-                };
-            let best_possible = item.running[0].score / length_norm(best_len, opts.length_penalty);
-            let full = item.finished.len() == nb;
-            let worst = if full {
-                item.finished
-                    .iter()
-                    .map(|h| h.score)
-                    .fold(f32::INFINITY, f32::min)
-            } else {
-                NEG
-            };
-            item.improvable &= best_possible > worst;
-            let done = !item.improvable
-                || (full && opts.early_stopping == EarlyStopping::True)
-                || at_limit;
+            let (done, parents) = search.advance(&mut item, &logits, i, step);
             if done {
-                results[item.row] = item
-                    .finished
-                    .drain(..)
-                    .take(opts.num_return_sequences)
-                    .collect();
+                results[item.row] = results_of(&mut item, opts);
             } else {
-                let base = i * nb;
-                select_rows.extend(parents.iter().map(|p| base + p));
+                select_rows.extend(parents.iter().map(|p| i * nb + p));
                 tokens.extend(
                     item.running
                         .iter()

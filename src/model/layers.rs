@@ -59,7 +59,7 @@ pub(crate) fn linear(xs: &Tensor, weight: &Tensor, compute: Option<Kind>) -> Ten
 /// A parameter named `<p>.weight`, drawn with the standard deviation transformers uses for it.
 pub(crate) fn var(p: &Path, shape: &[usize], cfg: &T5Config) -> Tensor {
     let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-    let init = match crate::init::init_std(&p.path("weight"), cfg) {
+    let init = match crate::config::init_std(&p.path("weight"), cfg) {
         Some(stdev) => Init::Randn { mean: 0.0, stdev },
         None => Init::Const(cfg.initializer_factor),
     };
