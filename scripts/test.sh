@@ -12,6 +12,8 @@ for f in t5_v1_0 t5_v1_1; do
 done
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== cargo check, no features at all (no backend, no libtorch)"
+cargo check --no-default-features
 echo "== inference-only build (no libtorch)"
 cargo build --no-default-features --features ort,tract
 if ldd target/debug/cbqa | grep -q torch; then

@@ -18,31 +18,27 @@
 
 use crate::error::{Error, Result};
 use crate::generate::{
-    encode_questions, run_batches, BatchPolicy, EarlyStopping, GenerateOptions, Hypothesis,
-    Prepared,
+    encode_questions, run_batches, BatchPolicy, GenerateOptions, Hypothesis, Prepared,
 };
-use crate::runtime::{Backend, BackendOptions, OnnxDir, Seq2Seq};
+use crate::runtime::{Backend, BackendKind, BackendOptions, OnnxDir, Seq2Seq};
+use crate::{GenerationConfig, T5Config};
 use serde::Serialize;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-/// How answers are produced.
+/// How answers are produced: the engine, the decoding, the batching and the question text.
 #[derive(Debug, Clone)]
 pub struct AnswererOptions {
     pub backend: BackendOptions,
-    /// Beams (1 = greedy).
-    pub num_beams: usize,
-    /// Candidates returned per question (≤ num_beams), for recall@k.
-    pub num_return_sequences: usize,
-    pub max_new_tokens: usize,
-    /// Suppress EOS before this many tokens (`= max_new_tokens` forces equal work in benchmarks).
-    pub min_new_tokens: usize,
-    pub length_penalty: f32,
-    pub early_stopping: EarlyStopping,
+    /// Decoding settings (beams, candidates, lengths, penalty). The special token ids are the
+    /// model's, and so is `early_stopping` when its generation_config.json sets it
+    /// ([`GenerateOptions::for_model`]).
+    pub generate: GenerateOptions,
     pub batch: BatchPolicy,
     /// Text put before every question (the paper used e.g. `nq question: `).
     pub prefix: String,
-    /// Questions are cut to this many tokens (EOS kept).
+    /// Questions are cut to this many tokens (EOS kept; at least 2).
     pub max_input_tokens: usize,
 }
 
@@ -50,12 +46,7 @@ impl Default for AnswererOptions {
     fn default() -> Self {
         AnswererOptions {
             backend: BackendOptions::default(),
-            num_beams: 1,
-            num_return_sequences: 1,
-            max_new_tokens: 32,
-            min_new_tokens: 0,
-            length_penalty: 1.0,
-            early_stopping: EarlyStopping::True,
+            generate: GenerateOptions::default(),
             batch: BatchPolicy::default(),
             prefix: String::new(),
             max_input_tokens: 512,
@@ -83,7 +74,7 @@ pub struct Answer {
 /// A loaded model that answers questions.
 pub struct Answerer {
     backend: Backend,
-    config: crate::T5Config,
+    config: T5Config,
     tokenizer: tokenizers::Tokenizer,
     opts: AnswererOptions,
     generate: GenerateOptions,
@@ -94,39 +85,9 @@ impl Answerer {
     /// Load a model: an exported ONNX directory (ours or optimum's) for `ort` and `tract`, a
     /// Hugging Face checkpoint directory for `tch`.
     pub fn load(path: &Path, opts: AnswererOptions) -> Result<Self> {
-        let (backend, config, generation, tokenizer) = match opts.backend.kind {
-            #[cfg(feature = "train")]
-            crate::runtime::BackendKind::Tch => {
-                let dir = crate::ModelDir::open(path)?;
-                let backend = Backend::load_checkpoint(&dir, &opts.backend)?;
-                (backend, dir.config, dir.generation, dir.tokenizer)
-            }
-            _ => {
-                let dir = OnnxDir::open(path)?;
-                let backend = Backend::load(&dir, &opts.backend)?;
-                (backend, dir.config, dir.generation, dir.tokenizer)
-            }
-        };
-        let generate = GenerateOptions {
-            max_new_tokens: opts.max_new_tokens,
-            min_new_tokens: opts.min_new_tokens,
-            num_beams: opts.num_beams,
-            num_return_sequences: opts.num_return_sequences,
-            length_penalty: opts.length_penalty,
-            early_stopping: opts.early_stopping,
-            decoder_start_token_id: generation
-                .decoder_start_token_id
-                .unwrap_or_else(|| config.decoder_start_id()),
-            eos_token_id: generation.eos_token_id.unwrap_or_else(|| config.eos_id()),
-            pad_token_id: generation.pad_token_id.unwrap_or_else(|| config.pad_id()),
-            output_scores: true,
-        };
-        if generate.num_return_sequences > generate.num_beams {
-            return Err(Error::Invalid(format!(
-                "{} candidates requested but only {} beams",
-                generate.num_return_sequences, generate.num_beams
-            )));
-        }
+        opts.generate.check()?;
+        let (backend, config, generation, tokenizer) = open_model(path, &opts.backend)?;
+        let generate = opts.generate.clone().for_model(&generation, &config)?;
         let mut opts = opts;
         if backend.prefers_parallel_batches() {
             opts.batch.parallel = true;
@@ -147,7 +108,7 @@ impl Answerer {
     }
 
     /// The model's config.
-    pub fn config(&self) -> &crate::T5Config {
+    pub fn config(&self) -> &T5Config {
         &self.config
     }
 
@@ -168,13 +129,12 @@ impl Answerer {
         questions: &[&str],
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Vec<Result<Answer>> {
-        let eos = self.generate.eos_token_id;
         let prepared = encode_questions(
             &self.tokenizer,
             questions,
             &self.opts.prefix,
             self.opts.max_input_tokens,
-            eos,
+            self.generate.eos_token_id,
         );
         // The questions that tokenised, and where each came from.
         let (idx, items): (Vec<usize>, Vec<Prepared>) = prepared
@@ -182,23 +142,7 @@ impl Answerer {
             .enumerate()
             .filter_map(|(i, p)| p.as_ref().ok().map(|p| (i, p.clone())))
             .unzip();
-        let total = items.len();
-        let done = AtomicUsize::new(0);
-        let on_batch = |idx: &[usize], _: &[Vec<Hypothesis>]| {
-            let d = done.fetch_add(idx.len(), Ordering::Relaxed) + idx.len();
-            progress(d, total);
-        };
-        let hyps = if items.is_empty() {
-            Ok(Vec::new())
-        } else {
-            run_batches(
-                &self.backend,
-                &items,
-                &self.opts.batch,
-                &self.generate,
-                &on_batch,
-            )
-        };
+        let hyps = self.generate_all(&items, progress);
         let mut out: Vec<Result<Answer>> = prepared
             .into_iter()
             .map(|p| p.map(|_| Answer::empty()))
@@ -213,13 +157,47 @@ impl Answerer {
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                let cause = Arc::new(e);
                 for &i in &idx {
-                    out[i] = Err(Error::Invalid(msg.clone()));
+                    out[i] = Err(self.batch_failure(&cause));
                 }
             }
         }
         out
+    }
+
+    /// Hypotheses for every tokenised question, reporting progress as batches finish.
+    fn generate_all(
+        &self,
+        items: &[Prepared],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Vec<Vec<Hypothesis>>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let total = items.len();
+        let done = AtomicUsize::new(0);
+        let on_batch = |idx: &[usize], _: &[Vec<Hypothesis>]| {
+            let d = done.fetch_add(idx.len(), Ordering::Relaxed) + idx.len();
+            progress(d, total);
+        };
+        run_batches(
+            &self.backend,
+            items,
+            &self.opts.batch,
+            &self.generate,
+            &on_batch,
+        )
+    }
+
+    /// The error of each question of a call whose decoding failed: the one failure, shared.
+    fn batch_failure(&self, cause: &Arc<Error>) -> Error {
+        let backend = match self.opts.backend.kind {
+            BackendKind::Ort => "onnxruntime",
+            BackendKind::Tract => "tract",
+            BackendKind::Tch => "libtorch",
+        };
+        Error::backend(backend, "answering the questions", Arc::clone(cause))
     }
 
     fn decode(&self, hyps: &[Hypothesis], truncated: bool) -> Result<Answer> {
@@ -228,7 +206,7 @@ impl Answerer {
             let text = self
                 .tokenizer
                 .decode(&h.tokens, true)
-                .map_err(|e| Error::Invalid(format!("cannot decode tokens: {e}")))?;
+                .map_err(|e| Error::tokenize("decoding an answer", e))?;
             candidates.push(Candidate {
                 text,
                 score: h.score,
@@ -245,6 +223,23 @@ impl Answerer {
             truncated,
         })
     }
+}
+
+/// Open the model directory `path` with the backend `opts` asks for: its backend, config,
+/// generation config and tokenizer.
+fn open_model(
+    path: &Path,
+    opts: &BackendOptions,
+) -> Result<(Backend, T5Config, GenerationConfig, tokenizers::Tokenizer)> {
+    #[cfg(feature = "train")]
+    if opts.kind == BackendKind::Tch {
+        let dir = crate::ModelDir::open(path)?;
+        let backend = Backend::load_checkpoint(&dir, opts)?;
+        return Ok((backend, dir.config, dir.generation, dir.tokenizer));
+    }
+    let dir = OnnxDir::open(path)?;
+    let backend = Backend::load(&dir, opts)?;
+    Ok((backend, dir.config, dir.generation, dir.tokenizer))
 }
 
 impl Answer {

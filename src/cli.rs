@@ -1,5 +1,8 @@
 //! The command line (clap derive only). Doc comments are the help text.
 
+use cbqa::generate::{BatchPolicy, GenerateOptions};
+use cbqa::runtime::BackendOptions;
+use cbqa::AnswererOptions;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -104,10 +107,11 @@ pub struct RuntimeArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Intra-op threads (0: the engine's default, one per core).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = BackendOptions::default().threads)]
     pub threads: usize,
     /// ONNX Runtime graph optimisation level, 0 (none) to 3 (all).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=3))]
+    #[arg(long, default_value_t = BackendOptions::default().opt_level,
+          value_parser = clap::value_parser!(u8).range(0..=3))]
     pub opt_level: u8,
     /// Let ONNX Runtime fall back to the CPU when a GPU provider fails to register.
     #[arg(long)]
@@ -116,28 +120,28 @@ pub struct RuntimeArgs {
     #[arg(long)]
     pub trt_cache: Option<PathBuf>,
     /// Beam size (1: greedy decoding).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = GenerateOptions::default().num_beams)]
     pub beams: usize,
     /// Candidates kept per question (default: all beams), for recall@k.
     #[arg(long)]
     pub candidates: Option<usize>,
     /// Maximum answer length in tokens.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = GenerateOptions::default().max_new_tokens)]
     pub max_new_tokens: usize,
     /// Beam length penalty (score = log-prob / length^penalty).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = GenerateOptions::default().length_penalty)]
     pub length_penalty: f32,
     /// Questions per batch, at most.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = BatchPolicy::default().max_batch_size)]
     pub batch_size: usize,
     /// Padded encoder tokens per batch, at most (questions are sorted by length first).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = BatchPolicy::default().max_batch_tokens)]
     pub batch_tokens: usize,
     /// Text put before every question, e.g. "nq question: ".
     #[arg(long, default_value = "")]
     pub prefix: String,
     /// Questions longer than this many tokens are cut (with a warning count).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = AnswererOptions::default().max_input_tokens)]
     pub max_input_tokens: usize,
 }
 
@@ -402,6 +406,12 @@ pub enum TrainPrecisionArg {
     Bf16,
 }
 
+/// The settings of a new training run before any flag: the flags' defaults come from them.
+#[cfg(feature = "train")]
+fn train_defaults() -> cbqa::train::TrainSettings {
+    cbqa::train::TrainSettings::new(PathBuf::new(), PathBuf::new(), PathBuf::new())
+}
+
 #[cfg(feature = "train")]
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -432,10 +442,10 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = OptimizerArg::Adafactor, conflicts_with = "resume")]
     pub optimizer: OptimizerArg,
     /// Learning rate (constant; the paper used 1e-3 with AdaFactor).
-    #[arg(long, default_value_t = 1e-3, conflicts_with = "resume")]
+    #[arg(long, default_value_t = train_defaults().lr, conflicts_with = "resume")]
     pub lr: f64,
     /// Tokens (input + target) per optimizer step; the paper used 196,608.
-    #[arg(long, default_value_t = 196_608, conflicts_with = "resume")]
+    #[arg(long, default_value_t = train_defaults().batch_tokens, conflicts_with = "resume")]
     pub batch_tokens: usize,
     /// Padded tokens processed at once; each step accumulates gradients over micro-batches of
     /// this size, so memory does not change the effective batch. [default: 16384]
@@ -448,10 +458,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub epochs: Option<u64>,
     /// Dropout rate during training.
-    #[arg(long, default_value_t = 0.1, conflicts_with = "resume")]
+    #[arg(long, default_value_t = train_defaults().dropout, conflicts_with = "resume")]
     pub dropout: f64,
     /// Seed of the data order, answer choice and dropout.
-    #[arg(long, default_value_t = 0, conflicts_with = "resume")]
+    #[arg(long, default_value_t = train_defaults().seed, conflicts_with = "resume")]
     pub seed: u64,
     /// auto, cpu, cuda or cuda:N. Asking for CUDA without a GPU is an error. [default: auto]
     #[arg(long)]
@@ -466,19 +476,19 @@ pub struct TrainArgs {
     #[arg(long)]
     pub save_every: Option<u64>,
     /// Dev questions decoded per batch.
-    #[arg(long, default_value_t = 64, conflicts_with = "resume")]
+    #[arg(long, default_value_t = train_defaults().eval_batch_size, conflicts_with = "resume")]
     pub eval_batch_size: usize,
     /// Longest generated dev answer, in tokens.
-    #[arg(long, default_value_t = 32, conflicts_with = "resume")]
+    #[arg(long, default_value_t = train_defaults().eval_max_new_tokens, conflicts_with = "resume")]
     pub eval_max_new_tokens: usize,
     /// Evaluate only the first N dev questions.
     #[arg(long, conflicts_with = "resume")]
     pub eval_limit: Option<usize>,
     /// Inputs longer than this (in tokens, </s> included) are truncated.
-    #[arg(long, default_value_t = 512, conflicts_with = "resume")]
+    #[arg(long, default_value_t = train_defaults().max_input_len, conflicts_with = "resume")]
     pub max_input_len: usize,
     /// Targets longer than this are truncated.
-    #[arg(long, default_value_t = 128, conflicts_with = "resume")]
+    #[arg(long, default_value_t = train_defaults().max_target_len, conflicts_with = "resume")]
     pub max_target_len: usize,
     /// Skip malformed data lines (each is reported as file:line) instead of stopping.
     #[arg(long, conflicts_with = "resume")]
@@ -489,4 +499,156 @@ pub struct TrainArgs {
     /// Without a terminal, print progress every N steps. [default: 10]
     #[arg(long)]
     pub log_every: Option<u64>,
+}
+
+/// The flag that sets a library setting (`num_beams` → `--beams`), for error messages: the
+/// library names its settings by their field names, the command line by its flags. `None` for a
+/// setting no flag sets.
+pub fn flag_of_setting(setting: &str) -> Option<&'static str> {
+    Some(match setting {
+        // decoding (GenerateOptions), batching (BatchPolicy), answering (AnswererOptions)
+        "num_beams" => "--beams",
+        "num_return_sequences" => "--candidates",
+        "max_new_tokens" => "--max-new-tokens",
+        "length_penalty" => "--length-penalty",
+        "max_batch_size" => "--batch-size",
+        "max_batch_tokens" | "batch_tokens" => "--batch-tokens",
+        "max_input_tokens" => "--max-input-tokens",
+        "prefix" => "--prefix",
+        // engines (BackendOptions)
+        "kind" | "backend" => "--backend",
+        "device" => "--device",
+        "threads" => "--threads",
+        "opt_level" => "--opt-level",
+        "allow_fallback" => "--allow-fallback",
+        "trt_cache" => "--trt-cache",
+        // data files (ReadOptions) and selections
+        "format" | "data_format" => "--data-format",
+        "question_field" => "--question-field",
+        "answer_field" => "--answer-field",
+        "skip_bad" => "--skip-bad",
+        "limit" => "--limit",
+        "shard" => "--shard",
+        "normalizer" => "--normalizer",
+        // training (TrainSettings)
+        "model" => "--model",
+        "train" => "--train",
+        "dev" => "--dev",
+        "out" => "--out",
+        "resume" => "--resume",
+        "answer" => "--answer",
+        "optimizer" => "--optimizer",
+        "lr" => "--lr",
+        "micro_batch_tokens" => "--micro-batch-tokens",
+        "max_steps" => "--max-steps",
+        "epochs" => "--epochs",
+        "dropout" => "--dropout",
+        "seed" => "--seed",
+        "precision" => "--precision",
+        "eval_every" => "--eval-every",
+        "save_every" => "--save-every",
+        "log_every" => "--log-every",
+        "eval_batch_size" => "--eval-batch-size",
+        "eval_max_new_tokens" => "--eval-max-new-tokens",
+        "eval_limit" => "--eval-limit",
+        "max_input_len" => "--max-input-len",
+        "max_target_len" => "--max-target-len",
+        // export and validation (ExportOptions, ValidateOptions)
+        "force" => "--force",
+        "merged" => "--merged",
+        "quantize" => "--quantize",
+        "tolerance" => "--tolerance",
+        "decisive_margin" => "--decisive-margin",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every long flag of every subcommand.
+    fn all_flags() -> Vec<String> {
+        Cli::command()
+            .get_subcommands()
+            .flat_map(|c| c.get_arguments().filter_map(|a| a.get_long()))
+            .map(|long| format!("--{long}"))
+            .collect()
+    }
+
+    #[test]
+    fn settings_are_named_by_flags_that_exist() {
+        let flags = all_flags();
+        let settings = [
+            "num_beams",
+            "num_return_sequences",
+            "max_new_tokens",
+            "length_penalty",
+            "max_batch_size",
+            "max_batch_tokens",
+            "batch_tokens",
+            "max_input_tokens",
+            "prefix",
+            "kind",
+            "backend",
+            "device",
+            "threads",
+            "opt_level",
+            "allow_fallback",
+            "trt_cache",
+            "format",
+            "data_format",
+            "question_field",
+            "answer_field",
+            "skip_bad",
+            "limit",
+            "shard",
+            "normalizer",
+            "model",
+            "out",
+            "force",
+            "merged",
+            "quantize",
+            "tolerance",
+            "decisive_margin",
+            "seed",
+            "precision",
+        ];
+        #[cfg(feature = "train")]
+        let settings = [
+            &settings[..],
+            &[
+                "train",
+                "dev",
+                "resume",
+                "answer",
+                "optimizer",
+                "lr",
+                "micro_batch_tokens",
+                "max_steps",
+                "epochs",
+                "dropout",
+                "eval_every",
+                "save_every",
+                "log_every",
+                "eval_batch_size",
+                "eval_max_new_tokens",
+                "eval_limit",
+                "max_input_len",
+                "max_target_len",
+            ],
+        ]
+        .concat();
+        for setting in settings {
+            let flag = flag_of_setting(setting).unwrap_or_else(|| panic!("{setting}: no flag"));
+            assert!(
+                flags.iter().any(|f| f == flag),
+                "{setting}: {flag} is no flag"
+            );
+        }
+        assert_eq!(flag_of_setting("num_beams"), Some("--beams"));
+        assert_eq!(flag_of_setting("lr"), Some("--lr"));
+        assert_eq!(flag_of_setting("early_stopping"), None);
+    }
 }

@@ -1,11 +1,38 @@
 //! # cbqa
 //!
 //! Closed-book question answering with T5, after Roberts, Raffel & Shazeer (2020), "How Much
-//! Knowledge Can You Pack Into the Parameters of a Language Model?".
+//! Knowledge Can You Pack Into the Parameters of a Language Model?": train a T5 to answer
+//! open-domain questions from its parameters alone, export it to ONNX, answer and score.
 //!
-//! The library reads and writes Hugging Face checkpoint directories ([`ModelDir`], [`T5Config`],
-//! [`checkpoint`]), creates new models ([`init`]) and finds its native libraries by itself
-//! ([`native`]). Every error is an [`Error`] that names the file, tensor or line it is about.
+//! What an embedder uses:
+//!
+//! - **Answering**: [`Answerer`] loads an exported model once (ONNX Runtime or tract; the libtorch
+//!   model on a checkpoint with feature `train`) and answers batches of questions from many
+//!   threads; [`AnswererOptions`] holds every setting, each type with its own `Default`.
+//! - **Decoding**: [`generate`] is the one decoder (greedy and beam search with transformers'
+//!   semantics, [`generate::GenerateOptions`]) over any [`runtime::Seq2Seq`], with length-sorted
+//!   batching ([`generate::BatchPolicy`]) and the question encoder
+//!   ([`generate::encode_questions`]).
+//! - **Backends**: [`runtime`] opens an export ([`runtime::OnnxDir`]) in the engine
+//!   [`runtime::BackendOptions`] names ([`runtime::Backend`]: ONNX Runtime on CPU, CUDA or
+//!   TensorRT with feature `ort`; tract with feature `tract`).
+//! - **Data and scoring**: [`data`] reads benchmark files (NQ-open JSON lines, DPR TSV,
+//!   WebQuestions, CSV/TSV) into [`data::Dataset`]; [`eval`] normalises answers and computes exact
+//!   match, F1, recall@k and the overlap subsets; [`eval::report`] writes predictions.csv and
+//!   metrics.csv.
+//! - **Models**: [`ModelDir`] opens and checks a Hugging Face checkpoint directory ([`T5Config`],
+//!   [`GenerationConfig`], [`checkpoint`]); [`init`] creates a new one.
+//! - **Export**: [`export`] writes a checkpoint as ONNX in optimum's layout (float32, float16 or
+//!   int8 weights) and validates it against the reference forward pass; [`onnx`] is the ONNX
+//!   layout contract both the exporter and the runtime follow.
+//! - **Training** (feature `train`, libtorch): [`train`] fine-tunes a T5 for closed-book QA and
+//!   writes Hugging Face checkpoints; `model` is the libtorch T5.
+//! - **Throughput**: [`bench`] measures a backend on a fixed workload.
+//!
+//! Every error is an [`Error`] that names the file, tensor, line or setting it is about and keeps
+//! the engine's own error as its `source`. Settings are named by their field names
+//! (`num_beams`), never by a command-line flag. [`progress`] is the progress display of long
+//! jobs; [`native`] finds the native libraries.
 
 pub mod answer;
 pub mod bench;

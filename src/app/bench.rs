@@ -1,12 +1,14 @@
-//! `cbqa bench`.
+//! `cbqa bench`: throughput across engines, batch sizes and threads; CSV, table and SVG plot.
 
+use super::options;
 use crate::cli::{BackendArg, BenchArgs};
 use anyhow::{bail, Context, Result};
 use cbqa::bench::report::{csv_row, read_points, svg_plot, table};
-use cbqa::bench::{environment, Workload};
+use cbqa::bench::{environment, BenchResult, Workload};
 use cbqa::eval::report::{append_row, utc_timestamp};
 use cbqa::generate::GenerateOptions;
 use cbqa::runtime::{Backend, BackendKind, BackendOptions, Device, OnnxDir};
+use std::path::Path;
 
 /// Questions of 10–21 tokens: from a data file, or synthetic ids (deterministic).
 fn questions(args: &BenchArgs, dir: &OnnxDir) -> Result<Vec<Vec<u32>>> {
@@ -22,7 +24,10 @@ fn questions(args: &BenchArgs, dir: &OnnxDir) -> Result<Vec<Vec<u32>>> {
             let enc = dir
                 .tokenizer
                 .encode(e.question.as_str(), true)
-                .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+                .map_err(|e| cbqa::Error::Tokenize {
+                    action: "encoding a question".into(),
+                    source: e,
+                })?;
             let ids = enc.get_ids().to_vec();
             if (lo..=hi).contains(&ids.len()) {
                 out.push(ids);
@@ -60,116 +65,12 @@ fn questions(args: &BenchArgs, dir: &OnnxDir) -> Result<Vec<Vec<u32>>> {
         .collect())
 }
 
+/// Measure every engine × threads × batch size (unless `--plot-only`), then redraw the plot.
 pub fn run(args: BenchArgs) -> Result<()> {
     let csv = args.out.join("bench.csv");
     let svg = args.out.join("throughput.svg");
     if !args.plot_only {
-        let model = args
-            .model
-            .as_ref()
-            .context("--model is required (unless --plot-only)")?;
-        std::fs::create_dir_all(&args.out)?;
-        let dir = OnnxDir::open(model)?;
-        let qs = questions(&args, &dir)?;
-        // The exact token ids, so scripts/bench_peers.py runs the same workload.
-        cbqa::fsutil::write_atomic(
-            &args.out.join("questions.json"),
-            serde_json::to_string(&qs)?.as_bytes(),
-        )?;
-        let device: Device = args.device.parse()?;
-        let precision = args
-            .precision
-            .clone()
-            .unwrap_or_else(|| cbqa::runtime::precision_of(model));
-        let opts = GenerateOptions {
-            max_new_tokens: args.force_steps.max(1),
-            min_new_tokens: args.force_steps.max(1),
-            num_beams: args.beams.max(1),
-            num_return_sequences: 1,
-            decoder_start_token_id: dir.config.decoder_start_id(),
-            eos_token_id: dir.config.eos_id(),
-            pad_token_id: dir.config.pad_id(),
-            // transformers, optimum and CTranslate2 compute no greedy scores either
-            output_scores: false,
-            ..GenerateOptions::default()
-        };
-        let mut context = environment();
-        context.push(("model".into(), model.display().to_string()));
-        context.push((
-            "workload".into(),
-            format!(
-                "{} {} questions of {}-{} tokens, {} forced steps, beams {}",
-                qs.len(),
-                if args.data.is_some() {
-                    "real"
-                } else {
-                    "synthetic"
-                },
-                args.min_tokens,
-                args.max_tokens,
-                args.force_steps,
-                args.beams
-            ),
-        ));
-        context.push(("timestamp".into(), utc_timestamp()));
-        for (k, v) in &context {
-            eprintln!("{k:<12} {v}");
-        }
-        let mut results = Vec::new();
-        for &kind in &args.backends {
-            for &threads in &args.threads {
-                let bopts = BackendOptions {
-                    kind: match kind {
-                        BackendArg::Ort => BackendKind::Ort,
-                        BackendArg::Tract => BackendKind::Tract,
-                        #[cfg(feature = "train")]
-                        BackendArg::Tch => {
-                            bail!("cbqa bench measures exported models; --backends ort,tract")
-                        }
-                    },
-                    device: if kind == BackendArg::Tract {
-                        Device::Cpu
-                    } else {
-                        device.clone()
-                    },
-                    threads,
-                    opt_level: args.opt_level,
-                    allow_fallback: false,
-                    trt_cache: None,
-                };
-                let backend = Backend::load(&dir, &bopts)?;
-                let engine = match kind {
-                    BackendArg::Tract => "cbqa-tract",
-                    _ => "cbqa-ort",
-                };
-                for &bs in &args.batch_sizes {
-                    let dev = bopts.device.to_string();
-                    let w = Workload {
-                        engine,
-                        device: &dev,
-                        precision: &precision,
-                        threads,
-                        batch_parallelism: if backend.prefers_parallel_batches() {
-                            threads.max(1)
-                        } else {
-                            1
-                        },
-                        questions: &qs,
-                        batch_size: bs,
-                        opts: &opts,
-                        repeat: args.repeat,
-                    };
-                    let r = cbqa::bench::run(&backend, &w)?;
-                    eprintln!(
-                        "{engine} batch {bs} threads {threads}: {:.1} q/s, {:.1} tok/s",
-                        r.questions_per_s, r.tokens_per_s
-                    );
-                    append_row(&csv, &csv_row(&r, &context))?;
-                    results.push(r);
-                }
-            }
-        }
-        print!("{}", table(&results));
+        measure(&args, &csv)?;
     }
     let points = read_points(&csv)?;
     cbqa::fsutil::write_atomic(
@@ -178,4 +79,148 @@ pub fn run(args: BenchArgs) -> Result<()> {
     )?;
     println!("wrote {} and {}", csv.display(), svg.display());
     Ok(())
+}
+
+/// Run the sweep, appending a row to `csv` per configuration, and print the table.
+fn measure(args: &BenchArgs, csv: &Path) -> Result<()> {
+    let model = args
+        .model
+        .as_ref()
+        .context("--model is required (unless --plot-only)")?;
+    std::fs::create_dir_all(&args.out)?;
+    let dir = OnnxDir::open(model)?;
+    let qs = questions(args, &dir)?;
+    // The exact token ids, so scripts/bench_peers.py runs the same workload.
+    cbqa::fsutil::write_atomic(
+        &args.out.join("questions.json"),
+        serde_json::to_string(&qs)?.as_bytes(),
+    )?;
+    let sweep = Sweep {
+        dir: &dir,
+        questions: &qs,
+        device: args.device.parse()?,
+        precision: args
+            .precision
+            .clone()
+            .unwrap_or_else(|| cbqa::runtime::precision_of(model)),
+        opts: generate_options(args, &dir)?,
+        context: context(args, model, &qs),
+    };
+    for (k, v) in &sweep.context {
+        eprintln!("{k:<12} {v}");
+    }
+    let mut results = Vec::new();
+    for &kind in &args.backends {
+        for &threads in &args.threads {
+            results.extend(sweep.batch_sizes(args, kind, threads, csv)?);
+        }
+    }
+    print!("{}", table(&results));
+    Ok(())
+}
+
+/// Forced-length decoding, so engines do equal work; no greedy scores.
+fn generate_options(args: &BenchArgs, dir: &OnnxDir) -> Result<GenerateOptions> {
+    let opts = GenerateOptions {
+        max_new_tokens: args.force_steps.max(1),
+        min_new_tokens: args.force_steps.max(1),
+        num_beams: args.beams.max(1),
+        num_return_sequences: 1,
+        // transformers, optimum and CTranslate2 compute no greedy scores either
+        output_scores: false,
+        ..GenerateOptions::default()
+    };
+    Ok(opts.for_model(&dir.generation, &dir.config)?)
+}
+
+/// The environment and workload columns of every bench.csv row.
+fn context(args: &BenchArgs, model: &Path, qs: &[Vec<u32>]) -> Vec<(String, String)> {
+    let mut context = environment();
+    context.push(("model".into(), model.display().to_string()));
+    context.push((
+        "workload".into(),
+        format!(
+            "{} {} questions of {}-{} tokens, {} forced steps, beams {}",
+            qs.len(),
+            if args.data.is_some() {
+                "real"
+            } else {
+                "synthetic"
+            },
+            args.min_tokens,
+            args.max_tokens,
+            args.force_steps,
+            args.beams
+        ),
+    ));
+    context.push(("timestamp".into(), utc_timestamp()));
+    context
+}
+
+/// What every configuration of a sweep shares.
+struct Sweep<'a> {
+    dir: &'a OnnxDir,
+    questions: &'a [Vec<u32>],
+    device: Device,
+    precision: String,
+    opts: GenerateOptions,
+    context: Vec<(String, String)>,
+}
+
+impl Sweep<'_> {
+    /// One engine with `threads` threads over every batch size.
+    fn batch_sizes(
+        &self,
+        args: &BenchArgs,
+        kind: BackendArg,
+        threads: usize,
+        csv: &Path,
+    ) -> Result<Vec<BenchResult>> {
+        if options::backend_kind(kind) == BackendKind::Tch {
+            bail!("cbqa bench measures exported models; --backends ort,tract");
+        }
+        let bopts = BackendOptions {
+            kind: options::backend_kind(kind),
+            device: if kind == BackendArg::Tract {
+                Device::Cpu
+            } else {
+                self.device.clone()
+            },
+            threads,
+            opt_level: args.opt_level,
+            ..BackendOptions::default()
+        };
+        let backend = Backend::load(self.dir, &bopts)?;
+        let engine = match kind {
+            BackendArg::Tract => "cbqa-tract",
+            _ => "cbqa-ort",
+        };
+        let dev = bopts.device.to_string();
+        let mut results = Vec::new();
+        for &bs in &args.batch_sizes {
+            let w = Workload {
+                engine,
+                device: &dev,
+                precision: &self.precision,
+                threads,
+                batch_parallelism: if backend.prefers_parallel_batches() {
+                    threads.max(1)
+                } else {
+                    1
+                },
+                questions: self.questions,
+                batch_size: bs,
+                opts: &self.opts,
+                repeat: args.repeat,
+            };
+            let r = cbqa::bench::run(&backend, &w)?;
+            eprintln!(
+                "{engine} batch {bs} threads {threads}: {:.1} q/s, {:.1} tok/s",
+                r.questions_per_s, r.tokens_per_s
+            );
+            append_row(csv, &csv_row(&r, &self.context))?;
+            results.push(r);
+        }
+        Ok(results)
+    }
 }

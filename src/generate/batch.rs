@@ -24,7 +24,7 @@ impl Default for BatchPolicy {
     fn default() -> Self {
         BatchPolicy {
             max_batch_size: 32,
-            max_batch_tokens: 32 * 64,
+            max_batch_tokens: 4096,
             sort_by_length: true,
             parallel: false,
         }
@@ -41,7 +41,8 @@ pub struct Prepared {
 }
 
 /// Tokenise `prefix + question` for every question (T5 appends `</s>`). An empty question is an
-/// error for that item only; a question longer than `max_len` tokens is cut, keeping the EOS.
+/// error for that item only; a question longer than `max_len` tokens (at least 2: one token and
+/// EOS) is cut, keeping the EOS.
 pub fn encode_questions(
     tokenizer: &tokenizers::Tokenizer,
     questions: &[&str],
@@ -49,25 +50,34 @@ pub fn encode_questions(
     max_len: usize,
     eos: u32,
 ) -> Vec<Result<Prepared>> {
+    let max_len = max_len.max(2);
     questions
         .iter()
-        .map(|q| {
-            if q.trim().is_empty() {
-                return Err(Error::Invalid("empty question".into()));
-            }
-            let text = format!("{prefix}{q}");
-            let enc = tokenizer
-                .encode(text.as_str(), true)
-                .map_err(|e| Error::Invalid(format!("cannot tokenise question: {e}")))?;
-            let mut ids = enc.get_ids().to_vec();
-            let truncated = ids.len() > max_len;
-            if truncated {
-                ids.truncate(max_len.max(1) - 1);
-                ids.push(eos);
-            }
-            Ok(Prepared { ids, truncated })
-        })
+        .map(|q| encode_question(tokenizer, &format!("{prefix}{q}"), q, max_len, eos))
         .collect()
+}
+
+/// One question's ids, cut to `max_len` tokens with the EOS kept.
+fn encode_question(
+    tokenizer: &tokenizers::Tokenizer,
+    text: &str,
+    question: &str,
+    max_len: usize,
+    eos: u32,
+) -> Result<Prepared> {
+    if question.trim().is_empty() {
+        return Err(Error::input("question", "empty question"));
+    }
+    let enc = tokenizer
+        .encode(text, true)
+        .map_err(|e| Error::tokenize("encoding a question", e))?;
+    let mut ids = enc.get_ids().to_vec();
+    let truncated = ids.len() > max_len;
+    if truncated {
+        ids.truncate(max_len - 1);
+        ids.push(eos);
+    }
+    Ok(Prepared { ids, truncated })
 }
 
 /// Group item indices into batches under `policy` (longest first when sorting).

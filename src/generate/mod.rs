@@ -15,6 +15,7 @@ pub use greedy::greedy;
 
 use crate::error::{Error, Result};
 use crate::runtime::{EncoderInput, Seq2Seq};
+use crate::{GenerationConfig, T5Config};
 
 /// When beam search stops for a question (transformers' `early_stopping`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,19 +78,59 @@ pub struct Hypothesis {
 }
 
 impl GenerateOptions {
-    fn check(&self) -> Result<()> {
-        if self.num_beams == 0 || self.max_new_tokens == 0 {
-            return Err(Error::Invalid(
-                "num_beams and max_new_tokens must be positive".into(),
+    /// The one check of these settings: at least one beam and one new token, and between 1 and
+    /// `num_beams` returned sequences.
+    pub fn check(&self) -> Result<()> {
+        if self.num_beams == 0 {
+            return Err(Error::setting("num_beams", "must be at least 1"));
+        }
+        if self.max_new_tokens == 0 {
+            return Err(Error::setting("max_new_tokens", "must be at least 1"));
+        }
+        if self.num_return_sequences == 0 || self.num_return_sequences > self.num_beams {
+            return Err(Error::setting(
+                "num_return_sequences",
+                format!(
+                    "{} requested; must be between 1 and the number of beams ({})",
+                    self.num_return_sequences, self.num_beams
+                ),
             ));
         }
-        if self.num_return_sequences == 0 || self.num_return_sequences > self.num_beams.max(1) {
-            return Err(Error::Invalid(format!(
-                "num_return_sequences ({}) must be between 1 and num_beams ({})",
-                self.num_return_sequences, self.num_beams
-            )));
-        }
         Ok(())
+    }
+
+    /// These settings with what the model's directory says: the special token ids of its
+    /// generation_config.json (else of its config.json), and the `early_stopping` of its
+    /// generation_config.json when it has one, as transformers' `generate` takes them.
+    pub fn for_model(self, generation: &GenerationConfig, config: &T5Config) -> Result<Self> {
+        let early_stopping = match generation.extra.get("early_stopping") {
+            Some(value) => EarlyStopping::from_json(value)?,
+            None => self.early_stopping,
+        };
+        Ok(GenerateOptions {
+            decoder_start_token_id: generation
+                .decoder_start_token_id
+                .unwrap_or_else(|| config.decoder_start_id()),
+            eos_token_id: generation.eos_token_id.unwrap_or_else(|| config.eos_id()),
+            pad_token_id: generation.pad_token_id.unwrap_or_else(|| config.pad_id()),
+            early_stopping,
+            ..self
+        })
+    }
+}
+
+impl EarlyStopping {
+    /// transformers' spelling in generation_config.json: `true`, `false` or `"never"`.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self> {
+        match value {
+            serde_json::Value::Bool(true) => Ok(EarlyStopping::True),
+            serde_json::Value::Bool(false) => Ok(EarlyStopping::False),
+            serde_json::Value::String(s) if s == "never" => Ok(EarlyStopping::Never),
+            other => Err(Error::setting(
+                "early_stopping",
+                format!("generation_config.json has {other}; expected true, false or \"never\""),
+            )),
+        }
     }
 }
 
@@ -118,4 +159,51 @@ pub(crate) fn log_softmax(row: &[f32], out: &mut Vec<f32>) {
     let lse = max + sum.ln();
     out.clear();
     out.extend(row.iter().map(|&x| x - lse));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_stopping_is_transformers_default_unless_the_model_says_otherwise() {
+        let config = T5Config::preset("tiny").unwrap();
+        let mut generation = GenerationConfig::from_model_config(&config);
+        let opts = GenerateOptions::default();
+        assert_eq!(opts.early_stopping, EarlyStopping::False);
+        let resolved = opts.clone().for_model(&generation, &config).unwrap();
+        assert_eq!(resolved.early_stopping, EarlyStopping::False);
+        assert_eq!(resolved.eos_token_id, config.eos_id());
+        for (value, want) in [
+            (serde_json::json!(true), EarlyStopping::True),
+            (serde_json::json!("never"), EarlyStopping::Never),
+        ] {
+            generation.extra.insert("early_stopping".into(), value);
+            let resolved = opts.clone().for_model(&generation, &config).unwrap();
+            assert_eq!(resolved.early_stopping, want);
+        }
+        generation
+            .extra
+            .insert("early_stopping".into(), serde_json::json!(3));
+        assert!(opts.for_model(&generation, &config).is_err());
+    }
+
+    #[test]
+    fn check_names_the_setting() {
+        let setting = |opts: GenerateOptions| match opts.check() {
+            Err(Error::Setting { setting, .. }) => setting,
+            other => panic!("{other:?}"),
+        };
+        let beams = |n| GenerateOptions {
+            num_beams: n,
+            ..GenerateOptions::default()
+        };
+        assert_eq!(setting(beams(0)), "num_beams");
+        let too_many = GenerateOptions {
+            num_return_sequences: 3,
+            ..beams(2)
+        };
+        assert_eq!(setting(too_many), "num_return_sequences");
+        assert!(beams(4).check().is_ok());
+    }
 }

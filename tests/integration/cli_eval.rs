@@ -348,3 +348,54 @@ fn eval_with_tch_on_the_checkpoint_equals_ort_on_its_export() {
     assert_eq!(preds[0].len(), 24);
     assert_eq!(preds[0], preds[1]);
 }
+
+#[test]
+fn eval_progress_in_a_log_is_plain_lines() {
+    let model = optimum_export("t5_v1_0");
+    let data = root().join("eval/demo/nq-open-200.jsonl");
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("stderr.log");
+    let status = cbqa()
+        .args(["eval", "--model", model.to_str().unwrap()])
+        .args(["--data", data.to_str().unwrap(), "--limit", "40"])
+        .args(["--batch-size", "8", "--out", tmp.path().to_str().unwrap()])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(!text.contains('\r'), "{text:?}");
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("eval: ")).collect();
+    assert!(lines.len() >= 2, "{text}");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("eval: 40/40 questions (100%)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_setting_is_named_by_its_flag() {
+    let (ok, _, e) = run_cbqa(&[
+        "predict",
+        "--model",
+        "no-such-model",
+        "--beams",
+        "2",
+        "--candidates",
+        "3",
+        "x",
+    ]);
+    assert!(!ok);
+    assert!(
+        e.contains("error: --candidates: ") && !e.contains("num_return_sequences"),
+        "{e}"
+    );
+    let (ok, _, e) = run_cbqa(&["predict", "--model", "no-such-model", "--beams", "0", "x"]);
+    assert!(
+        !ok && e.contains("error: --beams: must be at least 1"),
+        "{e}"
+    );
+}

@@ -1,0 +1,239 @@
+//! Flags to library settings, in one place: one function per settings type. Defaults are the
+//! settings types' own (`Default`, `TrainSettings::new`), which the flags' defaults come from;
+//! each check is the settings type's own.
+
+use crate::cli::{BackendArg, DataArgs, NormalizerArg, RuntimeArgs};
+use anyhow::Result;
+use cbqa::data::{DataFormat, ReadOptions};
+use cbqa::eval::Normalizer;
+use cbqa::generate::{BatchPolicy, GenerateOptions};
+use cbqa::runtime::{BackendKind, BackendOptions};
+use cbqa::AnswererOptions;
+
+/// The answering settings of `cbqa predict` and `cbqa eval`, checked.
+pub fn answerer_options(r: &RuntimeArgs) -> Result<AnswererOptions> {
+    let opts = AnswererOptions {
+        backend: backend_options(r)?,
+        generate: generate_options(r),
+        batch: batch_policy(r),
+        prefix: r.prefix.clone(),
+        max_input_tokens: r.max_input_tokens,
+    };
+    opts.generate.check()?;
+    Ok(opts)
+}
+
+/// The engine and where it runs.
+fn backend_options(r: &RuntimeArgs) -> Result<BackendOptions> {
+    Ok(BackendOptions {
+        kind: backend_kind(r.backend),
+        device: r.device.parse()?,
+        threads: r.threads,
+        opt_level: r.opt_level,
+        allow_fallback: r.allow_fallback,
+        trt_cache: r.trt_cache.clone(),
+    })
+}
+
+/// The engine a `--backend` value names.
+pub fn backend_kind(backend: BackendArg) -> BackendKind {
+    match backend {
+        BackendArg::Ort => BackendKind::Ort,
+        BackendArg::Tract => BackendKind::Tract,
+        #[cfg(feature = "train")]
+        BackendArg::Tch => BackendKind::Tch,
+    }
+}
+
+/// The decoding settings; the special token ids are the model's (set when it is loaded).
+fn generate_options(r: &RuntimeArgs) -> GenerateOptions {
+    GenerateOptions {
+        num_beams: r.beams,
+        num_return_sequences: r.candidates.unwrap_or(r.beams),
+        max_new_tokens: r.max_new_tokens,
+        length_penalty: r.length_penalty,
+        ..GenerateOptions::default()
+    }
+}
+
+/// How questions are grouped into batches (sorted by length, one batch at a time unless the
+/// backend prefers parallel batches).
+fn batch_policy(r: &RuntimeArgs) -> BatchPolicy {
+    BatchPolicy {
+        max_batch_size: r.batch_size,
+        max_batch_tokens: r.batch_tokens,
+        ..BatchPolicy::default()
+    }
+}
+
+/// How a data file is read.
+pub fn read_options(d: &DataArgs) -> Result<ReadOptions> {
+    let format = match &d.data_format {
+        Some(f) => Some(f.parse::<DataFormat>()?),
+        None => None,
+    };
+    Ok(ReadOptions {
+        format,
+        question_field: d.question_field.clone(),
+        answer_field: d.answer_field.clone(),
+        skip_bad: d.skip_bad,
+        ..ReadOptions::default()
+    })
+}
+
+/// The answer normalisation `--normalizer` names; `auto` follows the benchmark of the data.
+pub fn normalizer(arg: NormalizerArg, benchmark: cbqa::data::Benchmark) -> Normalizer {
+    match arg {
+        NormalizerArg::Auto => Normalizer::for_benchmark(benchmark),
+        NormalizerArg::Squad => Normalizer::Squad,
+        NormalizerArg::TriviaQa => Normalizer::TriviaQa,
+    }
+}
+
+#[cfg(feature = "train")]
+pub use train::train_settings;
+
+#[cfg(feature = "train")]
+mod train {
+    use crate::cli::{AnswerArg, OptimizerArg, TrainArgs, TrainPrecisionArg};
+    use anyhow::Result;
+    use cbqa::train::{self as tr, AnswerChoice, OptimizerChoice, Precision, TrainSettings};
+
+    /// The settings of `cbqa train`: from the flags, or from the run directory with `--resume`
+    /// (then only the flags that may change on a resumed run apply). Also says whether it resumes.
+    pub fn train_settings(args: &TrainArgs) -> Result<(TrainSettings, bool)> {
+        let (mut s, resume) = match &args.resume {
+            Some(run) => (tr::load_settings(run)?, true),
+            None => (new_run_settings(args)?, false),
+        };
+        apply_resumable(args, &mut s);
+        Ok((s, resume))
+    }
+
+    /// The settings of a new run, from the flags.
+    fn new_run_settings(args: &TrainArgs) -> Result<TrainSettings> {
+        // clap requires these without --resume.
+        let (Some(model), Some(train), Some(out)) = (&args.model, &args.train, &args.out) else {
+            anyhow::bail!("--model, --train and --out are required (or --resume RUN)");
+        };
+        let mut s = TrainSettings::new(model.clone(), train.clone(), out.clone());
+        s.dev = args.dev.clone();
+        s.prefix = args.prefix.clone();
+        s.answer = match args.answer {
+            AnswerArg::First => AnswerChoice::First,
+            AnswerArg::Random => AnswerChoice::Random,
+        };
+        s.optimizer = match args.optimizer {
+            OptimizerArg::Adafactor => OptimizerChoice::Adafactor,
+            OptimizerArg::Adamw => OptimizerChoice::Adamw,
+        };
+        s.lr = args.lr;
+        s.batch_tokens = args.batch_tokens;
+        s.dropout = args.dropout;
+        s.seed = args.seed;
+        s.precision = match args.precision {
+            TrainPrecisionArg::Fp32 => Precision::Fp32,
+            TrainPrecisionArg::Bf16 => Precision::Bf16,
+        };
+        s.eval_batch_size = args.eval_batch_size;
+        s.eval_max_new_tokens = args.eval_max_new_tokens;
+        s.eval_limit = args.eval_limit;
+        s.max_input_len = args.max_input_len;
+        s.max_target_len = args.max_target_len;
+        s.skip_bad = args.skip_bad;
+        Ok(s)
+    }
+
+    /// What may change on `--resume`: how long, where, how often to report.
+    fn apply_resumable(args: &TrainArgs, s: &mut TrainSettings) {
+        if args.max_steps.is_some() || args.epochs.is_some() {
+            s.max_steps = args.max_steps;
+            s.epochs = args.epochs;
+        }
+        if let Some(d) = &args.device {
+            s.device = d.clone();
+        }
+        if let Some(n) = args.micro_batch_tokens {
+            s.micro_batch_tokens = n;
+        }
+        if let Some(n) = args.eval_every {
+            s.eval_every = n;
+        }
+        if let Some(n) = args.save_every {
+            s.save_every = n;
+        }
+        if let Some(n) = args.log_every {
+            s.log_every = n;
+        }
+        if args.threads.is_some() {
+            s.threads = args.threads;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("cbqa").chain(args.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn flag_defaults_are_the_settings_defaults() {
+        let Command::Eval(args) = parse(&["eval", "--model", "m", "--data", "d", "--out", "o"])
+        else {
+            panic!("not eval");
+        };
+        let opts = answerer_options(&args.runtime).unwrap();
+        let defaults = AnswererOptions::default();
+        assert_eq!(opts.generate, defaults.generate);
+        assert_eq!(opts.batch, defaults.batch);
+        assert_eq!(
+            format!("{:?}", opts.backend),
+            format!("{:?}", defaults.backend)
+        );
+        assert_eq!(opts.prefix, defaults.prefix);
+        assert_eq!(opts.max_input_tokens, defaults.max_input_tokens);
+        let read = read_options(&args.data).unwrap();
+        assert_eq!(format!("{read:?}"), format!("{:?}", ReadOptions::default()));
+    }
+
+    #[test]
+    fn candidates_default_to_the_beams_and_are_checked_by_the_settings() {
+        let runtime = |extra: &[&str]| {
+            let mut args = vec!["predict", "--model", "m"];
+            args.extend_from_slice(extra);
+            match parse(&args) {
+                Command::Predict(p) => p.runtime,
+                _ => panic!("not predict"),
+            }
+        };
+        let opts = answerer_options(&runtime(&["--beams", "4"])).unwrap();
+        assert_eq!(opts.generate.num_return_sequences, 4);
+        let err = answerer_options(&runtime(&["--beams", "2", "--candidates", "3"])).unwrap_err();
+        match err.downcast_ref::<cbqa::Error>() {
+            Some(cbqa::Error::Setting { setting, .. }) => {
+                assert_eq!(*setting, "num_return_sequences")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[cfg(feature = "train")]
+    #[test]
+    fn train_flag_defaults_are_the_train_settings_defaults() {
+        let Command::Train(args) = parse(&["train", "--model", "m", "--train", "t", "--out", "o"])
+        else {
+            panic!("not train");
+        };
+        let (settings, resume) = train_settings(&args).unwrap();
+        assert!(!resume);
+        let defaults = cbqa::train::TrainSettings::new("m".into(), "t".into(), "o".into());
+        assert_eq!(settings, defaults);
+    }
+}

@@ -1,0 +1,66 @@
+//! `cbqa train`: resolve the arguments into [`cbqa::train::TrainSettings`] once, install the
+//! SIGINT handler, run, report.
+
+use super::options::train_settings;
+use crate::cli::TrainArgs;
+use anyhow::{Context, Result};
+use cbqa::train as tr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by the SIGINT handler; the trainer checkpoints and returns when it sees it.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    // A second Ctrl-C while the checkpoint is written falls through to the default action.
+    if STOP.swap(true, Ordering::SeqCst) {
+        // SAFETY: async-signal-safe calls only.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::raise(libc::SIGINT);
+        }
+    }
+}
+
+fn install_sigint() {
+    let handler = on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only touches an atomic (and re-raises), which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+    }
+}
+
+/// Train (or resume) and print how it ended; exits with 130 when interrupted.
+pub fn run(args: TrainArgs) -> Result<()> {
+    let (s, resume) = train_settings(&args)?;
+    install_sigint();
+    let what = if resume { "resume" } else { "train" };
+    let out = tr::train(&s, resume, &STOP)
+        .with_context(|| format!("cbqa train: cannot {what} {}", s.out.display()))?;
+    println!(
+        "{} after {} steps: last checkpoint {}",
+        if out.interrupted {
+            "interrupted"
+        } else {
+            "finished"
+        },
+        out.steps,
+        out.last_checkpoint.display()
+    );
+    if let Some(loss) = out.last_loss {
+        println!("last loss {loss:.4}, {:.0} tokens/s", out.tokens_per_s);
+    }
+    if let Some(em) = out.final_em {
+        println!("dev exact match {em:.2}");
+    }
+    if let Some((dir, em)) = &out.best {
+        println!("best checkpoint {} (dev EM {em:.2})", dir.display());
+    }
+    if !out.skipped_lines.is_empty() {
+        println!("skipped {} malformed line(s)", out.skipped_lines.len());
+    }
+    if out.interrupted {
+        println!("continue with: cbqa train --resume {}", s.out.display());
+        std::process::exit(130);
+    }
+    Ok(())
+}
