@@ -119,7 +119,8 @@ fn inspect(args: InspectArgs) -> Result<()> {
 }
 
 fn export(args: ExportArgs) -> Result<()> {
-    use cbqa::export::{ExportOptions, Precision, Quantize, ValidateOptions};
+    use cbqa::export::{ExportOptions, Precision, Quantize};
+    use cbqa::validate::ValidateOptions;
     let precision = match args.precision {
         PrecisionArg::Fp32 => Precision::Fp32,
         PrecisionArg::Fp16 => Precision::Fp16,
@@ -140,18 +141,18 @@ fn export(args: ExportArgs) -> Result<()> {
         merged: args.merged,
         precision,
         quantize,
-        validate,
     };
-    let report = cbqa::export::export(&opts).with_context(|| {
+    let done = cbqa::validate::export(&opts, validate.as_ref()).with_context(|| {
         format!(
             "cbqa export --model {} --out {}",
             args.model.display(),
             args.out.display()
         )
     })?;
-    if let Some(v) = &report.validation {
+    if let Some(v) = &done.validation {
         print_validation(v);
     }
+    let report = &done.export;
     for (name, len) in &report.files {
         println!("  {len:>14}  {name}");
     }
@@ -159,7 +160,7 @@ fn export(args: ExportArgs) -> Result<()> {
         "exported {} in {:.2}s (validation {:.2}s): {} bytes, {:.3}x the checkpoint ({} bytes)",
         report.dir.display(),
         report.export_time.as_secs_f64(),
-        report.validation_time.as_secs_f64(),
+        done.validation_time.as_secs_f64(),
         report.export_bytes,
         report.size_ratio(),
         report.checkpoint_bytes
@@ -168,7 +169,7 @@ fn export(args: ExportArgs) -> Result<()> {
 }
 
 /// The validation table of `cbqa export` and `cbqa validate`.
-fn print_validation(v: &cbqa::export::ValidationReport) {
+fn print_validation(v: &cbqa::validate::ValidationReport) {
     println!(
         "validation: max abs difference from the reference forward pass \
          (allowed: {:.0e} x max(1, max|ref|))",
@@ -194,7 +195,7 @@ fn print_validation(v: &cbqa::export::ValidationReport) {
 }
 
 fn validate(args: ValidateArgs) -> Result<()> {
-    use cbqa::export::ValidateOptions;
+    use cbqa::validate::ValidateOptions;
     let model = ModelDir::open(&args.model)?;
     let recorded = cbqa::runtime::precision_of(&args.onnx);
     let defaults = ValidateOptions::for_recorded_precision(&recorded);
@@ -212,8 +213,9 @@ fn validate(args: ValidateArgs) -> Result<()> {
             args.onnx.display()
         )
     };
-    let report = cbqa::export::validation_report(&args.onnx, &model.config, &model.weights, &opts)
-        .with_context(context)?;
+    let report =
+        cbqa::validate::validation_report(&args.onnx, &model.config, &model.weights, &opts)
+            .with_context(context)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {

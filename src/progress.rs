@@ -29,7 +29,13 @@ impl Progress {
     /// Progress of `total` `unit`s (`"steps"`, `"questions"`), shown as `label`, starting at
     /// `position` (a resumed run). It draws on stderr: a bar on a terminal, plain lines otherwise.
     pub fn new(label: &str, unit: &'static str, total: u64, position: u64) -> Self {
-        Self::with_target(label, unit, total, position, std::io::stderr().is_terminal())
+        Self::with_target(
+            label,
+            unit,
+            total,
+            position,
+            std::io::stderr().is_terminal(),
+        )
     }
 
     /// As [`Progress::new`], choosing the bar (`terminal`) or plain lines explicitly.
@@ -46,8 +52,9 @@ impl Progress {
             ProgressDrawTarget::hidden()
         };
         let bar = ProgressBar::with_draw_target(Some(total), target);
-        let template =
-            format!("{label} [{{bar:24}}] {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}  {{msg}}");
+        let template = format!(
+            "{label} [{{bar:24}}] {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}  {{msg}}"
+        );
         if let Ok(style) = ProgressStyle::with_template(&template) {
             bar.set_style(style.progress_chars("#>-"));
         }
@@ -198,7 +205,10 @@ mod tests {
         let p = Progress::with_target("eval", "questions", 10, 0, false);
         let line = p.plain_line("EM 50.0");
         assert!(line.starts_with("eval: 0/10 questions (0%), "), "{line}");
-        assert!(line.contains("questions/s, ETA ") && line.ends_with("  EM 50.0"), "{line}");
+        assert!(
+            line.contains("questions/s, ETA ") && line.ends_with("  EM 50.0"),
+            "{line}"
+        );
         p.finish();
     }
 }
