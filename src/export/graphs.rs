@@ -378,6 +378,24 @@ pub(crate) fn decoder(cfg: &T5Config, p: &mut Params<'_>, with_past: bool) -> Re
     Ok(finish_graph(g, cfg, doc))
 }
 
+/// The decoder's graph inputs.
+struct DecoderInputs {
+    enc_mask: String,
+    ids: String,
+    /// `encoder_hidden_states` (the decoder without past).
+    enc_states: Option<String>,
+    /// Per layer, the four `past_key_values` in [`CACHE_ORDER`] (the decoder with past).
+    past: Vec<Vec<String>>,
+}
+
+/// The two attention biases of every decoder block.
+struct DecoderBiases {
+    /// Relative position bias plus the causal mask.
+    self_attention: String,
+    /// The encoder padding mask.
+    cross_attention: String,
+}
+
 /// The decoder graph. As a `branch` of the merged decoder, every name starts with the given
 /// prefix (outputs included) and the with-past branch also outputs the encoder keys and values
 /// it was given, so both branches have the same outputs.
@@ -398,16 +416,45 @@ pub(crate) fn decoder_graph(
         p,
         cfg,
     };
+    let inputs = decoder_inputs(&mut c, with_past);
+    let biases = decoder_biases(&mut c, &inputs)?;
+    let enc_states_c = inputs.enc_states.as_ref().map(|e| c.as_compute(e));
+    let mut h = c.embed(&inputs.ids)?;
+    let mut presents: Vec<(String, String)> = Vec::new();
+    for i in 0..cfg.decoder_layers() {
+        let cross = match (&enc_states_c, inputs.past.get(i)) {
+            (Some(e), _) => CrossInput::States(e),
+            (None, Some(four)) => CrossInput::Past(&four[2], &four[3]),
+            (None, None) => {
+                return Err(crate::error::Error::Export {
+                    path: name.into(),
+                    msg: format!(
+                        "decoder block {i}: neither encoder states nor past keys/values \
+                         (internal error)"
+                    ),
+                })
+            }
+        };
+        let past = inputs.past.get(i).map(|four| (&four[0], &four[1]));
+        h = decoder_block(&mut c, i, &h, &biases, cross, past, &mut presents)?;
+    }
+    let logits = lm_head(&mut c, &h, &inputs.ids)?;
+    decoder_outputs(&mut c, &inputs, &logits, &presents, with_past, branch);
+    Ok(c.g)
+}
+
+/// The graph inputs: the encoder mask and decoder ids, then the past keys/values (with past)
+/// or the encoder states (without).
+fn decoder_inputs(c: &mut Ctx<'_, '_>, with_past: bool) -> DecoderInputs {
+    let cfg = c.cfg;
     let h_dim = Dim::Fixed(cfg.num_heads as i64);
     let kv_dim = Dim::Fixed(cfg.d_kv as i64);
-    let d = Dim::Fixed(cfg.d_model as i64);
-    let n_layers = cfg.decoder_layers();
     let enc_mask = c.g.input(ENCODER_ATTENTION_MASK, I64, &[BATCH, ENC_LEN]);
     let ids = c.g.input(INPUT_IDS, I64, &[BATCH, DEC_LEN]);
     let mut enc_states = None;
     let mut past = Vec::new();
     if with_past {
-        for i in 0..n_layers {
+        for i in 0..cfg.decoder_layers() {
             let mut four = Vec::new();
             for (part, kv) in CACHE_ORDER {
                 let dims = [BATCH, h_dim.clone(), cache_len(part), kv_dim.clone()];
@@ -416,13 +463,24 @@ pub(crate) fn decoder_graph(
             past.push(four);
         }
     } else {
-        enc_states = Some(c.g.input(ENCODER_HIDDEN_STATES, F32, &[BATCH, ENC_LEN, d.clone()]));
+        let d = Dim::Fixed(cfg.d_model as i64);
+        enc_states = Some(c.g.input(ENCODER_HIDDEN_STATES, F32, &[BATCH, ENC_LEN, d]));
     }
+    DecoderInputs {
+        enc_mask,
+        ids,
+        enc_states,
+        past,
+    }
+}
 
+/// The self-attention bias (relative positions from the past length on, causal mask) and the
+/// cross-attention padding bias.
+fn decoder_biases(c: &mut Ctx<'_, '_>, inputs: &DecoderInputs) -> Result<DecoderBiases> {
     c.g.set_scope("/decoder/bias");
-    let len = c.dim(&ids, 1);
+    let len = c.dim(&inputs.ids, 1);
     let zero = c.g.scalar_i64(0);
-    let past_len = match past.first() {
+    let past_len = match inputs.past.first() {
         Some(four) => c.dim(&four[0], 2),
         None => zero.clone(),
     };
@@ -437,63 +495,81 @@ pub(crate) fn decoder_graph(
     let future = c.cast(&future, F32);
     let min = c.g.scalar_f(f32::MIN, F32);
     let causal = c.g.op("Mul", &[&future, &min], vec![]);
-    let self_bias = c.g.op("Add", &[&pos_bias, &causal], vec![]);
-    let cross_bias = c.padding_bias(&enc_mask);
-    let enc_states_c = enc_states.as_ref().map(|e| c.as_compute(e));
+    let self_attention = c.g.op("Add", &[&pos_bias, &causal], vec![]);
+    let cross_attention = c.padding_bias(&inputs.enc_mask);
+    Ok(DecoderBiases {
+        self_attention,
+        cross_attention,
+    })
+}
 
-    let mut h = c.embed(&ids)?;
-    let root = TensorPath::root() / "decoder";
-    let mut presents: Vec<(String, String)> = Vec::new();
-    for i in 0..n_layers {
-        c.g.set_scope(format!("/decoder/block.{i}"));
-        let block = &root / "block" / i;
-        let sa = &block / "layer" / 0;
-        let n = c.rms_norm(&h, &(&sa / "layer_norm"))?;
-        let att = &sa / "SelfAttention";
-        let q = c.heads(&n, &(&att / "q"))?;
-        let mut kv = Kv {
-            key: c.heads(&n, &(&att / "k"))?,
-            value: c.heads(&n, &(&att / "v"))?,
-        };
-        if let Some(four) = past.get(i) {
-            let pk = c.as_compute(&four[0]);
-            let pv = c.as_compute(&four[1]);
-            kv.key =
-                c.g.op("Concat", &[&pk, &kv.key], vec![Attr::Int("axis", 2)]);
-            kv.value =
-                c.g.op("Concat", &[&pv, &kv.value], vec![Attr::Int("axis", 2)]);
-        }
-        let a = c.attend(&q, &kv.key, &kv.value, &self_bias, &att)?;
-        h = c.g.op("Add", &[&h, &a], vec![]);
-        let pk = c.as_f32(&kv.key);
-        let pv = c.as_f32(&kv.value);
-        presents.push((pk, pv));
+/// Where a decoder block's cross-attention keys and values come from.
+enum CrossInput<'a> {
+    /// Computed from the encoder states (compute type); they become outputs.
+    States(&'a String),
+    /// Given as past key and value (float32).
+    Past(&'a String, &'a String),
+}
 
-        let ca = &block / "layer" / 1;
-        let n = c.rms_norm(&h, &(&ca / "layer_norm"))?;
-        let att = &ca / "EncDecAttention";
-        let q = c.heads(&n, &(&att / "q"))?;
-        let (ek, ev) = match (&enc_states_c, past.get(i)) {
-            (Some(e), _) => (c.heads(e, &(&att / "k"))?, c.heads(e, &(&att / "v"))?),
-            (None, Some(four)) => (c.as_compute(&four[2]), c.as_compute(&four[3])),
-            (None, None) => {
-                return Err(crate::error::Error::Invalid(format!(
-                "decoder block {i}: neither encoder states nor past keys/values (internal error)"
-            )))
-            }
-        };
-        let a = c.attend(&q, &ek, &ev, &cross_bias, &att)?;
-        h = c.g.op("Add", &[&h, &a], vec![]);
-        if enc_states_c.is_some() {
-            let ek = c.as_f32(&ek);
-            let ev = c.as_f32(&ev);
-            presents.push((ek, ev));
-        }
-        h = c.feed_forward(&h, &(&block / "layer" / 2))?;
+/// Decoder block `i` on the residual stream `h`; pushes its present keys/values (self, then
+/// cross when computed) to `presents`. `past` is the block's cached self-attention key/value.
+fn decoder_block(
+    c: &mut Ctx<'_, '_>,
+    i: usize,
+    h: &str,
+    biases: &DecoderBiases,
+    cross: CrossInput<'_>,
+    past: Option<(&String, &String)>,
+    presents: &mut Vec<(String, String)>,
+) -> Result<String> {
+    c.g.set_scope(format!("/decoder/block.{i}"));
+    let block = TensorPath::root() / "decoder" / "block" / i;
+    let sa = &block / "layer" / 0;
+    let n = c.rms_norm(h, &(&sa / "layer_norm"))?;
+    let att = &sa / "SelfAttention";
+    let q = c.heads(&n, &(&att / "q"))?;
+    let mut kv = Kv {
+        key: c.heads(&n, &(&att / "k"))?,
+        value: c.heads(&n, &(&att / "v"))?,
+    };
+    if let Some((past_key, past_value)) = past {
+        let pk = c.as_compute(past_key);
+        let pv = c.as_compute(past_value);
+        kv.key =
+            c.g.op("Concat", &[&pk, &kv.key], vec![Attr::Int("axis", 2)]);
+        kv.value =
+            c.g.op("Concat", &[&pv, &kv.value], vec![Attr::Int("axis", 2)]);
     }
+    let a = c.attend(&q, &kv.key, &kv.value, &biases.self_attention, &att)?;
+    let h = c.g.op("Add", &[h, &a], vec![]);
+    let pk = c.as_f32(&kv.key);
+    let pv = c.as_f32(&kv.value);
+    presents.push((pk, pv));
 
+    let ca = &block / "layer" / 1;
+    let n = c.rms_norm(&h, &(&ca / "layer_norm"))?;
+    let att = &ca / "EncDecAttention";
+    let q = c.heads(&n, &(&att / "q"))?;
+    let (ek, ev) = match cross {
+        CrossInput::States(e) => (c.heads(e, &(&att / "k"))?, c.heads(e, &(&att / "v"))?),
+        CrossInput::Past(k, v) => (c.as_compute(k), c.as_compute(v)),
+    };
+    let a = c.attend(&q, &ek, &ev, &biases.cross_attention, &att)?;
+    let h = c.g.op("Add", &[&h, &a], vec![]);
+    if let CrossInput::States(_) = cross {
+        let ek = c.as_f32(&ek);
+        let ev = c.as_f32(&ev);
+        presents.push((ek, ev));
+    }
+    c.feed_forward(&h, &(&block / "layer" / 2))
+}
+
+/// The final norm and the LM head: float32 logits `[B, T, vocab]`.
+fn lm_head(c: &mut Ctx<'_, '_>, h: &str, ids: &str) -> Result<String> {
+    let cfg = c.cfg;
     c.g.set_scope("/decoder/lm_head");
-    let mut out = c.rms_norm(&h, &(&root / "final_layer_norm"))?;
+    let root = TensorPath::root() / "decoder";
+    let mut out = c.rms_norm(h, &(&root / "final_layer_norm"))?;
     let head = if cfg.tie_word_embeddings {
         // T5 v1.0 rescales before the tied projection (modeling_t5.py: `sequence_output *
         // (self.model_dim**-0.5)`).
@@ -516,23 +592,39 @@ pub(crate) fn decoder_graph(
         let flat = c.g.ints(&[-1, cfg.d_model as i64]);
         let flat = c.g.op("Reshape", &[&out, &flat], vec![]);
         let logits = c.g.op("Gemm", &[&flat, &w], vec![Attr::Int("transB", 1)]);
-        let bt = c.g.op("Shape", &[&ids], vec![]);
+        let bt = c.g.op("Shape", &[ids], vec![]);
         let v = c.g.ints(&[cfg.vocab_size as i64]);
         let shape = c.g.op("Concat", &[&bt, &v], vec![Attr::Int("axis", 0)]);
         c.g.op("Reshape", &[&logits, &shape], vec![])
     };
-    let logits = c.as_f32(&logits);
+    Ok(c.as_f32(&logits))
+}
+
+/// The graph outputs: logits, then per layer the present keys/values (the cross-attention ones
+/// where computed, or passed through as a merged branch).
+fn decoder_outputs(
+    c: &mut Ctx<'_, '_>,
+    inputs: &DecoderInputs,
+    logits: &str,
+    presents: &[(String, String)],
+    with_past: bool,
+    branch: Option<&str>,
+) {
+    let cfg = c.cfg;
+    let prefix = branch.unwrap_or("");
+    let h_dim = Dim::Fixed(cfg.num_heads as i64);
+    let kv_dim = Dim::Fixed(cfg.d_kv as i64);
     let vocab = Dim::Fixed(cfg.vocab_size as i64);
     c.g.output(
-        &logits,
+        logits,
         &format!("{prefix}{LOGITS}"),
         F32,
         &[BATCH, DEC_LEN, vocab],
     );
-    for i in 0..n_layers {
+    for i in 0..cfg.decoder_layers() {
         let per_layer = if with_past { 1 } else { 2 };
         let self_kv = presents[i * per_layer].clone();
-        let cross_kv = match past.get(i) {
+        let cross_kv = match inputs.past.get(i) {
             None => Some(presents[i * 2 + 1].clone()),
             Some(four) if branch.is_some() => Some((four[2].clone(), four[3].clone())),
             Some(_) => None,
@@ -546,7 +638,6 @@ pub(crate) fn decoder_graph(
             }
         }
     }
-    Ok(c.g)
 }
 
 /// The length axis of a `past_key_values` input: the steps so far for the self-attention cache,
