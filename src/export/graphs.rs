@@ -20,7 +20,7 @@ use super::weights::{Params, Precision, Quantize};
 use crate::checkpoint::TensorPath;
 use crate::config::{FeedForward, T5Config};
 use crate::error::Result;
-use crate::onnx::builder::{model, Attr, Dim, Graph};
+use crate::onnx::builder::{model, Attr, Dim, Graph, Value};
 use crate::onnx::layout::{
     self, Part, ATTENTION_MASK, CACHE_ORDER, ENCODER_ATTENTION_MASK, ENCODER_HIDDEN_STATES,
     INPUT_IDS, LAST_HIDDEN_STATE, LOGITS,
@@ -47,8 +47,8 @@ struct Ctx<'a, 'w> {
 
 /// Self-attention keys and values of one decoder block, `[B, H, len, d_kv]`.
 struct Kv {
-    key: String,
-    value: String,
+    key: Value,
+    value: Value,
 }
 
 impl Ctx<'_, '_> {
@@ -56,44 +56,44 @@ impl Ctx<'_, '_> {
         self.p.precision == Precision::Fp16
     }
 
-    fn cast(&mut self, x: &str, to: i32) -> String {
+    fn cast(&mut self, x: &Value, to: i32) -> Value {
         self.g.op("Cast", &[x], vec![Attr::Int("to", to as i64)])
     }
 
     /// float32 → the compute type.
-    fn as_compute(&mut self, x: &str) -> String {
+    fn as_compute(&mut self, x: &Value) -> Value {
         if self.fp16() {
             self.cast(x, data_type::FLOAT16)
         } else {
-            x.to_string()
+            x.clone()
         }
     }
 
     /// The compute type → float32.
-    fn as_f32(&mut self, x: &str) -> String {
+    fn as_f32(&mut self, x: &Value) -> Value {
         if self.fp16() {
             self.cast(x, F32)
         } else {
-            x.to_string()
+            x.clone()
         }
     }
 
     /// `x.shape[axis]` as a scalar.
-    fn dim(&mut self, x: &str, axis: i64) -> String {
+    fn dim(&mut self, x: &Value, axis: i64) -> Value {
         let shape = self.g.op("Shape", &[x], vec![]);
         let idx = self.g.scalar_i64(axis);
         self.g
             .op("Gather", &[&shape, &idx], vec![Attr::Int("axis", 0)])
     }
 
-    fn unsqueeze(&mut self, x: &str, axes: &[i64]) -> String {
+    fn unsqueeze(&mut self, x: &Value, axes: &[i64]) -> Value {
         let axes = self.g.ints(axes);
         self.g.op("Unsqueeze", &[x, &axes], vec![])
     }
 
     /// T5LayerNorm (RMS, no mean, no bias), computed in float32 on the float32 residual stream;
     /// returns the compute type.
-    fn rms_norm(&mut self, x: &str, weight: &TensorPath) -> Result<String> {
+    fn rms_norm(&mut self, x: &Value, weight: &TensorPath) -> Result<Value> {
         // Pow(x, 2), not Mul(x, x): ONNX Runtime fuses Pow → ReduceMean → Add → Sqrt → Div → Mul
         // into one SimplifiedLayerNormalization kernel only in this form.
         let two = self.g.scalar_f(2.0, F32);
@@ -115,7 +115,7 @@ impl Ctx<'_, '_> {
 
     /// `x @ W^T` for the `nn.Linear` at `module` (compute type in and out, or float32 with
     /// `keep_f32`).
-    fn linear(&mut self, x: &str, module: &TensorPath, keep_f32: bool) -> Result<String> {
+    fn linear(&mut self, x: &Value, module: &TensorPath, keep_f32: bool) -> Result<Value> {
         let name = (module / "weight").as_str().to_string();
         let w = match self.p.quantize {
             Quantize::Int8 => {
@@ -145,7 +145,7 @@ impl Ctx<'_, '_> {
     }
 
     /// `[B, L, H*d_kv]` → `[B, H, L, d_kv]`.
-    fn split_heads(&mut self, x: &str) -> String {
+    fn split_heads(&mut self, x: &Value) -> Value {
         let shape = self
             .g
             .ints(&[0, 0, self.cfg.num_heads as i64, self.cfg.d_kv as i64]);
@@ -158,14 +158,21 @@ impl Ctx<'_, '_> {
     }
 
     /// Project `x` with the `nn.Linear` at `module` and split heads.
-    fn heads(&mut self, x: &str, module: &TensorPath) -> Result<String> {
+    fn heads(&mut self, x: &Value, module: &TensorPath) -> Result<Value> {
         let y = self.linear(x, module, false)?;
         Ok(self.split_heads(&y))
     }
 
     /// softmax(q k^T + bias) v, then the output projection; returns float32 `[B, Lq, d_model]`.
     /// No 1/sqrt(d_kv) scaling: T5 folds it into the initialisation.
-    fn attend(&mut self, q: &str, k: &str, v: &str, bias: &str, o: &TensorPath) -> Result<String> {
+    fn attend(
+        &mut self,
+        q: &Value,
+        k: &Value,
+        v: &Value,
+        bias: &Value,
+        o: &TensorPath,
+    ) -> Result<Value> {
         let kt = self.g.op(
             "Transpose",
             &[k],
@@ -191,7 +198,7 @@ impl Ctx<'_, '_> {
     }
 
     /// HF's NewGELUActivation (`gelu_new`, the tanh approximation), in float32.
-    fn gelu_new(&mut self, x: &str) -> String {
+    fn gelu_new(&mut self, x: &Value) -> Value {
         let x3 = self.g.op("Mul", &[x, x], vec![]);
         let x3 = self.g.op("Mul", &[&x3, x], vec![]);
         let c = self.g.scalar_f(0.044715, F32);
@@ -210,7 +217,7 @@ impl Ctx<'_, '_> {
     }
 
     /// T5LayerFF: `x + wo(act(wi(norm(x))))` (or the gated form), float32 in and out.
-    fn feed_forward(&mut self, x: &str, layer: &TensorPath) -> Result<String> {
+    fn feed_forward(&mut self, x: &Value, layer: &TensorPath) -> Result<Value> {
         let n = self.rms_norm(x, &(layer / "layer_norm"))?;
         let dense = layer / "DenseReluDense";
         let h = match self.cfg.ff() {
@@ -238,7 +245,7 @@ impl Ctx<'_, '_> {
     }
 
     /// `(1 - mask) * finfo(float32).min` as `[B, 1, 1, S]` (HF's extended attention mask).
-    fn padding_bias(&mut self, mask: &str) -> String {
+    fn padding_bias(&mut self, mask: &Value) -> Value {
         let m = self.cast(mask, F32);
         let one = self.g.scalar_f(1.0, F32);
         let inv = self.g.op("Sub", &[&one, &m], vec![]);
@@ -252,10 +259,10 @@ impl Ctx<'_, '_> {
     fn position_bias(
         &mut self,
         stack: &str,
-        q_pos: &str,
-        k_pos: &str,
+        q_pos: &Value,
+        k_pos: &Value,
         bidirectional: bool,
-    ) -> Result<String> {
+    ) -> Result<Value> {
         let table = BucketTable::new(self.cfg, bidirectional)?;
         let ctx = self.unsqueeze(q_pos, &[1]);
         let mem = self.unsqueeze(k_pos, &[0]);
@@ -296,14 +303,14 @@ impl Ctx<'_, '_> {
     }
 
     /// `Range(start, start + len)`.
-    fn range(&mut self, start: &str, len: &str) -> String {
+    fn range(&mut self, start: &Value, len: &Value) -> Value {
         let end = self.g.op("Add", &[start, len], vec![]);
         let one = self.g.scalar_i64(1);
         self.g.op("Range", &[start, &end, &one], vec![])
     }
 
     /// Token embeddings (float32 residual stream).
-    fn embed(&mut self, ids: &str) -> Result<String> {
+    fn embed(&mut self, ids: &Value) -> Result<Value> {
         let w = self.p.plain("shared.weight", false)?;
         let w = self.g.weight(&w);
         let h = self.g.op("Gather", &[&w, ids], vec![Attr::Int("axis", 0)]);
@@ -380,20 +387,20 @@ pub(crate) fn decoder(cfg: &T5Config, p: &mut Params<'_>, with_past: bool) -> Re
 
 /// The decoder's graph inputs.
 struct DecoderInputs {
-    enc_mask: String,
-    ids: String,
+    enc_mask: Value,
+    ids: Value,
     /// `encoder_hidden_states` (the decoder without past).
-    enc_states: Option<String>,
+    enc_states: Option<Value>,
     /// Per layer, the four `past_key_values` in [`CACHE_ORDER`] (the decoder with past).
-    past: Vec<Vec<String>>,
+    past: Vec<Vec<Value>>,
 }
 
 /// The two attention biases of every decoder block.
 struct DecoderBiases {
     /// Relative position bias plus the causal mask.
-    self_attention: String,
+    self_attention: Value,
     /// The encoder padding mask.
-    cross_attention: String,
+    cross_attention: Value,
 }
 
 /// The decoder graph. As a `branch` of the merged decoder, every name starts with the given
@@ -420,7 +427,7 @@ pub(crate) fn decoder_graph(
     let biases = decoder_biases(&mut c, &inputs)?;
     let enc_states_c = inputs.enc_states.as_ref().map(|e| c.as_compute(e));
     let mut h = c.embed(&inputs.ids)?;
-    let mut presents: Vec<(String, String)> = Vec::new();
+    let mut presents: Vec<(Value, Value)> = Vec::new();
     for i in 0..cfg.decoder_layers() {
         let cross = match (&enc_states_c, inputs.past.get(i)) {
             (Some(e), _) => CrossInput::States(e),
@@ -506,9 +513,9 @@ fn decoder_biases(c: &mut Ctx<'_, '_>, inputs: &DecoderInputs) -> Result<Decoder
 /// Where a decoder block's cross-attention keys and values come from.
 enum CrossInput<'a> {
     /// Computed from the encoder states (compute type); they become outputs.
-    States(&'a String),
+    States(&'a Value),
     /// Given as past key and value (float32).
-    Past(&'a String, &'a String),
+    Past(&'a Value, &'a Value),
 }
 
 /// Decoder block `i` on the residual stream `h`; pushes its present keys/values (self, then
@@ -516,12 +523,12 @@ enum CrossInput<'a> {
 fn decoder_block(
     c: &mut Ctx<'_, '_>,
     i: usize,
-    h: &str,
+    h: &Value,
     biases: &DecoderBiases,
     cross: CrossInput<'_>,
-    past: Option<(&String, &String)>,
-    presents: &mut Vec<(String, String)>,
-) -> Result<String> {
+    past: Option<(&Value, &Value)>,
+    presents: &mut Vec<(Value, Value)>,
+) -> Result<Value> {
     c.g.set_scope(format!("/decoder/block.{i}"));
     let block = TensorPath::root() / "decoder" / "block" / i;
     let sa = &block / "layer" / 0;
@@ -565,7 +572,7 @@ fn decoder_block(
 }
 
 /// The final norm and the LM head: float32 logits `[B, T, vocab]`.
-fn lm_head(c: &mut Ctx<'_, '_>, h: &str, ids: &str) -> Result<String> {
+fn lm_head(c: &mut Ctx<'_, '_>, h: &Value, ids: &Value) -> Result<Value> {
     let cfg = c.cfg;
     c.g.set_scope("/decoder/lm_head");
     let root = TensorPath::root() / "decoder";
@@ -605,8 +612,8 @@ fn lm_head(c: &mut Ctx<'_, '_>, h: &str, ids: &str) -> Result<String> {
 fn decoder_outputs(
     c: &mut Ctx<'_, '_>,
     inputs: &DecoderInputs,
-    logits: &str,
-    presents: &[(String, String)],
+    logits: &Value,
+    presents: &[(Value, Value)],
     with_past: bool,
     branch: Option<&str>,
 ) {
