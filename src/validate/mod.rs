@@ -123,14 +123,7 @@ pub struct ValidationReport {
 }
 
 impl ValidationReport {
-    pub(crate) fn record(
-        &mut self,
-        runtime: &'static str,
-        graph: &'static str,
-        output: &str,
-        d: f32,
-        r: f32,
-    ) {
+    fn record(&mut self, runtime: &'static str, graph: &'static str, output: &str, d: f32, r: f32) {
         if let Some(c) = self
             .checks
             .iter_mut()
