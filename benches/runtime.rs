@@ -44,7 +44,6 @@ fn bench(c: &mut Criterion) {
     let out = root.join("target").join("bench-exports").join("t5_v1_1");
     if !out.join(cbqa::export::DECODER_WITH_PAST).exists() {
         let mut opts = cbqa::export::ExportOptions::new(root.join("tests/fixtures/t5_v1_1"), &out);
-        opts.validate = None;
         opts.force = true;
         cbqa::export::export(&opts).expect("export the fixture");
     }

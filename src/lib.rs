@@ -56,6 +56,7 @@ pub mod runtime;
 pub mod tokenizer;
 #[cfg(feature = "train")]
 pub mod train;
+pub mod validate;
 
 pub use answer::{Answer, Answerer, AnswererOptions};
 pub use config::{FeedForward, T5Config};

@@ -1,44 +1,23 @@
 //! `cbqa export`: a checkpoint to ONNX, validated; and the validation table it shares with
 //! `cbqa validate`.
 
-use crate::cli::{ExportArgs, PrecisionArg, QuantizeArg};
+use crate::cli::ExportArgs;
 use anyhow::{Context, Result};
 
 /// Export, validate and print the files written.
 pub fn run(args: ExportArgs) -> Result<()> {
-    use cbqa::export::{ExportOptions, Precision, Quantize, ValidateOptions};
-    let precision = match args.precision {
-        PrecisionArg::Fp32 => Precision::Fp32,
-        PrecisionArg::Fp16 => Precision::Fp16,
-    };
-    let quantize = match args.quantize {
-        QuantizeArg::None => Quantize::None,
-        QuantizeArg::Int8 => Quantize::Int8,
-    };
-    let validate = (!args.no_validate).then(|| ValidateOptions {
-        tract: !args.no_tract,
-        seed: args.seed,
-        ..ValidateOptions::for_precision(precision, quantize)
-    });
-    let opts = ExportOptions {
-        model: args.model.clone(),
-        out: args.out.clone(),
-        force: args.force,
-        merged: args.merged,
-        precision,
-        quantize,
-        validate,
-    };
-    let report = cbqa::export::export(&opts).with_context(|| {
+    let (opts, validate) = super::options::export_options(&args);
+    let done = cbqa::validate::export(&opts, validate.as_ref()).with_context(|| {
         format!(
             "cbqa export --model {} --out {}",
             args.model.display(),
             args.out.display()
         )
     })?;
-    if let Some(v) = &report.validation {
+    if let Some(v) = &done.validation {
         print_validation(v);
     }
+    let report = &done.export;
     for (name, len) in &report.files {
         println!("  {len:>14}  {name}");
     }
@@ -46,7 +25,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         "exported {} in {:.2}s (validation {:.2}s): {} bytes, {:.3}x the checkpoint ({} bytes)",
         report.dir.display(),
         report.export_time.as_secs_f64(),
-        report.validation_time.as_secs_f64(),
+        done.validation_time.as_secs_f64(),
         report.export_bytes,
         report.size_ratio(),
         report.checkpoint_bytes
@@ -55,7 +34,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
 }
 
 /// The validation table of `cbqa export` and `cbqa validate`.
-pub fn print_validation(v: &cbqa::export::ValidationReport) {
+pub fn print_validation(v: &cbqa::validate::ValidationReport) {
     println!(
         "validation: max abs difference from the reference forward pass \
          (allowed: {:.0e} x max(1, max|ref|))",

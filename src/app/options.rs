@@ -2,12 +2,17 @@
 //! settings types' own (`Default`, `TrainSettings::new`), which the flags' defaults come from;
 //! each check is the settings type's own.
 
-use crate::cli::{BackendArg, DataArgs, NormalizerArg, RuntimeArgs};
+use crate::cli::{
+    BackendArg, DataArgs, ExportArgs, NormalizerArg, PrecisionArg, QuantizeArg, RuntimeArgs,
+    ValidateArgs,
+};
 use anyhow::Result;
 use cbqa::data::{DataFormat, ReadOptions};
 use cbqa::eval::Normalizer;
 use cbqa::generate::{BatchPolicy, GenerateOptions};
+use cbqa::export::{ExportOptions, Precision, Quantize};
 use cbqa::runtime::{BackendKind, BackendOptions};
+use cbqa::validate::ValidateOptions;
 use cbqa::AnswererOptions;
 
 /// The answering settings of `cbqa predict` and `cbqa eval`, checked.
@@ -87,6 +92,46 @@ pub fn normalizer(arg: NormalizerArg, benchmark: cbqa::data::Benchmark) -> Norma
         NormalizerArg::Auto => Normalizer::for_benchmark(benchmark),
         NormalizerArg::Squad => Normalizer::Squad,
         NormalizerArg::TriviaQa => Normalizer::TriviaQa,
+    }
+}
+
+/// The settings of `cbqa export`, and of the validation that follows it (`None`: `--no-validate`).
+pub fn export_options(args: &ExportArgs) -> (ExportOptions, Option<ValidateOptions>) {
+    let precision = match args.precision {
+        PrecisionArg::Fp32 => Precision::Fp32,
+        PrecisionArg::Fp16 => Precision::Fp16,
+    };
+    let quantize = match args.quantize {
+        QuantizeArg::None => Quantize::None,
+        QuantizeArg::Int8 => Quantize::Int8,
+    };
+    let validate = (!args.no_validate).then(|| ValidateOptions {
+        tract: !args.no_tract,
+        seed: args.seed,
+        ..ValidateOptions::for_precision(precision, quantize)
+    });
+    let export = ExportOptions {
+        model: args.model.clone(),
+        out: args.out.clone(),
+        force: args.force,
+        merged: args.merged,
+        precision,
+        quantize,
+    };
+    (export, validate)
+}
+
+/// The settings of `cbqa validate`: the defaults of the precision the export records, with the
+/// flags given.
+pub fn validate_options(args: &ValidateArgs) -> ValidateOptions {
+    let recorded = cbqa::runtime::precision_of(&args.onnx);
+    let defaults = ValidateOptions::for_recorded_precision(&recorded);
+    ValidateOptions {
+        tract: !args.no_tract,
+        seed: args.seed,
+        tolerance: args.tolerance.unwrap_or(defaults.tolerance),
+        decisive_margin: args.decisive_margin.unwrap_or(defaults.decisive_margin),
+        ..defaults
     }
 }
 

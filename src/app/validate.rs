@@ -7,17 +7,8 @@ use cbqa::ModelDir;
 
 /// Validate and print the report; fails when a check fails.
 pub fn run(args: ValidateArgs) -> Result<()> {
-    use cbqa::export::ValidateOptions;
     let model = ModelDir::open(&args.model)?;
-    let recorded = cbqa::runtime::precision_of(&args.onnx);
-    let defaults = ValidateOptions::for_recorded_precision(&recorded);
-    let opts = ValidateOptions {
-        tract: !args.no_tract,
-        seed: args.seed,
-        tolerance: args.tolerance.unwrap_or(defaults.tolerance),
-        decisive_margin: args.decisive_margin.unwrap_or(defaults.decisive_margin),
-        ..defaults
-    };
+    let opts = super::options::validate_options(&args);
     let context = || {
         format!(
             "cbqa validate --model {} --onnx {}",
@@ -25,8 +16,9 @@ pub fn run(args: ValidateArgs) -> Result<()> {
             args.onnx.display()
         )
     };
-    let report = cbqa::export::validation_report(&args.onnx, &model.config, &model.weights, &opts)
-        .with_context(context)?;
+    let report =
+        cbqa::validate::validation_report(&args.onnx, &model.config, &model.weights, &opts)
+            .with_context(context)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {

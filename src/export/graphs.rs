@@ -20,7 +20,7 @@ use super::weights::{Params, Precision, Quantize};
 use crate::checkpoint::TensorPath;
 use crate::config::{FeedForward, T5Config};
 use crate::error::Result;
-use crate::onnx::builder::{model, Attr, Dim, Graph};
+use crate::onnx::builder::{model, Attr, Dim, Graph, Value};
 use crate::onnx::layout::{
     self, Part, ATTENTION_MASK, CACHE_ORDER, ENCODER_ATTENTION_MASK, ENCODER_HIDDEN_STATES,
     INPUT_IDS, LAST_HIDDEN_STATE, LOGITS,
@@ -47,8 +47,8 @@ struct Ctx<'a, 'w> {
 
 /// Self-attention keys and values of one decoder block, `[B, H, len, d_kv]`.
 struct Kv {
-    key: String,
-    value: String,
+    key: Value,
+    value: Value,
 }
 
 impl Ctx<'_, '_> {
@@ -56,44 +56,44 @@ impl Ctx<'_, '_> {
         self.p.precision == Precision::Fp16
     }
 
-    fn cast(&mut self, x: &str, to: i32) -> String {
+    fn cast(&mut self, x: &Value, to: i32) -> Value {
         self.g.op("Cast", &[x], vec![Attr::Int("to", to as i64)])
     }
 
     /// float32 → the compute type.
-    fn as_compute(&mut self, x: &str) -> String {
+    fn as_compute(&mut self, x: &Value) -> Value {
         if self.fp16() {
             self.cast(x, data_type::FLOAT16)
         } else {
-            x.to_string()
+            x.clone()
         }
     }
 
     /// The compute type → float32.
-    fn as_f32(&mut self, x: &str) -> String {
+    fn as_f32(&mut self, x: &Value) -> Value {
         if self.fp16() {
             self.cast(x, F32)
         } else {
-            x.to_string()
+            x.clone()
         }
     }
 
     /// `x.shape[axis]` as a scalar.
-    fn dim(&mut self, x: &str, axis: i64) -> String {
+    fn dim(&mut self, x: &Value, axis: i64) -> Value {
         let shape = self.g.op("Shape", &[x], vec![]);
         let idx = self.g.scalar_i64(axis);
         self.g
             .op("Gather", &[&shape, &idx], vec![Attr::Int("axis", 0)])
     }
 
-    fn unsqueeze(&mut self, x: &str, axes: &[i64]) -> String {
+    fn unsqueeze(&mut self, x: &Value, axes: &[i64]) -> Value {
         let axes = self.g.ints(axes);
         self.g.op("Unsqueeze", &[x, &axes], vec![])
     }
 
     /// T5LayerNorm (RMS, no mean, no bias), computed in float32 on the float32 residual stream;
     /// returns the compute type.
-    fn rms_norm(&mut self, x: &str, weight: &TensorPath) -> Result<String> {
+    fn rms_norm(&mut self, x: &Value, weight: &TensorPath) -> Result<Value> {
         // Pow(x, 2), not Mul(x, x): ONNX Runtime fuses Pow → ReduceMean → Add → Sqrt → Div → Mul
         // into one SimplifiedLayerNormalization kernel only in this form.
         let two = self.g.scalar_f(2.0, F32);
@@ -115,7 +115,7 @@ impl Ctx<'_, '_> {
 
     /// `x @ W^T` for the `nn.Linear` at `module` (compute type in and out, or float32 with
     /// `keep_f32`).
-    fn linear(&mut self, x: &str, module: &TensorPath, keep_f32: bool) -> Result<String> {
+    fn linear(&mut self, x: &Value, module: &TensorPath, keep_f32: bool) -> Result<Value> {
         let name = (module / "weight").as_str().to_string();
         let w = match self.p.quantize {
             Quantize::Int8 => {
@@ -145,7 +145,7 @@ impl Ctx<'_, '_> {
     }
 
     /// `[B, L, H*d_kv]` → `[B, H, L, d_kv]`.
-    fn split_heads(&mut self, x: &str) -> String {
+    fn split_heads(&mut self, x: &Value) -> Value {
         let shape = self
             .g
             .ints(&[0, 0, self.cfg.num_heads as i64, self.cfg.d_kv as i64]);
@@ -158,14 +158,21 @@ impl Ctx<'_, '_> {
     }
 
     /// Project `x` with the `nn.Linear` at `module` and split heads.
-    fn heads(&mut self, x: &str, module: &TensorPath) -> Result<String> {
+    fn heads(&mut self, x: &Value, module: &TensorPath) -> Result<Value> {
         let y = self.linear(x, module, false)?;
         Ok(self.split_heads(&y))
     }
 
     /// softmax(q k^T + bias) v, then the output projection; returns float32 `[B, Lq, d_model]`.
     /// No 1/sqrt(d_kv) scaling: T5 folds it into the initialisation.
-    fn attend(&mut self, q: &str, k: &str, v: &str, bias: &str, o: &TensorPath) -> Result<String> {
+    fn attend(
+        &mut self,
+        q: &Value,
+        k: &Value,
+        v: &Value,
+        bias: &Value,
+        o: &TensorPath,
+    ) -> Result<Value> {
         let kt = self.g.op(
             "Transpose",
             &[k],
@@ -191,7 +198,7 @@ impl Ctx<'_, '_> {
     }
 
     /// HF's NewGELUActivation (`gelu_new`, the tanh approximation), in float32.
-    fn gelu_new(&mut self, x: &str) -> String {
+    fn gelu_new(&mut self, x: &Value) -> Value {
         let x3 = self.g.op("Mul", &[x, x], vec![]);
         let x3 = self.g.op("Mul", &[&x3, x], vec![]);
         let c = self.g.scalar_f(0.044715, F32);
@@ -210,7 +217,7 @@ impl Ctx<'_, '_> {
     }
 
     /// T5LayerFF: `x + wo(act(wi(norm(x))))` (or the gated form), float32 in and out.
-    fn feed_forward(&mut self, x: &str, layer: &TensorPath) -> Result<String> {
+    fn feed_forward(&mut self, x: &Value, layer: &TensorPath) -> Result<Value> {
         let n = self.rms_norm(x, &(layer / "layer_norm"))?;
         let dense = layer / "DenseReluDense";
         let h = match self.cfg.ff() {
@@ -238,7 +245,7 @@ impl Ctx<'_, '_> {
     }
 
     /// `(1 - mask) * finfo(float32).min` as `[B, 1, 1, S]` (HF's extended attention mask).
-    fn padding_bias(&mut self, mask: &str) -> String {
+    fn padding_bias(&mut self, mask: &Value) -> Value {
         let m = self.cast(mask, F32);
         let one = self.g.scalar_f(1.0, F32);
         let inv = self.g.op("Sub", &[&one, &m], vec![]);
@@ -252,10 +259,10 @@ impl Ctx<'_, '_> {
     fn position_bias(
         &mut self,
         stack: &str,
-        q_pos: &str,
-        k_pos: &str,
+        q_pos: &Value,
+        k_pos: &Value,
         bidirectional: bool,
-    ) -> Result<String> {
+    ) -> Result<Value> {
         let table = BucketTable::new(self.cfg, bidirectional)?;
         let ctx = self.unsqueeze(q_pos, &[1]);
         let mem = self.unsqueeze(k_pos, &[0]);
@@ -296,14 +303,14 @@ impl Ctx<'_, '_> {
     }
 
     /// `Range(start, start + len)`.
-    fn range(&mut self, start: &str, len: &str) -> String {
+    fn range(&mut self, start: &Value, len: &Value) -> Value {
         let end = self.g.op("Add", &[start, len], vec![]);
         let one = self.g.scalar_i64(1);
         self.g.op("Range", &[start, &end, &one], vec![])
     }
 
     /// Token embeddings (float32 residual stream).
-    fn embed(&mut self, ids: &str) -> Result<String> {
+    fn embed(&mut self, ids: &Value) -> Result<Value> {
         let w = self.p.plain("shared.weight", false)?;
         let w = self.g.weight(&w);
         let h = self.g.op("Gather", &[&w, ids], vec![Attr::Int("axis", 0)]);
@@ -378,6 +385,24 @@ pub(crate) fn decoder(cfg: &T5Config, p: &mut Params<'_>, with_past: bool) -> Re
     Ok(finish_graph(g, cfg, doc))
 }
 
+/// The decoder's graph inputs.
+struct DecoderInputs {
+    enc_mask: Value,
+    ids: Value,
+    /// `encoder_hidden_states` (the decoder without past).
+    enc_states: Option<Value>,
+    /// Per layer, the four `past_key_values` in [`CACHE_ORDER`] (the decoder with past).
+    past: Vec<Vec<Value>>,
+}
+
+/// The two attention biases of every decoder block.
+struct DecoderBiases {
+    /// Relative position bias plus the causal mask.
+    self_attention: Value,
+    /// The encoder padding mask.
+    cross_attention: Value,
+}
+
 /// The decoder graph. As a `branch` of the merged decoder, every name starts with the given
 /// prefix (outputs included) and the with-past branch also outputs the encoder keys and values
 /// it was given, so both branches have the same outputs.
@@ -398,16 +423,45 @@ pub(crate) fn decoder_graph(
         p,
         cfg,
     };
+    let inputs = decoder_inputs(&mut c, with_past);
+    let biases = decoder_biases(&mut c, &inputs)?;
+    let enc_states_c = inputs.enc_states.as_ref().map(|e| c.as_compute(e));
+    let mut h = c.embed(&inputs.ids)?;
+    let mut presents: Vec<(Value, Value)> = Vec::new();
+    for i in 0..cfg.decoder_layers() {
+        let cross = match (&enc_states_c, inputs.past.get(i)) {
+            (Some(e), _) => CrossInput::States(e),
+            (None, Some(four)) => CrossInput::Past(&four[2], &four[3]),
+            (None, None) => {
+                return Err(crate::error::Error::Export {
+                    path: name.into(),
+                    msg: format!(
+                        "decoder block {i}: neither encoder states nor past keys/values \
+                         (internal error)"
+                    ),
+                })
+            }
+        };
+        let past = inputs.past.get(i).map(|four| (&four[0], &four[1]));
+        h = decoder_block(&mut c, i, &h, &biases, cross, past, &mut presents)?;
+    }
+    let logits = lm_head(&mut c, &h, &inputs.ids)?;
+    decoder_outputs(&mut c, &inputs, &logits, &presents, with_past, branch);
+    Ok(c.g)
+}
+
+/// The graph inputs: the encoder mask and decoder ids, then the past keys/values (with past)
+/// or the encoder states (without).
+fn decoder_inputs(c: &mut Ctx<'_, '_>, with_past: bool) -> DecoderInputs {
+    let cfg = c.cfg;
     let h_dim = Dim::Fixed(cfg.num_heads as i64);
     let kv_dim = Dim::Fixed(cfg.d_kv as i64);
-    let d = Dim::Fixed(cfg.d_model as i64);
-    let n_layers = cfg.decoder_layers();
     let enc_mask = c.g.input(ENCODER_ATTENTION_MASK, I64, &[BATCH, ENC_LEN]);
     let ids = c.g.input(INPUT_IDS, I64, &[BATCH, DEC_LEN]);
     let mut enc_states = None;
     let mut past = Vec::new();
     if with_past {
-        for i in 0..n_layers {
+        for i in 0..cfg.decoder_layers() {
             let mut four = Vec::new();
             for (part, kv) in CACHE_ORDER {
                 let dims = [BATCH, h_dim.clone(), cache_len(part), kv_dim.clone()];
@@ -416,13 +470,24 @@ pub(crate) fn decoder_graph(
             past.push(four);
         }
     } else {
-        enc_states = Some(c.g.input(ENCODER_HIDDEN_STATES, F32, &[BATCH, ENC_LEN, d.clone()]));
+        let d = Dim::Fixed(cfg.d_model as i64);
+        enc_states = Some(c.g.input(ENCODER_HIDDEN_STATES, F32, &[BATCH, ENC_LEN, d]));
     }
+    DecoderInputs {
+        enc_mask,
+        ids,
+        enc_states,
+        past,
+    }
+}
 
+/// The self-attention bias (relative positions from the past length on, causal mask) and the
+/// cross-attention padding bias.
+fn decoder_biases(c: &mut Ctx<'_, '_>, inputs: &DecoderInputs) -> Result<DecoderBiases> {
     c.g.set_scope("/decoder/bias");
-    let len = c.dim(&ids, 1);
+    let len = c.dim(&inputs.ids, 1);
     let zero = c.g.scalar_i64(0);
-    let past_len = match past.first() {
+    let past_len = match inputs.past.first() {
         Some(four) => c.dim(&four[0], 2),
         None => zero.clone(),
     };
@@ -437,63 +502,81 @@ pub(crate) fn decoder_graph(
     let future = c.cast(&future, F32);
     let min = c.g.scalar_f(f32::MIN, F32);
     let causal = c.g.op("Mul", &[&future, &min], vec![]);
-    let self_bias = c.g.op("Add", &[&pos_bias, &causal], vec![]);
-    let cross_bias = c.padding_bias(&enc_mask);
-    let enc_states_c = enc_states.as_ref().map(|e| c.as_compute(e));
+    let self_attention = c.g.op("Add", &[&pos_bias, &causal], vec![]);
+    let cross_attention = c.padding_bias(&inputs.enc_mask);
+    Ok(DecoderBiases {
+        self_attention,
+        cross_attention,
+    })
+}
 
-    let mut h = c.embed(&ids)?;
-    let root = TensorPath::root() / "decoder";
-    let mut presents: Vec<(String, String)> = Vec::new();
-    for i in 0..n_layers {
-        c.g.set_scope(format!("/decoder/block.{i}"));
-        let block = &root / "block" / i;
-        let sa = &block / "layer" / 0;
-        let n = c.rms_norm(&h, &(&sa / "layer_norm"))?;
-        let att = &sa / "SelfAttention";
-        let q = c.heads(&n, &(&att / "q"))?;
-        let mut kv = Kv {
-            key: c.heads(&n, &(&att / "k"))?,
-            value: c.heads(&n, &(&att / "v"))?,
-        };
-        if let Some(four) = past.get(i) {
-            let pk = c.as_compute(&four[0]);
-            let pv = c.as_compute(&four[1]);
-            kv.key =
-                c.g.op("Concat", &[&pk, &kv.key], vec![Attr::Int("axis", 2)]);
-            kv.value =
-                c.g.op("Concat", &[&pv, &kv.value], vec![Attr::Int("axis", 2)]);
-        }
-        let a = c.attend(&q, &kv.key, &kv.value, &self_bias, &att)?;
-        h = c.g.op("Add", &[&h, &a], vec![]);
-        let pk = c.as_f32(&kv.key);
-        let pv = c.as_f32(&kv.value);
-        presents.push((pk, pv));
+/// Where a decoder block's cross-attention keys and values come from.
+enum CrossInput<'a> {
+    /// Computed from the encoder states (compute type); they become outputs.
+    States(&'a Value),
+    /// Given as past key and value (float32).
+    Past(&'a Value, &'a Value),
+}
 
-        let ca = &block / "layer" / 1;
-        let n = c.rms_norm(&h, &(&ca / "layer_norm"))?;
-        let att = &ca / "EncDecAttention";
-        let q = c.heads(&n, &(&att / "q"))?;
-        let (ek, ev) = match (&enc_states_c, past.get(i)) {
-            (Some(e), _) => (c.heads(e, &(&att / "k"))?, c.heads(e, &(&att / "v"))?),
-            (None, Some(four)) => (c.as_compute(&four[2]), c.as_compute(&four[3])),
-            (None, None) => {
-                return Err(crate::error::Error::Invalid(format!(
-                "decoder block {i}: neither encoder states nor past keys/values (internal error)"
-            )))
-            }
-        };
-        let a = c.attend(&q, &ek, &ev, &cross_bias, &att)?;
-        h = c.g.op("Add", &[&h, &a], vec![]);
-        if enc_states_c.is_some() {
-            let ek = c.as_f32(&ek);
-            let ev = c.as_f32(&ev);
-            presents.push((ek, ev));
-        }
-        h = c.feed_forward(&h, &(&block / "layer" / 2))?;
+/// Decoder block `i` on the residual stream `h`; pushes its present keys/values (self, then
+/// cross when computed) to `presents`. `past` is the block's cached self-attention key/value.
+fn decoder_block(
+    c: &mut Ctx<'_, '_>,
+    i: usize,
+    h: &Value,
+    biases: &DecoderBiases,
+    cross: CrossInput<'_>,
+    past: Option<(&Value, &Value)>,
+    presents: &mut Vec<(Value, Value)>,
+) -> Result<Value> {
+    c.g.set_scope(format!("/decoder/block.{i}"));
+    let block = TensorPath::root() / "decoder" / "block" / i;
+    let sa = &block / "layer" / 0;
+    let n = c.rms_norm(h, &(&sa / "layer_norm"))?;
+    let att = &sa / "SelfAttention";
+    let q = c.heads(&n, &(&att / "q"))?;
+    let mut kv = Kv {
+        key: c.heads(&n, &(&att / "k"))?,
+        value: c.heads(&n, &(&att / "v"))?,
+    };
+    if let Some((past_key, past_value)) = past {
+        let pk = c.as_compute(past_key);
+        let pv = c.as_compute(past_value);
+        kv.key =
+            c.g.op("Concat", &[&pk, &kv.key], vec![Attr::Int("axis", 2)]);
+        kv.value =
+            c.g.op("Concat", &[&pv, &kv.value], vec![Attr::Int("axis", 2)]);
     }
+    let a = c.attend(&q, &kv.key, &kv.value, &biases.self_attention, &att)?;
+    let h = c.g.op("Add", &[h, &a], vec![]);
+    let pk = c.as_f32(&kv.key);
+    let pv = c.as_f32(&kv.value);
+    presents.push((pk, pv));
 
+    let ca = &block / "layer" / 1;
+    let n = c.rms_norm(&h, &(&ca / "layer_norm"))?;
+    let att = &ca / "EncDecAttention";
+    let q = c.heads(&n, &(&att / "q"))?;
+    let (ek, ev) = match cross {
+        CrossInput::States(e) => (c.heads(e, &(&att / "k"))?, c.heads(e, &(&att / "v"))?),
+        CrossInput::Past(k, v) => (c.as_compute(k), c.as_compute(v)),
+    };
+    let a = c.attend(&q, &ek, &ev, &biases.cross_attention, &att)?;
+    let h = c.g.op("Add", &[&h, &a], vec![]);
+    if let CrossInput::States(_) = cross {
+        let ek = c.as_f32(&ek);
+        let ev = c.as_f32(&ev);
+        presents.push((ek, ev));
+    }
+    c.feed_forward(&h, &(&block / "layer" / 2))
+}
+
+/// The final norm and the LM head: float32 logits `[B, T, vocab]`.
+fn lm_head(c: &mut Ctx<'_, '_>, h: &Value, ids: &Value) -> Result<Value> {
+    let cfg = c.cfg;
     c.g.set_scope("/decoder/lm_head");
-    let mut out = c.rms_norm(&h, &(&root / "final_layer_norm"))?;
+    let root = TensorPath::root() / "decoder";
+    let mut out = c.rms_norm(h, &(&root / "final_layer_norm"))?;
     let head = if cfg.tie_word_embeddings {
         // T5 v1.0 rescales before the tied projection (modeling_t5.py: `sequence_output *
         // (self.model_dim**-0.5)`).
@@ -516,23 +599,39 @@ pub(crate) fn decoder_graph(
         let flat = c.g.ints(&[-1, cfg.d_model as i64]);
         let flat = c.g.op("Reshape", &[&out, &flat], vec![]);
         let logits = c.g.op("Gemm", &[&flat, &w], vec![Attr::Int("transB", 1)]);
-        let bt = c.g.op("Shape", &[&ids], vec![]);
+        let bt = c.g.op("Shape", &[ids], vec![]);
         let v = c.g.ints(&[cfg.vocab_size as i64]);
         let shape = c.g.op("Concat", &[&bt, &v], vec![Attr::Int("axis", 0)]);
         c.g.op("Reshape", &[&logits, &shape], vec![])
     };
-    let logits = c.as_f32(&logits);
+    Ok(c.as_f32(&logits))
+}
+
+/// The graph outputs: logits, then per layer the present keys/values (the cross-attention ones
+/// where computed, or passed through as a merged branch).
+fn decoder_outputs(
+    c: &mut Ctx<'_, '_>,
+    inputs: &DecoderInputs,
+    logits: &Value,
+    presents: &[(Value, Value)],
+    with_past: bool,
+    branch: Option<&str>,
+) {
+    let cfg = c.cfg;
+    let prefix = branch.unwrap_or("");
+    let h_dim = Dim::Fixed(cfg.num_heads as i64);
+    let kv_dim = Dim::Fixed(cfg.d_kv as i64);
     let vocab = Dim::Fixed(cfg.vocab_size as i64);
     c.g.output(
-        &logits,
+        logits,
         &format!("{prefix}{LOGITS}"),
         F32,
         &[BATCH, DEC_LEN, vocab],
     );
-    for i in 0..n_layers {
+    for i in 0..cfg.decoder_layers() {
         let per_layer = if with_past { 1 } else { 2 };
         let self_kv = presents[i * per_layer].clone();
-        let cross_kv = match past.get(i) {
+        let cross_kv = match inputs.past.get(i) {
             None => Some(presents[i * 2 + 1].clone()),
             Some(four) if branch.is_some() => Some((four[2].clone(), four[3].clone())),
             Some(_) => None,
@@ -546,7 +645,6 @@ pub(crate) fn decoder_graph(
             }
         }
     }
-    Ok(c.g)
 }
 
 /// The length axis of a `past_key_values` input: the steps so far for the self-attention cache,

@@ -78,11 +78,12 @@ pub(crate) fn decoder_merged(cfg: &T5Config, p: &mut Params<'_>) -> Result<Model
     };
     let then_branch = order(with_past.into_proto(), "/with_past");
     let else_branch = order(no_past.into_proto(), "/no_past");
-    let names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
+    let results: Vec<_> = outputs.iter().map(|(n, _)| g.named(n)).collect();
+    let results: Vec<_> = results.iter().collect();
     g.node(
         "If",
         &[&cond],
-        &names,
+        &results,
         vec![
             Attr::Graph("then_branch", Box::new(then_branch)),
             Attr::Graph("else_branch", Box::new(else_branch)),

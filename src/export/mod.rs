@@ -1,6 +1,7 @@
 //! `cbqa export`: a T5 checkpoint directory → ONNX graphs in optimum's seq2seq layout, written by
-//! our own protobuf writer, with every weight stored once, validated against a reference forward
-//! pass in ONNX Runtime and tract.
+//! our own protobuf writer, with every weight stored once. [`stage`] writes an export into a
+//! temporary directory, where `crate::validate` checks it against the plain-Rust reference
+//! forward pass ([`ReferenceT5`]) before it is put in place.
 //!
 //! The directory it writes:
 //!
@@ -18,12 +19,10 @@
 //! Names, dtypes and dynamic axes follow optimum's `T5OnnxConfig`, so optimum's
 //! `ORTModelForSeq2SeqLM.from_pretrained(dir)` and plain ONNX Runtime users load it unchanged.
 
-mod backends;
 mod graphs;
 mod merged;
 mod position;
 mod reference;
-mod validate;
 mod weights;
 
 // The ONNX contract lives in `crate::onnx`; these re-exports keep the paths users and tests
@@ -33,7 +32,6 @@ pub use crate::onnx::proto;
 pub use crate::onnx::{IR_VERSION, OPSET};
 pub use position::BucketTable;
 pub use reference::{DecoderOutput, ReferenceT5};
-pub use validate::{validate, validation_report, OutputCheck, ValidateOptions, ValidationReport};
 pub use weights::{Precision, Quantize, INT8_WEIGHT_MAX};
 
 use crate::error::{Error, Result};
@@ -64,12 +62,10 @@ pub struct ExportOptions {
     pub merged: bool,
     pub precision: Precision,
     pub quantize: Quantize,
-    /// Validation settings; `None` skips validation.
-    pub validate: Option<ValidateOptions>,
 }
 
 impl ExportOptions {
-    /// Float32, unmerged, validated in every runtime this build has.
+    /// Float32, unmerged.
     pub fn new(model: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
         ExportOptions {
             model: model.into(),
@@ -78,10 +74,6 @@ impl ExportOptions {
             merged: false,
             precision: Precision::Fp32,
             quantize: Quantize::None,
-            validate: Some(ValidateOptions::for_precision(
-                Precision::Fp32,
-                Quantize::None,
-            )),
         }
     }
 }
@@ -96,9 +88,8 @@ pub struct ExportReport {
     pub checkpoint_bytes: u64,
     /// Total size of the export directory.
     pub export_bytes: u64,
-    pub validation: Option<ValidationReport>,
+    /// Time spent writing the export.
     pub export_time: Duration,
-    pub validation_time: Duration,
 }
 
 impl ExportReport {
@@ -145,33 +136,72 @@ fn checkpoint_bytes(dir: &Path) -> Result<u64> {
         .sum())
 }
 
-/// Export `opts.model` to `opts.out`. Everything is written into a temporary sibling directory
-/// and validated there; only a complete, validated export is renamed into place.
+/// Export `opts.model` to `opts.out`, unvalidated (`crate::validate::export` validates it
+/// before putting it in place).
 pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
+    stage(opts)?.commit(None)
+}
+
+/// An export written into a temporary sibling of its output directory, not yet in place:
+/// dropping it removes it, [`StagedExport::commit`] renames it into place.
+pub struct StagedExport {
+    out: OutputDir,
+    model: ModelDir,
+    /// `cbqa_export.json` as far as it is known before validation.
+    meta: serde_json::Value,
+    export_time: Duration,
+}
+
+/// Write the export of `opts.model` (graphs, weights, configs, tokenizer) into a temporary
+/// directory; the metadata file is written by [`StagedExport::commit`].
+pub fn stage(opts: &ExportOptions) -> Result<StagedExport> {
     let started = Instant::now();
     let model = ModelDir::open(&opts.model)?;
-    let cfg = &model.config;
     let out = OutputDir::create(&opts.out, opts.force)?;
-    let tmp = out.path().to_path_buf();
-    let mut params = weights::Params::create(&model.weights, &tmp, opts.precision, opts.quantize)?;
-    write_model(&tmp, ENCODER, &graphs::encoder(cfg, &mut params)?)?;
-    write_model(&tmp, DECODER, &graphs::decoder(cfg, &mut params, false)?)?;
+    write_graphs(&model, out.path(), opts)?;
+    model.config.save(out.path())?;
+    model.generation.save(out.path())?;
+    for name in TOKENIZER_FILES {
+        let src = model.dir.join(name);
+        if src.is_file() {
+            let dst = out.path().join(name);
+            std::fs::copy(&src, &dst).map_err(|e| Error::io("copy", &src, e))?;
+        }
+    }
+    let meta = metadata(opts, &model);
+    Ok(StagedExport {
+        out,
+        model,
+        meta,
+        export_time: started.elapsed(),
+    })
+}
+
+/// The graphs and their shared data file.
+fn write_graphs(model: &ModelDir, dir: &Path, opts: &ExportOptions) -> Result<()> {
+    let cfg = &model.config;
+    let mut params = weights::Params::create(&model.weights, dir, opts.precision, opts.quantize)?;
+    write_model(dir, ENCODER, &graphs::encoder(cfg, &mut params)?)?;
+    write_model(dir, DECODER, &graphs::decoder(cfg, &mut params, false)?)?;
     write_model(
-        &tmp,
+        dir,
         DECODER_WITH_PAST,
         &graphs::decoder(cfg, &mut params, true)?,
     )?;
     if opts.merged {
         write_model(
-            &tmp,
+            dir,
             DECODER_MERGED,
             &merged::decoder_merged(cfg, &mut params)?,
         )?;
     }
     params.finish()?;
-    cfg.save(&tmp)?;
-    // What this export is, for reports (`cbqa eval` and `cbqa bench` fill their precision column
-    // from it).
+    Ok(())
+}
+
+/// What this export is, for reports (`cbqa eval` and `cbqa bench` fill their precision column
+/// from it).
+fn metadata(opts: &ExportOptions, model: &ModelDir) -> serde_json::Value {
     let precision = match (opts.precision, opts.quantize) {
         (_, Quantize::Int8) => "int8",
         (Precision::Fp16, _) => "fp16",
@@ -190,39 +220,40 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         // 7-bit weights: exact integer sums on CPUs with and without VNNI (INT8_WEIGHT_MAX).
         meta["int8_weight_max"] = INT8_WEIGHT_MAX.into();
     }
-    if opts.validate.is_some() {
-        // Reduced-precision kernels differ by CPU: say which one the validation ran on.
-        meta["validated_on_cpu"] = crate::native::int8_kernel_summary().into();
+    meta
+}
+
+impl StagedExport {
+    /// The temporary directory the export is written in.
+    pub fn dir(&self) -> &Path {
+        self.out.path()
     }
-    crate::fsutil::write_atomic(
-        &tmp.join(METADATA_FILE),
-        crate::pyjson::to_python_json(&meta).as_bytes(),
-    )?;
-    model.generation.save(&tmp)?;
-    for name in TOKENIZER_FILES {
-        let src = model.dir.join(name);
-        if src.is_file() {
-            let dst = tmp.join(name);
-            std::fs::copy(&src, &dst).map_err(|e| Error::io("copy", &src, e))?;
+
+    /// The checkpoint being exported.
+    pub fn model(&self) -> &ModelDir {
+        &self.model
+    }
+
+    /// Write `cbqa_export.json` (with `validated_on_cpu`, the CPU a validation ran on:
+    /// reduced-precision kernels differ by CPU) and rename the export into place.
+    pub fn commit(mut self, validated_on_cpu: Option<String>) -> Result<ExportReport> {
+        if let Some(cpu) = validated_on_cpu {
+            self.meta["validated_on_cpu"] = cpu.into();
         }
+        let dir = self.out.path();
+        crate::fsutil::write_atomic(
+            &dir.join(METADATA_FILE),
+            crate::pyjson::to_python_json(&self.meta).as_bytes(),
+        )?;
+        let files = dir_files(dir)?;
+        let export_bytes = files.iter().map(|(_, l)| l).sum();
+        let checkpoint_bytes = checkpoint_bytes(&self.model.dir)?;
+        Ok(ExportReport {
+            dir: self.out.commit()?,
+            files,
+            checkpoint_bytes,
+            export_bytes,
+            export_time: self.export_time,
+        })
     }
-    let export_time = started.elapsed();
-    let started = Instant::now();
-    let validation = match &opts.validate {
-        Some(v) => Some(validate(&tmp, cfg, &model.weights, v)?),
-        None => None,
-    };
-    let validation_time = started.elapsed();
-    let files = dir_files(&tmp)?;
-    let export_bytes = files.iter().map(|(_, l)| l).sum();
-    let dir = out.commit()?;
-    Ok(ExportReport {
-        dir,
-        files,
-        checkpoint_bytes: checkpoint_bytes(&model.dir)?,
-        export_bytes,
-        validation,
-        export_time,
-        validation_time,
-    })
 }

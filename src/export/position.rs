@@ -39,12 +39,15 @@ impl BucketTable {
         };
         let me = nb / 2;
         if me < 1 || md <= me {
-            return Err(Error::Invalid(format!(
-                "relative_attention_num_buckets {} with relative_attention_max_distance {md}: T5's \
-                 bucketing needs at least 2 exact buckets per direction and max_distance above \
-                 them (transformers would compute log(0) or divide by zero)",
-                cfg.relative_attention_num_buckets
-            )));
+            return Err(Error::setting(
+                "relative_attention_num_buckets",
+                format!(
+                    "{} with relative_attention_max_distance {md}: T5's bucketing needs at least \
+                     2 exact buckets per direction and max_distance above them (transformers \
+                     would compute log(0) or divide by zero)",
+                    cfg.relative_attention_num_buckets
+                ),
+            ));
         }
         let denom = ((md as f64) / (me as f64)).ln() as f32;
         let scale = (nb - me) as f32;

@@ -47,10 +47,12 @@ pub struct ReferenceT5<'a> {
 fn matrix(weights: &Weights, name: &str) -> Result<Array2<f32>> {
     let (v, shape) = weights.f32(name)?;
     match shape.as_slice() {
-        [r, c] => Array2::from_shape_vec((*r, *c), v).map_err(|e| Error::Invalid(e.to_string())),
-        _ => Err(Error::Invalid(format!(
-            "tensor `{name}` has shape {shape:?}, expected a matrix"
-        ))),
+        [r, c] => Array2::from_shape_vec((*r, *c), v)
+            .map_err(|e| Error::input(format!("tensor `{name}`"), e.to_string())),
+        _ => Err(Error::input(
+            format!("tensor `{name}`"),
+            format!("shape {shape:?}, expected a matrix"),
+        )),
     }
 }
 
@@ -198,10 +200,13 @@ impl<'a> ReferenceT5<'a> {
         let mut x = Array2::zeros((ids.len(), self.cfg.d_model));
         for (i, &id) in ids.iter().enumerate() {
             if id < 0 || id as usize >= shared.nrows() {
-                return Err(Error::Invalid(format!(
-                    "token id {id} is outside the vocabulary (size {})",
-                    shared.nrows()
-                )));
+                return Err(Error::input(
+                    "token ids",
+                    format!(
+                        "token id {id} is outside the vocabulary (size {})",
+                        shared.nrows()
+                    ),
+                ));
             }
             x.row_mut(i).assign(&shared.row(id as usize));
         }

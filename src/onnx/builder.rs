@@ -1,6 +1,6 @@
-//! A small ONNX graph builder: values are names (`String`), every op gets a fresh, readable output
-//! name under the current scope, constants are inline initializers and weights are initializers
-//! that point into the shared external-data file.
+//! A small ONNX graph builder: values are typed handles ([`Value`]) that only the graph makes,
+//! every op gets a fresh, readable output name under the current scope, constants are inline
+//! initializers and weights are initializers that point into the shared external-data file.
 
 use super::external::StoredTensor;
 use super::proto::{
@@ -9,6 +9,12 @@ use super::proto::{
     TensorShapeProto, TypeProto, ValueInfoProto, DATA_LOCATION_EXTERNAL,
 };
 use std::collections::HashSet;
+
+/// A value of a graph under construction: a graph input, a node output or an initializer. Only
+/// [`Graph`] makes them, so an op can only be given values the graph defines (never a graph
+/// output's or a weight's name spelled by hand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Value(String);
 
 /// One dimension of a graph input or output: fixed, or a named dynamic axis (optimum's names).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,32 +135,40 @@ impl Graph {
         self.scope = scope.into();
     }
 
-    pub fn fresh(&mut self, hint: &str) -> String {
+    /// A new value named after `hint` under the current scope (for a node's outputs).
+    pub fn fresh(&mut self, hint: &str) -> Value {
         loop {
             self.counter += 1;
             let name = format!("{}{}/{hint}_{}", self.prefix, self.scope, self.counter);
             if self.used.insert(name.clone()) {
-                return name;
+                return Value(name);
             }
         }
     }
 
+    /// The value called `name` (a graph output a node writes directly, as the merged decoder's
+    /// `If` does).
+    pub fn named(&mut self, name: &str) -> Value {
+        self.used.insert(name.into());
+        Value(name.into())
+    }
+
     /// Declare a graph input.
-    pub fn input(&mut self, name: &str, elem: i32, dims: &[Dim]) -> String {
+    pub fn input(&mut self, name: &str, elem: i32, dims: &[Dim]) -> Value {
         self.used.insert(name.into());
         self.inputs.push(value_info(name, elem, dims));
-        name.into()
+        Value(name.into())
     }
 
     /// Declare a graph input of any rank.
-    pub fn input_unranked(&mut self, name: &str, elem: i32) -> String {
+    pub fn input_unranked(&mut self, name: &str, elem: i32) -> Value {
         self.used.insert(name.into());
         self.inputs.push(value_info_unranked(name, elem));
-        name.into()
+        Value(name.into())
     }
 
     /// Expose `value` as graph output `name`, of any rank.
-    pub fn output_unranked(&mut self, value: &str, name: &str, elem: i32) {
+    pub fn output_unranked(&mut self, value: &Value, name: &str, elem: i32) {
         self.output(value, name, elem, &[]);
         if let Some(last) = self.outputs.last_mut() {
             *last = value_info_unranked(name, elem);
@@ -162,11 +176,11 @@ impl Graph {
     }
 
     /// Expose `value` as graph output `name` (through an Identity node when the names differ).
-    pub fn output(&mut self, value: &str, name: &str, elem: i32, dims: &[Dim]) {
-        if value != name {
+    pub fn output(&mut self, value: &Value, name: &str, elem: i32, dims: &[Dim]) {
+        if value.0 != name {
             self.used.insert(name.into());
             self.nodes.push(NodeProto {
-                input: vec![value.into()],
+                input: vec![value.0.clone()],
                 output: vec![name.into()],
                 name: Some(format!("{name}/Identity")),
                 op_type: Some("Identity".into()),
@@ -176,15 +190,15 @@ impl Graph {
         self.outputs.push(value_info(name, elem, dims));
     }
 
-    /// Add a node with one output and return the output's name.
-    pub fn op(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<Attr>) -> String {
+    /// Add a node with one output and return the output.
+    pub fn op(&mut self, op_type: &str, inputs: &[&Value], attrs: Vec<Attr>) -> Value {
         let out = self.fresh(op_type);
         self.node(op_type, inputs, &[&out], attrs);
         out
     }
 
-    /// Add a node with explicit output names.
-    pub fn node(&mut self, op_type: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<Attr>) {
+    /// Add a node with several outputs (made with [`Graph::fresh`] or [`Graph::named`]).
+    pub fn node(&mut self, op_type: &str, inputs: &[&Value], outputs: &[&Value], attrs: Vec<Attr>) {
         let name = format!(
             "{}{}/{op_type}_node_{}",
             self.prefix,
@@ -192,8 +206,8 @@ impl Graph {
             self.nodes.len()
         );
         self.nodes.push(NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: outputs.iter().map(|s| s.to_string()).collect(),
+            input: inputs.iter().map(|v| v.0.clone()).collect(),
+            output: outputs.iter().map(|v| v.0.clone()).collect(),
             name: Some(name),
             op_type: Some(op_type.into()),
             attribute: attrs.into_iter().map(Attr::into_proto).collect(),
@@ -201,37 +215,37 @@ impl Graph {
         });
     }
 
-    fn inline(&mut self, hint: &str, elem: i32, dims: &[usize], raw: Vec<u8>) -> String {
-        let name = self.fresh(hint);
-        self.initializer_names.insert(name.clone());
+    fn inline(&mut self, hint: &str, elem: i32, dims: &[usize], raw: Vec<u8>) -> Value {
+        let value = self.fresh(hint);
+        self.initializer_names.insert(value.0.clone());
         self.initializers.push(TensorProto {
             dims: dims.iter().map(|&d| d as i64).collect(),
             data_type: Some(elem),
-            name: Some(name.clone()),
+            name: Some(value.0.clone()),
             raw_data: Some(raw),
             ..Default::default()
         });
-        name
+        value
     }
 
     /// An int64 constant of the given shape (`&[]` for a scalar).
-    pub fn const_i64(&mut self, values: &[i64], dims: &[usize]) -> String {
+    pub fn const_i64(&mut self, values: &[i64], dims: &[usize]) -> Value {
         let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.inline("const_i64", data_type::INT64, dims, raw)
     }
 
     /// A 1-D int64 constant.
-    pub fn ints(&mut self, values: &[i64]) -> String {
+    pub fn ints(&mut self, values: &[i64]) -> Value {
         self.const_i64(values, &[values.len()])
     }
 
     /// A scalar int64 constant.
-    pub fn scalar_i64(&mut self, v: i64) -> String {
+    pub fn scalar_i64(&mut self, v: i64) -> Value {
         self.const_i64(&[v], &[])
     }
 
     /// A scalar float constant of element type `elem` (FLOAT or FLOAT16).
-    pub fn scalar_f(&mut self, v: f32, elem: i32) -> String {
+    pub fn scalar_f(&mut self, v: f32, elem: i32) -> Value {
         let raw = if elem == data_type::FLOAT16 {
             half::f16::from_f32(v).to_le_bytes().to_vec()
         } else {
@@ -241,7 +255,7 @@ impl Graph {
     }
 
     /// An initializer stored in the external-data file (added once per graph).
-    pub fn weight(&mut self, t: &StoredTensor) -> String {
+    pub fn weight(&mut self, t: &StoredTensor) -> Value {
         if self.initializer_names.insert(t.name.clone()) {
             self.used.insert(t.name.clone());
             self.initializers.push(TensorProto {
@@ -253,7 +267,7 @@ impl Graph {
                 ..Default::default()
             });
         }
-        t.name.clone()
+        Value(t.name.clone())
     }
 
     /// The graph as a protobuf message (for the top level or an `If` branch).

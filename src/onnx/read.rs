@@ -64,10 +64,3 @@ pub(crate) fn read_head(path: &Path) -> Result<ModelHead> {
         msg: format!("not an ONNX model: {e}"),
     })
 }
-
-/// The input and output names of the graph file at `path`, in graph order.
-pub(crate) fn io_names(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
-    let graph = read_head(path)?.graph.unwrap_or_default();
-    let names = |v: Vec<ValueName>| v.into_iter().map(|i| i.name.unwrap_or_default()).collect();
-    Ok((names(graph.input), names(graph.output)))
-}

@@ -1,7 +1,7 @@
 //! The backend chosen at the edge: one enum over the compiled-in backends, so the CLI and the
 //! embedding API pick at run time while decoding stays generic.
 
-use super::{EncoderInput, Logits, OnnxDir, Seq2Seq};
+use super::{EncoderInput, GraphInput, GraphOutputs, Logits, OnnxDir, Seq2Seq};
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 
@@ -31,8 +31,9 @@ impl std::str::FromStr for Device {
         let (name, idx) = match s.split_once(':') {
             Some((n, i)) => (
                 n,
-                i.parse::<i32>().map_err(|_| {
-                    Error::Invalid(format!("device '{s}': '{i}' is not a device index"))
+                i.parse::<i32>().map_err(|_| Error::Device {
+                    device: s.into(),
+                    msg: format!("'{i}' is not a device index"),
                 })?,
             ),
             None => (s, 0),
@@ -41,9 +42,10 @@ impl std::str::FromStr for Device {
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda(idx)),
             "tensorrt" | "trt" => Ok(Device::TensorRt(idx)),
-            _ => Err(Error::Invalid(format!(
-                "unknown device '{s}' (expected cpu, cuda[:N] or tensorrt[:N])"
-            ))),
+            _ => Err(Error::Device {
+                device: s.into(),
+                msg: "unknown device (expected cpu, cuda[:N] or tensorrt[:N])".into(),
+            }),
         }
     }
 }
@@ -86,6 +88,30 @@ impl Default for BackendOptions {
     }
 }
 
+/// ONNX Runtime's options for `opts` (the TensorRT cache defaults to `<model>/trt-cache`).
+#[cfg(feature = "ort")]
+fn ort_options(dir: &OnnxDir, opts: &BackendOptions) -> super::ort::OrtOptions {
+    use super::ort::{OrtDevice, OrtOptions};
+    let device = match &opts.device {
+        Device::Cpu => OrtDevice::Cpu,
+        Device::Cuda(i) => OrtDevice::Cuda(*i),
+        Device::TensorRt(i) => OrtDevice::TensorRt {
+            device: *i,
+            cache_dir: opts
+                .trt_cache
+                .clone()
+                .unwrap_or_else(|| dir.dir.join("trt-cache")),
+        },
+    };
+    OrtOptions {
+        device,
+        intra_threads: opts.threads,
+        opt_level: opts.opt_level,
+        allow_fallback: opts.allow_fallback,
+        ..OrtOptions::default()
+    }
+}
+
 /// A loaded backend of any compiled-in kind.
 pub enum Backend {
     #[cfg(feature = "ort")]
@@ -109,60 +135,86 @@ pub enum BackendState {
 impl Backend {
     /// Open the export in `dir` with `opts`. A GPU device that cannot be used is an error.
     pub fn load(dir: &OnnxDir, opts: &BackendOptions) -> Result<Self> {
+        Self::load_graphs(dir, opts, false)
+    }
+
+    /// As [`Backend::load`]; with `merged`, ONNX Runtime also opens `decoder_model_merged.onnx`
+    /// where the export has it, the same way, for [`Backend::run_graph`] (validation).
+    pub fn load_graphs(dir: &OnnxDir, opts: &BackendOptions, merged: bool) -> Result<Self> {
         match opts.kind {
             #[cfg(feature = "ort")]
             BackendKind::Ort => {
-                use super::ort::{OrtDevice, OrtOptions, OrtSeq2Seq};
-                let device = match &opts.device {
-                    Device::Cpu => OrtDevice::Cpu,
-                    Device::Cuda(i) => OrtDevice::Cuda(*i),
-                    Device::TensorRt(i) => OrtDevice::TensorRt {
-                        device: *i,
-                        cache_dir: opts
-                            .trt_cache
-                            .clone()
-                            .unwrap_or_else(|| dir.dir.join("trt-cache")),
-                    },
-                };
-                let o = OrtOptions {
-                    device,
-                    intra_threads: opts.threads,
-                    opt_level: opts.opt_level,
-                    allow_fallback: opts.allow_fallback,
-                    ..OrtOptions::default()
-                };
-                Ok(Backend::Ort(OrtSeq2Seq::load(dir, &o)?))
+                let o = ort_options(dir, opts);
+                Ok(Backend::Ort(super::ort::OrtSeq2Seq::load_graphs(
+                    dir, &o, merged,
+                )?))
             }
             #[cfg(feature = "tract")]
             BackendKind::Tract => {
                 if opts.device != Device::Cpu {
-                    return Err(Error::Invalid(format!(
-                        "tract runs on the CPU only; --device {} needs --backend ort",
-                        opts.device
-                    )));
+                    return Err(Error::Device {
+                        device: opts.device.to_string(),
+                        msg: "tract runs on the CPU only; use the ort backend".into(),
+                    });
                 }
                 Ok(Backend::Tract(super::tract::TractSeq2Seq::load(dir)?))
             }
             #[allow(unreachable_patterns)]
-            other => Err(Error::Invalid(format!(
-                "backend {other:?} is not compiled into this binary (cargo features ort, tract)"
-            ))),
+            other => Err(Error::setting(
+                "kind",
+                format!(
+                    "backend {other:?} is not compiled into this binary (cargo features ort, tract)"
+                ),
+            )),
+        }
+    }
+
+    /// The engine's name, as validation reports name it (`onnxruntime`, `tract`, `tch`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "ort")]
+            Backend::Ort(_) => "onnxruntime",
+            #[cfg(feature = "tract")]
+            Backend::Tract(_) => "tract",
+            #[cfg(feature = "train")]
+            Backend::Tch(_) => "tch",
+        }
+    }
+
+    /// Run one graph file of the export (`encoder_model.onnx`, ...) on named inputs through
+    /// the sessions decoding uses; every output, by name. The tch backend has no graphs.
+    pub fn run_graph(
+        &self,
+        graph: &str,
+        inputs: Vec<(String, GraphInput)>,
+    ) -> Result<GraphOutputs> {
+        match self {
+            #[cfg(feature = "ort")]
+            Backend::Ort(b) => b.run_graph(graph, inputs),
+            #[cfg(feature = "tract")]
+            Backend::Tract(b) => b.run_graph(graph, inputs),
+            #[cfg(feature = "train")]
+            Backend::Tch(_) => {
+                drop(inputs);
+                Err(Error::input(
+                    graph,
+                    "the tch backend runs a checkpoint, not ONNX graphs",
+                ))
+            }
         }
     }
 
     /// Open a Hugging Face checkpoint directory with the tch model (`--backend tch`).
     #[cfg(feature = "train")]
     pub fn load_checkpoint(dir: &crate::ModelDir, opts: &BackendOptions) -> Result<Self> {
-        let spec = match &opts.device {
-            Device::Cpu => "cpu".to_string(),
-            Device::Cuda(i) => format!("cuda:{i}"),
-            Device::TensorRt(_) => {
-                return Err(Error::Invalid(
-                    "TensorRT needs --backend ort and an exported model".into(),
-                ))
-            }
-        };
-        let device = crate::model::resolve_device(&spec)?;
+        if let Device::TensorRt(_) = opts.device {
+            return Err(Error::Device {
+                device: opts.device.to_string(),
+                msg: "TensorRT needs the ort backend and an exported model".into(),
+            });
+        }
+        // `Device`'s own spelling (`cpu`, `cuda:N`) is the one model::resolve_device reads.
+        let device = crate::model::resolve_device(&opts.device.to_string())?;
         if opts.threads > 0 {
             tch::set_num_threads(opts.threads as i32);
         }
@@ -184,7 +236,7 @@ impl Backend {
 }
 
 fn mismatch() -> Error {
-    Error::Invalid("backend state of another backend".into())
+    Error::input("state", "a decoding state of another backend")
 }
 
 impl Seq2Seq for Backend {

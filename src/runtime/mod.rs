@@ -3,9 +3,12 @@
 //! implementations: ONNX Runtime (`ort`), tract (`tract`) and, with feature `train`, the tch model.
 //!
 //! Decoding, evaluation and benchmarks are written once against [`Seq2Seq`]
-//! (see [`crate::generate`]).
+//! (see [`crate::generate`]). Validation runs single graphs through the same sessions
+//! ([`Backend::run_graph`]).
 
 use crate::error::Result;
+use ndarray::ArrayD;
+use std::collections::HashMap;
 
 mod any;
 mod onnx_dir;
@@ -20,6 +23,17 @@ pub mod tract;
 
 pub use self::any::{Backend, BackendKind, BackendOptions, BackendState, Device};
 pub use onnx_dir::{precision_of, OnnxDir};
+
+/// One named input of a single graph run ([`Backend::run_graph`]).
+#[derive(Debug, Clone)]
+pub enum GraphInput {
+    I64(ArrayD<i64>),
+    F32(ArrayD<f32>),
+    Bool(ArrayD<bool>),
+}
+
+/// The float outputs of a single graph run, by output name.
+pub type GraphOutputs = HashMap<String, ArrayD<f32>>;
 
 /// A right-padded batch of encoder inputs (row-major `[batch, len]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +111,28 @@ pub(crate) fn is_identity(rows: &[usize], n: usize) -> bool {
     rows.len() == n && rows.iter().enumerate().all(|(i, &r)| i == r)
 }
 
+/// `tokens` must hold one token per row of the state.
+pub(crate) fn check_tokens(tokens: &[i64], rows: usize) -> Result<()> {
+    if tokens.len() == rows {
+        return Ok(());
+    }
+    Err(crate::error::Error::input(
+        "tokens",
+        format!("{} tokens for {rows} rows", tokens.len()),
+    ))
+}
+
+/// Every row in `rows` must be a row of the state.
+pub(crate) fn check_rows(rows: &[usize], n: usize) -> Result<()> {
+    match rows.iter().find(|&&r| r >= n) {
+        Some(bad) => Err(crate::error::Error::input(
+            "rows",
+            format!("row {bad} selected from {n} rows"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Gather rows of a row-major tensor whose first axis is the batch: `data` has `rows * stride`
 /// elements.
 pub(crate) fn gather_rows<T: Copy>(data: &[T], stride: usize, rows: &[usize]) -> Vec<T> {
@@ -107,24 +143,31 @@ pub(crate) fn gather_rows<T: Copy>(data: &[T], stride: usize, rows: &[usize]) ->
     out
 }
 
-/// The logits of the last position of every row, from a `[rows, steps, vocab]` output.
+/// The logits of the last position of every row, from a `[rows, steps, vocab]` output of the
+/// graph file `graph`.
 pub(crate) fn last_position(
+    graph: &std::path::Path,
     shape: &[usize],
     data: &[f32],
     rows: usize,
     vocab: usize,
-) -> std::result::Result<Logits, String> {
+) -> Result<Logits> {
+    let bad = |msg: String| crate::error::Error::Tensor {
+        path: graph.to_path_buf(),
+        name: crate::onnx::layout::LOGITS.into(),
+        msg,
+    };
     if shape.last() != Some(&vocab) || shape.first() != Some(&rows) {
-        return Err(format!(
+        return Err(bad(format!(
             "logits of shape {shape:?}, expected [{rows}, steps, {vocab}] (vocab_size from config.json)"
-        ));
+        )));
     }
     let steps = data.len().checked_div(rows * vocab).unwrap_or(0);
     if steps == 0 || steps * rows * vocab != data.len() {
-        return Err(format!(
+        return Err(bad(format!(
             "logits of shape {shape:?} hold {} values",
             data.len()
-        ));
+        )));
     }
     let mut out = Vec::with_capacity(rows * vocab);
     for r in 0..rows {

@@ -19,13 +19,12 @@
 //! (see `ort_weights.rs`).
 
 use super::onnx_dir::{check_io, OnnxDir};
-use super::ort_weights::err;
-use super::ort_weights::SharedWeights;
-use super::{is_identity, EncoderInput, Logits, Seq2Seq};
-use crate::error::Result;
+use super::ort_weights::{fail, SharedWeights};
+use super::{is_identity, EncoderInput, GraphInput, GraphOutputs, Logits, Seq2Seq};
+use crate::error::{Error, Result};
 use crate::onnx::layout::{
-    IoNames, ATTENTION_MASK, DECODER, DECODER_WITH_PAST, ENCODER, ENCODER_ATTENTION_MASK,
-    ENCODER_HIDDEN_STATES, INPUT_IDS, LAST_HIDDEN_STATE, LOGITS,
+    IoNames, ATTENTION_MASK, DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER,
+    ENCODER_ATTENTION_MASK, ENCODER_HIDDEN_STATES, INPUT_IDS, LAST_HIDDEN_STATE, LOGITS,
 };
 use ort::ep::ExecutionProviderDispatch;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
@@ -123,15 +122,15 @@ fn builder(label: &str, opts: &OrtOptions, device: &OrtDevice) -> Result<Session
         2 => GraphOptimizationLevel::Level2,
         _ => GraphOptimizationLevel::All,
     };
-    let ctx = |e: &dyn std::fmt::Display| err(format!("{label}: {e}"));
-    let mut b = Session::builder(env).map_err(|e| ctx(&e))?;
-    b = b.with_optimization_level(level).map_err(|e| ctx(&e))?;
+    let ctx = || format!("{label}: configure the session");
+    let mut b = Session::builder(env).map_err(fail(ctx()))?;
+    b = b.with_optimization_level(level).map_err(fail(ctx()))?;
     if opts.intra_threads > 0 {
         b = b
             .with_intra_threads(opts.intra_threads)
-            .map_err(|e| ctx(&e))?;
+            .map_err(fail(ctx()))?;
     }
-    b = b.with_inter_threads(1).map_err(|e| ctx(&e))?;
+    b = b.with_inter_threads(1).map_err(fail(ctx()))?;
     if !opts.spin {
         // Idle intra-op threads spin-wait by default. With as many threads as cores, the
         // spinning competes with the thread that drives the decoding loop: turning it off made
@@ -139,21 +138,19 @@ fn builder(label: &str, opts: &OrtOptions, device: &OrtDevice) -> Result<Session
         // batch 1 from 9 to 18 q/s, on 2 cores (cbqa bench, same run).
         b = b
             .with_config_entry("session.intra_op.allow_spinning", "0")
-            .map_err(|e| ctx(&e))?;
+            .map_err(fail(ctx()))?;
     }
     if !opts.cpu_arena {
-        b = b.with_memory_pattern(false).map_err(|e| ctx(&e))?;
+        b = b.with_memory_pattern(false).map_err(fail(ctx()))?;
     }
     let eps = providers(opts, device);
     if !eps.is_empty() {
-        b = b.with_execution_providers(eps).map_err(|e| {
-            err(format!(
-                "cannot register the {device:?} execution provider with ONNX Runtime loaded from {} \
-                 (install onnxruntime-gpu with scripts/setup.sh --gpu, or pass --allow-fallback to \
-                 run on the CPU): {e}",
-                lib.display()
-            ))
-        })?;
+        b = b.with_execution_providers(eps).map_err(fail(format!(
+            "cannot register the {device:?} execution provider with ONNX Runtime loaded from {} \
+             (install onnxruntime-gpu with scripts/setup.sh --gpu, or allow the CPU fallback \
+             (setting allow_fallback) to run on the CPU)",
+            lib.display()
+        )))?;
     }
     Ok(b)
 }
@@ -164,15 +161,20 @@ fn open_session(
     prepacked: &PrepackedWeights,
     initializers: Vec<(String, Arc<DynValue>)>,
 ) -> Result<Session> {
-    let ctx = |e: &dyn std::fmt::Display| err(format!("{}: {e}", path.display()));
-    let mut b = builder(&path.display().to_string(), opts, &opts.device)?;
+    let label = path.display().to_string();
+    let mut b = builder(&label, opts, &opts.device)?;
     // The three graphs use the same weights: pre-packed GEMM weights of shared initializers are
     // kept once for all of them instead of once per session.
-    b = b.with_prepacked_weights(prepacked).map_err(|e| ctx(&e))?;
+    b = b
+        .with_prepacked_weights(prepacked)
+        .map_err(fail(format!("{label}: share pre-packed weights")))?;
     for (name, value) in initializers {
-        b = b.with_initializer(&name, value).map_err(|e| ctx(&e))?;
+        b = b
+            .with_initializer(&name, value)
+            .map_err(fail(format!("{label}: add initializer {name}")))?;
     }
-    b.commit_from_file(path).map_err(|e| ctx(&e))
+    b.commit_from_file(path)
+        .map_err(fail(format!("{label}: load the graph")))
 }
 
 /// An ONNX model that gathers the rows `rows` (int64 `[n]`) of its inputs `x0, x1, ...` (of
@@ -194,15 +196,22 @@ fn select_rows_model(elems: &[i32]) -> Vec<u8> {
 fn elem_of(value: &DynValue) -> Result<i32> {
     match value.dtype() {
         ValueType::Tensor { ty, .. } => Ok(ort::sys::ONNXTensorElementDataType::from(*ty) as i32),
-        other => Err(err(format!("decoding state holds a {other}, not a tensor"))),
+        other => Err(Error::input(
+            "decoding state",
+            format!("holds a {other}, not a tensor"),
+        )),
     }
 }
 
-/// A T5 export loaded into three ONNX Runtime sessions.
+/// A T5 export loaded into three ONNX Runtime sessions (four with the merged decoder).
 pub struct OrtSeq2Seq {
     encoder: Mutex<Session>,
     decoder: Mutex<Session>,
     decoder_past: Mutex<Session>,
+    /// `decoder_model_merged.onnx`, where it was asked for and is present (validation).
+    merged: Option<Mutex<Session>>,
+    /// The export directory (errors name its graph files).
+    dir: PathBuf,
     layers: usize,
     vocab: usize,
     names: IoNames,
@@ -248,72 +257,109 @@ fn check_names(
     )
 }
 
+/// The sessions of one export, opened with the same options, pre-packed weights container and
+/// (on the CPU) shared weights.
+struct Opener<'a> {
+    opts: &'a OrtOptions,
+    prepacked: PrepackedWeights,
+    shared: Option<SharedWeights>,
+}
+
+impl Opener<'_> {
+    fn open(&mut self, path: &Path) -> Result<Session> {
+        match self.shared.as_mut() {
+            Some(weights) => {
+                let inits = weights.for_graph(path)?;
+                weights.trimming(|| open_session(path, self.opts, &self.prepacked, inits))
+            }
+            None => open_session(path, self.opts, &self.prepacked, Vec::new()),
+        }
+    }
+
+    /// Open `path` and check it has the `names` (inputs, outputs) of optimum's layout.
+    fn open_checked(&mut self, path: &Path, names: (Vec<String>, Vec<String>)) -> Result<Session> {
+        let session = self.open(path)?;
+        check_names(&session, path, &names.0, &names.1)?;
+        Ok(session)
+    }
+}
+
+/// The one-line description of a backend opened with `opts`.
+fn describe(opts: &OrtOptions, shared: Option<&SharedWeights>) -> String {
+    format!(
+        "onnxruntime {:?} threads={} opt={}{}",
+        opts.device,
+        if opts.intra_threads == 0 {
+            "auto".into()
+        } else {
+            opts.intra_threads.to_string()
+        },
+        opts.opt_level,
+        match shared {
+            Some(s) => format!(" shared-weights={}MB", s.mapped_bytes() >> 20),
+            None => String::new(),
+        }
+    )
+}
+
+/// Host memory, and the memory the decoding state lives in on `device`.
+fn memories(device: &OrtDevice) -> Result<(MemoryInfo<'static>, MemoryInfo<'static>)> {
+    let mem = |dev: AllocationDevice<'static>, id: i32| {
+        MemoryInfo::new(dev, id, AllocatorType::Device, MemoryType::Default)
+            .map_err(fail("describe the memory of the decoding state"))
+    };
+    let host = mem(AllocationDevice::CPU, 0)?;
+    let cache = match device {
+        OrtDevice::Cpu => mem(AllocationDevice::CPU, 0)?,
+        OrtDevice::Cuda(i) | OrtDevice::TensorRt { device: i, .. } => {
+            mem(AllocationDevice::CUDA, *i)?
+        }
+    };
+    Ok((host, cache))
+}
+
 impl OrtSeq2Seq {
     /// Load the three graphs of `dir` with `opts`, checking their input and output names.
     pub fn load(dir: &OnnxDir, opts: &OrtOptions) -> Result<Self> {
+        Self::load_graphs(dir, opts, false)
+    }
+
+    /// As [`OrtSeq2Seq::load`], and with `merged` also `decoder_model_merged.onnx` where the
+    /// export has it, opened the same way (for [`OrtSeq2Seq::run_graph`]).
+    pub fn load_graphs(dir: &OnnxDir, opts: &OrtOptions, merged: bool) -> Result<Self> {
         let layers = dir.config.decoder_layers();
-        let enc_path = dir.graph(ENCODER);
-        let dec_path = dir.graph(DECODER);
-        let past_path = dir.graph(DECODER_WITH_PAST);
         crate::native::ort_environment()?; // loads the library before any other ort call
-        let prepacked = PrepackedWeights::new();
-        let mut shared = match opts.device {
-            OrtDevice::Cpu if opts.share_weights => Some(SharedWeights::new()?),
-            _ => None,
-        };
-        let mut open = |path: &Path| -> Result<Session> {
-            match shared.as_mut() {
-                Some(weights) => {
-                    let inits = weights.for_graph(path)?;
-                    weights.trimming(|| open_session(path, opts, &prepacked, inits))
-                }
-                None => open_session(path, opts, &prepacked, Vec::new()),
-            }
-        };
-        let encoder = open(&enc_path)?;
-        let decoder = open(&dec_path)?;
-        let decoder_past = open(&past_path)?;
-        let names = IoNames::new(layers);
-        let (i, o) = names.encoder();
-        check_names(&encoder, &enc_path, &i, &o)?;
-        let (i, o) = names.decoder();
-        check_names(&decoder, &dec_path, &i, &o)?;
-        let (i, o) = names.decoder_with_past();
-        check_names(&decoder_past, &past_path, &i, &o)?;
-        let describe = format!(
-            "onnxruntime {:?} threads={} opt={}{}",
-            opts.device,
-            if opts.intra_threads == 0 {
-                "auto".into()
-            } else {
-                opts.intra_threads.to_string()
+        let mut opener = Opener {
+            opts,
+            prepacked: PrepackedWeights::new(),
+            shared: match opts.device {
+                OrtDevice::Cpu if opts.share_weights => Some(SharedWeights::new()?),
+                _ => None,
             },
-            opts.opt_level,
-            match &shared {
-                Some(s) => format!(" shared-weights={}MB", s.mapped_bytes() >> 20),
-                None => String::new(),
-            }
-        );
-        let mem = |dev: AllocationDevice<'static>, id: i32| {
-            MemoryInfo::new(dev, id, AllocatorType::Device, MemoryType::Default).map_err(err)
         };
-        let host_mem = mem(AllocationDevice::CPU, 0)?;
-        let cache_mem = match &opts.device {
-            OrtDevice::Cpu => mem(AllocationDevice::CPU, 0)?,
-            OrtDevice::Cuda(i) | OrtDevice::TensorRt { device: i, .. } => {
-                mem(AllocationDevice::CUDA, *i)?
-            }
+        let names = IoNames::new(layers);
+        let encoder = opener.open_checked(&dir.graph(ENCODER), names.encoder())?;
+        let decoder = opener.open_checked(&dir.graph(DECODER), names.decoder())?;
+        let decoder_past =
+            opener.open_checked(&dir.graph(DECODER_WITH_PAST), names.decoder_with_past())?;
+        let merged_path = dir.graph(DECODER_MERGED);
+        let merged = match merged && merged_path.is_file() {
+            true => Some(Mutex::new(opener.open(&merged_path)?)),
+            false => None,
         };
+        let (host_mem, cache_mem) = memories(&opts.device)?;
         Ok(OrtSeq2Seq {
             cache_mem,
             host_mem,
             encoder: Mutex::new(encoder),
             decoder: Mutex::new(decoder),
             decoder_past: Mutex::new(decoder_past),
+            merged,
+            dir: dir.dir.clone(),
             layers,
             vocab: dir.config.vocab_size,
             names,
-            describe,
+            describe: describe(opts, opener.shared.as_ref()),
             select: Mutex::new(HashMap::new()),
             select_names: (0..2 + 4 * layers)
                 .map(|i| (format!("x{i}"), format!("y{i}")))
@@ -326,7 +372,7 @@ impl OrtSeq2Seq {
                 },
                 ..opts.clone()
             },
-            _weights: shared,
+            _weights: opener.shared,
         })
     }
 }
@@ -336,20 +382,40 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where a run puts its outputs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Decoding: the logits in host memory, everything else where the state lives.
+    Decoding,
+    /// Every output in host memory (to be read as arrays).
+    Host,
+}
+
+/// A tensor value over a copy of `array`.
+fn value_of(name: &str, input: GraphInput) -> Result<DynValue> {
+    let make = fail(format!("make input {name}"));
+    Ok(match input {
+        GraphInput::I64(a) => Tensor::from_array(a).map_err(make)?.into_dyn(),
+        GraphInput::F32(a) => Tensor::from_array(a).map_err(make)?.into_dyn(),
+        GraphInput::Bool(a) => Tensor::from_array(a).map_err(make)?.into_dyn(),
+    })
+}
+
 impl OrtSeq2Seq {
-    /// One run through an `IoBinding`: the logits are written to host memory, every other
-    /// output stays where `cache_mem` says (the GPU under CUDA/TensorRT), and inputs that already
-    /// live there are bound without a copy. A fresh binding per run gives every run fresh output
-    /// buffers, so values kept from earlier steps are never overwritten. CPU and GPU share this
-    /// code; only the memory placement differs.
+    /// One run through an `IoBinding`: under [`Placement::Decoding`] the logits are written to
+    /// host memory, every other output stays where `cache_mem` says (the GPU under
+    /// CUDA/TensorRT), and inputs that already live there are bound without a copy. A fresh
+    /// binding per run gives every run fresh output buffers, so values kept from earlier steps
+    /// are never overwritten. CPU and GPU share this code; only the memory placement differs.
     fn run(
         &self,
         session: &Mutex<Session>,
         graph: &str,
         inputs: &[(&str, &DynValue)],
         outputs: &[&str],
+        placement: Placement,
     ) -> Result<Vec<DynValue>> {
-        self.run_on(&mut lock(session), graph, inputs, outputs)
+        self.run_on(&mut lock(session), graph, inputs, outputs, placement)
     }
 
     fn run_on(
@@ -358,104 +424,145 @@ impl OrtSeq2Seq {
         graph: &str,
         inputs: &[(&str, &DynValue)],
         outputs: &[&str],
+        placement: Placement,
     ) -> Result<Vec<DynValue>> {
-        let ctx = |e: ort::Error| err(format!("{graph}: {e}"));
-        let mut binding = s.create_binding().map_err(ctx)?;
+        let path = self.dir.join(graph);
+        let ctx = |what: &str| fail(format!("{}: {what}", path.display()));
+        let mut binding = s.create_binding().map_err(ctx("bind the run"))?;
         for (name, value) in inputs {
-            binding.bind_input(*name, *value).map_err(ctx)?;
+            binding
+                .bind_input(*name, *value)
+                .map_err(ctx(&format!("bind input {name}")))?;
         }
         for name in outputs {
-            let mem = if *name == LOGITS {
+            let mem = if *name == LOGITS || placement == Placement::Host {
                 &self.host_mem
             } else {
                 &self.cache_mem
             };
-            binding.bind_output_to_device(*name, mem).map_err(ctx)?;
+            binding
+                .bind_output_to_device(*name, mem)
+                .map_err(ctx(&format!("bind output {name}")))?;
         }
-        let mut out = s.run_binding(&binding).map_err(ctx)?;
+        let mut out = s.run_binding(&binding).map_err(ctx("run"))?;
         outputs
             .iter()
             .map(|name| {
-                out.remove(name)
-                    .ok_or_else(|| err(format!("{graph}: output {name} missing from the run")))
+                out.remove(name).ok_or_else(|| Error::Tensor {
+                    path: path.clone(),
+                    name: name.to_string(),
+                    msg: "output missing from the run".into(),
+                })
             })
             .collect()
     }
-}
 
-fn logits_of(value: &DynValue, rows: usize, vocab: usize) -> Result<Logits> {
-    let (shape, data) = value.try_extract_tensor::<f32>().map_err(err)?;
-    let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-    super::last_position(&shape, data, rows, vocab).map_err(err)
-}
-
-impl Seq2Seq for OrtSeq2Seq {
-    type State = OrtState;
-
-    fn encode(&self, input: &EncoderInput) -> Result<OrtState> {
-        let shape = vec![input.batch as i64, input.len as i64];
-        let ids = Tensor::from_array((shape.clone(), input.ids.clone())).map_err(err)?;
-        let mask = Tensor::from_array((shape, input.mask.clone())).map_err(err)?;
-        let (ids, mask) = (ids.into_dyn(), mask.into_dyn());
-        let mut out = self.run(
-            &self.encoder,
-            ENCODER,
-            &[(INPUT_IDS, &ids), (ATTENTION_MASK, &mask)],
-            &[LAST_HIDDEN_STATE],
-        )?;
-        Ok(OrtState {
-            rows: input.batch,
-            mask,
-            hidden: out.pop(),
-            cache: Vec::new(),
-        })
+    /// The session of one graph file of the export.
+    fn session(&self, graph: &str) -> Result<&Mutex<Session>> {
+        match graph {
+            ENCODER => Ok(&self.encoder),
+            DECODER => Ok(&self.decoder),
+            DECODER_WITH_PAST => Ok(&self.decoder_past),
+            DECODER_MERGED => self.merged.as_ref().ok_or_else(|| {
+                Error::input(graph, "not loaded (OrtSeq2Seq::load_graphs with merged)")
+            }),
+            _ => Err(Error::input(graph, "not a graph of the export")),
+        }
     }
 
-    fn step(&self, mut state: OrtState, tokens: &[i64]) -> Result<(Logits, OrtState)> {
-        if tokens.len() != state.rows {
-            return Err(err(format!(
-                "{} tokens for {} rows",
-                tokens.len(),
-                state.rows
-            )));
+    /// Run one graph of the export (`encoder_model.onnx`, ...) on named inputs, through the
+    /// same session and run path decoding uses; returns every output, by name, from host
+    /// memory.
+    pub fn run_graph(
+        &self,
+        graph: &str,
+        inputs: Vec<(String, GraphInput)>,
+    ) -> Result<GraphOutputs> {
+        let session = self.session(graph)?;
+        let output_names: Vec<String> = lock(session)
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        let values = inputs
+            .into_iter()
+            .map(|(name, input)| Ok((value_of(&name, input)?, name)))
+            .collect::<Result<Vec<_>>>()?;
+        let named: Vec<(&str, &DynValue)> = values.iter().map(|(v, n)| (n.as_str(), v)).collect();
+        let outputs: Vec<&str> = output_names.iter().map(String::as_str).collect();
+        let out = self.run(session, graph, &named, &outputs, Placement::Host)?;
+        let mut map = GraphOutputs::new();
+        for (name, value) in output_names.into_iter().zip(out) {
+            let array = value
+                .try_extract_array::<f32>()
+                .map_err(fail(format!("{graph}: read output {name}")))?
+                .to_owned();
+            map.insert(name, array);
         }
-        let ids = Tensor::from_array((vec![state.rows as i64, 1], tokens.to_vec()))
-            .map_err(err)?
-            .into_dyn();
-        if let Some(hidden) = state.hidden.take() {
-            // First step: decoder_model.onnx also returns the cross-attention keys/values.
-            let mut outputs: Vec<&str> = vec![LOGITS];
-            outputs.extend(
-                self.names
-                    .present_outputs
-                    .iter()
-                    .flatten()
-                    .map(String::as_str),
-            );
-            let out = self.run(
-                &self.decoder,
-                DECODER,
-                &[
-                    (INPUT_IDS, &ids),
-                    (ENCODER_ATTENTION_MASK, &state.mask),
-                    (ENCODER_HIDDEN_STATES, &hidden),
-                ],
-                &outputs,
-            )?;
-            let mut out = out.into_iter();
-            let logits = out
-                .next()
-                .ok_or_else(|| err(format!("{DECODER}: no logits")))?;
-            let logits = logits_of(&logits, state.rows, self.vocab)?;
-            let mut cache = Vec::with_capacity(self.layers);
-            while let (Some(a), Some(b), Some(c), Some(d)) =
-                (out.next(), out.next(), out.next(), out.next())
-            {
-                cache.push([a, b, c, d]);
-            }
-            state.cache = cache;
-            return Ok((logits, state));
+        Ok(map)
+    }
+
+    fn logits_of(&self, graph: &str, value: &DynValue, rows: usize) -> Result<Logits> {
+        let (shape, data) = value
+            .try_extract_tensor::<f32>()
+            .map_err(fail(format!("{graph}: read the logits")))?;
+        let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+        super::last_position(&self.dir.join(graph), &shape, data, rows, self.vocab)
+    }
+}
+
+/// The int64 tensor `[shape]` over `data`, as an input of `graph`.
+fn i64_value(what: &str, shape: Vec<i64>, data: Vec<i64>) -> Result<DynValue> {
+    Ok(Tensor::from_array((shape, data))
+        .map_err(fail(format!("make input {what}")))?
+        .into_dyn())
+}
+
+impl OrtSeq2Seq {
+    /// The first decoder step: `decoder_model.onnx` also returns the cross-attention
+    /// keys/values, kept in the state with the self-attention cache.
+    fn first_step(
+        &self,
+        mut state: OrtState,
+        hidden: DynValue,
+        ids: DynValue,
+    ) -> Result<(Logits, OrtState)> {
+        let mut outputs: Vec<&str> = vec![LOGITS];
+        outputs.extend(
+            self.names
+                .present_outputs
+                .iter()
+                .flatten()
+                .map(String::as_str),
+        );
+        let inputs = [
+            (INPUT_IDS, &ids),
+            (ENCODER_ATTENTION_MASK, &state.mask),
+            (ENCODER_HIDDEN_STATES, &hidden),
+        ];
+        let out = self.run(
+            &self.decoder,
+            DECODER,
+            &inputs,
+            &outputs,
+            Placement::Decoding,
+        )?;
+        let mut out = out.into_iter();
+        let logits = out.next().ok_or_else(|| self.missing(DECODER, LOGITS))?;
+        let logits = self.logits_of(DECODER, &logits, state.rows)?;
+        let mut cache = Vec::with_capacity(self.layers);
+        while let (Some(a), Some(b), Some(c), Some(d)) =
+            (out.next(), out.next(), out.next(), out.next())
+        {
+            cache.push([a, b, c, d]);
         }
+        state.cache = cache;
+        Ok((logits, state))
+    }
+
+    /// A later step: `decoder_with_past_model.onnx` on the cache, which returns the new
+    /// self-attention keys/values.
+    fn past_step(&self, mut state: OrtState, ids: DynValue) -> Result<(Logits, OrtState)> {
         let mut inputs: Vec<(&str, &DynValue)> = Vec::with_capacity(2 + 4 * self.layers);
         inputs.push((INPUT_IDS, &ids));
         inputs.push((ENCODER_ATTENTION_MASK, &state.mask));
@@ -466,13 +573,19 @@ impl Seq2Seq for OrtSeq2Seq {
         }
         let mut outputs: Vec<&str> = vec![LOGITS];
         outputs.extend(self.names.self_attention_outputs().map(String::as_str));
-        let out = self.run(&self.decoder_past, DECODER_WITH_PAST, &inputs, &outputs)?;
+        let out = self.run(
+            &self.decoder_past,
+            DECODER_WITH_PAST,
+            &inputs,
+            &outputs,
+            Placement::Decoding,
+        )?;
         drop(inputs);
         let mut out = out.into_iter();
         let logits = out
             .next()
-            .ok_or_else(|| err(format!("{DECODER_WITH_PAST}: no logits")))?;
-        let logits = logits_of(&logits, state.rows, self.vocab)?;
+            .ok_or_else(|| self.missing(DECODER_WITH_PAST, LOGITS))?;
+        let logits = self.logits_of(DECODER_WITH_PAST, &logits, state.rows)?;
         for layer in state.cache.iter_mut() {
             if let (Some(k), Some(v)) = (out.next(), out.next()) {
                 layer[0] = k;
@@ -482,13 +595,72 @@ impl Seq2Seq for OrtSeq2Seq {
         Ok((logits, state))
     }
 
+    /// An output `name` of `graph` that a run did not return.
+    fn missing(&self, graph: &str, name: &str) -> Error {
+        Error::Tensor {
+            path: self.dir.join(graph),
+            name: name.into(),
+            msg: "output missing from the run".into(),
+        }
+    }
+
+    /// The row-selection session for state tensors of element types `elems`, made once.
+    fn select_session<'a>(
+        &self,
+        sessions: &'a mut HashMap<Vec<i32>, Session>,
+        elems: Vec<i32>,
+    ) -> Result<&'a mut Session> {
+        use std::collections::hash_map::Entry;
+        Ok(match sessions.entry(elems) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let model = select_rows_model(e.key());
+                let session =
+                    builder("row selection", &self.select_opts, &self.select_opts.device)?
+                        .commit_from_memory(&model)
+                        .map_err(fail("row selection: load the graph"))?;
+                e.insert(session)
+            }
+        })
+    }
+}
+
+impl Seq2Seq for OrtSeq2Seq {
+    type State = OrtState;
+
+    fn encode(&self, input: &EncoderInput) -> Result<OrtState> {
+        let shape = vec![input.batch as i64, input.len as i64];
+        let ids = i64_value(INPUT_IDS, shape.clone(), input.ids.clone())?;
+        let mask = i64_value(ATTENTION_MASK, shape, input.mask.clone())?;
+        let mut out = self.run(
+            &self.encoder,
+            ENCODER,
+            &[(INPUT_IDS, &ids), (ATTENTION_MASK, &mask)],
+            &[LAST_HIDDEN_STATE],
+            Placement::Decoding,
+        )?;
+        Ok(OrtState {
+            rows: input.batch,
+            mask,
+            hidden: out.pop(),
+            cache: Vec::new(),
+        })
+    }
+
+    fn step(&self, mut state: OrtState, tokens: &[i64]) -> Result<(Logits, OrtState)> {
+        super::check_tokens(tokens, state.rows)?;
+        let ids = i64_value(INPUT_IDS, vec![state.rows as i64, 1], tokens.to_vec())?;
+        match state.hidden.take() {
+            Some(hidden) => self.first_step(state, hidden, ids),
+            None => self.past_step(state, ids),
+        }
+    }
+
     fn select(&self, state: OrtState, rows: &[usize]) -> Result<OrtState> {
         if is_identity(rows, state.rows) {
             return Ok(state);
         }
-        if let Some(&bad) = rows.iter().find(|&&r| r >= state.rows) {
-            return Err(err(format!("row {bad} selected from {} rows", state.rows)));
-        }
+        super::check_rows(rows, state.rows)?;
         // Every state tensor, gathered in one run of the row-selection graph, on the device the
         // state lives on (nothing goes through the host under CUDA).
         let mut values: Vec<&DynValue> = vec![&state.mask];
@@ -499,37 +671,36 @@ impl Seq2Seq for OrtSeq2Seq {
             .map(|v| elem_of(v))
             .collect::<Result<Vec<i32>>>()?;
         let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let idx = Tensor::from_array((vec![rows.len() as i64], idx))
-            .map_err(err)?
-            .into_dyn();
+        let idx = i64_value("rows", vec![rows.len() as i64], idx)?;
         let (xs, ys) = &self.select_names;
         if values.len() > xs.len() {
-            return Err(err(format!(
-                "row selection: {} state tensors, at most {} expected",
-                values.len(),
-                xs.len()
-            )));
+            return Err(Error::input(
+                "decoding state",
+                format!(
+                    "{} state tensors, at most {} expected",
+                    values.len(),
+                    xs.len()
+                ),
+            ));
         }
         let mut inputs: Vec<(&str, &DynValue)> = vec![("rows", &idx)];
         inputs.extend(xs.iter().map(String::as_str).zip(values));
         let outputs: Vec<&str> = ys[..inputs.len() - 1].iter().map(String::as_str).collect();
         let mut sessions = lock(&self.select);
-        let session = match sessions.entry(elems) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let model = select_rows_model(e.key());
-                let session =
-                    builder("row selection", &self.select_opts, &self.select_opts.device)?
-                        .commit_from_memory(&model)
-                        .map_err(|e| err(format!("row selection: {e}")))?;
-                e.insert(session)
-            }
-        };
+        let session = self.select_session(&mut sessions, elems)?;
         let mut out = self
-            .run_on(session, "row selection", &inputs, &outputs)?
+            .run_on(
+                session,
+                "row selection",
+                &inputs,
+                &outputs,
+                Placement::Decoding,
+            )?
             .into_iter();
         drop(sessions);
-        let mask = out.next().ok_or_else(|| err("row selection: no mask"))?;
+        let mask = out
+            .next()
+            .ok_or_else(|| self.missing("row selection", "y0"))?;
         let hidden = match state.hidden {
             Some(_) => out.next(),
             None => None,

@@ -18,7 +18,7 @@
 use crate::error::{Error, Result};
 use crate::onnx::external::{entry, LENGTH, LOCATION, OFFSET};
 use crate::onnx::proto::{data_type as dt, DATA_LOCATION_EXTERNAL};
-use crate::onnx::read::read_head;
+use crate::onnx::read::{read_head, InitializerHead};
 use memmap2::Mmap;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::sys::ONNXTensorElementDataType as Elem;
@@ -29,10 +29,14 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-/// An ONNX Runtime failure as this crate's error (shared with `ort.rs`, which depends on this
-/// module and not the other way round).
-pub(super) fn err(msg: impl std::fmt::Display) -> Error {
-    Error::Invalid(format!("onnxruntime: {msg}"))
+/// The name this backend's errors and reports carry.
+pub(super) const ORT: &str = "onnxruntime";
+
+/// An ONNX Runtime failure while doing `action`, keeping the `ort::Error` as the source (shared
+/// with `ort.rs`, which depends on this module and not the other way round).
+pub(super) fn fail<E: Into<ort::Error>>(action: impl Into<String>) -> impl FnOnce(E) -> Error {
+    let action = action.into();
+    move |e| Error::backend(ORT, action, e.into())
 }
 
 /// ONNX data type → (ONNX Runtime element type, bytes per element), for the types a T5 export
@@ -78,6 +82,71 @@ fn bad(path: &Path, name: &str, msg: impl Into<String>) -> Error {
     }
 }
 
+/// Where the external initializer `init` (named `name`) of the graph file `graph` keeps its
+/// bytes, and its element type; `None` for initializers ONNX Runtime loads itself (inline data,
+/// element types a T5 export does not use, offsets not aligned for the element type).
+fn slot_of(
+    graph: &Path,
+    dir: &Path,
+    name: &str,
+    init: &InitializerHead,
+) -> Result<Option<(Slot, Elem)>> {
+    if init.data_location != Some(DATA_LOCATION_EXTERNAL) {
+        return Ok(None);
+    }
+    let Some((elem, size)) = element(init.data_type.unwrap_or(0)) else {
+        return Ok(None);
+    };
+    let get = |key: &str| entry(&init.external_data, key);
+    let location =
+        get(LOCATION).ok_or_else(|| bad(graph, name, "external data without a location"))?;
+    let num = |key: &str| -> Result<Option<u64>> {
+        get(key)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    bad(
+                        graph,
+                        name,
+                        format!("external data {key} {v:?} is not a number"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let offset = num(OFFSET)?.unwrap_or(0);
+    if init.dims.iter().any(|&d| d < 0) {
+        return Err(bad(graph, name, format!("negative dims {:?}", init.dims)));
+    }
+    let want = init
+        .dims
+        .iter()
+        .try_fold(size as u64, |n, &d| n.checked_mul(d as u64))
+        .ok_or_else(|| bad(graph, name, format!("dims {:?} overflow", init.dims)))?;
+    let len = num(LENGTH)?.unwrap_or(want);
+    if len != want {
+        return Err(bad(
+            graph,
+            name,
+            format!(
+                "external data length {len} bytes, but dims {:?} need {want}",
+                init.dims
+            ),
+        ));
+    }
+    if offset % size as u64 != 0 {
+        // Not addressable in place as this element type; ONNX Runtime copies it.
+        return Ok(None);
+    }
+    let slot = Slot {
+        file: dir.join(location),
+        offset,
+        len,
+        dims: init.dims.clone(),
+        data_type: init.data_type.unwrap_or(0),
+    };
+    Ok(Some((slot, elem)))
+}
+
 impl SharedWeights {
     /// Needs the ONNX Runtime library loaded (see [`crate::native::ort_environment`]).
     pub(crate) fn new() -> Result<Self> {
@@ -87,7 +156,7 @@ impl SharedWeights {
             AllocatorType::Device,
             MemoryType::Default,
         )
-        .map_err(err)?;
+        .map_err(fail("describe host memory"))?;
         Ok(SharedWeights {
             maps: HashMap::new(),
             values: HashMap::new(),
@@ -105,98 +174,59 @@ impl SharedWeights {
         let dir = graph.parent().unwrap_or(Path::new("."));
         let mut out = Vec::new();
         for init in model.graph.map(|g| g.initializer).unwrap_or_default() {
-            if init.data_location != Some(DATA_LOCATION_EXTERNAL) {
-                continue;
-            }
             let name = init.name.clone().unwrap_or_default();
-            let Some((elem, size)) = element(init.data_type.unwrap_or(0)) else {
-                continue;
-            };
-            let get = |key: &str| entry(&init.external_data, key);
-            let location = get(LOCATION)
-                .ok_or_else(|| bad(graph, &name, "external data without a location"))?;
-            let num = |key: &str| -> Result<Option<u64>> {
-                get(key)
-                    .map(|v| {
-                        v.parse::<u64>().map_err(|_| {
-                            bad(
-                                graph,
-                                &name,
-                                format!("external data {key} {v:?} is not a number"),
-                            )
-                        })
-                    })
-                    .transpose()
-            };
-            let offset = num(OFFSET)?.unwrap_or(0);
-            if init.dims.iter().any(|&d| d < 0) {
-                return Err(bad(graph, &name, format!("negative dims {:?}", init.dims)));
+            if let Some((slot, elem)) = slot_of(graph, dir, &name, &init)? {
+                let value = self.value_for(graph, &name, slot, elem)?;
+                out.push((name, value));
             }
-            let want = init
-                .dims
-                .iter()
-                .try_fold(size as u64, |n, &d| n.checked_mul(d as u64))
-                .ok_or_else(|| bad(graph, &name, format!("dims {:?} overflow", init.dims)))?;
-            let len = num(LENGTH)?.unwrap_or(want);
-            if len != want {
-                return Err(bad(
-                    graph,
-                    &name,
-                    format!(
-                        "external data length {len} bytes, but dims {:?} need {want}",
-                        init.dims
-                    ),
-                ));
-            }
-            if offset % size as u64 != 0 {
-                // Not addressable in place as this element type; ONNX Runtime copies it.
-                continue;
-            }
-            let path = dir.join(location);
-            let slot = Slot {
-                file: path.clone(),
-                offset,
-                len,
-                dims: init.dims.clone(),
-                data_type: init.data_type.unwrap_or(0),
-            };
-            if let Some(v) = self.values.get(&slot) {
-                out.push((name, v.clone()));
-                continue;
-            }
-            let map = match self.maps.get(&path) {
-                Some(m) => m.clone(),
-                None => {
-                    let f = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-                    // SAFETY: read-only mapping, kept alive as long as any session uses it (the
-                    // owner drops its sessions first). ONNX Runtime never writes initializers.
-                    let m =
-                        Arc::new(unsafe { Mmap::map(&f) }.map_err(|e| Error::io("map", &path, e))?);
-                    self.maps.insert(path.clone(), m.clone());
-                    m
-                }
-            };
-            if offset.saturating_add(len) > map.len() as u64 {
-                return Err(bad(
-                    graph,
-                    &name,
-                    format!(
-                        "external data {}..{} lies past the end of {} ({} bytes)",
-                        offset,
-                        offset + len,
-                        path.display(),
-                        map.len()
-                    ),
-                ));
-            }
-            let value = Arc::new(
-                self.value(&map, &slot, elem)
-                    .map_err(|e| err(format!("{}: {e}", graph.display())))?,
-            );
-            self.values.insert(slot, value.clone());
-            out.push((name, value));
         }
         Ok(out)
+    }
+
+    /// The value over `slot`, made once per slot.
+    fn value_for(
+        &mut self,
+        graph: &Path,
+        name: &str,
+        slot: Slot,
+        elem: Elem,
+    ) -> Result<Arc<DynValue>> {
+        if let Some(v) = self.values.get(&slot) {
+            return Ok(v.clone());
+        }
+        let map = self.map(&slot.file)?;
+        if slot.offset.saturating_add(slot.len) > map.len() as u64 {
+            return Err(bad(
+                graph,
+                name,
+                format!(
+                    "external data {}..{} lies past the end of {} ({} bytes)",
+                    slot.offset,
+                    slot.offset + slot.len,
+                    slot.file.display(),
+                    map.len()
+                ),
+            ));
+        }
+        let value = Arc::new(self.value(&map, &slot, elem).map_err(fail(format!(
+            "{}: make initializer {name} over the mapped data",
+            graph.display()
+        )))?);
+        self.values.insert(slot, value.clone());
+        Ok(value)
+    }
+
+    /// The data file `path`, mapped once.
+    fn map(&mut self, path: &Path) -> Result<Arc<Mmap>> {
+        if let Some(m) = self.maps.get(path) {
+            return Ok(m.clone());
+        }
+        let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+        // SAFETY: read-only mapping, kept alive as long as any session uses it (the owner drops
+        // its sessions first). ONNX Runtime never writes initializers.
+        let m = Arc::new(unsafe { Mmap::map(&f) }.map_err(|e| Error::io("map", path, e))?);
+        self.maps.insert(path.to_path_buf(), m.clone());
+        Ok(m)
     }
 
     fn value(&self, map: &Mmap, slot: &Slot, elem: Elem) -> ort::Result<DynValue> {

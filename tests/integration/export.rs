@@ -3,7 +3,8 @@
 //! (onnx.checker, optimum's ORTModelForSeq2SeqLM).
 
 use crate::common::{copy_dir, fixture, python, run_cbqa, run_python};
-use cbqa::export::{self, ExportOptions, ReferenceT5};
+use cbqa::export::{self, ExportOptions, Precision, Quantize, ReferenceT5};
+use cbqa::validate::{self, ValidateOptions, ValidatedExport};
 use cbqa::ModelDir;
 use ndarray::{Array2, Array3, ArrayD};
 use std::path::Path;
@@ -88,19 +89,28 @@ fn reference_forward_matches_transformers() {
     }
 }
 
+/// Float32's validation defaults (both runtimes).
+fn fp32_validation() -> ValidateOptions {
+    ValidateOptions::for_precision(Precision::Fp32, Quantize::None)
+}
+
 /// Export a fixture into a fresh temp dir with validation on.
-fn export_fixture(name: &str, tmp: &Path) -> export::ExportReport {
+fn export_fixture(name: &str, tmp: &Path) -> ValidatedExport {
     let out = tmp.join(name);
-    export::export(&ExportOptions::new(fixture(name), &out))
-        .unwrap_or_else(|e| panic!("export of {name} failed: {e}"))
+    validate::export(
+        &ExportOptions::new(fixture(name), &out),
+        Some(&fp32_validation()),
+    )
+    .unwrap_or_else(|e| panic!("export of {name} failed: {e}"))
 }
 
 #[test]
 fn export_validates_in_both_runtimes_and_stores_weights_once() {
     let tmp = tempfile::tempdir().unwrap();
     for name in FIXTURES {
-        let report = export_fixture(name, tmp.path());
-        let v = report.validation.as_ref().unwrap();
+        let done = export_fixture(name, tmp.path());
+        let v = done.validation.as_ref().unwrap();
+        let report = &done.export;
         for rt in ["onnxruntime", "tract"] {
             for graph in [export::ENCODER, export::DECODER, export::DECODER_WITH_PAST] {
                 let worst = v.worst(rt, graph).unwrap_or_else(|| panic!("{rt} {graph}"));
@@ -156,10 +166,10 @@ fn graphs_have_optimum_names_dtypes_and_dynamic_axes() {
     use cbqa::export::proto::{tensor_shape_proto::dimension::Value, type_proto, ModelProto};
     use prost::Message;
     let tmp = tempfile::tempdir().unwrap();
-    let report = export::export(&ExportOptions {
-        validate: None,
-        ..ExportOptions::new(fixture("t5_v1_0"), tmp.path().join("x"))
-    })
+    let report = export::export(&ExportOptions::new(
+        fixture("t5_v1_0"),
+        tmp.path().join("x"),
+    ))
     .unwrap();
     let sig = |file: &str| {
         let m =
@@ -251,11 +261,15 @@ fn onnx_checker_and_optimum_accept_the_export() {
     let py = python();
     let tmp = tempfile::tempdir().unwrap();
     for name in FIXTURES {
-        let report = export::export(&ExportOptions {
-            merged: true,
-            ..ExportOptions::new(fixture(name), tmp.path().join(name))
-        })
-        .unwrap_or_else(|e| panic!("export of {name} failed: {e}"));
+        let report = validate::export(
+            &ExportOptions {
+                merged: true,
+                ..ExportOptions::new(fixture(name), tmp.path().join(name))
+            },
+            Some(&fp32_validation()),
+        )
+        .unwrap_or_else(|e| panic!("export of {name} failed: {e}"))
+        .export;
         for unmerged in [false, true] {
             let mut cmd = std::process::Command::new(&py);
             cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_onnx_export.py"))
@@ -291,10 +305,10 @@ fn onnx_checker_and_optimum_accept_the_export() {
 fn tract_runs_every_graph_with_symbolic_axes() {
     use tract_onnx::prelude::*;
     let tmp = tempfile::tempdir().unwrap();
-    let report = export::export(&ExportOptions {
-        validate: None,
-        ..ExportOptions::new(fixture("t5_v1_1"), tmp.path().join("x"))
-    })
+    let report = export::export(&ExportOptions::new(
+        fixture("t5_v1_1"),
+        tmp.path().join("x"),
+    ))
     .unwrap();
     let model = ModelDir::open(&fixture("t5_v1_1")).unwrap();
     let (h, dkv, layers) = (4usize, 12usize, 2usize);
@@ -337,13 +351,10 @@ fn tract_runs_every_graph_with_symbolic_axes() {
 fn bad_inputs_give_clear_errors_and_touch_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |model: &Path, out: &Path| {
-        export::export(&ExportOptions {
-            validate: None,
-            ..ExportOptions::new(model, out)
-        })
-        .map(|_| ())
-        .unwrap_err()
-        .to_string()
+        export::export(&ExportOptions::new(model, out))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
     };
     // Missing checkpoint directory.
     let e = run(&tmp.path().join("nope"), &tmp.path().join("o1"));
@@ -386,12 +397,13 @@ fn bad_inputs_give_clear_errors_and_touch_nothing() {
 fn failed_export_leaves_no_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("never");
-    let mut opts = ExportOptions::new(fixture("t5_v1_1"), &out);
-    if let Some(v) = opts.validate.as_mut() {
-        v.tolerance = 0.0;
-        v.tract = false;
-    }
-    let e = export::export(&opts).unwrap_err();
+    let opts = ExportOptions::new(fixture("t5_v1_1"), &out);
+    let v = ValidateOptions {
+        tolerance: 0.0,
+        tract: false,
+        ..fp32_validation()
+    };
+    let e = validate::export(&opts, Some(&v)).unwrap_err();
     assert!(matches!(e, cbqa::Error::Validation { .. }), "{e}");
     assert!(e.to_string().contains("output `"), "{e}");
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
@@ -417,7 +429,6 @@ fn tiny_model(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn fp16_and_int8_exports_validate() {
-    use cbqa::export::{Precision, Quantize, ValidateOptions};
     // Reduced-precision kernels differ by CPU: a failure elsewhere should say what this ran on.
     eprintln!("cpu (int8): {}", cbqa::native::int8_kernel_summary());
     let tmp = tempfile::tempdir().unwrap();
@@ -430,12 +441,14 @@ fn fp16_and_int8_exports_validate() {
         (Precision::Fp32, Quantize::Int8),
     ] {
         let out = tmp.path().join(format!("{precision:?}-{quantize:?}"));
-        let report = export::export(&ExportOptions {
-            precision,
-            quantize,
-            validate: Some(ValidateOptions::for_precision(precision, quantize)),
-            ..ExportOptions::new(&model, &out)
-        })
+        let report = validate::export(
+            &ExportOptions {
+                precision,
+                quantize,
+                ..ExportOptions::new(&model, &out)
+            },
+            Some(&ValidateOptions::for_precision(precision, quantize)),
+        )
         .unwrap_or_else(|e| {
             let cpu = cbqa::native::int8_kernel_summary();
             panic!("{precision:?} {quantize:?}: {e}\ncpu: {cpu}")
@@ -464,7 +477,6 @@ fn fp16_and_int8_exports_validate() {
 /// EPYC, where the export was refused).
 #[test]
 fn int8_export_validates_under_avx2_saturation() {
-    use cbqa::export::{Precision, Quantize, ValidateOptions};
     eprintln!("cpu (int8): {}", cbqa::native::int8_kernel_summary());
     eprintln!("{}", run_python("avx2_u8s8.py", &["--self-test"]).trim());
     let tmp = tempfile::tempdir().unwrap();
@@ -474,11 +486,13 @@ fn int8_export_validates_under_avx2_saturation() {
         tract: false,
         ..ValidateOptions::for_precision(Precision::Fp32, Quantize::Int8)
     };
-    export::export(&ExportOptions {
-        quantize: Quantize::Int8,
-        validate: Some(opts.clone()),
-        ..ExportOptions::new(&model, &int8)
-    })
+    validate::export(
+        &ExportOptions {
+            quantize: Quantize::Int8,
+            ..ExportOptions::new(&model, &int8)
+        },
+        Some(&opts),
+    )
     .unwrap();
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(int8.join("cbqa_export.json")).unwrap())
@@ -496,8 +510,8 @@ fn int8_export_validates_under_avx2_saturation() {
         );
     }
     let m = ModelDir::open(&model).unwrap();
-    let native = export::validation_report(&int8, &m.config, &m.weights, &opts).unwrap();
-    let report = export::validation_report(&emulated, &m.config, &m.weights, &opts).unwrap();
+    let native = validate::validation_report(&int8, &m.config, &m.weights, &opts).unwrap();
+    let report = validate::validation_report(&emulated, &m.config, &m.weights, &opts).unwrap();
     if let Err(e) = report.check(&emulated, &opts) {
         panic!("{e}\ncpu: {}", cbqa::native::int8_kernel_summary());
     }

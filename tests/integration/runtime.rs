@@ -64,7 +64,6 @@ pub fn cbqa_export(name: &str) -> PathBuf {
         return out;
     }
     let mut opts = cbqa::export::ExportOptions::new(fixture(name), &out);
-    opts.validate = None;
     opts.force = true;
     cbqa::export::export(&opts).unwrap();
     out
@@ -292,4 +291,40 @@ fn ort_names_the_tensor_when_the_weight_file_is_short() {
             && err.contains("model.onnx_data"),
         "{err}"
     );
+}
+
+/// A failure inside ONNX Runtime keeps ONNX Runtime's own error as the `source`, with its code
+/// (here: int64 token ids given as floats to the encoder, through the graph-level call).
+#[test]
+fn ort_failure_keeps_the_ort_error_as_source() {
+    use cbqa::runtime::{Backend, BackendOptions, GraphInput};
+    use std::error::Error as _;
+    let dir = OnnxDir::open(&cbqa_export("t5_v1_0")).unwrap();
+    let backend = Backend::load(&dir, &BackendOptions::default()).unwrap();
+    let ids = ndarray::Array2::<f32>::zeros((1, 3)).into_dyn();
+    let mask = ndarray::Array2::<i64>::ones((1, 3)).into_dyn();
+    let e = backend
+        .run_graph(
+            cbqa::export::ENCODER,
+            vec![
+                ("input_ids".into(), GraphInput::F32(ids)),
+                ("attention_mask".into(), GraphInput::I64(mask)),
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            cbqa::Error::Backend {
+                backend: "onnxruntime",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let source = e.source().expect("a source");
+    let ort = source
+        .downcast_ref::<ort::Error>()
+        .unwrap_or_else(|| panic!("source is not an ort::Error: {source:?}"));
+    eprintln!("{e}: {ort} ({:?})", ort.code());
 }

@@ -366,7 +366,6 @@ print(json.dumps(tok.batch_decode(out, skip_special_tokens=True)))
         if !onnx.exists() {
             let mut o = cbqa::export::ExportOptions::new(&ckpt, &onnx);
             o.quantize = quant;
-            o.validate = None;
             cbqa::export::export(&o).unwrap();
         }
         let mut opts = cbqa::AnswererOptions::default();
