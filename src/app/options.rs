@@ -9,8 +9,8 @@ use crate::cli::{
 use anyhow::Result;
 use cbqa::data::{DataFormat, ReadOptions};
 use cbqa::eval::Normalizer;
-use cbqa::generate::{BatchPolicy, GenerateOptions};
 use cbqa::export::{ExportOptions, Precision, Quantize};
+use cbqa::generate::{BatchPolicy, GenerateOptions};
 use cbqa::runtime::{BackendKind, BackendOptions};
 use cbqa::validate::ValidateOptions;
 use cbqa::AnswererOptions;

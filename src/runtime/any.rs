@@ -178,6 +178,9 @@ impl Backend {
             Backend::Tract(_) => "tract",
             #[cfg(feature = "train")]
             Backend::Tch(_) => "tch",
+            // With no backend compiled in, `Backend` has no values.
+            #[cfg(not(any(feature = "ort", feature = "tract", feature = "train")))]
+            _ => match *self {},
         }
     }
 
@@ -201,6 +204,9 @@ impl Backend {
                     "the tch backend runs a checkpoint, not ONNX graphs",
                 ))
             }
+            // With no backend compiled in, `Backend` has no values.
+            #[cfg(not(any(feature = "ort", feature = "tract", feature = "train")))]
+            _ => match *self {},
         }
     }
 
@@ -231,6 +237,9 @@ impl Backend {
             Backend::Tract(_) => true,
             #[cfg(feature = "train")]
             Backend::Tch(_) => false,
+            // With no backend compiled in, `Backend` has no values.
+            #[cfg(not(any(feature = "ort", feature = "tract", feature = "train")))]
+            _ => match *self {},
         }
     }
 }
@@ -250,6 +259,9 @@ impl Seq2Seq for Backend {
             Backend::Tract(b) => b.encode(input).map(BackendState::Tract),
             #[cfg(feature = "train")]
             Backend::Tch(b) => b.encode(input).map(BackendState::Tch),
+            // With no backend compiled in, `Backend` has no values.
+            #[cfg(not(any(feature = "ort", feature = "tract", feature = "train")))]
+            _ => match *self {},
         }
     }
 
@@ -308,6 +320,9 @@ impl Seq2Seq for Backend {
             Backend::Tract(b) => b.describe(),
             #[cfg(feature = "train")]
             Backend::Tch(b) => b.describe(),
+            // With no backend compiled in, `Backend` has no values.
+            #[cfg(not(any(feature = "ort", feature = "tract", feature = "train")))]
+            _ => match *self {},
         }
     }
 }
