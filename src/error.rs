@@ -46,6 +46,13 @@ pub enum Error {
     /// An output location that would overwrite the user's files.
     #[error("{}: {msg}", path.display())]
     Output { path: PathBuf, msg: String },
+    /// An output directory that exists and is not empty, which only the setting `setting`
+    /// (`force` replaces it, `resume` continues a training run in it) may touch.
+    #[error("{} exists and is not empty (the `{setting}` setting would use it)", path.display())]
+    OutputExists {
+        path: PathBuf,
+        setting: &'static str,
+    },
     /// An export that could not be written or whose graphs a runtime rejects.
     #[error("{}: {msg}", path.display())]
     Export { path: PathBuf, msg: String },

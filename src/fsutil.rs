@@ -63,9 +63,9 @@ impl OutputDir {
                 .next()
                 .is_some();
             if non_empty && !force {
-                return Err(Error::Output {
+                return Err(Error::OutputExists {
                     path: target.to_path_buf(),
-                    msg: "exists and is not empty; pass --force to replace it".into(),
+                    setting: "force",
                 });
             }
         }
@@ -99,9 +99,10 @@ impl OutputDir {
                     .map(|mut d| d.next().is_none())
                     .unwrap_or(false);
                 if !empty {
-                    return Err(Error::Output {
+                    // (It appeared while we were writing.)
+                    return Err(Error::OutputExists {
                         path: self.target.clone(),
-                        msg: "appeared while writing and is not empty; pass --force".into(),
+                        setting: "force",
                     });
                 }
             }
@@ -143,7 +144,10 @@ mod tests {
         std::fs::create_dir(&target).unwrap();
         std::fs::write(target.join("keep.txt"), b"mine").unwrap();
         let err = OutputDir::create(&target, false).err().unwrap();
-        assert!(err.to_string().contains("--force"), "{err}");
+        assert!(
+            matches!(&err, Error::OutputExists { path, setting: "force" } if path == &target),
+            "{err}"
+        );
         assert_eq!(std::fs::read(target.join("keep.txt")).unwrap(), b"mine");
         {
             let out = OutputDir::create(&target, true).unwrap();

@@ -64,6 +64,16 @@ fn error_message(err: &(dyn std::error::Error + 'static)) -> String {
                 cli::flag_of_setting(setting).unwrap_or(setting)
             )
         }
+        Some(cbqa::Error::OutputExists { path, setting }) => {
+            let path = path.display();
+            match cli::flag_of_setting(setting) {
+                Some("--resume") => format!(
+                    "{path} exists and is not empty; continue it with --resume, or choose another --out"
+                ),
+                Some(flag) => format!("{path} exists and is not empty; pass {flag} to replace it"),
+                None => err.to_string(),
+            }
+        }
         _ => err.to_string(),
     }
 }
