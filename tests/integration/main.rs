@@ -2,6 +2,7 @@
 //! (feature `train`) are left out of the inference-only build
 //! (`cargo test --no-default-features --features ort,tract`), which runs everything else.
 
+mod architecture;
 mod bench;
 mod cli_eval;
 mod common;
