@@ -356,22 +356,12 @@ impl<'s> Trainer<'s> {
         } else {
             Start::fresh(s)?
         };
-        let mut config = start.config.clone();
-        config.dropout_rate = s.dropout;
-        let model_dir = ModelDir::open(&start.weights_dir)?;
-        let compute = (s.precision == Precision::Bf16).then_some(Kind::BFloat16);
-        let t5 = T5::from_weights_with_compute(
-            &config,
-            &model_dir.weights,
-            device,
-            Kind::Float,
-            compute,
-        )?;
+        let (t5, model_dir) = load_model(s, &start, device)?;
         let params = t5.named_parameters();
         let state_file = start.weights_dir.join(STATE_FILE);
         check_optimizer_state(&*start.optimizer, &params, &state_file)?;
         let tokenizer_files = state::read_tokenizer_files(&start.weights_dir)?;
-        let (train_data, dev, skipped) = read_data(s, &config, &model_dir)?;
+        let (train_data, dev, skipped) = read_data(s, &t5.config, &model_dir)?;
         for line in &skipped {
             eprintln!("skipped {line}");
         }
@@ -674,10 +664,9 @@ impl<'s> Trainer<'s> {
             Some(p) => p,
             None => self.save()?,
         };
-        if self.final_em.is_none() && self.evaluated_at.is_none() && !interrupted {
-            if self.dev.is_some() {
-                self.evaluate()?;
-            }
+        let never_evaluated = self.final_em.is_none() && self.evaluated_at.is_none();
+        if never_evaluated && !interrupted && self.dev.is_some() {
+            self.evaluate()?;
         }
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
         Ok(TrainOutcome {
@@ -691,6 +680,17 @@ impl<'s> Trainer<'s> {
             skipped_lines: self.skipped,
         })
     }
+}
+
+/// The model `start` names, on `device` with the run's dropout and precision, and its directory.
+fn load_model(s: &TrainSettings, start: &Start, device: Device) -> Result<(T5, ModelDir)> {
+    let mut config = start.config.clone();
+    config.dropout_rate = s.dropout;
+    let model_dir = ModelDir::open(&start.weights_dir)?;
+    let compute = (s.precision == Precision::Bf16).then_some(Kind::BFloat16);
+    let t5 =
+        T5::from_weights_with_compute(&config, &model_dir.weights, device, Kind::Float, compute)?;
+    Ok((t5, model_dir))
 }
 
 /// The training data, tokenized, the dev set when there is one, and the skipped data lines.
