@@ -70,20 +70,21 @@ pub(crate) struct T5Attention {
 }
 
 impl T5Attention {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Result<Self> {
         let (d, inner) = (cfg.d_model, cfg.inner_dim());
-        let relative_attention_bias = has_bias.then(|| {
-            var(
+        let relative_attention_bias = match has_bias {
+            true => Some(var(
                 &(&p / "relative_attention_bias"),
                 &[cfg.relative_attention_num_buckets, cfg.num_heads],
                 cfg,
-            )
-        });
-        T5Attention {
-            q: Linear::new(&p / "q", d, inner, cfg),
-            k: Linear::new(&p / "k", d, inner, cfg),
-            v: Linear::new(&p / "v", d, inner, cfg),
-            o: Linear::new(&p / "o", inner, d, cfg),
+            )?),
+            false => None,
+        };
+        Ok(T5Attention {
+            q: Linear::new(&p / "q", d, inner, cfg)?,
+            k: Linear::new(&p / "k", d, inner, cfg)?,
+            v: Linear::new(&p / "v", d, inner, cfg)?,
+            o: Linear::new(&p / "o", inner, d, cfg)?,
             relative_attention_bias,
             n_heads: cfg.num_heads as i64,
             d_kv: cfg.d_kv as i64,
@@ -91,7 +92,7 @@ impl T5Attention {
             max_distance: cfg.relative_attention_max_distance as i64,
             bidirectional: !is_decoder,
             dropout: cfg.dropout_rate,
-        }
+        })
     }
 
     /// `[B, L, H*d_kv]` → `[B, H, L, d_kv]`.
@@ -173,13 +174,13 @@ pub(crate) struct T5LayerSelfAttention {
 }
 
 impl T5LayerSelfAttention {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Self {
-        T5LayerSelfAttention {
-            attention: T5Attention::new(&p / "SelfAttention", cfg, has_bias, is_decoder),
-            layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg),
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Result<Self> {
+        Ok(T5LayerSelfAttention {
+            attention: T5Attention::new(&p / "SelfAttention", cfg, has_bias, is_decoder)?,
+            layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg)?,
             dropout: cfg.dropout_rate,
             is_decoder,
-        }
+        })
     }
 
     /// Returns the new hidden states and this layer's keys and values (past ones first).
@@ -218,12 +219,12 @@ pub(crate) struct T5LayerCrossAttention {
 }
 
 impl T5LayerCrossAttention {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Self {
-        T5LayerCrossAttention {
-            attention: T5Attention::new(&p / "EncDecAttention", cfg, false, true),
-            layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg),
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Result<Self> {
+        Ok(T5LayerCrossAttention {
+            attention: T5Attention::new(&p / "EncDecAttention", cfg, false, true)?,
+            layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg)?,
             dropout: cfg.dropout_rate,
-        }
+        })
     }
 
     pub(crate) fn forward(

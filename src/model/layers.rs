@@ -36,12 +36,12 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
-    pub(crate) fn new(p: Path, in_dim: usize, out_dim: usize, cfg: &Ctx<'_>) -> Self {
-        let weight = var(&p, &[out_dim, in_dim], cfg);
-        Linear {
+    pub(crate) fn new(p: Path, in_dim: usize, out_dim: usize, cfg: &Ctx<'_>) -> Result<Self> {
+        let weight = var(&p, &[out_dim, in_dim], cfg)?;
+        Ok(Linear {
             weight,
             compute: cfg.compute,
-        }
+        })
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
@@ -60,13 +60,13 @@ pub(crate) fn linear(xs: &Tensor, weight: &Tensor, compute: Option<Kind>) -> Res
 }
 
 /// A parameter named `<p>.weight`, drawn with the standard deviation transformers uses for it.
-pub(crate) fn var(p: &Path, shape: &[usize], cfg: &T5Config) -> Tensor {
+pub(crate) fn var(p: &Path, shape: &[usize], cfg: &T5Config) -> Result<Tensor> {
     let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
     let init = match crate::init::init_std(&p.path("weight"), cfg) {
         Some(stdev) => Init::Randn { mean: 0.0, stdev },
         None => Init::Const(cfg.initializer_factor),
     };
-    p.var("weight", &dims, init)
+    Ok(p.f_var("weight", &dims, init)?)
 }
 
 /// `T5LayerNorm`: RMS norm without mean subtraction or bias. The variance is accumulated in fp32
@@ -79,11 +79,11 @@ pub(crate) struct T5LayerNorm {
 }
 
 impl T5LayerNorm {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Self {
-        T5LayerNorm {
-            weight: var(&p, &[cfg.d_model], cfg),
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Result<Self> {
+        Ok(T5LayerNorm {
+            weight: var(&p, &[cfg.d_model], cfg)?,
             eps: cfg.layer_norm_epsilon,
-        }
+        })
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
@@ -113,24 +113,24 @@ pub(crate) struct DenseReluDense {
 }
 
 impl DenseReluDense {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Result<Self> {
         let ff = cfg.ff();
         let (d, f) = (cfg.d_model, cfg.d_ff);
         let (wi_0, wi_1) = if ff.is_gated() {
             (
-                Linear::new(&p / "wi_0", d, f, cfg),
-                Some(Linear::new(&p / "wi_1", d, f, cfg)),
+                Linear::new(&p / "wi_0", d, f, cfg)?,
+                Some(Linear::new(&p / "wi_1", d, f, cfg)?),
             )
         } else {
-            (Linear::new(&p / "wi", d, f, cfg), None)
+            (Linear::new(&p / "wi", d, f, cfg)?, None)
         };
-        DenseReluDense {
+        Ok(DenseReluDense {
             ff,
             wi_0,
             wi_1,
-            wo: Linear::new(&p / "wo", f, d, cfg),
+            wo: Linear::new(&p / "wo", f, d, cfg)?,
             dropout: cfg.dropout_rate,
-        }
+        })
     }
 
     fn act(&self, xs: &Tensor) -> Result<Tensor> {
@@ -179,12 +179,12 @@ pub(crate) struct T5LayerFF {
 }
 
 impl T5LayerFF {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Self {
-        T5LayerFF {
-            dense_relu_dense: DenseReluDense::new(&p / "DenseReluDense", cfg),
-            layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg),
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Result<Self> {
+        Ok(T5LayerFF {
+            dense_relu_dense: DenseReluDense::new(&p / "DenseReluDense", cfg)?,
+            layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg)?,
             dropout: cfg.dropout_rate,
-        }
+        })
     }
 
     pub(crate) fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {

@@ -86,22 +86,22 @@ pub(crate) struct T5Block {
 }
 
 impl T5Block {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Result<Self> {
         let layer = &p / "layer";
-        let self_attention = T5LayerSelfAttention::new(&layer / 0, cfg, has_bias, is_decoder);
+        let self_attention = T5LayerSelfAttention::new(&layer / 0, cfg, has_bias, is_decoder)?;
         let (cross_attention, ff) = if is_decoder {
             (
-                Some(T5LayerCrossAttention::new(&layer / 1, cfg)),
-                T5LayerFF::new(&layer / 2, cfg),
+                Some(T5LayerCrossAttention::new(&layer / 1, cfg)?),
+                T5LayerFF::new(&layer / 2, cfg)?,
             )
         } else {
-            (None, T5LayerFF::new(&layer / 1, cfg))
+            (None, T5LayerFF::new(&layer / 1, cfg)?)
         };
-        T5Block {
+        Ok(T5Block {
             self_attention,
             cross_attention,
             ff,
-        }
+        })
     }
 }
 
@@ -173,7 +173,7 @@ pub(crate) struct T5Stack {
 }
 
 impl T5Stack {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, shared: &Tensor, is_decoder: bool) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, shared: &Tensor, is_decoder: bool) -> Result<Self> {
         let layers = if is_decoder {
             cfg.decoder_layers()
         } else {
@@ -181,13 +181,13 @@ impl T5Stack {
         };
         let blocks = (0..layers)
             .map(|i| T5Block::new(&p / "block" / i, cfg, i == 0, is_decoder))
-            .collect();
-        T5Stack {
+            .collect::<Result<_>>()?;
+        Ok(T5Stack {
             embed_tokens: shared.shallow_clone(),
             blocks,
-            final_layer_norm: T5LayerNorm::new(&p / "final_layer_norm", cfg),
+            final_layer_norm: T5LayerNorm::new(&p / "final_layer_norm", cfg)?,
             dropout: cfg.dropout_rate,
-        }
+        })
     }
 
     fn embed(&self, ids: &Tensor, train: bool) -> Result<Tensor> {

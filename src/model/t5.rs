@@ -59,28 +59,35 @@ pub struct T5ForConditionalGeneration {
 impl T5ForConditionalGeneration {
     /// Builds the module tree under `p` (normally the var store's root); parameter names are the
     /// Hugging Face names by construction.
-    pub fn new(p: Path, cfg: &T5Config) -> Self {
+    pub fn new(p: Path, cfg: &T5Config) -> Result<Self> {
         Self::with_compute(p, cfg, None)
     }
 
     /// As [`T5ForConditionalGeneration::new`], with the matmuls in `compute` precision (e.g.
     /// `Some(Kind::BFloat16)`: mixed precision with fp32 parameters).
-    pub fn with_compute(p: Path, cfg: &T5Config, compute: Option<Kind>) -> Self {
+    pub fn with_compute(p: Path, cfg: &T5Config, compute: Option<Kind>) -> Result<Self> {
         let ctx = Ctx { cfg, compute };
         let cfg = &ctx;
-        let shared = var(&(&p / "shared"), &[cfg.vocab_size, cfg.d_model], cfg);
-        let lm_head = (!cfg.tie_word_embeddings)
-            .then(|| Linear::new(&p / "lm_head", cfg.d_model, cfg.vocab_size, cfg));
-        T5ForConditionalGeneration {
+        let shared = var(&(&p / "shared"), &[cfg.vocab_size, cfg.d_model], cfg)?;
+        let lm_head = match cfg.tie_word_embeddings {
+            false => Some(Linear::new(
+                &p / "lm_head",
+                cfg.d_model,
+                cfg.vocab_size,
+                cfg,
+            )?),
+            true => None,
+        };
+        Ok(T5ForConditionalGeneration {
             compute,
-            encoder: T5Stack::new(&p / "encoder", cfg, &shared, false),
-            decoder: T5Stack::new(&p / "decoder", cfg, &shared, true),
+            encoder: T5Stack::new(&p / "encoder", cfg, &shared, false)?,
+            decoder: T5Stack::new(&p / "decoder", cfg, &shared, true)?,
             shared,
             lm_head,
             d_model: cfg.d_model as f64,
             decoder_start_id: i64::from(cfg.decoder_start_id()),
             pad_id: i64::from(cfg.pad_id()),
-        }
+        })
     }
 
     /// The encoder's last hidden state `[B, S, D]`.
@@ -210,19 +217,19 @@ fn st_kind(dtype: Dtype) -> Option<Kind> {
 
 impl T5 {
     /// A randomly initialised T5 (transformers' initialisation) on `device`, in fp32.
-    pub fn new(config: &T5Config, device: Device) -> Self {
+    pub fn new(config: &T5Config, device: Device) -> Result<Self> {
         Self::with_compute(config, device, None)
     }
 
     /// As [`T5::new`], with the matmuls in `compute` precision (fp32 parameters).
-    pub fn with_compute(config: &T5Config, device: Device, compute: Option<Kind>) -> Self {
+    pub fn with_compute(config: &T5Config, device: Device, compute: Option<Kind>) -> Result<Self> {
         let vs = VarStore::new(device);
-        let model = T5ForConditionalGeneration::with_compute(vs.root(), config, compute);
-        T5 {
+        let model = T5ForConditionalGeneration::with_compute(vs.root(), config, compute)?;
+        Ok(T5 {
             config: config.clone(),
             vs,
             model,
-        }
+        })
     }
 
     /// A T5 with the weights of a checkpoint, converted to `kind` (fp32 for training).
@@ -243,7 +250,7 @@ impl T5 {
         kind: Kind,
         compute: Option<Kind>,
     ) -> Result<Self> {
-        let mut t5 = T5::with_compute(config, device, compute);
+        let mut t5 = T5::with_compute(config, device, compute)?;
         if kind != Kind::Float {
             t5.vs.set_kind(kind);
         }

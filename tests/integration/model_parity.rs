@@ -151,7 +151,7 @@ fn t5_v1_1_matches_transformers() {
 fn parameter_names_are_the_hf_names() {
     for name in ["t5_v1_0", "t5_v1_1"] {
         let dir = ModelDir::open(&fixture(name)).unwrap();
-        let t5 = T5::new(&dir.config, Device::Cpu);
+        let t5 = T5::new(&dir.config, Device::Cpu).unwrap();
         let mut ours: Vec<(String, Vec<i64>)> = t5
             .named_parameters()
             .into_iter()
@@ -178,7 +178,7 @@ fn transformers_loads_what_we_save() {
     for name in ["t5_v1_0", "t5_v1_1"] {
         let src = fixture(name);
         let dir = ModelDir::open(&src).unwrap();
-        let t5 = T5::new(&dir.config, Device::Cpu); // random weights, not the fixture's
+        let t5 = T5::new(&dir.config, Device::Cpu).unwrap(); // random weights, not the fixture's
         let out = tempfile::tempdir().unwrap();
         dir.config.save(out.path()).unwrap();
         t5.save_safetensors(&out.path().join("model.safetensors"))
@@ -239,7 +239,7 @@ fn bf16_compute_stays_close_to_fp32() {
     let mut cfg = dir.config.clone();
     cfg.initializer_factor = 1.0;
     tch::manual_seed(0);
-    let fp32 = T5::new(&cfg, Device::Cpu);
+    let fp32 = T5::new(&cfg, Device::Cpu).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     cfg.save(tmp.path()).unwrap();
     fp32.save_safetensors(&tmp.path().join("model.safetensors"))
