@@ -379,7 +379,10 @@ impl<'s> Trainer<'s> {
             s.answer,
             s.batch_tokens,
         );
-        let best_dir = (start.state.best_step).map(|b| s.out.join(format!("checkpoint-{b}")));
+        let best_dir = start
+            .state
+            .best_step
+            .map(|b| s.out.join(format!("checkpoint-{b}")));
         Ok(Trainer {
             settings: s,
             device,
