@@ -6,6 +6,7 @@
 //! blocks reuse the bias it computed, padding mask included), and the softmax computed in fp32.
 
 use super::layers::{var, Ctx, Linear, T5LayerNorm};
+use crate::error::Result;
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
@@ -19,27 +20,36 @@ pub(crate) fn relative_position_bucket(
     bidirectional: bool,
     num_buckets: i64,
     max_distance: i64,
-) -> Tensor {
+) -> Result<Tensor> {
     let mut num_buckets = num_buckets;
     let (buckets, position) = if bidirectional {
         num_buckets /= 2;
         (
-            relative_position.gt(0).to_kind(Kind::Int64) * num_buckets,
-            relative_position.abs(),
+            relative_position
+                .f_gt(0)?
+                .f_to_kind(Kind::Int64)?
+                .f_mul_scalar(num_buckets)?,
+            relative_position.f_abs()?,
         )
     } else {
         (
-            relative_position.zeros_like(),
-            -relative_position.clamp_max(0),
+            relative_position.f_zeros_like()?,
+            relative_position.f_clamp_max(0)?.f_neg()?,
         )
     };
     let max_exact = num_buckets / 2;
-    let is_small = position.lt(max_exact);
-    let large = (position.to_kind(Kind::Float) / max_exact as f64).log()
-        / (max_distance as f64 / max_exact as f64).ln()
-        * (num_buckets - max_exact) as f64;
-    let large = (large.to_kind(Kind::Int64) + max_exact).clamp_max(num_buckets - 1);
-    buckets + position.where_self(&is_small, &large)
+    let is_small = position.f_lt(max_exact)?;
+    let large = position
+        .f_to_kind(Kind::Float)?
+        .f_div_scalar(max_exact as f64)?
+        .f_log()?
+        .f_div_scalar((max_distance as f64 / max_exact as f64).ln())?
+        .f_mul_scalar((num_buckets - max_exact) as f64)?;
+    let large = large
+        .f_to_kind(Kind::Int64)?
+        .f_add_scalar(max_exact)?
+        .f_clamp_max(num_buckets - 1)?;
+    Ok(buckets.f_add(&position.f_where_self(&is_small, &large)?)?)
 }
 
 /// `T5Attention`: multi-head attention with `num_heads` heads of `d_kv` (not d_model/num_heads).
@@ -60,20 +70,21 @@ pub(crate) struct T5Attention {
 }
 
 impl T5Attention {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Result<Self> {
         let (d, inner) = (cfg.d_model, cfg.inner_dim());
-        let relative_attention_bias = has_bias.then(|| {
-            var(
+        let relative_attention_bias = match has_bias {
+            true => Some(var(
                 &(&p / "relative_attention_bias"),
                 &[cfg.relative_attention_num_buckets, cfg.num_heads],
                 cfg,
-            )
-        });
-        T5Attention {
-            q: Linear::new(&p / "q", d, inner, cfg),
-            k: Linear::new(&p / "k", d, inner, cfg),
-            v: Linear::new(&p / "v", d, inner, cfg),
-            o: Linear::new(&p / "o", inner, d, cfg),
+            )?),
+            false => None,
+        };
+        Ok(T5Attention {
+            q: Linear::new(&p / "q", d, inner, cfg)?,
+            k: Linear::new(&p / "k", d, inner, cfg)?,
+            v: Linear::new(&p / "v", d, inner, cfg)?,
+            o: Linear::new(&p / "o", inner, d, cfg)?,
             relative_attention_bias,
             n_heads: cfg.num_heads as i64,
             d_kv: cfg.d_kv as i64,
@@ -81,37 +92,46 @@ impl T5Attention {
             max_distance: cfg.relative_attention_max_distance as i64,
             bidirectional: !is_decoder,
             dropout: cfg.dropout_rate,
-        }
+        })
     }
 
     /// `[B, L, H*d_kv]` → `[B, H, L, d_kv]`.
-    fn heads(&self, xs: &Tensor) -> Tensor {
-        let b = xs.size()[0];
-        xs.view([b, -1, self.n_heads, self.d_kv]).transpose(1, 2)
+    fn heads(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, _, _) = xs.size3()?;
+        Ok(xs
+            .f_view([b, -1, self.n_heads, self.d_kv])?
+            .f_transpose(1, 2)?)
     }
 
     /// Keys and values of `states`, each `[B, H, L, d_kv]` (the cache layout).
-    pub(crate) fn key_value(&self, states: &Tensor) -> (Tensor, Tensor) {
-        (
-            self.heads(&self.k.forward(states)),
-            self.heads(&self.v.forward(states)),
-        )
+    pub(crate) fn key_value(&self, states: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.heads(&self.k.forward(states)?)?,
+            self.heads(&self.v.forward(states)?)?,
+        ))
     }
 
     /// `compute_bias`: `[1, H, T, K]` for queries at absolute positions `query_positions` (i64
     /// `[T]`) over keys `0..key_len`. `None` when this layer has no bias table (blocks > 0).
-    pub(crate) fn compute_bias(&self, query_positions: &Tensor, key_len: i64) -> Option<Tensor> {
-        let table = self.relative_attention_bias.as_ref()?;
-        let memory = Tensor::arange(key_len, (Kind::Int64, query_positions.device())).unsqueeze(0);
-        let relative = memory - query_positions.unsqueeze(1);
+    pub(crate) fn compute_bias(
+        &self,
+        query_positions: &Tensor,
+        key_len: i64,
+    ) -> Result<Option<Tensor>> {
+        let Some(table) = self.relative_attention_bias.as_ref() else {
+            return Ok(None);
+        };
+        let memory =
+            Tensor::f_arange(key_len, (Kind::Int64, query_positions.device()))?.f_unsqueeze(0)?;
+        let relative = memory.f_sub(&query_positions.f_unsqueeze(1)?)?;
         let buckets = relative_position_bucket(
             &relative,
             self.bidirectional,
             self.num_buckets,
             self.max_distance,
-        );
-        let values = Tensor::embedding(table, &buckets, -1, false, false);
-        Some(values.permute([2, 0, 1]).unsqueeze(0))
+        )?;
+        let values = Tensor::f_embedding(table, &buckets, -1, false, false)?;
+        Ok(Some(values.f_permute([2, 0, 1])?.f_unsqueeze(0)?))
     }
 
     /// Attention of `hidden` `[B, T, D]` over `key`/`value` `[B, H, K, d_kv]`; `bias` is the
@@ -123,23 +143,23 @@ impl T5Attention {
         value: &Tensor,
         bias: &Tensor,
         train: bool,
-    ) -> Tensor {
-        let b = hidden.size()[0];
-        let query = self.heads(&self.q.forward(hidden));
+    ) -> Result<Tensor> {
+        let (b, _, _) = hidden.size3()?;
+        let query = self.heads(&self.q.forward(hidden)?)?;
         // No 1/sqrt(d_kv): T5 folds it into the initialisation of `q`.
-        let mut scores = query.matmul(&key.transpose(3, 2));
+        let mut scores = query.f_matmul(&key.f_transpose(3, 2)?)?;
         // In place, as transformers does, so the scores keep their dtype under autocast.
-        scores += bias;
+        let _ = scores.f_add_(bias)?;
         let weights = scores
-            .to_kind(Kind::Float)
-            .softmax(-1, Kind::Float)
-            .to_kind(scores.kind())
-            .dropout(self.dropout, train);
-        let out = weights.matmul(value).transpose(1, 2).contiguous().view([
-            b,
-            -1,
-            self.n_heads * self.d_kv,
-        ]);
+            .f_to_kind(Kind::Float)?
+            .f_softmax(-1, Kind::Float)?
+            .f_to_kind(scores.kind())?
+            .f_dropout(self.dropout, train)?;
+        let out = weights
+            .f_matmul(value)?
+            .f_transpose(1, 2)?
+            .f_contiguous()?
+            .f_view([b, -1, self.n_heads * self.d_kv])?;
         self.o.forward(&out)
     }
 }
@@ -154,13 +174,13 @@ pub(crate) struct T5LayerSelfAttention {
 }
 
 impl T5LayerSelfAttention {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Self {
-        T5LayerSelfAttention {
-            attention: T5Attention::new(&p / "SelfAttention", cfg, has_bias, is_decoder),
-            layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg),
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Result<Self> {
+        Ok(T5LayerSelfAttention {
+            attention: T5Attention::new(&p / "SelfAttention", cfg, has_bias, is_decoder)?,
+            layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg)?,
             dropout: cfg.dropout_rate,
             is_decoder,
-        }
+        })
     }
 
     /// Returns the new hidden states and this layer's keys and values (past ones first).
@@ -170,21 +190,22 @@ impl T5LayerSelfAttention {
         bias: &Tensor,
         past: Option<(&Tensor, &Tensor)>,
         train: bool,
-    ) -> (Tensor, Tensor, Tensor) {
-        let normed = self.layer_norm.forward(hidden);
-        let (mut key, mut value) = self.attention.key_value(&normed);
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let normed = self.layer_norm.forward(hidden)?;
+        let (mut key, mut value) = self.attention.key_value(&normed)?;
         if let Some((past_key, past_value)) = past {
-            key = Tensor::cat(&[past_key, &key], 2);
-            value = Tensor::cat(&[past_value, &value], 2);
+            key = Tensor::f_cat(&[past_key, &key], 2)?;
+            value = Tensor::f_cat(&[past_value, &value], 2)?;
         } else if self.is_decoder {
             // The decoder's keys and values live in the cache, contiguous `[B, H, T, d_kv]`
             // (transformers' DynamicCache concatenates even on the first call). The layout
             // changes how the matmul rounds, so we keep transformers' to match it bit for bit.
-            key = key.contiguous();
-            value = value.contiguous();
+            key = key.f_contiguous()?;
+            value = value.f_contiguous()?;
         }
-        let out = self.attention.forward(&normed, &key, &value, bias, train);
-        (hidden + out.dropout(self.dropout, train), key, value)
+        let out = self.attention.forward(&normed, &key, &value, bias, train)?;
+        let hidden = hidden.f_add(&out.f_dropout(self.dropout, train)?)?;
+        Ok((hidden, key, value))
     }
 }
 
@@ -198,12 +219,12 @@ pub(crate) struct T5LayerCrossAttention {
 }
 
 impl T5LayerCrossAttention {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Self {
-        T5LayerCrossAttention {
-            attention: T5Attention::new(&p / "EncDecAttention", cfg, false, true),
-            layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg),
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Result<Self> {
+        Ok(T5LayerCrossAttention {
+            attention: T5Attention::new(&p / "EncDecAttention", cfg, false, true)?,
+            layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg)?,
             dropout: cfg.dropout_rate,
-        }
+        })
     }
 
     pub(crate) fn forward(
@@ -213,10 +234,10 @@ impl T5LayerCrossAttention {
         value: &Tensor,
         bias: &Tensor,
         train: bool,
-    ) -> Tensor {
-        let normed = self.layer_norm.forward(hidden);
-        let out = self.attention.forward(&normed, key, value, bias, train);
-        hidden + out.dropout(self.dropout, train)
+    ) -> Result<Tensor> {
+        let normed = self.layer_norm.forward(hidden)?;
+        let out = self.attention.forward(&normed, key, value, bias, train)?;
+        Ok(hidden.f_add(&out.f_dropout(self.dropout, train)?)?)
     }
 }
 
@@ -226,7 +247,7 @@ mod tests {
 
     fn buckets(rel: &[i64], bidirectional: bool, n: i64, max: i64) -> Vec<i64> {
         let t = Tensor::from_slice(rel);
-        Vec::<i64>::try_from(relative_position_bucket(&t, bidirectional, n, max)).unwrap()
+        Vec::<i64>::try_from(relative_position_bucket(&t, bidirectional, n, max).unwrap()).unwrap()
     }
 
     #[test]

@@ -4,42 +4,49 @@
 use crate::error::{Error, Result};
 use tch::{Cuda, Device};
 
-/// Resolve a `--device` value.
+/// Resolve a device setting: `auto`, `cpu`, `cuda` or `cuda:N`.
 pub fn resolve_device(spec: &str) -> Result<Device> {
     let spec = spec.trim();
-    let cuda = |index: usize| -> Result<Device> {
-        if let Err(e) = crate::native::torch_cuda() {
-            return Err(Error::Invalid(format!(
-                "--device {spec}: {e}; use --device cpu"
-            )));
-        }
-        if !Cuda::is_available() {
-            return Err(Error::Invalid(format!(
-                "--device {spec}: libtorch sees no CUDA device (is a GPU visible? `cbqa doctor` \
-                 shows what was found); use --device cpu"
-            )));
-        }
-        let n = Cuda::device_count() as usize;
-        if index >= n {
-            return Err(Error::Invalid(format!(
-                "--device {spec}: there are only {n} CUDA device(s)"
-            )));
-        }
-        Ok(Device::Cuda(index))
-    };
     match spec {
         "auto" => Ok(match crate::native::torch_cuda() {
             Ok(_) => Device::cuda_if_available(),
             Err(_) => Device::Cpu,
         }),
         "cpu" => Ok(Device::Cpu),
-        "cuda" => cuda(0),
+        "cuda" => cuda(spec, 0),
         _ => match spec.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(i)) => cuda(i),
-            _ => Err(Error::Invalid(format!(
-                "--device {spec}: expected auto, cpu, cuda or cuda:N"
-            ))),
+            Some(Ok(i)) => cuda(spec, i),
+            _ => Err(device_error(spec, "expected auto, cpu, cuda or cuda:N")),
         },
+    }
+}
+
+/// CUDA device `index`, when libtorch's CUDA part loads and sees that many GPUs.
+fn cuda(spec: &str, index: usize) -> Result<Device> {
+    if let Err(e) = crate::native::torch_cuda() {
+        return Err(device_error(spec, format!("{e}; use the cpu device")));
+    }
+    if !Cuda::is_available() {
+        return Err(device_error(
+            spec,
+            "libtorch sees no CUDA device (is a GPU visible? `cbqa doctor` shows what was \
+             found); use the cpu device",
+        ));
+    }
+    let n = Cuda::device_count() as usize;
+    if index >= n {
+        return Err(device_error(
+            spec,
+            format!("there are only {n} CUDA device(s)"),
+        ));
+    }
+    Ok(Device::Cuda(index))
+}
+
+fn device_error(spec: &str, msg: impl Into<String>) -> Error {
+    Error::Device {
+        device: spec.to_string(),
+        msg: msg.into(),
     }
 }
 
@@ -59,7 +66,10 @@ mod tests {
         if !Cuda::is_available() {
             assert_eq!(resolve_device("auto").unwrap(), Device::Cpu);
             let e = resolve_device("cuda:0").unwrap_err().to_string();
-            assert!(e.contains("CUDA") && e.contains("--device cpu"), "{e}");
+            assert!(
+                e.contains("CUDA") && e.contains("use the cpu device"),
+                "{e}"
+            );
             assert!(resolve_device("cuda").is_err());
         }
     }

@@ -3,6 +3,7 @@
 //! `transformers/models/t5/modeling_t5.py` (4.57), down to where dropout and dtype casts happen.
 
 use crate::config::{FeedForward, T5Config};
+use crate::error::Result;
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
@@ -35,35 +36,37 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
-    pub(crate) fn new(p: Path, in_dim: usize, out_dim: usize, cfg: &Ctx<'_>) -> Self {
-        let weight = var(&p, &[out_dim, in_dim], cfg);
-        Linear {
+    pub(crate) fn new(p: Path, in_dim: usize, out_dim: usize, cfg: &Ctx<'_>) -> Result<Self> {
+        let weight = var(&p, &[out_dim, in_dim], cfg)?;
+        Ok(Linear {
             weight,
             compute: cfg.compute,
-        }
+        })
     }
 
-    pub(crate) fn forward(&self, xs: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         linear(xs, &self.weight, self.compute)
     }
 }
 
 /// `xs @ weight.T`, in `compute` precision when given (see [`Ctx`]).
-pub(crate) fn linear(xs: &Tensor, weight: &Tensor, compute: Option<Kind>) -> Tensor {
-    match compute {
-        Some(k) if k != weight.kind() => xs.to_kind(k).linear::<Tensor>(&weight.to_kind(k), None),
-        _ => xs.linear::<Tensor>(weight, None),
-    }
+pub(crate) fn linear(xs: &Tensor, weight: &Tensor, compute: Option<Kind>) -> Result<Tensor> {
+    Ok(match compute {
+        Some(k) if k != weight.kind() => xs
+            .f_to_kind(k)?
+            .f_linear::<Tensor>(&weight.f_to_kind(k)?, None)?,
+        _ => xs.f_linear::<Tensor>(weight, None)?,
+    })
 }
 
 /// A parameter named `<p>.weight`, drawn with the standard deviation transformers uses for it.
-pub(crate) fn var(p: &Path, shape: &[usize], cfg: &T5Config) -> Tensor {
+pub(crate) fn var(p: &Path, shape: &[usize], cfg: &T5Config) -> Result<Tensor> {
     let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
     let init = match crate::config::init_std(&p.path("weight"), cfg) {
         Some(stdev) => Init::Randn { mean: 0.0, stdev },
         None => Init::Const(cfg.initializer_factor),
     };
-    p.var("weight", &dims, init)
+    Ok(p.f_var("weight", &dims, init)?)
 }
 
 /// `T5LayerNorm`: RMS norm without mean subtraction or bias. The variance is accumulated in fp32
@@ -76,24 +79,24 @@ pub(crate) struct T5LayerNorm {
 }
 
 impl T5LayerNorm {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Self {
-        T5LayerNorm {
-            weight: var(&p, &[cfg.d_model], cfg),
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Result<Self> {
+        Ok(T5LayerNorm {
+            weight: var(&p, &[cfg.d_model], cfg)?,
             eps: cfg.layer_norm_epsilon,
-        }
+        })
     }
 
-    pub(crate) fn forward(&self, xs: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let variance = xs
-            .to_kind(Kind::Float)
-            .pow_tensor_scalar(2)
-            .mean_dim(-1, true, Kind::Float);
-        let mut hidden = xs * (variance + self.eps).rsqrt();
+            .f_to_kind(Kind::Float)?
+            .f_pow_tensor_scalar(2)?
+            .f_mean_dim(-1, true, Kind::Float)?;
+        let mut hidden = xs.f_mul(&variance.f_add_scalar(self.eps)?.f_rsqrt()?)?;
         let wk = self.weight.kind();
         if matches!(wk, Kind::Half | Kind::BFloat16) {
-            hidden = hidden.to_kind(wk);
+            hidden = hidden.f_to_kind(wk)?;
         }
-        &self.weight * hidden
+        Ok(self.weight.f_mul(&hidden)?)
     }
 }
 
@@ -110,45 +113,45 @@ pub(crate) struct DenseReluDense {
 }
 
 impl DenseReluDense {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Result<Self> {
         let ff = cfg.ff();
         let (d, f) = (cfg.d_model, cfg.d_ff);
         let (wi_0, wi_1) = if ff.is_gated() {
             (
-                Linear::new(&p / "wi_0", d, f, cfg),
-                Some(Linear::new(&p / "wi_1", d, f, cfg)),
+                Linear::new(&p / "wi_0", d, f, cfg)?,
+                Some(Linear::new(&p / "wi_1", d, f, cfg)?),
             )
         } else {
-            (Linear::new(&p / "wi", d, f, cfg), None)
+            (Linear::new(&p / "wi", d, f, cfg)?, None)
         };
-        DenseReluDense {
+        Ok(DenseReluDense {
             ff,
             wi_0,
             wi_1,
-            wo: Linear::new(&p / "wo", f, d, cfg),
+            wo: Linear::new(&p / "wo", f, d, cfg)?,
             dropout: cfg.dropout_rate,
-        }
+        })
     }
 
-    fn act(&self, xs: &Tensor) -> Tensor {
+    fn act(&self, xs: &Tensor) -> Result<Tensor> {
         match self.ff {
-            FeedForward::Relu | FeedForward::GatedRelu => xs.relu(),
+            FeedForward::Relu | FeedForward::GatedRelu => Ok(xs.f_relu()?),
             FeedForward::GatedGelu => gelu_new(xs),
         }
     }
 
-    pub(crate) fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        let activated = self.act(&self.wi_0.forward(xs));
+    pub(crate) fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let activated = self.act(&self.wi_0.forward(xs)?)?;
         // Not in place: relu's backward needs its output.
         let gated = match &self.wi_1 {
-            Some(wi_1) => activated * wi_1.forward(xs),
+            Some(wi_1) => activated.f_mul(&wi_1.forward(xs)?)?,
             None => activated,
         };
-        let mut hidden = gated.dropout(self.dropout, train);
+        let mut hidden = gated.f_dropout(self.dropout, train)?;
         // transformers keeps `wo` in fp32 for some half-precision checkpoints and casts to it.
         let wk = self.wo.weight.kind();
         if hidden.kind() != wk {
-            hidden = hidden.to_kind(wk);
+            hidden = hidden.f_to_kind(wk)?;
         }
         self.wo.forward(&hidden)
     }
@@ -157,9 +160,14 @@ impl DenseReluDense {
 /// transformers' `NewGELUActivation` (`gelu_new`), the tanh approximation, written with the same
 /// elementwise ops as the Python so it rounds the same (`gelu(approximate="tanh")` differs in the
 /// last bits).
-pub(crate) fn gelu_new(xs: &Tensor) -> Tensor {
-    let inner = (xs + xs.pow_tensor_scalar(3.0) * 0.044715) * (2.0 / std::f64::consts::PI).sqrt();
-    xs * 0.5 * (inner.tanh() + 1.0)
+pub(crate) fn gelu_new(xs: &Tensor) -> Result<Tensor> {
+    let cubic = xs.f_pow_tensor_scalar(3.0)?.f_mul_scalar(0.044715)?;
+    let inner = xs
+        .f_add(&cubic)?
+        .f_mul_scalar((2.0 / std::f64::consts::PI).sqrt())?;
+    Ok(xs
+        .f_mul_scalar(0.5)?
+        .f_mul(&inner.f_tanh()?.f_add_scalar(1.0)?)?)
 }
 
 /// `T5LayerFF`: pre-norm feed-forward with a residual connection.
@@ -171,30 +179,30 @@ pub(crate) struct T5LayerFF {
 }
 
 impl T5LayerFF {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Self {
-        T5LayerFF {
-            dense_relu_dense: DenseReluDense::new(&p / "DenseReluDense", cfg),
-            layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg),
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>) -> Result<Self> {
+        Ok(T5LayerFF {
+            dense_relu_dense: DenseReluDense::new(&p / "DenseReluDense", cfg)?,
+            layer_norm: T5LayerNorm::new(&p / "layer_norm", cfg)?,
             dropout: cfg.dropout_rate,
-        }
+        })
     }
 
-    pub(crate) fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+    pub(crate) fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let forwarded = self
             .dense_relu_dense
-            .forward(&self.layer_norm.forward(xs), train);
-        xs + forwarded.dropout(self.dropout, train)
+            .forward(&self.layer_norm.forward(xs)?, train)?;
+        Ok(xs.f_add(&forwarded.f_dropout(self.dropout, train)?)?)
     }
 }
 
 /// T5Block's guard against fp16 overflow: clamp to the largest finite value (minus 1000 when an
 /// inf already appeared), as transformers does. A no-op for other dtypes.
-pub(crate) fn clamp_fp16(xs: Tensor) -> Tensor {
+pub(crate) fn clamp_fp16(xs: Tensor) -> Result<Tensor> {
     if xs.kind() != Kind::Half {
-        return xs;
+        return Ok(xs);
     }
     let max = f64::from(half::f16::MAX);
-    let has_inf = xs.isinf().any().int64_value(&[]) != 0;
+    let has_inf = xs.f_isinf()?.f_any()?.f_int64_value(&[])? != 0;
     let clamp = if has_inf { max - 1000.0 } else { max };
-    xs.clamp(-clamp, clamp)
+    Ok(xs.f_clamp(-clamp, clamp)?)
 }

@@ -2,6 +2,7 @@
 
 use super::attention::{T5LayerCrossAttention, T5LayerSelfAttention};
 use super::layers::{clamp_fp16, Ctx, T5LayerFF, T5LayerNorm};
+use crate::error::Result;
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
@@ -29,25 +30,29 @@ pub struct KvCache {
 impl KvCache {
     /// Number of decoder positions already in the cache.
     pub fn past_len(&self) -> i64 {
-        self.layers.first().map_or(0, |l| l.self_key.size()[2])
+        self.layers
+            .first()
+            .and_then(|l| l.self_key.size().get(2).copied())
+            .unwrap_or(0)
     }
 
     /// Keep only the batch rows `index` (i64 `[N]`), in that order (beam search reordering,
     /// dropping finished sequences).
-    pub fn index_select(&self, index: &Tensor) -> KvCache {
-        let sel = |t: &Tensor| t.index_select(0, index);
-        KvCache {
-            layers: self
-                .layers
-                .iter()
-                .map(|l| LayerCache {
-                    self_key: sel(&l.self_key),
-                    self_value: sel(&l.self_value),
-                    cross_key: sel(&l.cross_key),
-                    cross_value: sel(&l.cross_value),
+    pub fn index_select(&self, index: &Tensor) -> Result<KvCache> {
+        let sel = |t: &Tensor| t.f_index_select(0, index);
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerCache {
+                    self_key: sel(&l.self_key)?,
+                    self_value: sel(&l.self_value)?,
+                    cross_key: sel(&l.cross_key)?,
+                    cross_value: sel(&l.cross_value)?,
                 })
-                .collect(),
-        }
+            })
+            .collect::<Result<_>>()?;
+        Ok(KvCache { layers })
     }
 }
 
@@ -62,8 +67,14 @@ pub(crate) fn dtype_min(kind: Kind) -> f64 {
 }
 
 /// transformers' extended padding mask: `(1 - mask[:, None, None, :]) * finfo(kind).min`.
-pub(crate) fn extended_mask(mask: &Tensor, kind: Kind) -> Tensor {
-    (-mask.unsqueeze(1).unsqueeze(1).to_kind(kind) + 1.0) * dtype_min(kind)
+pub(crate) fn extended_mask(mask: &Tensor, kind: Kind) -> Result<Tensor> {
+    Ok(mask
+        .f_unsqueeze(1)?
+        .f_unsqueeze(1)?
+        .f_to_kind(kind)?
+        .f_neg()?
+        .f_add_scalar(1.0)?
+        .f_mul_scalar(dtype_min(kind))?)
 }
 
 /// `T5Block`: self-attention, cross-attention (decoder only) and feed-forward sub-layers.
@@ -75,22 +86,22 @@ pub(crate) struct T5Block {
 }
 
 impl T5Block {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, has_bias: bool, is_decoder: bool) -> Result<Self> {
         let layer = &p / "layer";
-        let self_attention = T5LayerSelfAttention::new(&layer / 0, cfg, has_bias, is_decoder);
+        let self_attention = T5LayerSelfAttention::new(&layer / 0, cfg, has_bias, is_decoder)?;
         let (cross_attention, ff) = if is_decoder {
             (
-                Some(T5LayerCrossAttention::new(&layer / 1, cfg)),
-                T5LayerFF::new(&layer / 2, cfg),
+                Some(T5LayerCrossAttention::new(&layer / 1, cfg)?),
+                T5LayerFF::new(&layer / 2, cfg)?,
             )
         } else {
-            (None, T5LayerFF::new(&layer / 1, cfg))
+            (None, T5LayerFF::new(&layer / 1, cfg)?)
         };
-        T5Block {
+        Ok(T5Block {
             self_attention,
             cross_attention,
             ff,
-        }
+        })
     }
 }
 
@@ -103,10 +114,10 @@ struct DecoderContext<'a> {
 }
 
 impl T5Block {
-    fn forward_encoder(&self, hidden: &Tensor, bias: &Tensor, train: bool) -> Tensor {
-        let (hidden, _, _) = self.self_attention.forward(hidden, bias, None, train);
-        let hidden = clamp_fp16(hidden);
-        clamp_fp16(self.ff.forward(&hidden, train))
+    fn forward_encoder(&self, hidden: &Tensor, bias: &Tensor, train: bool) -> Result<Tensor> {
+        let (hidden, _, _) = self.self_attention.forward(hidden, bias, None, train)?;
+        let hidden = clamp_fp16(hidden)?;
+        clamp_fp16(self.ff.forward(&hidden, train)?)
     }
 
     fn forward_decoder(
@@ -114,20 +125,20 @@ impl T5Block {
         hidden: &Tensor,
         past: Option<LayerCache>,
         ctx: &DecoderContext<'_>,
-    ) -> (Tensor, LayerCache) {
+    ) -> Result<(Tensor, LayerCache)> {
         let past_self = past.as_ref().map(|l| (&l.self_key, &l.self_value));
         let (hidden, self_key, self_value) =
             self.self_attention
-                .forward(hidden, ctx.self_bias, past_self, ctx.train);
-        let mut hidden = clamp_fp16(hidden);
+                .forward(hidden, ctx.self_bias, past_self, ctx.train)?;
+        let mut hidden = clamp_fp16(hidden)?;
         let mut cross = None;
         if let Some(layer) = &self.cross_attention {
             let (cross_key, cross_value) = match past {
                 Some(l) => (l.cross_key, l.cross_value),
                 None => {
                     // Cached, hence contiguous, as in transformers (see T5LayerSelfAttention).
-                    let (k, v) = layer.attention.key_value(ctx.encoder_hidden_states);
-                    (k.contiguous(), v.contiguous())
+                    let (k, v) = layer.attention.key_value(ctx.encoder_hidden_states)?;
+                    (k.f_contiguous()?, v.f_contiguous()?)
                 }
             };
             hidden = clamp_fp16(layer.forward(
@@ -136,10 +147,10 @@ impl T5Block {
                 &cross_value,
                 ctx.cross_bias,
                 ctx.train,
-            ));
+            )?)?;
             cross = Some((cross_key, cross_value));
         }
-        let hidden = clamp_fp16(self.ff.forward(&hidden, ctx.train));
+        let hidden = clamp_fp16(self.ff.forward(&hidden, ctx.train)?)?;
         // Decoder blocks always have cross-attention; an encoder block never gets here.
         let (cross_key, cross_value) = cross.unwrap_or_else(|| (Tensor::new(), Tensor::new()));
         let cache = LayerCache {
@@ -148,7 +159,7 @@ impl T5Block {
             cross_key,
             cross_value,
         };
-        (hidden, cache)
+        Ok((hidden, cache))
     }
 }
 
@@ -162,7 +173,7 @@ pub(crate) struct T5Stack {
 }
 
 impl T5Stack {
-    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, shared: &Tensor, is_decoder: bool) -> Self {
+    pub(crate) fn new(p: Path, cfg: &Ctx<'_>, shared: &Tensor, is_decoder: bool) -> Result<Self> {
         let layers = if is_decoder {
             cfg.decoder_layers()
         } else {
@@ -170,26 +181,38 @@ impl T5Stack {
         };
         let blocks = (0..layers)
             .map(|i| T5Block::new(&p / "block" / i, cfg, i == 0, is_decoder))
-            .collect();
-        T5Stack {
+            .collect::<Result<_>>()?;
+        Ok(T5Stack {
             embed_tokens: shared.shallow_clone(),
             blocks,
-            final_layer_norm: T5LayerNorm::new(&p / "final_layer_norm", cfg),
+            final_layer_norm: T5LayerNorm::new(&p / "final_layer_norm", cfg)?,
             dropout: cfg.dropout_rate,
-        }
+        })
     }
 
-    fn embed(&self, ids: &Tensor, train: bool) -> Tensor {
-        Tensor::embedding(&self.embed_tokens, ids, -1, false, false).dropout(self.dropout, train)
+    fn embed(&self, ids: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(
+            Tensor::f_embedding(&self.embed_tokens, ids, -1, false, false)?
+                .f_dropout(self.dropout, train)?,
+        )
     }
 
-    fn position_bias(&self, query_positions: &Tensor, key_len: i64) -> Tensor {
+    fn position_bias(&self, query_positions: &Tensor, key_len: i64) -> Result<Tensor> {
         // Only block 0 owns the table; the stack is never empty (the config is validated).
-        self.blocks[0]
-            .self_attention
-            .attention
-            .compute_bias(query_positions, key_len)
-            .unwrap_or_else(|| Tensor::zeros([1], (Kind::Float, query_positions.device())))
+        let bias = match self.blocks.first() {
+            Some(block) => block
+                .self_attention
+                .attention
+                .compute_bias(query_positions, key_len)?,
+            None => None,
+        };
+        match bias {
+            Some(bias) => Ok(bias),
+            None => Ok(Tensor::f_zeros(
+                [1],
+                (Kind::Float, query_positions.device()),
+            )?),
+        }
     }
 
     /// The encoder: `input_ids`, `attention_mask` `[B, S]` (i64) → last hidden state `[B, S, D]`.
@@ -198,18 +221,21 @@ impl T5Stack {
         input_ids: &Tensor,
         attention_mask: &Tensor,
         train: bool,
-    ) -> Tensor {
-        let mut hidden = self.embed(input_ids, train);
-        let s = input_ids.size()[1];
-        let positions = Tensor::arange(s, (Kind::Int64, input_ids.device()));
+    ) -> Result<Tensor> {
+        let mut hidden = self.embed(input_ids, train)?;
+        let (_, s) = input_ids.size2()?;
+        let positions = Tensor::f_arange(s, (Kind::Int64, input_ids.device()))?;
         // Block 0's bias plus the padding mask, reused by every block (as transformers does).
-        let bias = self.position_bias(&positions, s) + extended_mask(attention_mask, hidden.kind());
+        let bias = self
+            .position_bias(&positions, s)?
+            .f_add(&extended_mask(attention_mask, hidden.kind())?)?;
         for block in &self.blocks {
-            hidden = block.forward_encoder(&hidden, &bias, train);
+            hidden = block.forward_encoder(&hidden, &bias, train)?;
         }
-        self.final_layer_norm
-            .forward(&hidden)
-            .dropout(self.dropout, train)
+        Ok(self
+            .final_layer_norm
+            .forward(&hidden)?
+            .f_dropout(self.dropout, train)?)
     }
 
     /// The decoder on new positions `input_ids` `[B, T]` after the cached ones.
@@ -220,20 +246,25 @@ impl T5Stack {
         encoder_attention_mask: &Tensor,
         cache: Option<KvCache>,
         train: bool,
-    ) -> (Tensor, KvCache) {
-        let mut hidden = self.embed(input_ids, train);
+    ) -> Result<(Tensor, KvCache)> {
+        let mut hidden = self.embed(input_ids, train)?;
         let kind = hidden.kind();
         let device = input_ids.device();
         let past = cache.as_ref().map_or(0, KvCache::past_len);
-        let t = input_ids.size()[1];
+        let (_, t) = input_ids.size2()?;
         let key_len = past + t;
-        let positions = Tensor::arange_start(past, key_len, (Kind::Int64, device));
+        let positions = Tensor::f_arange_start(past, key_len, (Kind::Int64, device))?;
         // Causal mask: query at absolute position p sees keys 0..=p.
-        let keys = Tensor::arange(key_len, (Kind::Int64, device)).unsqueeze(0);
-        let causal = keys.gt_tensor(&positions.unsqueeze(1)).to_kind(kind) * dtype_min(kind);
-        let self_bias = self.position_bias(&positions, key_len) + causal.unsqueeze(0).unsqueeze(0);
+        let keys = Tensor::f_arange(key_len, (Kind::Int64, device))?.f_unsqueeze(0)?;
+        let causal = keys
+            .f_gt_tensor(&positions.f_unsqueeze(1)?)?
+            .f_to_kind(kind)?
+            .f_mul_scalar(dtype_min(kind))?;
+        let self_bias = self
+            .position_bias(&positions, key_len)?
+            .f_add(&causal.f_unsqueeze(0)?.f_unsqueeze(0)?)?;
         // Cross-attention has no position bias: only the encoder padding mask.
-        let cross_bias = extended_mask(encoder_attention_mask, kind);
+        let cross_bias = extended_mask(encoder_attention_mask, kind)?;
         let ctx = DecoderContext {
             self_bias: &self_bias,
             cross_bias: &cross_bias,
@@ -244,14 +275,14 @@ impl T5Stack {
         let mut layers = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
             let past = past_layers.as_mut().and_then(Iterator::next);
-            let (h, layer) = block.forward_decoder(&hidden, past, &ctx);
+            let (h, layer) = block.forward_decoder(&hidden, past, &ctx)?;
             hidden = h;
             layers.push(layer);
         }
         let hidden = self
             .final_layer_norm
-            .forward(&hidden)
-            .dropout(self.dropout, train);
-        (hidden, KvCache { layers })
+            .forward(&hidden)?
+            .f_dropout(self.dropout, train)?;
+        Ok((hidden, KvCache { layers }))
     }
 }

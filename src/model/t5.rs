@@ -54,109 +54,78 @@ pub struct T5ForConditionalGeneration {
     d_model: f64,
     decoder_start_id: i64,
     pad_id: i64,
-    eos_id: i64,
 }
 
 impl T5ForConditionalGeneration {
     /// Builds the module tree under `p` (normally the var store's root); parameter names are the
     /// Hugging Face names by construction.
-    pub fn new(p: Path, cfg: &T5Config) -> Self {
+    pub fn new(p: Path, cfg: &T5Config) -> Result<Self> {
         Self::with_compute(p, cfg, None)
     }
 
     /// As [`T5ForConditionalGeneration::new`], with the matmuls in `compute` precision (e.g.
     /// `Some(Kind::BFloat16)`: mixed precision with fp32 parameters).
-    pub fn with_compute(p: Path, cfg: &T5Config, compute: Option<Kind>) -> Self {
+    pub fn with_compute(p: Path, cfg: &T5Config, compute: Option<Kind>) -> Result<Self> {
         let ctx = Ctx { cfg, compute };
         let cfg = &ctx;
-        let shared = var(&(&p / "shared"), &[cfg.vocab_size, cfg.d_model], cfg);
-        let lm_head = (!cfg.tie_word_embeddings)
-            .then(|| Linear::new(&p / "lm_head", cfg.d_model, cfg.vocab_size, cfg));
-        T5ForConditionalGeneration {
+        let shared = var(&(&p / "shared"), &[cfg.vocab_size, cfg.d_model], cfg)?;
+        let lm_head = match cfg.tie_word_embeddings {
+            false => Some(Linear::new(
+                &p / "lm_head",
+                cfg.d_model,
+                cfg.vocab_size,
+                cfg,
+            )?),
+            true => None,
+        };
+        Ok(T5ForConditionalGeneration {
             compute,
-            encoder: T5Stack::new(&p / "encoder", cfg, &shared, false),
-            decoder: T5Stack::new(&p / "decoder", cfg, &shared, true),
+            encoder: T5Stack::new(&p / "encoder", cfg, &shared, false)?,
+            decoder: T5Stack::new(&p / "decoder", cfg, &shared, true)?,
             shared,
             lm_head,
             d_model: cfg.d_model as f64,
             decoder_start_id: i64::from(cfg.decoder_start_id()),
             pad_id: i64::from(cfg.pad_id()),
-            eos_id: i64::from(cfg.eos_id()),
-        }
+        })
     }
 
     /// The encoder's last hidden state `[B, S, D]`.
-    pub fn encode(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
+    pub fn encode(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
         self.encoder.encode(input_ids, attention_mask, train)
     }
 
     /// Decoder and LM head on the new positions of `input`, returning the grown cache.
-    pub fn decode(&self, input: DecoderInput<'_>, train: bool) -> DecoderOutput {
+    pub fn decode(&self, input: DecoderInput<'_>, train: bool) -> Result<DecoderOutput> {
         let (hidden, cache) = self.decoder.decode(
             input.input_ids,
             input.encoder_hidden_states,
             input.encoder_attention_mask,
             input.cache,
             train,
-        );
-        DecoderOutput {
-            logits: self.lm_head(&hidden),
+        )?;
+        Ok(DecoderOutput {
+            logits: self.lm_head(&hidden)?,
             cache,
-        }
+        })
     }
 
-    fn lm_head(&self, hidden: &Tensor) -> Tensor {
+    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             // Tied embeddings: rescale before projecting on the vocabulary, as Mesh TensorFlow
             // does (transformers' T5ForConditionalGeneration.forward).
             None => linear(
-                &(hidden * self.d_model.powf(-0.5)),
+                &hidden.f_mul_scalar(self.d_model.powf(-0.5))?,
                 &self.shared,
                 self.compute,
             ),
         }
-    }
-
-    /// Greedy decoding as transformers' `generate(num_beams=1, do_sample=False)`: starts from the
-    /// decoder start id, appends the arg-max token, pads sequences that have emitted `</s>`, and
-    /// stops when every sequence has or after `max_new_tokens`. Returns `[B, 1 + n]` i64 on the
-    /// CPU, the start token included (transformers' `sequences`).
-    pub fn generate_greedy(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: &Tensor,
-        max_new_tokens: usize,
-    ) -> Tensor {
-        let _guard = tch::no_grad_guard();
-        let device = input_ids.device();
-        let b = input_ids.size()[0];
-        let encoder_hidden_states = self.encode(input_ids, attention_mask, false);
-        let mut tokens = Tensor::full([b, 1], self.decoder_start_id, (Kind::Int64, device));
-        let mut out = vec![tokens.shallow_clone()];
-        let mut unfinished = Tensor::ones([b, 1], (Kind::Int64, device));
-        let mut cache = None;
-        for _ in 0..max_new_tokens {
-            let step = self.decode(
-                DecoderInput {
-                    input_ids: &tokens,
-                    encoder_hidden_states: &encoder_hidden_states,
-                    encoder_attention_mask: attention_mask,
-                    cache,
-                },
-                false,
-            );
-            cache = Some(step.cache);
-            let next = step.logits.select(1, -1).argmax(-1, true);
-            let next = &next * &unfinished + (-&unfinished + 1) * self.pad_id;
-            unfinished *= next.ne(self.eos_id).to_kind(Kind::Int64);
-            out.push(next.shallow_clone());
-            tokens = next;
-            if unfinished.max().int64_value(&[]) == 0 {
-                break;
-            }
-        }
-        Tensor::cat(&out, 1).to_device(Device::Cpu)
     }
 
     /// Full forward pass without cache: logits `[B, T, V]` for `decoder_input_ids`.
@@ -166,9 +135,9 @@ impl T5ForConditionalGeneration {
         attention_mask: &Tensor,
         decoder_input_ids: &Tensor,
         train: bool,
-    ) -> Tensor {
-        let encoder_hidden_states = self.encode(input_ids, attention_mask, train);
-        self.decode(
+    ) -> Result<Tensor> {
+        let encoder_hidden_states = self.encode(input_ids, attention_mask, train)?;
+        let out = self.decode(
             DecoderInput {
                 input_ids: decoder_input_ids,
                 encoder_hidden_states: &encoder_hidden_states,
@@ -176,22 +145,22 @@ impl T5ForConditionalGeneration {
                 cache: None,
             },
             train,
-        )
-        .logits
+        )?;
+        Ok(out.logits)
     }
 
     /// `_shift_right`: the decoder input for `labels` `[B, T]` (-100 = ignored): the start token
     /// followed by the labels, with ignored positions replaced by the pad id.
-    pub fn shift_right(&self, labels: &Tensor) -> Tensor {
-        let b = labels.size()[0];
-        let start = Tensor::full(
+    pub fn shift_right(&self, labels: &Tensor) -> Result<Tensor> {
+        let (b, t) = labels.size2()?;
+        let start = Tensor::f_full(
             [b, 1],
             self.decoder_start_id,
             (Kind::Int64, labels.device()),
-        );
-        let body = labels.narrow(1, 0, labels.size()[1] - 1);
-        let shifted = Tensor::cat(&[&start, &body], 1);
-        shifted.masked_fill(&shifted.eq(-100), self.pad_id)
+        )?;
+        let body = labels.f_narrow(1, 0, t - 1)?;
+        let shifted = Tensor::f_cat(&[&start, &body], 1)?;
+        Ok(shifted.f_masked_fill(&shifted.f_eq(-100)?, self.pad_id)?)
     }
 
     /// Summed cross-entropy of `labels` (-100 ignored), as `CrossEntropyLoss(ignore_index=-100)`
@@ -202,16 +171,22 @@ impl T5ForConditionalGeneration {
         attention_mask: &Tensor,
         labels: &Tensor,
         train: bool,
-    ) -> LossOutput {
-        let decoder_input_ids = self.shift_right(labels);
-        let logits = self.forward(input_ids, attention_mask, &decoder_input_ids, train);
-        let v = logits.size()[2];
+    ) -> Result<LossOutput> {
+        let decoder_input_ids = self.shift_right(labels)?;
+        let logits = self.forward(input_ids, attention_mask, &decoder_input_ids, train)?;
+        let (_, _, v) = logits.size3()?;
         let sum = logits
-            .view([-1, v])
-            .to_kind(Kind::Float)
-            .cross_entropy_loss::<Tensor>(&labels.view([-1]), None, tch::Reduction::Sum, -100, 0.0);
-        let tokens = labels.ne(-100).sum(Kind::Int64).int64_value(&[]);
-        LossOutput { sum, tokens }
+            .f_view([-1, v])?
+            .f_to_kind(Kind::Float)?
+            .f_cross_entropy_loss::<Tensor>(
+                &labels.f_view([-1])?,
+                None,
+                tch::Reduction::Sum,
+                -100,
+                0.0,
+            )?;
+        let tokens = labels.f_ne(-100)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+        Ok(LossOutput { sum, tokens })
     }
 }
 
@@ -242,19 +217,19 @@ fn st_kind(dtype: Dtype) -> Option<Kind> {
 
 impl T5 {
     /// A randomly initialised T5 (transformers' initialisation) on `device`, in fp32.
-    pub fn new(config: &T5Config, device: Device) -> Self {
+    pub fn new(config: &T5Config, device: Device) -> Result<Self> {
         Self::with_compute(config, device, None)
     }
 
     /// As [`T5::new`], with the matmuls in `compute` precision (fp32 parameters).
-    pub fn with_compute(config: &T5Config, device: Device, compute: Option<Kind>) -> Self {
+    pub fn with_compute(config: &T5Config, device: Device, compute: Option<Kind>) -> Result<Self> {
         let vs = VarStore::new(device);
-        let model = T5ForConditionalGeneration::with_compute(vs.root(), config, compute);
-        T5 {
+        let model = T5ForConditionalGeneration::with_compute(vs.root(), config, compute)?;
+        Ok(T5 {
             config: config.clone(),
             vs,
             model,
-        }
+        })
     }
 
     /// A T5 with the weights of a checkpoint, converted to `kind` (fp32 for training).
@@ -275,7 +250,7 @@ impl T5 {
         kind: Kind,
         compute: Option<Kind>,
     ) -> Result<Self> {
-        let mut t5 = T5::with_compute(config, device, compute);
+        let mut t5 = T5::with_compute(config, device, compute)?;
         if kind != Kind::Float {
             t5.vs.set_kind(kind);
         }

@@ -1,16 +1,20 @@
 //! The tch backend (feature `train`): the eager libtorch model behind the same trait, used as the
-//! reference and for evaluating checkpoints without exporting them.
+//! reference, for evaluating checkpoints without exporting them, and for the trainer's dev set.
 
 use super::{EncoderInput, Logits, Seq2Seq};
 use crate::error::{Error, Result};
 use crate::model::{DecoderInput, KvCache, T5};
-use std::sync::Mutex;
+use std::borrow::Borrow;
+use std::sync::{Mutex, MutexGuard};
 use tch::{Device, Kind, Tensor};
 
-/// A checkpoint loaded into the tch model.
-pub struct TchSeq2Seq {
-    // tch tensors are Send but not Sync; calls are serialised (libtorch parallelises inside).
-    t5: Mutex<T5>,
+/// The tch model behind [`Seq2Seq`]: a checkpoint it owns (`M = Mutex<T5>`), or a model that
+/// stays someone else's (`M = &Mutex<T5>`, e.g. the one being trained, decoded without a copy).
+///
+/// tch tensors are Send but not Sync, so the model sits in a mutex and calls are serialised
+/// (libtorch parallelises inside each call).
+pub struct TchSeq2Seq<M = Mutex<T5>> {
+    t5: M,
     device: Device,
 }
 
@@ -31,7 +35,7 @@ impl TchSeq2Seq {
         })
     }
 
-    /// Wrap a model already in memory (e.g. the one being trained).
+    /// Take a model already in memory.
     pub fn from_model(t5: T5) -> Self {
         let device = t5.device();
         TchSeq2Seq {
@@ -39,26 +43,42 @@ impl TchSeq2Seq {
             device,
         }
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, T5> {
-        self.t5.lock().unwrap_or_else(|p| p.into_inner())
+impl<'a> TchSeq2Seq<&'a Mutex<T5>> {
+    /// Decode with a model that stays its owner's (the trainer keeps its model in a mutex).
+    pub fn borrowing(t5: &'a Mutex<T5>) -> Self {
+        let device = lock(t5).device();
+        TchSeq2Seq { t5, device }
     }
 }
 
-fn ids(data: &[i64], rows: usize, cols: usize, device: Device) -> Result<Tensor> {
-    Ok(Tensor::from_slice(data)
-        .f_view([rows as i64, cols as i64])?
-        .to_device(device))
+impl<M: Borrow<Mutex<T5>>> TchSeq2Seq<M> {
+    fn lock(&self) -> MutexGuard<'_, T5> {
+        lock(self.t5.borrow())
+    }
 }
 
-impl Seq2Seq for TchSeq2Seq {
+/// The model behind `t5`; a panic elsewhere while it was held leaves no half-done state in it
+/// (every call only reads the parameters).
+fn lock(t5: &Mutex<T5>) -> MutexGuard<'_, T5> {
+    t5.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn ids(data: &[i64], rows: usize, cols: usize, device: Device) -> Result<Tensor> {
+    Ok(Tensor::f_from_slice(data)?
+        .f_view([rows as i64, cols as i64])?
+        .f_to_device(device)?)
+}
+
+impl<M: Borrow<Mutex<T5>> + Send + Sync> Seq2Seq for TchSeq2Seq<M> {
     type State = TchState;
 
     fn encode(&self, input: &EncoderInput) -> Result<TchState> {
         let _g = tch::no_grad_guard();
         let input_ids = ids(&input.ids, input.batch, input.len, self.device)?;
         let mask = ids(&input.mask, input.batch, input.len, self.device)?;
-        let hidden = self.lock().model().encode(&input_ids, &mask, false);
+        let hidden = self.lock().model().encode(&input_ids, &mask, false)?;
         Ok(TchState {
             rows: input.batch,
             hidden,
@@ -69,11 +89,10 @@ impl Seq2Seq for TchSeq2Seq {
 
     fn step(&self, state: TchState, tokens: &[i64]) -> Result<(Logits, TchState)> {
         if tokens.len() != state.rows {
-            return Err(Error::Invalid(format!(
-                "{} tokens for {} rows",
-                tokens.len(),
-                state.rows
-            )));
+            return Err(Error::input(
+                "tokens",
+                format!("{} tokens for {} rows", tokens.len(), state.rows),
+            ));
         }
         let _g = tch::no_grad_guard();
         let input_ids = ids(tokens, state.rows, 1, self.device)?;
@@ -85,21 +104,10 @@ impl Seq2Seq for TchSeq2Seq {
                 cache: state.cache,
             },
             false,
-        );
-        let last = out
-            .logits
-            .select(1, -1)
-            .to_kind(Kind::Float)
-            .to_device(Device::Cpu)
-            .contiguous();
-        let vocab = last.size().last().copied().unwrap_or(0) as usize;
-        let data = Vec::<f32>::try_from(last.view([-1]))?;
+        )?;
+        let logits = last_logits(&out.logits, state.rows)?;
         Ok((
-            Logits {
-                data,
-                rows: state.rows,
-                vocab,
-            },
+            logits,
             TchState {
                 rows: state.rows,
                 hidden: state.hidden,
@@ -114,12 +122,16 @@ impl Seq2Seq for TchSeq2Seq {
             return Ok(state);
         }
         let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let index = Tensor::from_slice(&idx).to_device(self.device);
+        let index = Tensor::f_from_slice(&idx)?.f_to_device(self.device)?;
+        let cache = match state.cache {
+            Some(c) => Some(c.index_select(&index)?),
+            None => None,
+        };
         Ok(TchState {
             rows: rows.len(),
-            hidden: state.hidden.index_select(0, &index),
-            mask: state.mask.index_select(0, &index),
-            cache: state.cache.map(|c| c.index_select(&index)),
+            hidden: state.hidden.f_index_select(0, &index)?,
+            mask: state.mask.f_index_select(0, &index)?,
+            cache,
         })
     }
 
@@ -130,4 +142,16 @@ impl Seq2Seq for TchSeq2Seq {
     fn describe(&self) -> String {
         format!("tch (libtorch) {:?}", self.device)
     }
+}
+
+/// The fp32 logits of the last position of `[rows, steps, vocab]` decoder logits, on the CPU.
+fn last_logits(logits: &Tensor, rows: usize) -> Result<Logits> {
+    let last = logits
+        .f_select(1, -1)?
+        .f_to_kind(Kind::Float)?
+        .f_to_device(Device::Cpu)?
+        .f_contiguous()?;
+    let vocab = last.size().last().copied().unwrap_or(0) as usize;
+    let data = Vec::<f32>::try_from(last.f_view([-1])?)?;
+    Ok(Logits { data, rows, vocab })
 }

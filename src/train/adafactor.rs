@@ -5,7 +5,7 @@
 //! The other branches (relative step, parameter scaling, warm-up, first moment, weight decay) are
 //! implemented too and checked against transformers in the tests.
 
-use super::optim::{rms, saved_param_names, saved_slot, Optimizer};
+use super::optim::{rms, saved_param_names, saved_slot, state_error, Optimizer};
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use tch::{Kind, Tensor};
@@ -77,18 +77,21 @@ impl Adafactor {
     /// Checks the settings as transformers does.
     pub fn new(cfg: AdafactorConfig) -> Result<Self> {
         if cfg.lr.is_some() && cfg.relative_step {
-            return Err(Error::Invalid(
-                "AdaFactor: a manual learning rate cannot be combined with relative_step".into(),
+            return Err(Error::setting(
+                "relative_step",
+                "AdaFactor: a manual learning rate (lr) cannot be combined with relative_step",
             ));
         }
         if cfg.lr.is_none() && !cfg.relative_step {
-            return Err(Error::Invalid(
-                "AdaFactor: without relative_step a learning rate is required".into(),
+            return Err(Error::setting(
+                "lr",
+                "AdaFactor: without relative_step a learning rate is required",
             ));
         }
         if cfg.warmup_init && !cfg.relative_step {
-            return Err(Error::Invalid(
-                "AdaFactor: warmup_init requires relative_step".into(),
+            return Err(Error::setting(
+                "warmup_init",
+                "AdaFactor: warmup_init requires relative_step",
             ));
         }
         Ok(Adafactor {
@@ -115,26 +118,63 @@ impl Adafactor {
         }
     }
 
-    fn new_state(&self, grad: &Tensor) -> ParamState {
+    fn new_state(&self, grad: &Tensor) -> Result<ParamState> {
         let shape = grad.size();
         let opts = (Kind::Float, grad.device());
         let second = if shape.len() >= 2 {
             let n = shape.len();
-            let row = Tensor::zeros(&shape[..n - 1], opts);
+            let row = Tensor::f_zeros(&shape[..n - 1], opts)?;
             let mut col_shape = shape[..n - 2].to_vec();
             col_shape.push(shape[n - 1]);
             SecondMoment::Factored {
                 row,
-                col: Tensor::zeros(&col_shape, opts),
+                col: Tensor::f_zeros(&col_shape, opts)?,
             }
         } else {
-            SecondMoment::Full(Tensor::zeros(&shape, opts))
+            SecondMoment::Full(Tensor::f_zeros(&shape, opts)?)
         };
-        ParamState {
-            second,
-            exp_avg: self.cfg.beta1.map(|_| Tensor::zeros(&shape, opts)),
-        }
+        let exp_avg = match self.cfg.beta1 {
+            Some(_) => Some(Tensor::f_zeros(&shape, opts)?),
+            None => None,
+        };
+        Ok(ParamState { second, exp_avg })
     }
+}
+
+/// Decay the second moment by `beta2t`, add `sq` (the squared gradient plus ε₁), and return
+/// the unclipped update: the gradient divided by the root of the (reconstructed) moment.
+fn second_moment_update(
+    second: &mut SecondMoment,
+    sq: &Tensor,
+    grad: &Tensor,
+    beta2t: f64,
+) -> Result<Tensor> {
+    Ok(match second {
+        SecondMoment::Factored { row, col } => {
+            let _ = row.f_mul_scalar_(beta2t)?;
+            let _ = row.f_add_(
+                &sq.f_mean_dim(-1, false, Kind::Float)?
+                    .f_mul_scalar(1.0 - beta2t)?,
+            )?;
+            let _ = col.f_mul_scalar_(beta2t)?;
+            let _ = col.f_add_(
+                &sq.f_mean_dim(-2, false, Kind::Float)?
+                    .f_mul_scalar(1.0 - beta2t)?,
+            )?;
+            // _approx_sq_grad: the rank-1 reconstruction of the second moment.
+            let r = row
+                .f_div(&row.f_mean_dim(-1, true, Kind::Float)?)?
+                .f_rsqrt()?
+                .f_unsqueeze(-1)?;
+            let c = col.f_unsqueeze(-2)?.f_rsqrt()?;
+            r.f_mul(&c)?.f_mul(grad)?
+        }
+        SecondMoment::Full(v) => {
+            let _ = v.f_mul_scalar_(beta2t)?;
+            let _ = v.f_add_(&sq.f_mul_scalar(1.0 - beta2t)?)?;
+            v.f_rsqrt()?.f_mul(grad)?
+        }
+    })
 }
 
 impl Optimizer for Adafactor {
@@ -144,13 +184,13 @@ impl Optimizer for Adafactor {
         let step = self.step;
         let beta2t = 1.0 - (step as f64).powf(self.cfg.decay_rate);
         for (name, p) in params {
-            let grad = p.grad();
+            let grad = p.f_grad()?;
             if !grad.defined() {
                 continue;
             }
             let grad = grad.f_to_kind(Kind::Float)?;
             if !self.state.contains_key(name) {
-                let st = self.new_state(&grad);
+                let st = self.new_state(&grad)?;
                 self.state.insert(name.clone(), st);
             }
             let half = matches!(p.kind(), Kind::Half | Kind::BFloat16);
@@ -159,43 +199,27 @@ impl Optimizer for Adafactor {
             } else {
                 p.shallow_clone()
             };
-            let param_rms = self
-                .cfg
-                .scale_parameter
-                .then(|| rms(&p32).double_value(&[]));
+            let param_rms = match self.cfg.scale_parameter {
+                true => Some(rms(&p32)?.f_double_value(&[])?),
+                false => None,
+            };
             let lr = self.step_size(step, param_rms);
             let Some(st) = self.state.get_mut(name) else {
                 continue;
             };
-            let sq = grad.square() + self.cfg.eps.0;
-            let mut update = match &mut st.second {
-                SecondMoment::Factored { row, col } => {
-                    let _ = row.f_mul_scalar_(beta2t)?;
-                    let _ = row.f_add_(&(sq.mean_dim(-1, false, Kind::Float) * (1.0 - beta2t)))?;
-                    let _ = col.f_mul_scalar_(beta2t)?;
-                    let _ = col.f_add_(&(sq.mean_dim(-2, false, Kind::Float) * (1.0 - beta2t)))?;
-                    // _approx_sq_grad: the rank-1 reconstruction of the second moment.
-                    let r = (&*row / row.mean_dim(-1, true, Kind::Float))
-                        .rsqrt()
-                        .unsqueeze(-1);
-                    let c = col.unsqueeze(-2).rsqrt();
-                    r * c * &grad
-                }
-                SecondMoment::Full(v) => {
-                    let _ = v.f_mul_scalar_(beta2t)?;
-                    let _ = v.f_add_(&(sq * (1.0 - beta2t)))?;
-                    v.rsqrt() * &grad
-                }
-            };
-            let denom = (rms(&update) / self.cfg.clip_threshold).clamp_min(1.0);
-            update = update / denom * lr;
+            let sq = grad.f_square()?.f_add_scalar(self.cfg.eps.0)?;
+            let mut update = second_moment_update(&mut st.second, &sq, &grad, beta2t)?;
+            let denom = rms(&update)?
+                .f_div_scalar(self.cfg.clip_threshold)?
+                .f_clamp_min(1.0)?;
+            update = update.f_div(&denom)?.f_mul_scalar(lr)?;
             if let (Some(beta1), Some(m)) = (self.cfg.beta1, st.exp_avg.as_mut()) {
                 let _ = m.f_mul_scalar_(beta1)?;
-                let _ = m.f_add_(&(&update * (1.0 - beta1)))?;
+                let _ = m.f_add_(&update.f_mul_scalar(1.0 - beta1)?)?;
                 update = m.shallow_clone();
             }
             if self.cfg.weight_decay != 0.0 {
-                let decay = &p32 * (-self.cfg.weight_decay * lr);
+                let decay = p32.f_mul_scalar(-self.cfg.weight_decay * lr)?;
                 let _ = p32.f_add_(&decay)?;
             }
             let _ = p32.f_sub_(&update)?;
@@ -238,24 +262,25 @@ impl Optimizer for Adafactor {
         let names = saved_param_names(tensors);
         let mut state = BTreeMap::new();
         for name in names {
-            let second = if tensors.contains_key(&format!("{name}/exp_avg_sq")) {
-                let v = &tensors[&format!("{name}/exp_avg_sq")];
-                SecondMoment::Full(v.shallow_clone())
-            } else {
-                let row = tensors.get(&format!("{name}/exp_avg_sq_row"));
-                let col = tensors.get(&format!("{name}/exp_avg_sq_col"));
-                match (row, col) {
-                    (Some(r), Some(c)) => SecondMoment::Factored {
-                        row: r.shallow_clone(),
-                        col: c.shallow_clone(),
-                    },
-                    _ => {
-                        return Err(Error::Invalid(format!(
-                            "AdaFactor state for `{name}` has no second moment (written by AdamW?)"
-                        )))
+            let second =
+                if tensors.contains_key(&format!("{name}/exp_avg_sq")) {
+                    let v = &tensors[&format!("{name}/exp_avg_sq")];
+                    SecondMoment::Full(v.shallow_clone())
+                } else {
+                    let row = tensors.get(&format!("{name}/exp_avg_sq_row"));
+                    let col = tensors.get(&format!("{name}/exp_avg_sq_col"));
+                    match (row, col) {
+                        (Some(r), Some(c)) => SecondMoment::Factored {
+                            row: r.shallow_clone(),
+                            col: c.shallow_clone(),
+                        },
+                        _ => return Err(state_error(
+                            format!("{name}/exp_avg_sq"),
+                            "missing: AdaFactor's state has no second moment for this parameter \
+                             (written by AdamW?)",
+                        )),
                     }
-                }
-            };
+                };
             let exp_avg = match self.cfg.beta1 {
                 Some(_) => {
                     let shape = match &second {

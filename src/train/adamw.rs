@@ -60,22 +60,34 @@ impl Optimizer for AdamW {
         let bc1 = 1.0 - b1.powi(self.step as i32);
         let bc2 = 1.0 - b2.powi(self.step as i32);
         for (name, p) in params {
-            let grad = p.grad();
+            let grad = p.f_grad()?;
             if !grad.defined() {
                 continue;
             }
             let grad = grad.f_to_kind(p.kind())?;
-            let m = self.state.entry(name.clone()).or_insert_with(|| Moments {
-                exp_avg: p.zeros_like(),
-                exp_avg_sq: p.zeros_like(),
-            });
+            if !self.state.contains_key(name) {
+                let moments = Moments {
+                    exp_avg: p.f_zeros_like()?,
+                    exp_avg_sq: p.f_zeros_like()?,
+                };
+                self.state.insert(name.clone(), moments);
+            }
+            let Some(m) = self.state.get_mut(name) else {
+                continue;
+            };
             let mut p = p.shallow_clone();
             let _ = p.f_mul_scalar_(1.0 - lr * self.cfg.weight_decay)?;
             let _ = m.exp_avg.f_lerp_(&grad, 1.0 - b1)?;
             let _ = m.exp_avg_sq.f_mul_scalar_(b2)?;
-            let _ = m.exp_avg_sq.f_addcmul_(&(&grad * (1.0 - b2)), &grad)?;
-            let denom = m.exp_avg_sq.sqrt() / bc2.sqrt() + self.cfg.eps;
-            let _ = p.f_addcdiv_(&(&m.exp_avg * (-lr / bc1)), &denom)?;
+            let _ = m
+                .exp_avg_sq
+                .f_addcmul_(&grad.f_mul_scalar(1.0 - b2)?, &grad)?;
+            let denom = m
+                .exp_avg_sq
+                .f_sqrt()?
+                .f_div_scalar(bc2.sqrt())?
+                .f_add_scalar(self.cfg.eps)?;
+            let _ = p.f_addcdiv_(&m.exp_avg.f_mul_scalar(-lr / bc1)?, &denom)?;
         }
         Ok(())
     }

@@ -136,7 +136,12 @@ fn pad_rows(rows: &[&[i64]], fill: i64) -> (Vec<i64>, i64) {
 }
 
 /// Pad and move `items` to `device`.
-pub fn collate(data: &[Tokenized], items: &[(usize, usize)], pad: i64, device: Device) -> Batch {
+pub fn collate(
+    data: &[Tokenized],
+    items: &[(usize, usize)],
+    pad: i64,
+    device: Device,
+) -> crate::error::Result<Batch> {
     let inputs: Vec<&[i64]> = items
         .iter()
         .map(|&(i, _)| data[i].input.as_slice())
@@ -154,12 +159,17 @@ pub fn collate(data: &[Tokenized], items: &[(usize, usize)], pad: i64, device: D
     let (labels, t) = pad_rows(&targets, -100);
     let tokens = inputs.iter().map(|r| r.len()).sum::<usize>()
         + targets.iter().map(|r| r.len()).sum::<usize>();
-    Batch {
-        input_ids: Tensor::from_slice(&ids).view([b, s]).to_device(device),
-        attention_mask: Tensor::from_slice(&mask).view([b, s]).to_device(device),
-        labels: Tensor::from_slice(&labels).view([b, t]).to_device(device),
+    let matrix = |values: &[i64], cols: i64| -> crate::error::Result<Tensor> {
+        Ok(Tensor::f_from_slice(values)?
+            .f_view([b, cols])?
+            .f_to_device(device)?)
+    };
+    Ok(Batch {
+        input_ids: matrix(&ids, s)?,
+        attention_mask: matrix(&mask, s)?,
+        labels: matrix(&labels, t)?,
         tokens,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -210,7 +220,7 @@ mod tests {
             let w = mb.iter().map(|&(i, _)| d[i].input.len()).max().unwrap() + 2;
             assert!(mb.len() * w <= 24 || mb.len() == 1);
         }
-        let b = collate(&d, &mbs[0], 0, Device::Cpu);
+        let b = collate(&d, &mbs[0], 0, Device::Cpu).unwrap();
         assert_eq!(b.labels.size()[0], mbs[0].len() as i64);
     }
 }

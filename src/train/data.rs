@@ -1,8 +1,9 @@
 //! Training and dev data for `cbqa train`: every format the crate's readers take (NQ-open JSON
 //! lines, DPR TSV, WebQuestions JSON, CSV/TSV), read with file:line errors, tokenized once.
 
-use crate::data::{Dataset, QaExample, ReadOptions};
+use crate::data::{DataError, Dataset, QaExample, ReadOptions};
 use crate::error::{Error, Result};
+use crate::generate::encode_questions;
 use std::path::Path;
 use tokenizers::Tokenizer;
 
@@ -26,18 +27,33 @@ pub fn read_qa(path: &Path, skip_bad: bool, training: bool) -> Result<ReadReport
         ReadOptions::default()
     };
     opts.skip_bad = skip_bad;
-    let ds = Dataset::read(path, &opts)
-        .map_err(|e| Error::Invalid(format!("{e} (pass --skip-bad to skip bad lines)")))?;
+    let ds = Dataset::read(path, &opts).map_err(hint_skip_bad)?;
     if ds.examples.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no usable question/answer records",
-            path.display()
-        )));
+        return Err(Error::Data(DataError::Empty {
+            path: path.to_path_buf(),
+            detail: " (no usable question/answer records)".into(),
+        }));
     }
     Ok(ReadReport {
         normalizer: crate::eval::Normalizer::for_benchmark(ds.benchmark),
         skipped: ds.warnings.iter().map(|w| w.to_string()).collect(),
         examples: ds.examples,
+    })
+}
+
+/// A malformed record's error also says that the `skip_bad` setting skips such records.
+fn hint_skip_bad(e: DataError) -> Error {
+    Error::Data(match e {
+        DataError::Malformed {
+            path,
+            line,
+            message,
+        } => DataError::Malformed {
+            path,
+            line,
+            message: format!("{message} (skip_bad skips bad lines)"),
+        },
+        other => other,
     })
 }
 
@@ -48,15 +64,20 @@ pub struct Tokenized {
     pub targets: Vec<Vec<i64>>,
 }
 
-/// Token ids of `text` without special tokens, truncated to `max_len - 1`, then `</s>`.
-pub fn encode(tok: &Tokenizer, text: &str, eos: i64, max_len: usize) -> Result<Vec<i64>> {
-    let enc = tok
-        .encode(text, false)
-        .map_err(|e| Error::Invalid(format!("cannot tokenize {text:?}: {e}")))?;
-    let mut ids: Vec<i64> = enc.get_ids().iter().map(|&i| i64::from(i)).collect();
-    ids.truncate(max_len.saturating_sub(1));
-    ids.push(eos);
-    Ok(ids)
+/// Token ids of `prefix + text` for every text, made by the decoder's question encoder
+/// ([`encode_questions`]: the tokenizer's post-processor appends `</s>`; a text longer than
+/// `max_len` tokens is cut, keeping the `</s>`). A blank text is an error.
+pub fn encode_texts(
+    tok: &Tokenizer,
+    texts: &[&str],
+    prefix: &str,
+    max_len: usize,
+    eos: u32,
+) -> Result<Vec<Vec<i64>>> {
+    encode_questions(tok, texts, prefix, max_len, eos)
+        .into_iter()
+        .map(|p| p.map(|p| p.ids.iter().map(|&id| i64::from(id)).collect()))
+        .collect()
 }
 
 /// Tokenize examples: `prefix + question` as input, every answer as a target.
@@ -64,19 +85,18 @@ pub fn tokenize(
     tok: &Tokenizer,
     examples: &[QaExample],
     prefix: &str,
-    eos: i64,
+    eos: u32,
     max_input_len: usize,
     max_target_len: usize,
 ) -> Result<Vec<Tokenized>> {
+    let questions: Vec<&str> = examples.iter().map(|ex| ex.question.as_str()).collect();
+    let inputs = encode_texts(tok, &questions, prefix, max_input_len, eos)?;
     examples
         .iter()
-        .map(|ex| {
-            let input = encode(tok, &format!("{prefix}{}", ex.question), eos, max_input_len)?;
-            let targets = ex
-                .answers
-                .iter()
-                .map(|a| encode(tok, a, eos, max_target_len))
-                .collect::<Result<Vec<_>>>()?;
+        .zip(inputs)
+        .map(|(ex, input)| {
+            let answers: Vec<&str> = ex.answers.iter().map(String::as_str).collect();
+            let targets = encode_texts(tok, &answers, "", max_target_len, eos)?;
             Ok(Tokenized { input, targets })
         })
         .collect()
@@ -96,7 +116,7 @@ mod tests {
         )
         .unwrap();
         let e = read_qa(&p, false, true).unwrap_err().to_string();
-        assert!(e.contains("d.jsonl:3:") && e.contains("--skip-bad"), "{e}");
+        assert!(e.contains("d.jsonl:3:") && e.contains("skip_bad"), "{e}");
         let r = read_qa(&p, true, true).unwrap();
         assert_eq!(r.examples.len(), 2);
         assert_eq!(r.examples[1].answers, ["b"]);

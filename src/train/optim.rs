@@ -21,12 +21,13 @@ pub trait Optimizer {
 }
 
 /// `‖t‖₂ / √numel`, as transformers' `Adafactor._rms`.
-pub(crate) fn rms(t: &Tensor) -> Tensor {
-    t.norm() / (t.numel() as f64).sqrt()
+pub(crate) fn rms(t: &Tensor) -> Result<Tensor> {
+    Ok(t.f_norm()?.f_div_scalar((t.numel() as f64).sqrt())?)
 }
 
-/// Look up `<name>/<slot>` in a saved optimizer state, with a clear error when it is missing or
-/// has the wrong shape.
+/// The file the optimizer state is saved in, named by errors about its tensors.
+pub(crate) const STATE_FILE: &str = "optimizer.safetensors";
+
 /// The parameter names of a saved optimizer state (`{param}/{slot}` keys), sorted, once each.
 pub(crate) fn saved_param_names(tensors: &std::collections::HashMap<String, Tensor>) -> Vec<&str> {
     let mut names: Vec<&str> = tensors
@@ -38,6 +39,8 @@ pub(crate) fn saved_param_names(tensors: &std::collections::HashMap<String, Tens
     names
 }
 
+/// Look up `<name>/<slot>` in a saved optimizer state, with a clear error when it is missing or
+/// has the wrong shape.
 pub(crate) fn saved_slot(
     tensors: &HashMap<String, Tensor>,
     name: &str,
@@ -45,16 +48,24 @@ pub(crate) fn saved_slot(
     shape: &[i64],
 ) -> Result<Tensor> {
     let key = format!("{name}/{slot}");
-    let t = tensors.get(&key).ok_or_else(|| {
-        crate::Error::Invalid(format!(
-            "optimizer state has no tensor `{key}` (written by another optimizer or model?)"
-        ))
-    })?;
+    let Some(t) = tensors.get(&key) else {
+        return Err(state_error(
+            key,
+            "missing from the optimizer state (written by another optimizer or model?)",
+        ));
+    };
     if t.size() != shape {
-        return Err(crate::Error::Invalid(format!(
-            "optimizer state tensor `{key}` has shape {:?}, expected {shape:?}",
-            t.size()
-        )));
+        let msg = format!("shape {:?}, expected {shape:?}", t.size());
+        return Err(state_error(key, msg));
     }
     Ok(t.shallow_clone())
+}
+
+/// An error about tensor `key` of the saved optimizer state.
+pub(crate) fn state_error(key: impl Into<String>, msg: impl Into<String>) -> crate::Error {
+    crate::Error::Tensor {
+        path: STATE_FILE.into(),
+        name: key.into(),
+        msg: msg.into(),
+    }
 }

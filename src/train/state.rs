@@ -80,8 +80,13 @@ pub(crate) struct CheckpointParts<'a> {
     pub tokenizer_files: &'a [(String, Vec<u8>)],
 }
 
-fn json_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(format!("cannot serialise: {e}")))
+/// Write `v` as pretty JSON to `path`, atomically.
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(v).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_atomic(path, &bytes)
 }
 
 /// Write `RUN/checkpoint-<step>` atomically and return its path.
@@ -100,13 +105,13 @@ pub(crate) fn write_checkpoint(run: &Path, parts: &CheckpointParts<'_>) -> Resul
         opt.insert(name, tensor_to_owned(&t)?);
     }
     crate::checkpoint::save_safetensors(&dir.join("optimizer.safetensors"), &opt)?;
-    write_atomic(&dir.join("trainer_state.json"), &json_bytes(parts.state)?)?;
+    write_json(&dir.join("trainer_state.json"), parts.state)?;
     out.commit()
 }
 
 /// Replace `RUN/state.json`, then remove checkpoints that are neither the last nor the best.
 pub(crate) fn publish(run: &Path, state: &RunState) -> Result<()> {
-    write_atomic(&run.join("state.json"), &json_bytes(state)?)?;
+    write_json(&run.join("state.json"), state)?;
     let keep: Vec<&str> = std::iter::once(state.last.as_str())
         .chain(state.best.as_deref())
         .collect();
@@ -124,7 +129,7 @@ pub(crate) fn publish(run: &Path, state: &RunState) -> Result<()> {
 
 /// Write `RUN/run.json`.
 pub(crate) fn save_settings(run: &Path, settings: &TrainSettings) -> Result<()> {
-    write_atomic(&run.join("run.json"), &json_bytes(settings)?)
+    write_json(&run.join("run.json"), settings)
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
@@ -180,8 +185,8 @@ pub(crate) fn load_last(run: &Path, device: Device) -> Result<Resumed> {
     })?;
     let optimizer = tensors
         .into_iter()
-        .map(|(k, v)| (k, v.to_device(device)))
-        .collect();
+        .map(|(k, v)| Ok((k, v.f_to_device(device)?)))
+        .collect::<Result<_>>()?;
     Ok(Resumed {
         dir,
         model,

@@ -1,22 +1,30 @@
-//! The training loop of `cbqa train`.
+//! The training loop of `cbqa train`: a [`Trainer`] holds the model, the optimizer, the data, the
+//! dev set, the run directory, the log and where the run is; [`train`] composes its steps.
 
 use super::adafactor::{Adafactor, AdafactorConfig};
 use super::adamw::{AdamW, AdamWConfig};
 use super::batching::{collate, micro_batches, plan_epoch, EpochPlan};
 use super::data::{read_qa, tokenize, Tokenized};
-use super::optim::Optimizer;
-use super::progress::Progress;
+use super::optim::{Optimizer, STATE_FILE};
 use super::settings::{OptimizerChoice, Precision, TrainSettings};
 use super::state::{self, CheckpointParts, RunState, TrainerState};
+use crate::config::T5Config;
 use crate::data::QaExample;
 use crate::error::{Error, Result};
+use crate::generate::{
+    encode_questions, run_batches, BatchPolicy, EarlyStopping, GenerateOptions, Prepared,
+};
 use crate::model::{resolve_device, T5};
-use crate::model_dir::ModelDir;
+use crate::model_dir::{GenerationConfig, ModelDir};
+use crate::progress::Progress;
+use crate::runtime::tch::TchSeq2Seq;
+use crate::runtime::Seq2Seq;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 use tokenizers::Tokenizer;
 
 /// How a run ended.
@@ -40,6 +48,18 @@ pub struct TrainOutcome {
     pub skipped_lines: Vec<String>,
 }
 
+/// Train as `settings` says. With `resume`, continue the run in `settings.out` from its last
+/// checkpoint (an error if there is none or it is unreadable). `stop` is checked after every step
+/// (the binary sets it on SIGINT): the run then writes a checkpoint and returns.
+pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Result<TrainOutcome> {
+    let trainer = if resume {
+        Trainer::resume(settings)?
+    } else {
+        Trainer::new(settings)?
+    };
+    trainer.run(stop)
+}
+
 fn make_optimizer(s: &TrainSettings) -> Result<Box<dyn Optimizer>> {
     Ok(match s.optimizer {
         OptimizerChoice::Adafactor => Box::new(Adafactor::new(AdafactorConfig::paper(s.lr))?),
@@ -47,115 +67,144 @@ fn make_optimizer(s: &TrainSettings) -> Result<Box<dyn Optimizer>> {
     })
 }
 
+/// Every setting the trainer cannot run with, named by its field.
 fn validate(s: &TrainSettings) -> Result<()> {
     if s.max_steps.is_none() && s.epochs.is_none() {
-        return Err(Error::Invalid(
-            "say how long to train: --max-steps N and/or --epochs N".into(),
+        return Err(Error::setting(
+            "max_steps",
+            "say how long to train: set max_steps and/or epochs",
         ));
     }
-    if s.batch_tokens == 0 || s.micro_batch_tokens == 0 {
-        return Err(Error::Invalid(
-            "--batch-tokens and --micro-batch-tokens must be positive".into(),
-        ));
+    if s.batch_tokens == 0 {
+        return Err(Error::setting("batch_tokens", "must be positive"));
+    }
+    if s.micro_batch_tokens == 0 {
+        return Err(Error::setting("micro_batch_tokens", "must be positive"));
     }
     if !(s.lr > 0.0 && s.lr.is_finite()) {
-        return Err(Error::Invalid(format!(
-            "--lr must be positive, got {}",
-            s.lr
-        )));
+        return Err(Error::setting(
+            "lr",
+            format!("must be positive, got {}", s.lr),
+        ));
     }
     if !(0.0..1.0).contains(&s.dropout) {
-        return Err(Error::Invalid(format!(
-            "--dropout must be in [0, 1), got {}",
-            s.dropout
-        )));
+        let msg = format!("must be in [0, 1), got {}", s.dropout);
+        return Err(Error::setting("dropout", msg));
     }
-    if s.max_input_len < 2 || s.max_target_len < 2 {
-        return Err(Error::Invalid(
-            "--max-input-len and --max-target-len must be at least 2".into(),
-        ));
+    if s.max_input_len < 2 {
+        let msg = format!("must be at least 2, got {}", s.max_input_len);
+        return Err(Error::setting("max_input_len", msg));
+    }
+    if s.max_target_len < 2 {
+        let msg = format!("must be at least 2, got {}", s.max_target_len);
+        return Err(Error::setting("max_target_len", msg));
     }
     Ok(())
 }
 
-/// Greedy answers of `model` for `questions` (already tokenized inputs), decoded to text.
-pub fn predict(
-    t5: &T5,
-    tokenizer: &Tokenizer,
-    inputs: &[Vec<i64>],
-    batch_size: usize,
+/// Greedy decoding of up to `max_new_tokens` tokens with the ids of a checkpoint's generation
+/// config (falling back to config.json), as `cbqa eval` builds its options.
+pub fn greedy_options(
+    config: &T5Config,
+    generation: &GenerationConfig,
     max_new_tokens: usize,
-) -> Result<Vec<String>> {
-    let device = t5.device();
-    let pad = i64::from(t5.config.pad_id());
-    // Length-sorted batches waste less on padding; answers are put back in input order.
-    let mut order: Vec<usize> = (0..inputs.len()).collect();
-    order.sort_by_key(|&i| inputs[i].len());
-    let mut out = vec![String::new(); inputs.len()];
-    for chunk in order.chunks(batch_size.max(1)) {
-        let width = chunk.iter().map(|&i| inputs[i].len()).max().unwrap_or(1);
-        let mut ids = Vec::with_capacity(chunk.len() * width);
-        let mut mask = Vec::with_capacity(chunk.len() * width);
-        for &i in chunk {
-            let row = &inputs[i];
-            ids.extend_from_slice(row);
-            ids.extend(std::iter::repeat_n(pad, width - row.len()));
-            mask.extend(std::iter::repeat_n(1i64, row.len()));
-            mask.extend(std::iter::repeat_n(0i64, width - row.len()));
-        }
-        let shape = [chunk.len() as i64, width as i64];
-        let ids = Tensor::from_slice(&ids).view(shape).to_device(device);
-        let mask = Tensor::from_slice(&mask).view(shape).to_device(device);
-        // A bf16 model carries its compute precision itself (model::layers::Ctx).
-        let seqs = t5.model().generate_greedy(&ids, &mask, max_new_tokens);
-        let rows = Vec::<Vec<i64>>::try_from(&seqs)?;
-        for (&i, row) in chunk.iter().zip(rows) {
-            let ids: Vec<u32> = row
-                .iter()
-                .skip(1)
-                .take_while(|&&t| t != i64::from(t5.config.eos_id()))
-                .map(|&t| t as u32)
-                .collect();
-            out[i] = tokenizer
-                .decode(&ids, true)
-                .map_err(|e| Error::Invalid(format!("cannot decode {ids:?}: {e}")))?;
-        }
+) -> GenerateOptions {
+    GenerateOptions {
+        max_new_tokens,
+        min_new_tokens: 0,
+        num_beams: 1,
+        num_return_sequences: 1,
+        length_penalty: 1.0,
+        early_stopping: EarlyStopping::default(),
+        decoder_start_token_id: generation
+            .decoder_start_token_id
+            .unwrap_or_else(|| config.decoder_start_id()),
+        eos_token_id: generation.eos_token_id.unwrap_or_else(|| config.eos_id()),
+        pad_token_id: generation.pad_token_id.unwrap_or_else(|| config.pad_id()),
+        // Scores are not needed for exact match; they do not change the tokens.
+        output_scores: false,
     }
-    Ok(out)
 }
 
-/// Exact match ×100 of greedy answers against every reference, computed by the same code as
-/// `cbqa eval` (T5's `qa_utils` semantics, with the benchmark's normaliser).
-pub fn dev_exact_match(
-    t5: &T5,
+/// The answers of `backend` to prepared questions under `opts`, in batches of at most
+/// `batch_size` questions (length-sorted), decoded to text as `cbqa eval` decodes them.
+pub fn predict<B: Seq2Seq>(
+    backend: &B,
     tokenizer: &Tokenizer,
-    examples: &[QaExample],
-    inputs: &[Vec<i64>],
-    normalizer: crate::eval::Normalizer,
-    settings: &TrainSettings,
-) -> Result<f64> {
-    let preds = predict(
-        t5,
-        tokenizer,
-        inputs,
-        settings.eval_batch_size,
-        settings.eval_max_new_tokens,
-    )?;
-    let preds: Vec<crate::eval::Prediction> = preds
-        .into_iter()
-        .map(crate::eval::Prediction::new)
-        .collect();
-    Ok(crate::eval::score_examples(&preds, examples, normalizer)?
-        .aggregate
-        .em)
+    questions: &[Prepared],
+    opts: &GenerateOptions,
+    batch_size: usize,
+) -> Result<Vec<String>> {
+    let policy = BatchPolicy {
+        max_batch_size: batch_size.max(1),
+        // The batch size alone bounds a batch.
+        max_batch_tokens: usize::MAX,
+        sort_by_length: true,
+        parallel: false,
+    };
+    let hyps = run_batches(backend, questions, &policy, opts, &|_, _| {})?;
+    hyps.iter()
+        .map(|h| {
+            let tokens = h.first().map_or(&[][..], |h| h.tokens.as_slice());
+            tokenizer
+                .decode(tokens, true)
+                .map_err(|e| Error::tokenize("decode an answer", e))
+        })
+        .collect()
 }
 
+/// The dev set: its examples, their encoder inputs and the benchmark's answer normaliser.
 struct Dev {
     examples: Vec<QaExample>,
-    inputs: Vec<Vec<i64>>,
+    inputs: Vec<Prepared>,
     normalizer: crate::eval::Normalizer,
 }
 
+impl Dev {
+    /// Read `path` (at most `limit` examples) and encode its questions as `cbqa eval` does.
+    fn read(
+        path: &Path,
+        s: &TrainSettings,
+        tokenizer: &Tokenizer,
+        eos: u32,
+    ) -> Result<(Dev, Vec<String>)> {
+        let report = read_qa(path, s.skip_bad, false)?;
+        let mut examples = report.examples;
+        if let Some(n) = s.eval_limit {
+            examples.truncate(n);
+        }
+        let questions: Vec<&str> = examples.iter().map(|ex| ex.question.as_str()).collect();
+        let inputs = encode_questions(tokenizer, &questions, &s.prefix, s.max_input_len, eos)
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        let dev = Dev {
+            examples,
+            inputs,
+            normalizer: report.normalizer,
+        };
+        Ok((dev, report.skipped))
+    }
+
+    /// Exact match ×100 of greedy answers against every reference, computed by the same code
+    /// as `cbqa eval` (T5's `qa_utils` semantics, with the benchmark's normaliser).
+    fn exact_match<B: Seq2Seq>(
+        &self,
+        backend: &B,
+        tokenizer: &Tokenizer,
+        opts: &GenerateOptions,
+        batch_size: usize,
+    ) -> Result<f64> {
+        let answers = predict(backend, tokenizer, &self.inputs, opts, batch_size)?;
+        let preds: Vec<crate::eval::Prediction> = answers
+            .into_iter()
+            .map(crate::eval::Prediction::new)
+            .collect();
+        let scores = crate::eval::score_examples(&preds, &self.examples, self.normalizer)?;
+        Ok(scores.aggregate.em)
+    }
+}
+
+/// `RUN/train_log.csv`, one row per step.
 struct Log {
     file: std::fs::File,
 }
@@ -192,36 +241,22 @@ impl Log {
     }
 }
 
-/// Train as `settings` says. With `resume`, continue the run in `settings.out` from its last
-/// checkpoint (an error if there is none or it is unreadable). `stop` is checked after every step
-/// (the binary sets it on SIGINT): the run then writes a checkpoint and returns.
-pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Result<TrainOutcome> {
-    let s = settings;
-    let device = resolve_device(&s.device)?;
-    validate(s)?;
-    if let Some(n) = s.threads {
-        tch::set_num_threads(n as i32);
-    }
-    let run = s.out.clone();
+/// Where a run starts: the model to load, the optimizer and the trainer state.
+struct Start {
+    config: T5Config,
+    /// The model directory the weights come from (the checkpoint resumed from, or the model).
+    weights_dir: PathBuf,
+    optimizer: Box<dyn Optimizer>,
+    state: TrainerState,
+    /// The checkpoint resumed from.
+    resumed_from: Option<PathBuf>,
+}
 
-    // The model, the optimizer and where we are.
-    let (mut config, weights_dir, mut optimizer, mut st) = if resume {
-        let r = state::load_last(&run, device)?;
-        let mut opt = make_optimizer(s)?;
-        if r.state.optimizer != s.optimizer {
-            return Err(Error::Checkpoint {
-                path: r.dir.clone(),
-                msg: format!(
-                    "was trained with {:?}, the run asks for {:?}",
-                    r.state.optimizer, s.optimizer
-                ),
-            });
-        }
-        opt.load_state(r.state.step, &r.optimizer)?;
-        (r.model.config.clone(), r.dir, opt, r.state)
-    } else {
+impl Start {
+    /// A fresh run from `settings.model`.
+    fn fresh(s: &TrainSettings) -> Result<Start> {
         let model = ModelDir::open(&s.model)?;
-        let st = TrainerState {
+        let state = TrainerState {
             step: 0,
             epoch: 0,
             next_batch: 0,
@@ -231,276 +266,482 @@ pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Resul
             optimizer: s.optimizer,
             seed: s.seed,
         };
-        (
-            model.config.clone(),
-            s.model.clone(),
-            make_optimizer(s)?,
-            st,
-        )
-    };
+        Ok(Start {
+            config: model.config.clone(),
+            weights_dir: s.model.clone(),
+            optimizer: make_optimizer(s)?,
+            state,
+            resumed_from: None,
+        })
+    }
+
+    /// The last checkpoint of the run in `settings.out`, with its optimizer state.
+    fn resumed(s: &TrainSettings, device: Device) -> Result<Start> {
+        let r = state::load_last(&s.out, device)?;
+        let mut optimizer = make_optimizer(s)?;
+        if r.state.optimizer != s.optimizer {
+            return Err(Error::Checkpoint {
+                path: r.dir.clone(),
+                msg: format!(
+                    "was trained with {:?}, the run asks for {:?}",
+                    r.state.optimizer, s.optimizer
+                ),
+            });
+        }
+        optimizer.load_state(r.state.step, &r.optimizer)?;
+        Ok(Start {
+            config: r.model.config.clone(),
+            weights_dir: r.dir.clone(),
+            optimizer,
+            state: r.state,
+            resumed_from: Some(r.dir),
+        })
+    }
+}
+
+/// The numbers of one optimizer step.
+struct StepReport {
+    /// Token-weighted mean loss over the effective batch.
+    loss: f64,
+    /// Real input + target tokens trained on per second.
+    tokens_per_s: f64,
+}
+
+/// A training run: the model (in the mutex the tch backend borrows for dev-set decoding), the
+/// optimizer, the tokenized data, the dev set, the run directory with its log, and the state.
+pub struct Trainer<'s> {
+    settings: &'s TrainSettings,
+    device: Device,
+    t5: Mutex<T5>,
+    params: Vec<(String, Tensor)>,
+    optimizer: Box<dyn Optimizer>,
+    state: TrainerState,
+    resumed_from: Option<PathBuf>,
+    tokenizer: Tokenizer,
+    generation: GenerationConfig,
+    tokenizer_files: Vec<(String, Vec<u8>)>,
+    train_data: Vec<Tokenized>,
+    dev: Option<Dev>,
+    skipped: Vec<String>,
+    plan: EpochPlan,
+    log: Log,
+    started: Instant,
+    tokens_this_run: u64,
+    last_loss: Option<f64>,
+    final_em: Option<f64>,
+    evaluated_at: Option<u64>,
+    last_checkpoint: Option<PathBuf>,
+    best_dir: Option<PathBuf>,
+}
+
+impl<'s> Trainer<'s> {
+    /// A fresh run of `settings` into `settings.out`, which must not hold another run.
+    pub fn new(settings: &'s TrainSettings) -> Result<Self> {
+        Self::open(settings, false)
+    }
+
+    /// Continue the run in `settings.out` from its last checkpoint.
+    pub fn resume(settings: &'s TrainSettings) -> Result<Self> {
+        Self::open(settings, true)
+    }
+
+    fn open(s: &'s TrainSettings, resume: bool) -> Result<Self> {
+        let device = resolve_device(&s.device)?;
+        validate(s)?;
+        if let Some(n) = s.threads {
+            tch::set_num_threads(n as i32);
+        }
+        let start = if resume {
+            Start::resumed(s, device)?
+        } else {
+            Start::fresh(s)?
+        };
+        let (t5, model_dir) = load_model(s, &start, device)?;
+        let params = t5.named_parameters();
+        let state_file = start.weights_dir.join(STATE_FILE);
+        check_optimizer_state(&*start.optimizer, &params, &state_file)?;
+        let tokenizer_files = state::read_tokenizer_files(&start.weights_dir)?;
+        let (train_data, dev, skipped) = read_data(s, &t5.config, &model_dir)?;
+        for line in &skipped {
+            eprintln!("skipped {line}");
+        }
+        // Only now that the model and the data are known good does a fresh run claim its
+        // directory.
+        if !resume {
+            prepare_run_dir(&s.out)?;
+            state::save_settings(&s.out, s)?;
+        }
+        let log = Log::open(&s.out, start.state.step)?;
+        let plan = plan_epoch(
+            &train_data,
+            s.seed,
+            start.state.epoch,
+            s.answer,
+            s.batch_tokens,
+        );
+        let best_dir = start
+            .state
+            .best_step
+            .map(|b| s.out.join(format!("checkpoint-{b}")));
+        Ok(Trainer {
+            settings: s,
+            device,
+            t5: Mutex::new(t5),
+            params,
+            optimizer: start.optimizer,
+            state: start.state,
+            resumed_from: start.resumed_from,
+            tokenizer: model_dir.tokenizer,
+            generation: model_dir.generation,
+            tokenizer_files,
+            train_data,
+            dev,
+            skipped,
+            plan,
+            log,
+            started: Instant::now(),
+            tokens_this_run: 0,
+            last_loss: None,
+            final_em: None,
+            evaluated_at: None,
+            last_checkpoint: None,
+            best_dir,
+        })
+    }
+
+    /// Train until the planned end or until `stop` is set, then write the last checkpoint.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<TrainOutcome> {
+        let mut progress = Progress::new("train", "steps", self.total_steps(), self.state.step)
+            .also_every(self.settings.log_every);
+        self.started = Instant::now();
+        let interrupted = self.run_steps(stop, &mut progress);
+        progress.finish();
+        let interrupted = interrupted?;
+        self.finish(interrupted)
+    }
+
+    /// The loop: steps, dev evaluations, log rows and checkpoints. Returns whether `stop` ended
+    /// it before the planned end.
+    fn run_steps(&mut self, stop: &AtomicBool, progress: &mut Progress) -> Result<bool> {
+        while !self.finished() {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(true);
+            }
+            if self.state.next_batch >= self.plan.batches.len() {
+                self.next_epoch();
+                continue;
+            }
+            let report = self.step()?;
+            let done = self.finished();
+            let em = match self.dev.is_some() && (done || self.eval_due()) {
+                true => Some(self.evaluate()?),
+                false => None,
+            };
+            let new_best = em.is_some_and(|e| self.record_em(e));
+            self.log_step(&report, em)?;
+            progress.set(
+                self.state.step,
+                &format!("loss {:.4}  {:.0} tok/s", report.loss, report.tokens_per_s),
+            );
+            if let Some(e) = em {
+                progress.note(&format!("step {}: dev EM {e:.2}", self.state.step));
+            }
+            let stop_now = stop.load(Ordering::SeqCst);
+            if new_best || self.save_due() || done || stop_now {
+                self.save_checked(new_best)?;
+            }
+            if stop_now {
+                return Ok(!done);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The end of training: `max_steps` reached, or the last batch of the last epoch done.
+    fn finished(&self) -> bool {
+        let (s, st) = (self.settings, &self.state);
+        s.max_steps.is_some_and(|m| st.step >= m)
+            || s.epochs.is_some_and(|e| {
+                st.epoch >= e || (st.epoch + 1 == e && st.next_batch >= self.plan.batches.len())
+            })
+    }
+
+    /// Steps of the whole run, for the progress display only (with random answers epochs
+    /// differ slightly in length).
+    fn total_steps(&self) -> u64 {
+        let steps_per_epoch = self.plan.batches.len() as u64;
+        match (self.settings.max_steps, self.settings.epochs) {
+            (Some(m), Some(e)) => m.min(e * steps_per_epoch),
+            (Some(m), None) => m,
+            (None, Some(e)) => e * steps_per_epoch,
+            (None, None) => 0,
+        }
+    }
+
+    fn next_epoch(&mut self) {
+        let s = self.settings;
+        self.state.epoch += 1;
+        self.state.next_batch = 0;
+        self.plan = plan_epoch(
+            &self.train_data,
+            s.seed,
+            self.state.epoch,
+            s.answer,
+            s.batch_tokens,
+        );
+    }
+
+    fn eval_due(&self) -> bool {
+        let every = self.settings.eval_every;
+        every > 0 && self.state.step.is_multiple_of(every)
+    }
+
+    fn save_due(&self) -> bool {
+        let every = self.settings.save_every;
+        every > 0 && self.state.step.is_multiple_of(every)
+    }
+
+    fn model(&self) -> MutexGuard<'_, T5> {
+        self.t5.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One optimizer step on the next effective batch: gradients accumulated over its
+    /// micro-batches, the token-weighted mean loss, then the update (never applied when the
+    /// loss is not finite).
+    fn step(&mut self) -> Result<StepReport> {
+        let s = self.settings;
+        let step_start = Instant::now();
+        let batch = self.plan.batches[self.state.next_batch].clone();
+        let items = &self.plan.items[batch];
+        // Dropout masks depend only on (seed, step): a resumed run draws the same ones.
+        tch::manual_seed(
+            s.seed
+                .wrapping_add(self.state.step)
+                .wrapping_mul(2_654_435_761) as i64,
+        );
+        for (_, p) in &self.params {
+            zero_grad(p)?;
+        }
+        let target_tokens: usize = items
+            .iter()
+            .map(|&(i, a)| self.train_data[i].targets[a].len())
+            .sum();
+        let pad = i64::from(self.model().config.pad_id());
+        let mut loss = 0.0;
+        let mut tokens = 0usize;
+        for mb in micro_batches(&self.train_data, items, s.micro_batch_tokens) {
+            let b = collate(&self.train_data, &mb, pad, self.device)?;
+            tokens += b.tokens;
+            let out =
+                self.model()
+                    .model()
+                    .loss(&b.input_ids, &b.attention_mask, &b.labels, true)?;
+            // Token-weighted mean over the whole effective batch.
+            let scaled = out.sum.f_div_scalar(target_tokens as f64)?;
+            loss += scaled.f_double_value(&[])?;
+            scaled.f_backward()?;
+        }
+        if !loss.is_finite() {
+            return Err(Error::Diverged {
+                step: self.state.step + 1,
+                what: format!("the training loss is {loss} (the step was not applied)"),
+                last_good: self.last_good(),
+            });
+        }
+        self.optimizer.step(&self.params)?;
+        self.state.step += 1;
+        self.state.next_batch += 1;
+        self.state.tokens_seen += tokens as u64;
+        self.tokens_this_run += tokens as u64;
+        self.last_loss = Some(loss);
+        let tokens_per_s = tokens as f64 / step_start.elapsed().as_secs_f64().max(1e-9);
+        Ok(StepReport { loss, tokens_per_s })
+    }
+
+    /// Dev exact match of the model as it is now, decoded by [`crate::generate`] through the
+    /// tch backend borrowing the model. 0 without a dev set.
+    fn evaluate(&mut self) -> Result<f64> {
+        let Some(dev) = &self.dev else {
+            return Ok(0.0);
+        };
+        let s = self.settings;
+        let opts = {
+            let t5 = self.model();
+            greedy_options(&t5.config, &self.generation, s.eval_max_new_tokens)
+        };
+        let backend = TchSeq2Seq::borrowing(&self.t5);
+        let em = dev.exact_match(&backend, &self.tokenizer, &opts, s.eval_batch_size)?;
+        self.final_em = Some(em);
+        self.evaluated_at = Some(self.state.step);
+        Ok(em)
+    }
+
+    /// Track the best dev EM; whether `em` is a new best.
+    fn record_em(&mut self, em: f64) -> bool {
+        let st = &mut self.state;
+        if st.best_em.is_none_or(|b| em > b) {
+            st.best_em = Some(em);
+            st.best_step = Some(st.step);
+            return true;
+        }
+        false
+    }
+
+    fn log_step(&mut self, report: &StepReport, em: Option<f64>) -> Result<()> {
+        self.log.row([
+            self.state.step.to_string(),
+            self.state.epoch.to_string(),
+            format!("{:.6}", report.loss),
+            format!("{:e}", self.optimizer.lr()),
+            format!("{:.1}", report.tokens_per_s),
+            em.map(|e| format!("{e:.2}")).unwrap_or_default(),
+            format!("{:.3}", self.started.elapsed().as_secs_f64()),
+        ])
+    }
+
+    /// Write a checkpoint of this step (also the new best when `new_best`), but never one of a
+    /// diverged model: the loss of the next step would only reveal it then.
+    fn save_checked(&mut self, new_best: bool) -> Result<()> {
+        if let Some(name) = first_non_finite(&self.params)? {
+            return Err(Error::Diverged {
+                step: self.state.step,
+                what: format!("parameter `{name}` is not finite"),
+                last_good: self.last_good(),
+            });
+        }
+        if new_best {
+            let dir = self
+                .settings
+                .out
+                .join(format!("checkpoint-{}", self.state.step));
+            self.best_dir = Some(dir);
+        }
+        self.save()?;
+        Ok(())
+    }
+
+    /// Write `RUN/checkpoint-<step>` and publish it in `RUN/state.json` as the last one.
+    fn save(&mut self) -> Result<PathBuf> {
+        let run = &self.settings.out;
+        let dir = {
+            let t5 = self.model();
+            state::write_checkpoint(
+                run,
+                &CheckpointParts {
+                    t5: &t5,
+                    optimizer: &*self.optimizer,
+                    state: &self.state,
+                    generation: &self.generation,
+                    tokenizer_files: &self.tokenizer_files,
+                },
+            )?
+        };
+        let name = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned());
+        state::publish(
+            run,
+            &RunState {
+                last: name(&dir).unwrap_or_default(),
+                best: self.best_dir.as_ref().and_then(name),
+                best_em: self.state.best_em,
+            },
+        )?;
+        self.last_checkpoint = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// The checkpoint to go back to after a divergence, in words.
+    fn last_good(&self) -> String {
+        if let Some(p) = &self.last_checkpoint {
+            return p.display().to_string();
+        }
+        match &self.resumed_from {
+            Some(dir) => format!("{} (the checkpoint resumed from)", dir.display()),
+            None => "none yet (no checkpoint was written)".into(),
+        }
+    }
+
+    /// After the loop: the last checkpoint (written now when the loop wrote none, e.g. a
+    /// finished run resumed) and the final dev EM when no step evaluated.
+    fn finish(mut self, interrupted: bool) -> Result<TrainOutcome> {
+        let last_checkpoint = match self.last_checkpoint.clone() {
+            Some(p) => p,
+            None => self.save()?,
+        };
+        let never_evaluated = self.final_em.is_none() && self.evaluated_at.is_none();
+        if never_evaluated && !interrupted && self.dev.is_some() {
+            self.evaluate()?;
+        }
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
+        Ok(TrainOutcome {
+            steps: self.state.step,
+            last_checkpoint,
+            best: self.best_dir.zip(self.state.best_em),
+            final_em: self.final_em,
+            last_loss: self.last_loss,
+            tokens_per_s: self.tokens_this_run as f64 / elapsed,
+            interrupted,
+            skipped_lines: self.skipped,
+        })
+    }
+}
+
+/// The model `start` names, on `device` with the run's dropout and precision, and its directory.
+fn load_model(s: &TrainSettings, start: &Start, device: Device) -> Result<(T5, ModelDir)> {
+    let mut config = start.config.clone();
     config.dropout_rate = s.dropout;
-    let model_dir = ModelDir::open(&weights_dir)?;
+    let model_dir = ModelDir::open(&start.weights_dir)?;
     let compute = (s.precision == Precision::Bf16).then_some(Kind::BFloat16);
     let t5 =
         T5::from_weights_with_compute(&config, &model_dir.weights, device, Kind::Float, compute)?;
-    let params = t5.named_parameters();
-    check_optimizer_state(&*optimizer, &params)?;
-    let tokenizer = model_dir.tokenizer.clone();
-    let tokenizer_files = state::read_tokenizer_files(&weights_dir)?;
-    let generation = model_dir.generation.clone();
-    drop(model_dir);
+    Ok((t5, model_dir))
+}
 
-    // Data.
-    let eos = i64::from(config.eos_id());
-    let pad = i64::from(config.pad_id());
-    let train_report = read_qa(&s.train, s.skip_bad, true)?;
-    let mut skipped = train_report.skipped.clone();
-    let train_data: Vec<Tokenized> = tokenize(
-        &tokenizer,
-        &train_report.examples,
+/// The training data, tokenized, the dev set when there is one, and the skipped data lines.
+fn read_data(
+    s: &TrainSettings,
+    config: &T5Config,
+    model_dir: &ModelDir,
+) -> Result<(Vec<Tokenized>, Option<Dev>, Vec<String>)> {
+    let tokenizer = &model_dir.tokenizer;
+    let report = read_qa(&s.train, s.skip_bad, true)?;
+    let mut skipped = report.skipped;
+    let train_data = tokenize(
+        tokenizer,
+        &report.examples,
         &s.prefix,
-        eos,
+        config.eos_id(),
         s.max_input_len,
         s.max_target_len,
     )?;
     let dev = match &s.dev {
-        Some(p) => {
-            let r = read_qa(p, s.skip_bad, false)?;
-            skipped.extend(r.skipped);
-            let mut examples = r.examples;
-            if let Some(n) = s.eval_limit {
-                examples.truncate(n);
-            }
-            let inputs = examples
-                .iter()
-                .map(|ex| {
-                    super::data::encode(
-                        &tokenizer,
-                        &format!("{}{}", s.prefix, ex.question),
-                        eos,
-                        s.max_input_len,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Some(Dev {
-                examples,
-                inputs,
-                normalizer: r.normalizer,
-            })
+        Some(path) => {
+            let opts = greedy_options(config, &model_dir.generation, s.eval_max_new_tokens);
+            let (dev, dev_skipped) = Dev::read(path, s, tokenizer, opts.eos_token_id)?;
+            skipped.extend(dev_skipped);
+            Some(dev)
         }
         None => None,
     };
-    for line in &skipped {
-        eprintln!("skipped {line}");
-    }
-
-    // Only now that the model and the data are known good does a fresh run claim its directory.
-    if !resume {
-        prepare_run_dir(&run)?;
-        state::save_settings(&run, s)?;
-    }
-    let mut log = Log::open(&run, st.step)?;
-    let plan_for = |epoch: u64| plan_epoch(&train_data, s.seed, epoch, s.answer, s.batch_tokens);
-    let mut plan: EpochPlan = plan_for(st.epoch);
-    // For the progress display only: with random answers epochs differ slightly in length.
-    let steps_per_epoch = plan.batches.len() as u64;
-    let total_steps = match (s.max_steps, s.epochs) {
-        (Some(m), Some(e)) => m.min(e * steps_per_epoch),
-        (Some(m), None) => m,
-        (None, Some(e)) => e * steps_per_epoch,
-        (None, None) => 0,
-    };
-    // The end of training: --max-steps reached, or the last batch of the last epoch done.
-    let finished = |st: &TrainerState, plan: &EpochPlan| {
-        s.max_steps.is_some_and(|m| st.step >= m)
-            || s.epochs.is_some_and(|e| {
-                st.epoch >= e || (st.epoch + 1 == e && st.next_batch >= plan.batches.len())
-            })
-    };
-    let mut progress = Progress::new(st.step, total_steps, s.log_every);
-    let started = Instant::now();
-    let mut tokens_this_run: u64 = 0;
-    let mut last_loss = None;
-    let mut final_em = None;
-    let mut last_checkpoint: Option<PathBuf> = None;
-    let mut best_dir = st.best_step.map(|b| run.join(format!("checkpoint-{b}")));
-    let mut interrupted = false;
-    let mut evaluated_at = None;
-
-    let save = |st: &TrainerState,
-                optimizer: &dyn Optimizer,
-                best_dir: &Option<PathBuf>|
-     -> Result<PathBuf> {
-        let dir = state::write_checkpoint(
-            &run,
-            &CheckpointParts {
-                t5: &t5,
-                optimizer,
-                state: st,
-                generation: &generation,
-                tokenizer_files: &tokenizer_files,
-            },
-        )?;
-        let name = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned());
-        state::publish(
-            &run,
-            &RunState {
-                last: name(&dir).unwrap_or_default(),
-                best: best_dir.as_ref().and_then(name),
-                best_em: st.best_em,
-            },
-        )?;
-        Ok(dir)
-    };
-
-    while !finished(&st, &plan) {
-        if stop.load(Ordering::SeqCst) {
-            interrupted = true;
-            break;
-        }
-        if st.next_batch >= plan.batches.len() {
-            st.epoch += 1;
-            st.next_batch = 0;
-            plan = plan_for(st.epoch);
-            continue;
-        }
-        let step_start = Instant::now();
-        let batch_items = &plan.items[plan.batches[st.next_batch].clone()];
-        // Dropout masks depend only on (seed, step): a resumed run draws the same ones.
-        tch::manual_seed(s.seed.wrapping_add(st.step).wrapping_mul(2_654_435_761) as i64);
-        for (_, p) in &params {
-            p.shallow_clone().zero_grad();
-        }
-        let target_tokens: usize = batch_items
-            .iter()
-            .map(|&(i, a)| train_data[i].targets[a].len())
-            .sum();
-        let mut loss_sum = 0.0;
-        let mut step_tokens = 0usize;
-        for mb in micro_batches(&train_data, batch_items, s.micro_batch_tokens) {
-            let b = collate(&train_data, &mb, pad, device);
-            step_tokens += b.tokens;
-            let out = t5
-                .model()
-                .loss(&b.input_ids, &b.attention_mask, &b.labels, true);
-            // Token-weighted mean over the whole effective batch.
-            let scaled = out.sum / target_tokens as f64;
-            loss_sum += scaled.double_value(&[]);
-            scaled.backward();
-        }
-        let last_good = || {
-            last_checkpoint
-                .as_ref()
-                .map(|p: &PathBuf| p.display().to_string())
-                .or_else(|| {
-                    resume
-                        .then(|| format!("{} (the checkpoint resumed from)", weights_dir.display()))
-                })
-                .unwrap_or_else(|| "none yet (no checkpoint was written)".into())
-        };
-        if !loss_sum.is_finite() {
-            progress.finish();
-            return Err(Error::Invalid(format!(
-                "the training loss is {loss_sum} at step {}: stopping without updating the \
-                 parameters. The last good checkpoint is {}. Try a lower --lr or fp32.",
-                st.step + 1,
-                last_good()
-            )));
-        }
-        optimizer.step(&params)?;
-        st.step += 1;
-        st.next_batch += 1;
-        st.tokens_seen += step_tokens as u64;
-        tokens_this_run += step_tokens as u64;
-        last_loss = Some(loss_sum);
-        let tps = step_tokens as f64 / step_start.elapsed().as_secs_f64().max(1e-9);
-
-        let done = finished(&st, &plan);
-        let mut em = None;
-        let eval_now =
-            dev.is_some() && (done || (s.eval_every > 0 && st.step.is_multiple_of(s.eval_every)));
-        let mut new_best = false;
-        if let (true, Some(d)) = (eval_now, &dev) {
-            let e = dev_exact_match(&t5, &tokenizer, &d.examples, &d.inputs, d.normalizer, s)?;
-            em = Some(e);
-            final_em = Some(e);
-            evaluated_at = Some(st.step);
-            if st.best_em.is_none_or(|b| e > b) {
-                st.best_em = Some(e);
-                st.best_step = Some(st.step);
-                new_best = true;
-            }
-        }
-        log.row([
-            st.step.to_string(),
-            st.epoch.to_string(),
-            format!("{loss_sum:.6}"),
-            format!("{:e}", optimizer.lr()),
-            format!("{tps:.1}"),
-            em.map(|e| format!("{e:.2}")).unwrap_or_default(),
-            format!("{:.3}", started.elapsed().as_secs_f64()),
-        ])?;
-        progress.step(st.step, loss_sum, tps, em);
-
-        let stop_now = stop.load(Ordering::SeqCst);
-        let periodic = s.save_every > 0 && st.step.is_multiple_of(s.save_every);
-        if new_best || periodic || done || stop_now {
-            // Never publish a diverged model as a checkpoint (the loss of the next step would
-            // only reveal it then).
-            if let Some(name) = first_non_finite(&params) {
-                progress.finish();
-                return Err(Error::Invalid(format!(
-                    "parameter `{name}` is not finite after step {}: the update diverged. \
-                     The last good checkpoint is {}. Try a lower --lr.",
-                    st.step,
-                    last_good()
-                )));
-            }
-            if new_best {
-                best_dir = Some(run.join(format!("checkpoint-{}", st.step)));
-            }
-            last_checkpoint = Some(save(&st, &*optimizer, &best_dir)?);
-        }
-        if stop_now {
-            interrupted = !done;
-            break;
-        }
-    }
-    progress.finish();
-    // Already at the end (e.g. resumed a finished run) or interrupted before any step.
-    let last_checkpoint = match last_checkpoint {
-        Some(p) => p,
-        None => save(&st, &*optimizer, &best_dir)?,
-    };
-    if final_em.is_none() && evaluated_at.is_none() && !interrupted {
-        if let Some(d) = &dev {
-            final_em = Some(dev_exact_match(
-                &t5,
-                &tokenizer,
-                &d.examples,
-                &d.inputs,
-                d.normalizer,
-                s,
-            )?);
-        }
-    }
-    Ok(TrainOutcome {
-        steps: st.step,
-        last_checkpoint,
-        best: best_dir.zip(st.best_em),
-        final_em,
-        last_loss,
-        tokens_per_s: tokens_this_run as f64 / started.elapsed().as_secs_f64().max(1e-9),
-        interrupted,
-        skipped_lines: skipped,
-    })
+    Ok((train_data, dev, skipped))
 }
 
-fn first_non_finite(params: &[(String, Tensor)]) -> Option<&str> {
-    params
-        .iter()
-        .find(|(_, p)| p.isfinite().all().int64_value(&[]) == 0)
-        .map(|(n, _)| n.as_str())
+/// Clear the gradient of parameter `p`, when it has one.
+fn zero_grad(p: &Tensor) -> Result<()> {
+    let mut grad = p.f_grad()?;
+    if grad.defined() {
+        let _ = grad.f_detach_()?.f_zero_()?;
+    }
+    Ok(())
+}
+
+/// The name of the first parameter holding a NaN or an infinity.
+fn first_non_finite(params: &[(String, Tensor)]) -> Result<Option<&str>> {
+    for (name, p) in params {
+        if p.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+            return Ok(Some(name.as_str()));
+        }
+    }
+    Ok(None)
 }
 
 /// A fresh run's directory must not hold another run.
@@ -513,7 +754,8 @@ fn prepare_run_dir(run: &Path) -> Result<()> {
         if non_empty {
             return Err(Error::Output {
                 path: run.to_path_buf(),
-                msg: "exists and is not empty; continue it with --resume, or choose another --out"
+                msg: "exists and is not empty: resume the run in it, or choose another out \
+                      directory"
                     .into(),
             });
         }
@@ -521,21 +763,26 @@ fn prepare_run_dir(run: &Path) -> Result<()> {
     std::fs::create_dir_all(run).map_err(|e| Error::io("create directory", run, e))
 }
 
-/// The restored optimizer state must belong to this model.
-fn check_optimizer_state(opt: &dyn Optimizer, params: &[(String, Tensor)]) -> Result<()> {
+/// The restored optimizer state (from `file`) must belong to this model.
+fn check_optimizer_state(
+    opt: &dyn Optimizer,
+    params: &[(String, Tensor)],
+    file: &Path,
+) -> Result<()> {
+    let tensor_error = |name: &str, msg: String| Error::Tensor {
+        path: file.to_path_buf(),
+        name: name.to_string(),
+        msg,
+    };
     for (key, t) in opt.state_tensors() {
         let name = key.rsplit_once('/').map_or(key.as_str(), |(n, _)| n);
         let Some((_, p)) = params.iter().find(|(n, _)| n == name) else {
-            return Err(Error::Invalid(format!(
-                "the optimizer state has `{key}` but the model has no parameter `{name}`"
-            )));
+            let msg = format!("the model has no parameter `{name}`");
+            return Err(tensor_error(&key, msg));
         };
         if t.numel() > p.numel() {
-            return Err(Error::Invalid(format!(
-                "optimizer state `{key}` {:?} does not fit parameter {:?}",
-                t.size(),
-                p.size()
-            )));
+            let msg = format!("shape {:?} does not fit parameter {:?}", t.size(), p.size());
+            return Err(tensor_error(&key, msg));
         }
     }
     Ok(())

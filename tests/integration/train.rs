@@ -187,7 +187,7 @@ fn nan_loss_stops_with_the_last_good_checkpoint() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("the training loss is") || err.contains("is not finite after step"),
+        err.contains("the training loss is") || err.contains("is not finite at step"),
         "{err}"
     );
     assert!(err.contains("last good checkpoint is"), "{err}");
@@ -217,7 +217,7 @@ fn corrupt_checkpoint_or_missing_gpu_is_an_error() {
     train::train(&s, false, &stop).unwrap();
     // A second fresh run into the same directory is refused.
     let e = train::train(&s, false, &stop).unwrap_err().to_string();
-    assert!(e.contains("--resume"), "{e}");
+    assert!(e.contains("not empty") && e.contains("resume"), "{e}");
     // Truncate the optimizer state: resuming must fail, not start afresh.
     let opt = run.join("checkpoint-2").join("optimizer.safetensors");
     let bytes = std::fs::read(&opt).unwrap();
@@ -327,15 +327,21 @@ print(json.dumps(tok.batch_decode(out, skip_special_tokens=True)))
     );
     let theirs: Vec<String> = serde_json::from_slice(&res.stdout).unwrap();
     let dir = cbqa::ModelDir::open(&ckpt).unwrap();
-    let t5 = cbqa::model::T5::from_model_dir(&dir, tch::Device::Cpu, tch::Kind::Float).unwrap();
+    let backend = cbqa::runtime::tch::TchSeq2Seq::load(&dir, tch::Device::Cpu).unwrap();
     let questions = cbqa::train::data::read_qa(&nq200(), false, true)
         .unwrap()
         .examples;
-    let inputs: Vec<Vec<i64>> = questions[..20]
+    let texts: Vec<&str> = questions[..20]
         .iter()
-        .map(|q| cbqa::train::data::encode(&dir.tokenizer, &q.question, 1, 512).unwrap())
+        .map(|q| q.question.as_str())
         .collect();
-    let ours = train::predict(&t5, &dir.tokenizer, &inputs, 8, 32).unwrap();
+    let inputs: Vec<cbqa::generate::Prepared> =
+        cbqa::generate::encode_questions(&dir.tokenizer, &texts, "", 512, 1)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let opts = train::greedy_options(&dir.config, &dir.generation, 32);
+    let ours = train::predict(&backend, &dir.tokenizer, &inputs, &opts, 8).unwrap();
     assert_eq!(
         ours, theirs,
         "transformers answers differently from our checkpoint"
@@ -488,4 +494,69 @@ fn bf16_mixed_precision_trains_on_the_cpu_too() {
     );
     assert!(rel < 2e-2, "{first:?}");
     assert!(first[0] != first[1], "bf16 should actually compute in bf16");
+}
+
+/// The encoder the trainer used before it shared the decoder's question encoder: ids without
+/// special tokens, cut to `max_len - 1`, then `</s>`. Kept here as the oracle.
+fn old_encode(tok: &tokenizers::Tokenizer, text: &str, eos: i64, max_len: usize) -> Vec<i64> {
+    let enc = tok.encode(text, false).unwrap();
+    let mut ids: Vec<i64> = enc.get_ids().iter().map(|&i| i64::from(i)).collect();
+    ids.truncate(max_len.saturating_sub(1));
+    ids.push(eos);
+    ids
+}
+
+#[test]
+fn training_inputs_and_targets_keep_their_token_ids() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    // The fixtures' tokenizers (transformers' T5 tokenizer.json) and one trained by `cbqa init`.
+    let demo = tmp.path().join("demo");
+    init_model(&InitOptions {
+        config: T5Config::preset("tiny").unwrap(),
+        tokenizer: TokenizerSource::Train {
+            data: nq200(),
+            vocab_size: 2048,
+            extra_ids: 0,
+        },
+        out: demo.clone(),
+        force: false,
+        seed: 1,
+    })
+    .unwrap();
+    let models = [fixture("t5_v1_0"), fixture("t5_v1_1"), demo];
+    let files = [
+        "nq-open/NQ-open.dev.jsonl",
+        "triviaqa/topics.dpr.trivia.dev.txt",
+        "webquestions/dpr/topics.dpr.wq.test.txt",
+    ];
+    let mut examples = Vec::new();
+    for rel in files {
+        let path = crate::support::data_file(rel);
+        let mut read = train::data::read_qa(&path, true, true).unwrap().examples;
+        read.truncate(1500);
+        examples.extend(read);
+    }
+    let mut compared = 0usize;
+    for model in &models {
+        let dir = cbqa::ModelDir::open(model).unwrap();
+        let (tok, eos) = (&dir.tokenizer, dir.config.eos_id());
+        // Full length, and limits short enough that many inputs and targets are cut.
+        for (prefix, max_in, max_target) in [("", 512, 128), ("nq question: ", 12, 3)] {
+            let ours =
+                train::data::tokenize(tok, &examples, prefix, eos, max_in, max_target).unwrap();
+            for (ex, got) in examples.iter().zip(&ours) {
+                let text = format!("{prefix}{}", ex.question);
+                let want = old_encode(tok, &text, i64::from(eos), max_in);
+                assert_eq!(got.input, want, "{}: input of {text:?}", model.display());
+                assert_eq!(got.targets.len(), ex.answers.len());
+                for (a, t) in ex.answers.iter().zip(&got.targets) {
+                    let want = old_encode(tok, a, i64::from(eos), max_target);
+                    assert_eq!(*t, want, "{}: target {a:?}", model.display());
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 20_000, "{compared}");
 }
