@@ -23,6 +23,8 @@ struct Plain {
     next_line_at: u64,
     /// Also print at every multiple of this (e.g. training's `log_every`); 0: only percentages.
     every: u64,
+    /// The position of the last line printed.
+    printed_at: Option<u64>,
 }
 
 impl Progress {
@@ -70,6 +72,7 @@ impl Progress {
             plain: (!terminal).then(|| Plain {
                 next_line_at: next_percent_step(position, total),
                 every: 0,
+                printed_at: None,
             }),
         }
     }
@@ -93,6 +96,7 @@ impl Progress {
                 || (p.every > 0 && position.is_multiple_of(p.every));
             if due {
                 p.next_line_at = next_percent_step(position, total);
+                p.printed_at = Some(position);
                 let line = self.plain_line(message);
                 print_line(&line);
             }
@@ -114,15 +118,21 @@ impl Progress {
         }
     }
 
-    /// Done (or stopped): the bar is left with its final state, the plain log ends with a line.
+    /// The work turned out to be `total` units (e.g. training epochs of another length).
+    pub fn set_total(&mut self, total: u64) {
+        self.bar.set_length(total);
+    }
+
+    /// Done (or stopped early): the bar stays with its final state; a plain log ends with a
+    /// line for the last position unless one was just printed.
     pub fn finish(self) {
-        if self.plain.is_some() {
-            let last = self.bar.position();
-            if last < self.total() {
-                print_line(&self.plain_line("stopped"));
+        match &self.plain {
+            Some(p) if p.printed_at != Some(self.bar.position()) => {
+                let message = self.bar.message();
+                print_line(&self.plain_line(&message));
             }
-        } else {
-            self.bar.abandon();
+            Some(_) => {}
+            None => self.bar.abandon(),
         }
     }
 

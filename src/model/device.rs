@@ -21,6 +21,11 @@ pub fn resolve_device(spec: &str) -> Result<Device> {
     }
 }
 
+/// CUDA device `index` (a runtime `Device::Cuda(index)`), checked as [`resolve_device`] checks it.
+pub fn cuda_device(index: usize) -> Result<Device> {
+    cuda(&format!("cuda:{index}"), index)
+}
+
 /// CUDA device `index`, when libtorch's CUDA part loads and sees that many GPUs.
 fn cuda(spec: &str, index: usize) -> Result<Device> {
     if let Err(e) = crate::native::torch_cuda() {

@@ -13,7 +13,7 @@ pub(crate) mod layers;
 pub(crate) mod stack;
 pub mod t5;
 
-pub use device::resolve_device;
+pub use device::{cuda_device, resolve_device};
 pub use stack::{KvCache, LayerCache};
 pub use t5::{
     tensor_to_owned, DecoderInput, DecoderOutput, LossOutput, T5ForConditionalGeneration, T5,

@@ -219,8 +219,16 @@ impl Backend {
                 msg: "TensorRT needs the ort backend and an exported model".into(),
             });
         }
-        // `Device`'s own spelling (`cpu`, `cuda:N`) is the one model::resolve_device reads.
-        let device = crate::model::resolve_device(&opts.device.to_string())?;
+        let device = match opts.device {
+            Device::Cuda(i) => {
+                let index = usize::try_from(i).map_err(|_| Error::Device {
+                    device: opts.device.to_string(),
+                    msg: "a device index is not negative".into(),
+                })?;
+                crate::model::cuda_device(index)?
+            }
+            _ => tch::Device::Cpu,
+        };
         if opts.threads > 0 {
             tch::set_num_threads(opts.threads as i32);
         }

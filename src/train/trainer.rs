@@ -439,6 +439,10 @@ impl<'s> Trainer<'s> {
             };
             let new_best = em.is_some_and(|e| self.record_em(e));
             self.log_step(&report, em)?;
+            if done {
+                // With epochs of different lengths the planned total was an estimate.
+                progress.set_total(self.state.step);
+            }
             progress.set(
                 self.state.step,
                 &format!("loss {:.4}  {:.0} tok/s", report.loss, report.tokens_per_s),
