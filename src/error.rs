@@ -97,9 +97,6 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
-    /// Transitional catch-all, being replaced by the variants above; do not add new uses.
-    #[error("{0}")]
-    Invalid(String),
     /// A native library (libtorch, ONNX Runtime) that cannot be found or loaded.
     #[error("{0}")]
     Library(String),

@@ -756,11 +756,9 @@ fn prepare_run_dir(run: &Path) -> Result<()> {
             .next()
             .is_some();
         if non_empty {
-            return Err(Error::Output {
+            return Err(Error::OutputExists {
                 path: run.to_path_buf(),
-                msg: "exists and is not empty: resume the run in it, or choose another out \
-                      directory"
-                    .into(),
+                setting: "resume",
             });
         }
     }
