@@ -382,12 +382,13 @@ fn bad_inputs_give_clear_errors_and_touch_nothing() {
     for o in ["o1", "o2", "o3"] {
         assert!(!tmp.path().join(o).exists(), "{o} was created");
     }
-    // A non-empty --out is refused without --force and left as it was.
+    // A non-empty output is refused without the `force` setting and left as it was (the
+    // binary names the flag, `--force`: tests/integration/foundation.rs).
     let out = tmp.path().join("taken");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("mine.txt"), b"keep").unwrap();
     let e = run(&fixture("t5_v1_0"), &out);
-    assert!(e.contains("--force"), "{e}");
+    assert!(e.contains("not empty") && e.contains("`force`"), "{e}");
     assert_eq!(std::fs::read(out.join("mine.txt")).unwrap(), b"keep");
 }
 
