@@ -7,6 +7,7 @@ use cbqa::bench::report::{csv_row, read_points, svg_plot, table};
 use cbqa::bench::{environment, BenchResult, Workload};
 use cbqa::eval::report::{append_row, utc_timestamp};
 use cbqa::generate::GenerateOptions;
+use cbqa::progress::Progress;
 use cbqa::runtime::{Backend, BackendKind, BackendOptions, Device, OnnxDir};
 use std::path::Path;
 
@@ -109,12 +110,15 @@ fn measure(args: &BenchArgs, csv: &Path) -> Result<()> {
     for (k, v) in &sweep.context {
         eprintln!("{k:<12} {v}");
     }
+    let configurations = args.backends.len() * args.threads.len() * args.batch_sizes.len();
+    let mut progress = Progress::new("bench", "configurations", configurations as u64, 0);
     let mut results = Vec::new();
     for &kind in &args.backends {
         for &threads in &args.threads {
-            results.extend(sweep.batch_sizes(args, kind, threads, csv)?);
+            results.extend(sweep.batch_sizes(args, kind, threads, csv, &mut progress)?);
         }
     }
+    progress.finish();
     print!("{}", table(&results));
     Ok(())
 }
@@ -175,6 +179,7 @@ impl Sweep<'_> {
         kind: BackendArg,
         threads: usize,
         csv: &Path,
+        progress: &mut Progress,
     ) -> Result<Vec<BenchResult>> {
         if options::backend_kind(kind) == BackendKind::Tch {
             bail!("cbqa bench measures exported models; --backends ort,tract");
@@ -214,10 +219,11 @@ impl Sweep<'_> {
                 repeat: args.repeat,
             };
             let r = cbqa::bench::run(&backend, &w)?;
-            eprintln!(
+            progress.note(&format!(
                 "{engine} batch {bs} threads {threads}: {:.1} q/s, {:.1} tok/s",
                 r.questions_per_s, r.tokens_per_s
-            );
+            ));
+            progress.inc(1, &format!("{engine} batch {bs}"));
             append_row(csv, &csv_row(&r, &self.context))?;
             results.push(r);
         }
