@@ -26,9 +26,13 @@ fn post(addr: &str, body: &str) -> serde_json::Value {
 
 #[test]
 fn http_example_answers_concurrent_requests() {
-    let exe = root()
-        .join("target")
-        .join("debug")
+    // This test binary is <target>/<profile>/deps/integration-…; the examples are built beside
+    // `deps` (wherever CARGO_TARGET_DIR puts the target directory).
+    let exe = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
         .join("examples")
         .join("serve");
     assert!(
