@@ -6,6 +6,9 @@ Writes, each with the fixture's tokenizer files:
   zip/     save_pretrained(safe_serialization=False)             (pytorch_model.bin)
   shard/   the same with a small max_shard_size                  (pytorch_model.bin.index.json)
   bf16/    the model in bfloat16, plus bf16_reference.safetensors (torch's own bf16 values)
+  fp16/    the same in float16, with fp16_reference.safetensors
+  offset/  torch.save of the state dict with shared.weight a view at storage offset 7
+  strided/ torch.save of the state dict with shared.weight a transposed (non-contiguous) view
 and hostile variants of zip/ (same config and tokenizer):
   evil/        data.pkl replaced by a pickle that REDUCEs os.system("touch OUT_DIR/evil_ran");
                the payload is first proven live with pickle.loads and its marker removed
@@ -58,13 +61,26 @@ def main():
     model.save_pretrained(
         os.path.join(out, "shard"), safe_serialization=False, max_shard_size="20KB"
     )
-    bf16 = model.to(torch.bfloat16)
-    bf16.save_pretrained(os.path.join(out, "bf16"), safe_serialization=False)
-    save_file(
-        {k: v.clone().contiguous() for k, v in bf16.state_dict().items()},
-        os.path.join(out, "bf16_reference.safetensors"),
-    )
-    for d in ["zip", "shard", "bf16"]:
+    for tag, dtype in [("bf16", torch.bfloat16), ("fp16", torch.float16)]:
+        low = T5ForConditionalGeneration.from_pretrained(fixture).to(dtype)
+        low.save_pretrained(os.path.join(out, tag), safe_serialization=False)
+        save_file(
+            {k: v.clone().contiguous() for k, v in low.state_dict().items()},
+            os.path.join(out, f"{tag}_reference.safetensors"),
+        )
+    sd = model.state_dict()
+    w = sd["shared.weight"]
+    offset = dict(sd)
+    offset["shared.weight"] = torch.cat([torch.zeros(7), w.flatten()])[7:].view(w.shape)
+    assert offset["shared.weight"].storage_offset() == 7
+    strided = dict(sd)
+    strided["shared.weight"] = w.t().contiguous().t()
+    assert not strided["shared.weight"].is_contiguous()
+    for tag, d in [("offset", offset), ("strided", strided)]:
+        os.makedirs(os.path.join(out, tag), exist_ok=True)
+        torch.save(d, os.path.join(out, tag, "pytorch_model.bin"))
+        shutil.copy(os.path.join(out, "zip", "config.json"), os.path.join(out, tag))
+    for d in ["zip", "shard", "bf16", "fp16", "offset", "strided"]:
         copy_tokenizer(fixture, os.path.join(out, d))
 
     good = os.path.join(out, "zip", "pytorch_model.bin")

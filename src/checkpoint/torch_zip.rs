@@ -217,8 +217,9 @@ fn view(_name: &str, t: &TensorRef, span: Span) -> Result<(usize, usize), String
     for (d, (&n, &s)) in t.shape.iter().zip(&t.stride).enumerate().rev() {
         if n != 1 && s as u128 != expect {
             return Err(format!(
-                "size {:?} with stride {:?} is not contiguous (dimension {d}); a state dict \
-                 saved by torch.save holds contiguous tensors",
+                "size {:?} with stride {:?} is not contiguous (dimension {d}); only contiguous \
+                 tensors are read (save_pretrained writes parameters so; call .contiguous() \
+                 on a view before saving it)",
                 t.shape, t.stride
             ));
         }

@@ -56,7 +56,9 @@ fn pickle_checkpoints_equal_the_safetensors_fixtures_bit_for_bit() {
     for name in FIXTURES {
         let reference = ModelDir::open(&fixture(name)).unwrap();
         assert_eq!(reference.weights.format(), "safetensors");
-        for variant in ["zip", "shard"] {
+        // offset: torch.save of a state dict whose shared.weight starts 7 elements into its
+        // storage.
+        for variant in ["zip", "shard", "offset"] {
             let dir = pickles(name).join(variant);
             let m = ModelDir::open(&dir).unwrap_or_else(|e| panic!("{name}/{variant}: {e}"));
             assert_eq!(m.weights.format(), "pytorch");
@@ -89,21 +91,27 @@ fn pickle_checkpoints_equal_the_safetensors_fixtures_bit_for_bit() {
 }
 
 #[test]
-fn bf16_pickle_holds_torchs_own_bf16_values() {
-    for name in FIXTURES {
+fn bf16_and_fp16_pickles_hold_torchs_own_values() {
+    for (name, (tag, dtype)) in FIXTURES.into_iter().flat_map(|n| {
+        [
+            ("bf16", safetensors::Dtype::BF16),
+            ("fp16", safetensors::Dtype::F16),
+        ]
+        .map(|t| (n, t))
+    }) {
         let out = pickles(name);
-        let m = ModelDir::open(&out.join("bf16")).unwrap();
-        assert_eq!(m.weights.dtype(), safetensors::Dtype::BF16);
-        let bytes = std::fs::read(out.join("bf16_reference.safetensors")).unwrap();
+        let m = ModelDir::open(&out.join(tag)).unwrap();
+        assert_eq!(m.weights.dtype(), dtype);
+        let bytes = std::fs::read(out.join(format!("{tag}_reference.safetensors"))).unwrap();
         let reference = SafeTensors::deserialize(&bytes).unwrap();
         for spec in expected_tensors(&m.config) {
             let want = reference.tensor(&spec.name).unwrap();
             let got = m.weights.raw(&spec.name).unwrap();
-            assert_eq!(got.dtype, safetensors::Dtype::BF16, "{name} {}", spec.name);
+            assert_eq!(got.dtype, dtype, "{name} {}", spec.name);
             assert_eq!(got.shape, want.shape(), "{name} {}", spec.name);
             assert!(
                 got.bytes == want.data(),
-                "{name}: bf16 tensor {} differs from torch's",
+                "{name}: {tag} tensor {} differs from torch's",
                 spec.name
             );
         }
@@ -185,6 +193,16 @@ fn broken_archives_are_clear_errors_naming_the_file() {
                 msg.contains("storage `0`") && msg.contains("holds 4 bytes"),
                 "{msg}"
             );
+        }
+        other => panic!("expected a tensor error, got {other:?}"),
+    }
+
+    let e = open_err(&out.join("strided"));
+    match &e {
+        Error::Tensor { path, name, msg } => {
+            assert_eq!(path, &file("strided"));
+            assert_eq!(name, "shared.weight");
+            assert!(msg.contains("not contiguous"), "{msg}");
         }
         other => panic!("expected a tensor error, got {other:?}"),
     }
