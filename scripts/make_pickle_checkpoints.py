@@ -9,12 +9,14 @@ Writes, each with the fixture's tokenizer files:
   fp16/    the same in float16, with fp16_reference.safetensors
   offset/  torch.save of the state dict with shared.weight a view at storage offset 7
   strided/ torch.save of the state dict with shared.weight a transposed (non-contiguous) view
+  legacy/  torch.save(_use_new_zipfile_serialization=False) of the state dict (pre-1.6 format)
 and hostile variants of zip/ (same config and tokenizer):
   evil/        data.pkl replaced by a pickle that REDUCEs os.system("touch OUT_DIR/evil_ran");
                the payload is first proven live with pickle.loads and its marker removed
   truncated/   pytorch_model.bin cut in half
   short/       the storage entry data/0 cut to 4 bytes
   hugelen/     the first BINUNICODE of data.pkl declaring 0xfffffff0 bytes
+  legacy_cut/  legacy/'s file without its last 100 bytes (the end of the last storage)
 """
 
 import os
@@ -76,15 +78,23 @@ def main():
     strided = dict(sd)
     strided["shared.weight"] = w.t().contiguous().t()
     assert not strided["shared.weight"].is_contiguous()
-    for tag, d in [("offset", offset), ("strided", strided)]:
+    for tag, d, zipped in [
+        ("offset", offset, True),
+        ("strided", strided, True),
+        ("legacy", sd, False),
+    ]:
         os.makedirs(os.path.join(out, tag), exist_ok=True)
-        torch.save(d, os.path.join(out, tag, "pytorch_model.bin"))
+        torch.save(
+            d,
+            os.path.join(out, tag, "pytorch_model.bin"),
+            _use_new_zipfile_serialization=zipped,
+        )
         shutil.copy(os.path.join(out, "zip", "config.json"), os.path.join(out, tag))
-    for d in ["zip", "shard", "bf16", "fp16", "offset", "strided"]:
+    for d in ["zip", "shard", "bf16", "fp16", "offset", "strided", "legacy"]:
         copy_tokenizer(fixture, os.path.join(out, d))
 
     good = os.path.join(out, "zip", "pytorch_model.bin")
-    for d in ["evil", "truncated", "short", "hugelen"]:
+    for d in ["evil", "truncated", "short", "hugelen", "legacy_cut"]:
         os.makedirs(os.path.join(out, d), exist_ok=True)
         shutil.copy(os.path.join(out, "zip", "config.json"), os.path.join(out, d))
         copy_tokenizer(fixture, os.path.join(out, d))
@@ -116,6 +126,10 @@ def main():
         return b[: pos + 1] + struct.pack("<I", 0xFFFFFFF0) + b[pos + 5 :]
 
     rewrite_zip(good, os.path.join(out, "hugelen", "pytorch_model.bin"), huge)
+
+    legacy = open(os.path.join(out, "legacy", "pytorch_model.bin"), "rb").read()
+    assert not legacy.startswith(b"PK"), "torch wrote a zip archive for the legacy format"
+    open(os.path.join(out, "legacy_cut", "pytorch_model.bin"), "wb").write(legacy[:-100])
 
 
 if __name__ == "__main__":

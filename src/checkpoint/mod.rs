@@ -1,6 +1,7 @@
 //! Checkpoint I/O in Hugging Face's layout: `config.json`, `model.safetensors` (or a sharded
 //! `model.safetensors.index.json`) or else a PyTorch `pytorch_model.bin` (or a sharded
-//! `pytorch_model.bin.index.json`, read by [`torch_zip`] and the restricted unpickler [`pickle`]),
+//! `pytorch_model.bin.index.json`; zip or legacy format, read by [`torch_zip`] and the restricted
+//! unpickler [`pickle`]),
 //! `tokenizer.json` and `generation_config.json`.
 //!
 //! Tensor names are composed from the module path exactly as `T5ForConditionalGeneration`'s
@@ -278,22 +279,19 @@ impl Weights {
     }
 }
 
-/// Locate the tensors of the torch archive `path` (mapped as `mmap`, shard `shard`) in `entries`.
+/// Locate the tensors of the torch.save file `path` (zip or legacy) (mapped as `mmap`, shard `shard`) in `entries`.
 fn read_torch(
     path: &Path,
     mmap: &[u8],
     shard: usize,
     entries: &mut BTreeMap<String, Entry>,
 ) -> Result<()> {
-    if !torch_zip::is_zip(mmap) {
-        return Err(Error::Checkpoint {
-            path: path.to_path_buf(),
-            msg: "not a zip archive: only the zip format of torch.save (torch >= 1.6) is read, \
-                  not the legacy pre-1.6 format; re-save it with a current torch"
-                .into(),
-        });
+    let located = if torch_zip::is_zip(mmap) {
+        torch_zip::locate(mmap)
+    } else {
+        torch_zip::locate_legacy(mmap)
     }
-    let located = torch_zip::locate(mmap).map_err(|(name, msg)| match name {
+    .map_err(|(name, msg)| match name {
         Some(name) => Error::Tensor {
             path: path.to_path_buf(),
             name,

@@ -79,7 +79,7 @@ struct Container {
 #[derive(Clone)]
 enum Value {
     None,
-    Bool,
+    Bool(bool),
     Int(i64),
     Float,
     Str(Rc<str>),
@@ -94,7 +94,7 @@ impl Value {
     fn kind(&self) -> &'static str {
         match self {
             Value::None => "None",
-            Value::Bool => "bool",
+            Value::Bool(_) => "bool",
             Value::Int(_) => "int",
             Value::Float => "float",
             Value::Str(_) => "str",
@@ -367,14 +367,36 @@ fn call(g: Global, args: &[Value]) -> Result<Value, String> {
 }
 
 fn persistent_load(pid: &Value) -> Result<Value, String> {
-    let bad = || "persistent id: expected ('storage', <torch.*Storage>, key, location, numel)";
+    let bad = || {
+        "persistent id: expected ('storage', <torch.*Storage>, key, location, numel) or, in the \
+         legacy format, the same with a sixth element None"
+    };
     let Value::Tuple(t) = pid else {
         return Err(bad().into());
     };
-    match t.1.as_slice() {
-        [Value::Str(tag), Value::Global(Global::Storage(dtype)), Value::Str(key), _, Value::Int(n)]
+    let items = t.1.as_slice();
+    let (base, view) = match items {
+        [a, b, c, d, e] => ([a, b, c, d, e], None),
+        [a, b, c, d, e, v] => ([a, b, c, d, e], Some(v)),
+        _ => return Err(bad().into()),
+    };
+    match base {
+        [Value::Str(tag), Value::Global(Global::Storage(dtype)), key, _, Value::Int(n)]
             if &**tag == "storage" =>
         {
+            // The zip format names storages by str, the legacy format by str as well (its
+            // root key); a legacy storage *view* (sixth element not None) is not read.
+            let Value::Str(key) = key else {
+                return Err(bad().into());
+            };
+            if let Some(v) = view {
+                if !matches!(v, Value::None) {
+                    return Err(format!(
+                        "storage {key} is a view of another storage (legacy format); such \
+                         views are not read, re-save the checkpoint with a current torch"
+                    ));
+                }
+            }
             let numel = u64::try_from(*n).map_err(|_| format!("storage {key}: numel {n}"))?;
             Ok(Value::Storage(Rc::new(StorageRef {
                 dtype: *dtype,
@@ -389,7 +411,84 @@ fn persistent_load(pid: &Value) -> Result<Value, String> {
 /// Run the pickle in `data` and return the state dict it builds: names and tensors, in order.
 /// Errors are messages; the caller adds the file.
 pub(crate) fn load_state_dict(data: &[u8]) -> Result<Vec<(String, TensorRef)>, String> {
-    let mut r = Reader { data, pos: 0 };
+    state_dict(run(data, 0)?.0)
+}
+
+/// The header of a legacy (pre-1.6) torch.save file: the magic number, protocol version 1001
+/// and a little-endian sys_info. Returns the offset of the state dict's pickle.
+pub(crate) fn legacy_header(data: &[u8]) -> Result<usize, String> {
+    // PROTO 2, LONG1 of 10 bytes: 0x1950a86a20f9469cfc6c, STOP.
+    const MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.";
+    if !data.starts_with(MAGIC) {
+        return Err(
+            "no torch.save magic number: neither a zip archive nor a legacy torch \
+                    pickle"
+                .into(),
+        );
+    }
+    let (version, pos) = run(data, MAGIC.len())?;
+    if !matches!(version, Value::Int(1001)) {
+        return Err(format!(
+            "legacy protocol version: expected 1001, found a {}",
+            version.kind()
+        ));
+    }
+    let (info, pos) = run(data, pos)?;
+    let little = match &info {
+        Value::Obj(c) if c.is_dict => c
+            .items
+            .borrow()
+            .chunks_exact(2)
+            .any(|kv| matches!((&kv[0], &kv[1]), (Value::Str(k), Value::Bool(true)) if &**k == "little_endian")),
+        _ => false,
+    };
+    if !little {
+        return Err(
+            "sys_info does not say little_endian: True (big-endian files are not read)".into(),
+        );
+    }
+    Ok(pos)
+}
+
+/// The legacy format's state dict pickle at `pos`: the tensors and the offset after it.
+pub(crate) fn legacy_state_dict(
+    data: &[u8],
+    pos: usize,
+) -> Result<(Vec<(String, TensorRef)>, usize), String> {
+    let (v, end) = run(data, pos)?;
+    Ok((state_dict(v)?, end))
+}
+
+/// The legacy format's list of storage keys at `pos`, and the offset after it.
+pub(crate) fn legacy_keys(data: &[u8], pos: usize) -> Result<(Vec<String>, usize), String> {
+    let (v, end) = run(data, pos)?;
+    let Value::Obj(c) = &v else {
+        return Err(format!(
+            "storage keys: expected a list, found a {}",
+            v.kind()
+        ));
+    };
+    if c.is_dict {
+        return Err("storage keys: expected a list, found a dict".into());
+    }
+    let keys = c
+        .items
+        .borrow()
+        .iter()
+        .map(|k| match k {
+            Value::Str(s) => Ok(s.to_string()),
+            other => Err(format!("storage keys: a {} among them", other.kind())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((keys, end))
+}
+
+/// Run one pickle starting at `start`; its value and the offset after its STOP.
+fn run(data: &[u8], start: usize) -> Result<(Value, usize), String> {
+    let mut r = Reader {
+        data,
+        pos: start.min(data.len()),
+    };
     let mut vm = Vm {
         stack: Vec::new(),
         marks: Vec::new(),
@@ -472,8 +571,8 @@ pub(crate) fn load_state_dict(data: &[u8]) -> Result<Vec<(String, TensorRef)>, S
                 r.take(8)?; // the value is never needed
                 vm.stack.push(Value::Float)
             }
-            0x88 => vm.stack.push(Value::Bool),
-            0x89 => vm.stack.push(Value::Bool),
+            0x88 => vm.stack.push(Value::Bool(true)),
+            0x89 => vm.stack.push(Value::Bool(false)),
             b'N' => vm.stack.push(Value::None),
             b't' => {
                 let items = vm.pop_mark()?;
@@ -543,7 +642,7 @@ pub(crate) fn load_state_dict(data: &[u8]) -> Result<Vec<(String, TensorRef)>, S
                 let pid = vm.pop()?;
                 vm.stack.push(persistent_load(&pid)?)
             }
-            b'.' => break vm.pop()?,
+            b'.' => break (vm.pop()?, r.pos),
             other => {
                 return Err(format!(
                     "opcode 0x{other:02x} at offset {at} is not one a state dict uses"
@@ -551,6 +650,10 @@ pub(crate) fn load_state_dict(data: &[u8]) -> Result<Vec<(String, TensorRef)>, S
             }
         }
     };
+    Ok(result)
+}
+
+fn state_dict(result: Value) -> Result<Vec<(String, TensorRef)>, String> {
     let Value::Obj(c) = &result else {
         return Err(format!(
             "the pickle holds a {}, not a state dict",

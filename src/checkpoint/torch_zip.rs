@@ -1,12 +1,17 @@
 //! The zip archive `torch.save` writes (torch ≥ 1.6): `<prefix>/data.pkl` (the state dict,
-//! read by [`super::pickle`]) and one entry `<prefix>/data/<key>` per storage.
+//! read by [`super::pickle`]) and one entry `<prefix>/data/<key>` per storage; and the legacy
+//! format (`_use_new_zipfile_serialization=False`, [`locate_legacy`]): five pickles (magic,
+//! version, sys_info, the state dict, the storage keys) followed by each storage as an 8-byte
+//! element count and its bytes.
 //!
 //! Our own small reader of the zip central directory (with zip64), not the `zip` crate: we need
 //! only the byte range of each stored entry so tensors can be views into the memory map of the
 //! file, and every offset is checked against the file here. Torch stores every entry uncompressed;
 //! a compressed one is refused.
 
-use super::pickle::{load_state_dict, TensorRef};
+use super::pickle::{
+    legacy_header, legacy_keys, legacy_state_dict, load_state_dict, StorageRef, TensorRef,
+};
 use safetensors::Dtype;
 use std::collections::HashMap;
 
@@ -182,7 +187,74 @@ pub(crate) fn locate(bytes: &[u8]) -> Result<Vec<Located>, LocateError> {
                     format!("its storage entry `{key}` is not in the archive"),
                 )
             })?;
-            view(&name, &t, span)
+            view(&t, span)
+                .map(|(start, end)| Located {
+                    dtype: t.storage.dtype,
+                    shape: t.shape.clone(),
+                    start,
+                    end,
+                    name: name.clone(),
+                })
+                .map_err(|m| (Some(name), m))
+        })
+        .collect()
+}
+
+/// Read a legacy (pre-1.6) torch.save file and locate every tensor in `bytes`.
+pub(crate) fn locate_legacy(bytes: &[u8]) -> Result<Vec<Located>, LocateError> {
+    let whole = |m: String| (None, m);
+    let pos = legacy_header(bytes).map_err(whole)?;
+    let (sd, pos) = legacy_state_dict(bytes, pos).map_err(whole)?;
+    let (keys, mut pos) = legacy_keys(bytes, pos).map_err(whole)?;
+    let mut spans: HashMap<&str, Span> = HashMap::with_capacity(keys.len().min(sd.len()));
+    let storages: HashMap<&str, &StorageRef> = sd
+        .iter()
+        .map(|(_, t)| (t.storage.key.as_str(), &t.storage))
+        .collect();
+    for key in &keys {
+        let storage = storages
+            .get(key.as_str())
+            .ok_or_else(|| whole(format!("storage key {key} is used by no tensor")))?;
+        if spans.contains_key(key.as_str()) {
+            return Err(whole(format!("storage key {key} is listed twice")));
+        }
+        let n = le64(bytes, pos).map_err(|_| {
+            whole(format!(
+                "storage {key}: truncated at offset {pos} (its element count is missing)"
+            ))
+        })?;
+        pos += 8;
+        if n != storage.numel {
+            return Err(whole(format!(
+                "storage {key}: {n} elements in the file, {} declared in the pickle",
+                storage.numel
+            )));
+        }
+        let len = (n as u128) * elem_size(storage.dtype) as u128;
+        let left = (bytes.len() - pos) as u128;
+        if len > left {
+            return Err(whole(format!(
+                "storage {key}: {len} bytes declared at offset {pos}, {left} left (truncated file?)"
+            )));
+        }
+        spans.insert(
+            key,
+            Span {
+                start: pos,
+                len: len as usize,
+            },
+        );
+        pos += len as usize;
+    }
+    sd.into_iter()
+        .map(|(name, t)| {
+            let span = spans.get(t.storage.key.as_str()).copied().ok_or_else(|| {
+                (
+                    Some(name.clone()),
+                    format!("its storage {} is not among the stored keys", t.storage.key),
+                )
+            })?;
+            view(&t, span)
                 .map(|(start, end)| Located {
                     dtype: t.storage.dtype,
                     shape: t.shape.clone(),
@@ -203,7 +275,7 @@ pub(crate) fn elem_size(d: Dtype) -> usize {
 }
 
 /// The byte range of contiguous tensor `t` within its storage entry `span`.
-fn view(_name: &str, t: &TensorRef, span: Span) -> Result<(usize, usize), String> {
+fn view(t: &TensorRef, span: Span) -> Result<(usize, usize), String> {
     let es = elem_size(t.storage.dtype) as u128;
     let storage_bytes = t.storage.numel as u128 * es;
     if storage_bytes > span.len as u128 {
@@ -235,4 +307,31 @@ fn view(_name: &str, t: &TensorRef, span: Span) -> Result<(usize, usize), String
     }
     let start = span.start + (t.offset as u128 * es) as usize;
     Ok((start, start + (numel * es) as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neither_zip_nor_legacy_is_named_as_such() {
+        let (name, msg) =
+            locate_legacy(b"version https://git-lfs.github.com/spec/v1\n").unwrap_err();
+        assert!(name.is_none());
+        assert!(msg.contains("neither a zip archive nor a legacy"), "{msg}");
+        assert!(!is_zip(b"PK\x05\x06"));
+    }
+
+    #[test]
+    fn an_archive_without_data_pkl_is_refused() {
+        // An empty zip: only the end-of-central-directory record.
+        let mut z = b"PK\x05\x06".to_vec();
+        z.extend([0u8; 18]);
+        let (_, msg) = locate(&z).unwrap_err();
+        assert!(msg.contains("0 `<prefix>/data.pkl` entries"), "{msg}");
+        // Every cut of it is an error too, not a panic.
+        for n in 0..z.len() {
+            assert!(locate(&z[..n]).is_err());
+        }
+    }
 }

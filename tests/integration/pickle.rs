@@ -1,7 +1,8 @@
 //! PyTorch pickle checkpoints (`pytorch_model.bin`) made by the real tools from the committed
 //! fixtures (scripts/make_pickle_checkpoints.py: transformers' `save_pretrained` with
-//! `safe_serialization=False`, sharded, bf16) read bit for bit as the safetensors fixtures, and
-//! hostile or broken archives refused with the file named.
+//! `safe_serialization=False`, sharded, bf16, fp16; `torch.save` in the zip and the legacy
+//! format) read bit for bit as the safetensors fixtures, and hostile or broken files refused
+//! with the file named.
 
 use crate::common::{copy_dir, fixture, python, root, run_cbqa};
 use cbqa::checkpoint::expected_tensors;
@@ -57,8 +58,8 @@ fn pickle_checkpoints_equal_the_safetensors_fixtures_bit_for_bit() {
         let reference = ModelDir::open(&fixture(name)).unwrap();
         assert_eq!(reference.weights.format(), "safetensors");
         // offset: torch.save of a state dict whose shared.weight starts 7 elements into its
-        // storage.
-        for variant in ["zip", "shard", "offset"] {
+        // storage; legacy: the pre-1.6 format.
+        for variant in ["zip", "shard", "offset", "legacy"] {
             let dir = pickles(name).join(variant);
             let m = ModelDir::open(&dir).unwrap_or_else(|e| panic!("{name}/{variant}: {e}"));
             assert_eq!(m.weights.format(), "pytorch");
@@ -206,6 +207,12 @@ fn broken_archives_are_clear_errors_naming_the_file() {
         }
         other => panic!("expected a tensor error, got {other:?}"),
     }
+
+    let e = open_err(&out.join("legacy_cut"));
+    assert!(
+        matches!(&e, Error::Checkpoint { path, msg } if path == &file("legacy_cut") && msg.contains("truncated file")),
+        "{e:?}"
+    );
 
     let e = open_err(&out.join("hugelen"));
     assert!(
