@@ -295,10 +295,11 @@ fn view(t: &TensorRef, span: Span) -> Result<(usize, usize), String> {
                 t.shape, t.stride
             ));
         }
-        expect *= n as u128;
+        // Saturates: a product beyond u128 is far beyond any storage and refused below.
+        expect = expect.saturating_mul(n as u128);
     }
     let numel = expect;
-    let end = t.offset as u128 + numel;
+    let end = (t.offset as u128).saturating_add(numel);
     if end > t.storage.numel as u128 {
         return Err(format!(
             "elements {}..{end} lie beyond its storage `{}` of {} elements",
@@ -312,6 +313,45 @@ fn view(t: &TensorRef, span: Span) -> Result<(usize, usize), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_sizes_are_refused_without_overflow() {
+        let t = TensorRef {
+            storage: StorageRef {
+                dtype: Dtype::F32,
+                key: "0".into(),
+                numel: 4,
+            },
+            offset: 1,
+            shape: vec![usize::MAX, usize::MAX, usize::MAX],
+            stride: vec![0, 0, 1],
+        };
+        // Not contiguous (stride 0 on a dimension > 1).
+        assert!(view(&t, Span { start: 0, len: 16 }).is_err());
+        let t = TensorRef {
+            shape: vec![1 << 40, 1 << 40, 1],
+            stride: vec![1 << 40, 1, 1],
+            ..t
+        };
+        let e = view(&t, Span { start: 0, len: 16 }).unwrap_err();
+        assert!(e.contains("beyond its storage"), "{e}");
+        let t = TensorRef {
+            shape: vec![3],
+            stride: vec![1],
+            ..t
+        };
+        assert_eq!(
+            view(
+                &t,
+                Span {
+                    start: 100,
+                    len: 16
+                }
+            )
+            .unwrap(),
+            (104, 116)
+        );
+    }
 
     #[test]
     fn neither_zip_nor_legacy_is_named_as_such() {
