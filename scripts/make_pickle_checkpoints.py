@@ -10,6 +10,7 @@ Writes, each with the fixture's tokenizer files:
   offset/  torch.save of the state dict with shared.weight a view at storage offset 7
   strided/ torch.save of the state dict with shared.weight a transposed (non-contiguous) view
   legacy/  torch.save(_use_new_zipfile_serialization=False) of the state dict (pre-1.6 format)
+  params/  torch.save of dict(named_parameters()): nn.Parameter values (_rebuild_parameter)
 and hostile variants of zip/ (same config and tokenizer):
   evil/        data.pkl replaced by a pickle that REDUCEs os.system("touch OUT_DIR/evil_ran");
                the payload is first proven live with pickle.loads and its marker removed
@@ -82,6 +83,7 @@ def main():
         ("offset", offset, True),
         ("strided", strided, True),
         ("legacy", sd, False),
+        ("params", dict(model.named_parameters()), True),
     ]:
         os.makedirs(os.path.join(out, tag), exist_ok=True)
         torch.save(
@@ -90,7 +92,7 @@ def main():
             _use_new_zipfile_serialization=zipped,
         )
         shutil.copy(os.path.join(out, "zip", "config.json"), os.path.join(out, tag))
-    for d in ["zip", "shard", "bf16", "fp16", "offset", "strided", "legacy"]:
+    for d in ["zip", "shard", "bf16", "fp16", "offset", "strided", "legacy", "params"]:
         copy_tokenizer(fixture, os.path.join(out, d))
 
     good = os.path.join(out, "zip", "pytorch_model.bin")

@@ -58,8 +58,8 @@ fn pickle_checkpoints_equal_the_safetensors_fixtures_bit_for_bit() {
         let reference = ModelDir::open(&fixture(name)).unwrap();
         assert_eq!(reference.weights.format(), "safetensors");
         // offset: torch.save of a state dict whose shared.weight starts 7 elements into its
-        // storage; legacy: the pre-1.6 format.
-        for variant in ["zip", "shard", "offset", "legacy"] {
+        // storage; legacy: the pre-1.6 format; params: nn.Parameter values.
+        for variant in ["zip", "shard", "offset", "legacy", "params"] {
             let dir = pickles(name).join(variant);
             let m = ModelDir::open(&dir).unwrap_or_else(|e| panic!("{name}/{variant}: {e}"));
             assert_eq!(m.weights.format(), "pytorch");
@@ -122,26 +122,31 @@ fn bf16_and_fp16_pickles_hold_torchs_own_values() {
 #[test]
 fn export_of_a_pickle_directory_writes_the_same_onnx_as_of_safetensors() {
     let tmp = tempfile::tempdir().unwrap();
-    let name = "t5_v1_0";
-    let a = export::export(&ExportOptions::new(fixture(name), tmp.path().join("st"))).unwrap();
-    let b = export::export(&ExportOptions::new(
-        pickles(name).join("zip"),
-        tmp.path().join("pt"),
-    ))
-    .unwrap();
-    for file in [
-        export::DATA_FILE,
-        export::ENCODER,
-        export::DECODER,
-        export::DECODER_WITH_PAST,
-    ] {
-        let x = std::fs::read(a.dir.join(file)).unwrap();
-        let y = std::fs::read(b.dir.join(file)).unwrap();
-        assert!(!x.is_empty(), "{file} is empty");
-        assert!(
-            x == y,
-            "{file} differs between the safetensors and the pickle export"
-        );
+    for name in FIXTURES {
+        let a = export::export(&ExportOptions::new(
+            fixture(name),
+            tmp.path().join(name).join("st"),
+        ))
+        .unwrap();
+        let b = export::export(&ExportOptions::new(
+            pickles(name).join("zip"),
+            tmp.path().join(name).join("pt"),
+        ))
+        .unwrap();
+        for file in [
+            export::DATA_FILE,
+            export::ENCODER,
+            export::DECODER,
+            export::DECODER_WITH_PAST,
+        ] {
+            let x = std::fs::read(a.dir.join(file)).unwrap();
+            let y = std::fs::read(b.dir.join(file)).unwrap();
+            assert!(!x.is_empty(), "{name}: {file} is empty");
+            assert!(
+                x == y,
+                "{name}: {file} differs between the safetensors and the pickle export"
+            );
+        }
     }
 }
 
