@@ -239,3 +239,29 @@ fn a_shard_missing_from_the_index_is_named() {
     let e = open_err(tmp.path());
     assert!(e.to_string().contains(&*gone.to_string_lossy()), "{e}");
 }
+
+#[cfg(feature = "train")]
+#[test]
+fn predict_with_the_tch_backend_answers_alike_from_pickle_and_safetensors() {
+    let name = "t5_v1_1";
+    let answer = |dir: &Path| {
+        let (ok, out, err) = run_cbqa(&[
+            "predict",
+            "--backend",
+            "tch",
+            "--format",
+            "jsonl",
+            "--model",
+            dir.to_str().unwrap(),
+            "who wrote hamlet",
+            "when did the first world war begin",
+        ]);
+        assert!(ok, "{}: {err}", dir.display());
+        assert_eq!(out.lines().count(), 2, "{out}");
+        out
+    };
+    let want = answer(&fixture(name));
+    for variant in ["zip", "legacy", "shard"] {
+        assert_eq!(answer(&pickles(name).join(variant)), want, "{variant}");
+    }
+}
