@@ -11,6 +11,8 @@ Writes, each with the fixture's tokenizer files:
   strided/ torch.save of the state dict with shared.weight a transposed (non-contiguous) view
   legacy/  torch.save(_use_new_zipfile_serialization=False) of the state dict (pre-1.6 format)
   params/  torch.save of dict(named_parameters()): nn.Parameter values (_rebuild_parameter)
+  attrs/   torch.save of the state dict with a Python attribute on every tensor, which torch
+           pickles through torch._tensor._rebuild_from_type_v2
 and hostile variants of zip/ (same config and tokenizer):
   evil/        data.pkl replaced by a pickle that REDUCEs os.system("touch OUT_DIR/evil_ran");
                the payload is first proven live with pickle.loads and its marker removed
@@ -79,11 +81,15 @@ def main():
     strided = dict(sd)
     strided["shared.weight"] = w.t().contiguous().t()
     assert not strided["shared.weight"].is_contiguous()
+    attrs = {k: v.detach().clone() for k, v in sd.items()}
+    for v in attrs.values():
+        v.note = "an attribute"
     for tag, d, zipped in [
         ("offset", offset, True),
         ("strided", strided, True),
         ("legacy", sd, False),
         ("params", dict(model.named_parameters()), True),
+        ("attrs", attrs, True),
     ]:
         os.makedirs(os.path.join(out, tag), exist_ok=True)
         torch.save(
@@ -92,10 +98,14 @@ def main():
             _use_new_zipfile_serialization=zipped,
         )
         shutil.copy(os.path.join(out, "zip", "config.json"), os.path.join(out, tag))
-    for d in ["zip", "shard", "bf16", "fp16", "offset", "strided", "legacy", "params"]:
+    for d in ["zip", "shard", "bf16", "fp16", "offset", "strided", "legacy", "params", "attrs"]:
         copy_tokenizer(fixture, os.path.join(out, d))
 
     good = os.path.join(out, "zip", "pytorch_model.bin")
+    with zipfile.ZipFile(os.path.join(out, "attrs", "pytorch_model.bin")) as z:
+        pkl = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+    assert b"_rebuild_from_type_v2" in pkl, "torch no longer pickles tensor attributes so"
+
     for d in ["evil", "truncated", "short", "hugelen", "legacy_cut"]:
         os.makedirs(os.path.join(out, d), exist_ok=True)
         shutil.copy(os.path.join(out, "zip", "config.json"), os.path.join(out, d))

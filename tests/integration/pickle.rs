@@ -58,8 +58,9 @@ fn pickle_checkpoints_equal_the_safetensors_fixtures_bit_for_bit() {
         let reference = ModelDir::open(&fixture(name)).unwrap();
         assert_eq!(reference.weights.format(), "safetensors");
         // offset: torch.save of a state dict whose shared.weight starts 7 elements into its
-        // storage; legacy: the pre-1.6 format; params: nn.Parameter values.
-        for variant in ["zip", "shard", "offset", "legacy", "params"] {
+        // storage; legacy: the pre-1.6 format; params: nn.Parameter values; attrs: tensors
+        // rebuilt through _rebuild_from_type_v2.
+        for variant in ["zip", "shard", "offset", "legacy", "params", "attrs"] {
             let dir = pickles(name).join(variant);
             let m = ModelDir::open(&dir).unwrap_or_else(|e| panic!("{name}/{variant}: {e}"));
             assert_eq!(m.weights.format(), "pytorch");
