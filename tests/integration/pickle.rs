@@ -16,7 +16,7 @@ use std::sync::{Mutex, OnceLock};
 
 const FIXTURES: [&str; 2] = ["t5_v1_0", "t5_v1_1"];
 
-/// The pickle directories made from fixture `name`, once per test run.
+/// The pickle directories made from fixture `name`, once per test run, under target/.
 fn pickles(name: &str) -> PathBuf {
     static MADE: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let mut made = MADE
@@ -26,7 +26,8 @@ fn pickles(name: &str) -> PathBuf {
     if let Some(d) = made.get(name) {
         return d.clone();
     }
-    let out = std::env::temp_dir().join(format!("cbqa-pickles-{name}-{}", std::process::id()));
+    // Beside optimum_export's exports; remade on every run (the script is the fixture).
+    let out = root().join("target").join("test-pickles").join(name);
     let _ = std::fs::remove_dir_all(&out);
     let res = Command::new(python())
         .arg(root().join("scripts").join("make_pickle_checkpoints.py"))
