@@ -11,6 +11,8 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let summary = serde_json::json!({
         "dir": model.dir.display().to_string(),
         "parameters": c.num_parameters(),
+        "weights_format": model.weights.format(),
+        "weights_files": model.weights.files().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "dtype": format!("{:?}", model.weights.dtype()),
         "vocab_size": c.vocab_size,
         "tokenizer_vocab": model.tokenizer.get_vocab_size(true),

@@ -14,6 +14,7 @@ mod foundation;
 mod model_parity;
 #[cfg(feature = "train")]
 mod optim;
+mod pickle;
 mod runtime;
 mod serve;
 mod support;

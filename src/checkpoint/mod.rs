@@ -1,5 +1,8 @@
 //! Checkpoint I/O in Hugging Face's layout: `config.json`, `model.safetensors` (or a sharded
-//! `model.safetensors.index.json`), `tokenizer.json` and `generation_config.json`.
+//! `model.safetensors.index.json`) or else a PyTorch `pytorch_model.bin` (or a sharded
+//! `pytorch_model.bin.index.json`; zip or legacy format, read by [`torch_zip`] and the restricted
+//! unpickler [`pickle`]),
+//! `tokenizer.json` and `generation_config.json`.
 //!
 //! Tensor names are composed from the module path exactly as `T5ForConditionalGeneration`'s
 //! `state_dict()` names them, so they match transformers by construction (see
@@ -15,6 +18,9 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorInfo, View};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+
+mod pickle;
+mod torch_zip;
 
 /// Tensors that may be present but are aliases of `shared.weight` (older or tied checkpoints).
 fn is_alias(name: &str, cfg: &T5Config) -> bool {
@@ -82,6 +88,8 @@ pub struct Weights {
     entries: BTreeMap<String, Entry>,
     /// Tensors present in the files that a T5 of this config does not have.
     pub unexpected: Vec<String>,
+    /// Read from PyTorch pickles rather than safetensors.
+    torch: bool,
 }
 
 impl std::fmt::Debug for Weights {
@@ -110,15 +118,22 @@ impl Weights {
     pub fn open(dir: &Path, cfg: &T5Config) -> Result<Self> {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
-        let files: Vec<PathBuf> = if single.exists() {
-            vec![single]
+        let pt_single = dir.join("pytorch_model.bin");
+        let pt_index = dir.join("pytorch_model.bin.index.json");
+        let (files, torch): (Vec<PathBuf>, bool) = if single.exists() {
+            (vec![single], false)
         } else if index.exists() {
-            shard_files(&index)?
+            (shard_files(&index)?, false)
+        } else if pt_single.exists() {
+            (vec![pt_single], true)
+        } else if pt_index.exists() {
+            (shard_files(&pt_index)?, true)
         } else {
             return Err(Error::Checkpoint {
                 path: dir.to_path_buf(),
-                msg: "no model.safetensors or model.safetensors.index.json (a Hugging Face \
-                      checkpoint directory is expected)"
+                msg: "no model.safetensors, model.safetensors.index.json, pytorch_model.bin or \
+                      pytorch_model.bin.index.json (a Hugging Face checkpoint directory is \
+                      expected)"
                     .into(),
             });
         };
@@ -126,29 +141,37 @@ impl Weights {
         let mut entries = BTreeMap::new();
         for (i, path) in files.into_iter().enumerate() {
             let mmap = map_file(&path)?;
-            let (n, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| Error::Checkpoint {
-                path: path.clone(),
-                msg: format!("not a valid safetensors file ({e}); is it truncated?"),
-            })?;
-            for (name, info) in meta.tensors() {
-                entries.insert(
-                    name,
-                    Entry {
-                        shard: i,
-                        info: info.clone(),
-                    },
-                );
-            }
+            let data_start = if torch {
+                read_torch(&path, &mmap, i, &mut entries)?;
+                0
+            } else {
+                let (n, meta) =
+                    SafeTensors::read_metadata(&mmap).map_err(|e| Error::Checkpoint {
+                        path: path.clone(),
+                        msg: format!("not a valid safetensors file ({e}); is it truncated?"),
+                    })?;
+                for (name, info) in meta.tensors() {
+                    entries.insert(
+                        name,
+                        Entry {
+                            shard: i,
+                            info: info.clone(),
+                        },
+                    );
+                }
+                8 + n
+            };
             shards.push(Shard {
                 path,
                 mmap,
-                data_start: 8 + n,
+                data_start,
             });
         }
         let mut w = Weights {
             shards,
             entries,
             unexpected: Vec::new(),
+            torch,
         };
         w.check(cfg)?;
         Ok(w)
@@ -206,6 +229,20 @@ impl Weights {
         }
     }
 
+    /// The files the weights were read from.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.shards.iter().map(|s| s.path.as_path())
+    }
+
+    /// The format of the files: `safetensors` or `pytorch` (a torch.save zip archive).
+    pub fn format(&self) -> &'static str {
+        if self.torch {
+            "pytorch"
+        } else {
+            "safetensors"
+        }
+    }
+
     /// The raw bytes of tensor `name`.
     pub fn raw(&self, name: &str) -> Result<RawTensor<'_>> {
         let entry = self.entries.get(name).ok_or_else(|| Error::Tensor {
@@ -240,6 +277,45 @@ impl Weights {
             .map(|e| e.info.dtype)
             .unwrap_or(Dtype::F32)
     }
+}
+
+/// Locate the tensors of the torch.save file `path` (zip or legacy) (mapped as `mmap`, shard `shard`) in `entries`.
+fn read_torch(
+    path: &Path,
+    mmap: &[u8],
+    shard: usize,
+    entries: &mut BTreeMap<String, Entry>,
+) -> Result<()> {
+    let located = if torch_zip::is_zip(mmap) {
+        torch_zip::locate(mmap)
+    } else {
+        torch_zip::locate_legacy(mmap)
+    }
+    .map_err(|(name, msg)| match name {
+        Some(name) => Error::Tensor {
+            path: path.to_path_buf(),
+            name,
+            msg,
+        },
+        None => Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg,
+        },
+    })?;
+    for t in located {
+        entries.insert(
+            t.name,
+            Entry {
+                shard,
+                info: TensorInfo {
+                    dtype: t.dtype,
+                    shape: t.shape,
+                    data_offsets: (t.start, t.end),
+                },
+            },
+        );
+    }
+    Ok(())
 }
 
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
