@@ -178,24 +178,33 @@ pub(crate) fn locate(bytes: &[u8]) -> Result<Vec<Located>, LocateError> {
     let span = entries[*pkl];
     let sd = load_state_dict(&bytes[span.start..span.start + span.len])
         .map_err(|m| (None, format!("{pkl}: {m}")))?;
+    locate_tensors(sd, |storage| {
+        let key = format!("{prefix}data/{}", storage.key);
+        entries
+            .get(&key)
+            .copied()
+            .ok_or_else(|| format!("its storage entry `{key}` is not in the archive"))
+    })
+}
+
+/// Every tensor of a state dict as a byte range of the file, its storage found by `span_of`.
+fn locate_tensors(
+    sd: Vec<(String, TensorRef)>,
+    span_of: impl Fn(&StorageRef) -> Result<Span, String>,
+) -> Result<Vec<Located>, LocateError> {
     sd.into_iter()
         .map(|(name, t)| {
-            let key = format!("{prefix}data/{}", t.storage.key);
-            let span = entries.get(&key).copied().ok_or_else(|| {
-                (
-                    Some(name.clone()),
-                    format!("its storage entry `{key}` is not in the archive"),
-                )
-            })?;
-            view(&t, span)
-                .map(|(start, end)| Located {
-                    dtype: t.storage.dtype,
-                    shape: t.shape.clone(),
-                    start,
-                    end,
-                    name: name.clone(),
-                })
-                .map_err(|m| (Some(name), m))
+            let located =
+                span_of(&t.storage)
+                    .and_then(|span| view(&t, span))
+                    .map(|(start, end)| Located {
+                        dtype: t.storage.dtype,
+                        shape: t.shape.clone(),
+                        start,
+                        end,
+                        name: name.clone(),
+                    });
+            located.map_err(|m| (Some(name), m))
         })
         .collect()
 }
@@ -246,25 +255,12 @@ pub(crate) fn locate_legacy(bytes: &[u8]) -> Result<Vec<Located>, LocateError> {
         );
         pos += len as usize;
     }
-    sd.into_iter()
-        .map(|(name, t)| {
-            let span = spans.get(t.storage.key.as_str()).copied().ok_or_else(|| {
-                (
-                    Some(name.clone()),
-                    format!("its storage {} is not among the stored keys", t.storage.key),
-                )
-            })?;
-            view(&t, span)
-                .map(|(start, end)| Located {
-                    dtype: t.storage.dtype,
-                    shape: t.shape.clone(),
-                    start,
-                    end,
-                    name: name.clone(),
-                })
-                .map_err(|m| (Some(name), m))
-        })
-        .collect()
+    locate_tensors(sd, |storage| {
+        spans
+            .get(storage.key.as_str())
+            .copied()
+            .ok_or_else(|| format!("its storage {} is not among the stored keys", storage.key))
+    })
 }
 
 pub(crate) fn elem_size(d: Dtype) -> usize {
