@@ -497,83 +497,17 @@ fn run(data: &[u8], start: usize) -> Result<(Value, usize), String> {
     let result = loop {
         let at = r.pos;
         let op = r.u8()?;
+        if let Some(value) = literal(op, &mut r, at)? {
+            vm.stack.push(value);
+            continue;
+        }
+        if bookkeeping(op, &mut r, &mut vm)? {
+            continue;
+        }
         match op {
-            0x80 => {
-                let p = r.u8()?;
-                if p > 5 {
-                    return Err(format!("pickle protocol {p} is not known"));
-                }
-            }
-            0x95 => {
-                r.u64()?; // FRAME: a length hint only
-            }
             b'}' => vm.stack.push(container(true)),
             b']' => vm.stack.push(container(false)),
             b')' => vm.stack.push(tuple(Vec::new())?),
-            b'(' => vm.marks.push(vm.stack.len()),
-            b'q' => {
-                let k = r.u8()? as u32;
-                vm.memo_put(k)?
-            }
-            b'r' => {
-                let k = r.u32()?;
-                vm.memo_put(k)?
-            }
-            0x94 => {
-                let k = vm.memo.len() as u32;
-                vm.memo_put(k)?
-            }
-            b'h' => {
-                let k = r.u8()? as u32;
-                vm.memo_get(k)?
-            }
-            b'j' => {
-                let k = r.u32()?;
-                vm.memo_get(k)?
-            }
-            b'X' => {
-                let n = r.u32()?;
-                let n = r.len(n as u64)?;
-                vm.stack.push(Value::Str(r.utf8(n)?))
-            }
-            0x8c => {
-                let n = r.u8()? as usize;
-                vm.stack.push(Value::Str(r.utf8(n)?))
-            }
-            b'J' => {
-                let v = r.u32()? as i32;
-                vm.stack.push(Value::Int(v as i64))
-            }
-            b'K' => {
-                let v = r.u8()?;
-                vm.stack.push(Value::Int(v as i64))
-            }
-            b'M' => {
-                let v = r.u16()?;
-                vm.stack.push(Value::Int(v as i64))
-            }
-            0x8a => {
-                let n = r.u8()? as usize;
-                let b = r.take(n)?;
-                if n > 8 {
-                    return Err(format!("LONG1 of {n} bytes at offset {at} exceeds 64 bits"));
-                }
-                let fill = if b.last().is_some_and(|&x| x & 0x80 != 0) {
-                    0xff
-                } else {
-                    0
-                };
-                let mut a = [fill; 8];
-                a[..n].copy_from_slice(b);
-                vm.stack.push(Value::Int(i64::from_le_bytes(a)))
-            }
-            b'G' => {
-                r.take(8)?; // the value is never needed
-                vm.stack.push(Value::Float)
-            }
-            0x88 => vm.stack.push(Value::Bool(true)),
-            0x89 => vm.stack.push(Value::Bool(false)),
-            b'N' => vm.stack.push(Value::None),
             b't' => {
                 let items = vm.pop_mark()?;
                 vm.stack.push(tuple(items)?)
@@ -651,6 +585,97 @@ fn run(data: &[u8], start: usize) -> Result<(Value, usize), String> {
         }
     };
     Ok(result)
+}
+
+/// Opcodes that only move things between the stack, the marks and the memo (and the protocol
+/// header); `false` when `op` is not one of them.
+fn bookkeeping(op: u8, r: &mut Reader<'_>, vm: &mut Vm) -> Result<bool, String> {
+    match op {
+        0x80 => {
+            let p = r.u8()?;
+            if p > 5 {
+                return Err(format!("pickle protocol {p} is not known"));
+            }
+        }
+        0x95 => {
+            r.u64()?; // FRAME: a length hint only
+        }
+        b'(' => vm.marks.push(vm.stack.len()),
+        b'q' => {
+            let k = r.u8()? as u32;
+            vm.memo_put(k)?
+        }
+        b'r' => {
+            let k = r.u32()?;
+            vm.memo_put(k)?
+        }
+        0x94 => {
+            let k = vm.memo.len() as u32;
+            vm.memo_put(k)?
+        }
+        b'h' => {
+            let k = r.u8()? as u32;
+            vm.memo_get(k)?
+        }
+        b'j' => {
+            let k = r.u32()?;
+            vm.memo_get(k)?
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The value a literal opcode (a string, an integer, a float, a constant) pushes, or `None` when
+/// `op` is not a literal.
+fn literal(op: u8, r: &mut Reader<'_>, at: usize) -> Result<Option<Value>, String> {
+    let value = match op {
+        b'X' => {
+            let n = r.u32()?;
+            let n = r.len(n as u64)?;
+            Value::Str(r.utf8(n)?)
+        }
+        0x8c => {
+            let n = r.u8()? as usize;
+            Value::Str(r.utf8(n)?)
+        }
+        b'J' => {
+            let v = r.u32()? as i32;
+            Value::Int(v as i64)
+        }
+        b'K' => {
+            let v = r.u8()?;
+            Value::Int(v as i64)
+        }
+        b'M' => {
+            let v = r.u16()?;
+            Value::Int(v as i64)
+        }
+        0x8a => {
+            let n = r.u8()? as usize;
+            let b = r.take(n)?;
+            if n > 8 {
+                return Err(format!("LONG1 of {n} bytes at offset {at} exceeds 64 bits"));
+            }
+            let fill = if b.last().is_some_and(|&x| x & 0x80 != 0) {
+                0xff
+            } else {
+                0
+            };
+            let mut a = [fill; 8];
+            a[..n].copy_from_slice(b);
+            Value::Int(i64::from_le_bytes(a))
+        }
+        b'G' => {
+            r.take(8)?; // the value is never needed
+            Value::Float
+        }
+        0x88 => Value::Bool(true),
+        0x89 => Value::Bool(false),
+        b'N' => Value::None,
+        _ => return Ok(None),
+    };
+    Ok(Some(value))
 }
 
 fn state_dict(result: Value) -> Result<Vec<(String, TensorRef)>, String> {
