@@ -263,11 +263,9 @@ pub(crate) fn locate_legacy(bytes: &[u8]) -> Result<Vec<Located>, LocateError> {
     })
 }
 
-pub(crate) fn elem_size(d: Dtype) -> usize {
-    match d {
-        Dtype::F32 => 4,
-        _ => 2,
-    }
+/// Bytes per element (safetensors' own table; only F32/F16/BF16 reach here).
+fn elem_size(d: Dtype) -> usize {
+    d.bitsize() / 8
 }
 
 /// The byte range of contiguous tensor `t` within its storage entry `span`.

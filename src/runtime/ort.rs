@@ -19,7 +19,7 @@
 //! (see `ort_weights.rs`).
 
 use super::onnx_dir::{check_io, OnnxDir};
-use super::ort_weights::{fail, SharedWeights};
+use super::ort_weights::{fail, SharedWeights, ORT};
 use super::{is_identity, EncoderInput, GraphInput, GraphOutputs, Logits, Seq2Seq};
 use crate::error::{Error, Result};
 use crate::onnx::layout::{
@@ -393,7 +393,7 @@ enum Placement {
 
 /// A tensor value over a copy of `array`.
 fn value_of(name: &str, input: GraphInput) -> Result<DynValue> {
-    let make = fail(format!("make input {name}"));
+    let make = |e: ort::Error| Error::backend(ORT, format!("make input {name}"), e);
     Ok(match input {
         GraphInput::I64(a) => Tensor::from_array(a).map_err(make)?.into_dyn(),
         GraphInput::F32(a) => Tensor::from_array(a).map_err(make)?.into_dyn(),
@@ -427,12 +427,15 @@ impl OrtSeq2Seq {
         placement: Placement,
     ) -> Result<Vec<DynValue>> {
         let path = self.dir.join(graph);
-        let ctx = |what: &str| fail(format!("{}: {what}", path.display()));
-        let mut binding = s.create_binding().map_err(ctx("bind the run"))?;
+        // Every decoder step comes here: the messages are only formatted on failure.
+        let err = |what: &dyn std::fmt::Display, e: ort::Error| {
+            Error::backend(ORT, format!("{}: {what}", path.display()), e)
+        };
+        let mut binding = s.create_binding().map_err(|e| err(&"bind the run", e))?;
         for (name, value) in inputs {
             binding
                 .bind_input(*name, *value)
-                .map_err(ctx(&format!("bind input {name}")))?;
+                .map_err(|e| err(&format_args!("bind input {name}"), e))?;
         }
         for name in outputs {
             let mem = if *name == LOGITS || placement == Placement::Host {
@@ -442,9 +445,9 @@ impl OrtSeq2Seq {
             };
             binding
                 .bind_output_to_device(*name, mem)
-                .map_err(ctx(&format!("bind output {name}")))?;
+                .map_err(|e| err(&format_args!("bind output {name}"), e))?;
         }
-        let mut out = s.run_binding(&binding).map_err(ctx("run"))?;
+        let mut out = s.run_binding(&binding).map_err(|e| err(&"run", e))?;
         outputs
             .iter()
             .map(|name| {

@@ -4,14 +4,13 @@
 //! format) read bit for bit as the safetensors fixtures, and hostile or broken files refused
 //! with the file named.
 
-use crate::common::{copy_dir, fixture, python, root, run_cbqa};
+use crate::common::{copy_dir, fixture, root, run_cbqa, run_python};
 use cbqa::checkpoint::expected_tensors;
 use cbqa::export::{self, ExportOptions};
 use cbqa::{Error, ModelDir};
 use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 const FIXTURES: [&str; 2] = ["t5_v1_0", "t5_v1_1"];
@@ -29,18 +28,9 @@ fn pickles(name: &str) -> PathBuf {
     // Beside optimum_export's exports; remade on every run (the script is the fixture).
     let out = root().join("target").join("test-pickles").join(name);
     let _ = std::fs::remove_dir_all(&out);
-    let res = Command::new(python())
-        .arg(root().join("scripts").join("make_pickle_checkpoints.py"))
-        .arg(fixture(name))
-        .arg(&out)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .output()
-        .expect("cannot start python");
-    assert!(
-        res.status.success(),
-        "make_pickle_checkpoints.py {name} failed:\n{}",
-        String::from_utf8_lossy(&res.stderr)
+    run_python(
+        "make_pickle_checkpoints.py",
+        &[fixture(name).to_str().unwrap(), out.to_str().unwrap()],
     );
     made.insert(name.to_string(), out.clone());
     out
