@@ -1,8 +1,9 @@
 //! Checkpoint I/O in Hugging Face's layout: `config.json`, `model.safetensors` (or a sharded
 //! `model.safetensors.index.json`) or else a PyTorch `pytorch_model.bin` (or a sharded
 //! `pytorch_model.bin.index.json`; zip or legacy format, read by [`torch_zip`] and the restricted
-//! unpickler [`pickle`]),
-//! `tokenizer.json` and `generation_config.json`.
+//! unpickler [`pickle`]) or else a Flax `flax_model.msgpack` (or a sharded
+//! `flax_model.msgpack.index.json`, read by [`msgpack`]), `tokenizer.json` and
+//! `generation_config.json`. [`Weights::format`] says which was read.
 //!
 //! Tensor names are composed from the module path exactly as `T5ForConditionalGeneration`'s
 //! `state_dict()` names them, so they match transformers by construction (see
@@ -19,8 +20,80 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+mod msgpack;
 mod pickle;
 mod torch_zip;
+
+/// A tensor located in a file's bytes (or in the buffer a Flax file is decoded into): name,
+/// dtype, shape and absolute byte range.
+#[derive(Debug, Clone)]
+pub(crate) struct Located {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// An error about a whole file (`(None, msg)`) or about one tensor (`(Some(name), msg)`).
+pub(crate) type LocateError = (Option<String>, String);
+
+/// The file format the weights of a directory were read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `model.safetensors` (or its sharded index).
+    Safetensors,
+    /// `pytorch_model.bin` (or its sharded index): a torch.save zip or legacy file.
+    Pytorch,
+    /// `flax_model.msgpack` (or its sharded index): flax's msgpack serialization.
+    Flax,
+}
+
+impl Format {
+    /// The format's name as `cbqa inspect` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Safetensors => "safetensors",
+            Format::Pytorch => "pytorch",
+            Format::Flax => "flax",
+        }
+    }
+}
+
+/// The weights files a directory may hold, in order of preference (transformers' own for
+/// safetensors, pickle, Flax): file name, format, whether it is a sharded index.
+const WEIGHTS_FILES: [(&str, Format, bool); 6] = [
+    ("model.safetensors", Format::Safetensors, false),
+    ("model.safetensors.index.json", Format::Safetensors, true),
+    ("pytorch_model.bin", Format::Pytorch, false),
+    ("pytorch_model.bin.index.json", Format::Pytorch, true),
+    ("flax_model.msgpack", Format::Flax, false),
+    ("flax_model.msgpack.index.json", Format::Flax, true),
+    // TensorFlow checkpoints come after Flax.
+];
+
+/// The format and files of the weights of `dir`, the first of [`WEIGHTS_FILES`] present.
+fn weights_files(dir: &Path) -> Result<(Format, Vec<PathBuf>)> {
+    for (name, format, index) in WEIGHTS_FILES {
+        let path = dir.join(name);
+        if path.exists() {
+            let files = if index {
+                shard_files(&path)?
+            } else {
+                vec![path]
+            };
+            return Ok((format, files));
+        }
+    }
+    let names: Vec<&str> = WEIGHTS_FILES.iter().map(|(n, ..)| *n).collect();
+    Err(Error::Checkpoint {
+        path: dir.to_path_buf(),
+        msg: format!(
+            "none of {} (a Hugging Face checkpoint directory is expected)",
+            names.join(", ")
+        ),
+    })
+}
 
 /// Tensors that may be present but are aliases of `shared.weight` (older or tied checkpoints).
 fn is_alias(name: &str, cfg: &T5Config) -> bool {
@@ -37,9 +110,26 @@ pub(crate) fn accepted_dtype(dtype: Dtype) -> bool {
 
 struct Shard {
     path: PathBuf,
-    mmap: Mmap,
-    /// Start of the data section within the file.
+    bytes: ShardBytes,
+    /// Start of the data section within `bytes`.
     data_start: usize,
+}
+
+/// The bytes tensors are views of: the memory-mapped file (safetensors, pickles) or the buffer
+/// a Flax file was decoded into (its kernels are stored transposed).
+enum ShardBytes {
+    Mapped(Mmap),
+    Decoded(Vec<u8>),
+}
+
+impl std::ops::Deref for ShardBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ShardBytes::Mapped(m) => m,
+            ShardBytes::Decoded(v) => v,
+        }
+    }
 }
 
 /// A tensor's location: which shard, its dtype, shape and byte range within the data section.
@@ -61,6 +151,21 @@ impl RawTensor<'_> {
     /// The values as f32 (f16 and bf16 are widened exactly).
     pub fn to_f32(&self) -> Vec<f32> {
         bytes_to_f32(self.dtype, self.bytes)
+    }
+}
+
+impl View for &RawTensor<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
     }
 }
 
@@ -86,10 +191,10 @@ fn bytes_to_f32(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
 pub struct Weights {
     shards: Vec<Shard>,
     entries: BTreeMap<String, Entry>,
-    /// Tensors present in the files that a T5 of this config does not have.
+    /// Tensors present in the files that a T5 of this config does not have (transformers
+    /// ignores them too; those of a dtype no T5 weight has are not kept).
     pub unexpected: Vec<String>,
-    /// Read from PyTorch pickles rather than safetensors.
-    torch: bool,
+    format: Format,
 }
 
 impl std::fmt::Debug for Weights {
@@ -112,58 +217,41 @@ fn map_file(path: &Path) -> Result<Mmap> {
 }
 
 impl Weights {
-    /// Open the weights of `dir`: `model.safetensors`, or the shards listed in
-    /// `model.safetensors.index.json`. Checks every expected tensor's presence, shape and dtype and
-    /// reports the first problem by tensor name.
+    /// Open the weights of `dir`: `model.safetensors` (or the shards listed in
+    /// `model.safetensors.index.json`), else `pytorch_model.bin` (or its index), else
+    /// `flax_model.msgpack` (or its index). Checks every expected tensor's presence, shape and
+    /// dtype and reports the first problem by tensor name.
     pub fn open(dir: &Path, cfg: &T5Config) -> Result<Self> {
-        let single = dir.join("model.safetensors");
-        let index = dir.join("model.safetensors.index.json");
-        let pt_single = dir.join("pytorch_model.bin");
-        let pt_index = dir.join("pytorch_model.bin.index.json");
-        let (files, torch): (Vec<PathBuf>, bool) = if single.exists() {
-            (vec![single], false)
-        } else if index.exists() {
-            (shard_files(&index)?, false)
-        } else if pt_single.exists() {
-            (vec![pt_single], true)
-        } else if pt_index.exists() {
-            (shard_files(&pt_index)?, true)
-        } else {
-            return Err(Error::Checkpoint {
-                path: dir.to_path_buf(),
-                msg: "no model.safetensors, model.safetensors.index.json, pytorch_model.bin or \
-                      pytorch_model.bin.index.json (a Hugging Face checkpoint directory is \
-                      expected)"
-                    .into(),
-            });
-        };
+        let (format, files) = weights_files(dir)?;
         let mut shards = Vec::new();
         let mut entries = BTreeMap::new();
         for (i, path) in files.into_iter().enumerate() {
             let mmap = map_file(&path)?;
-            let data_start = if torch {
-                read_torch(&path, &mmap, i, &mut entries)?;
-                0
-            } else {
-                let (n, meta) =
-                    SafeTensors::read_metadata(&mmap).map_err(|e| Error::Checkpoint {
-                        path: path.clone(),
-                        msg: format!("not a valid safetensors file ({e}); is it truncated?"),
-                    })?;
-                for (name, info) in meta.tensors() {
-                    entries.insert(
-                        name,
-                        Entry {
-                            shard: i,
-                            info: info.clone(),
-                        },
-                    );
+            let (bytes, data_start) = match format {
+                Format::Safetensors => {
+                    let n = read_safetensors(&path, &mmap, i, &mut entries)?;
+                    (ShardBytes::Mapped(mmap), 8 + n)
                 }
-                8 + n
+                Format::Pytorch => {
+                    let located = if torch_zip::is_zip(&mmap) {
+                        torch_zip::locate(&mmap)
+                    } else {
+                        torch_zip::locate_legacy(&mmap)
+                    };
+                    let located = located.map_err(|e| locate_error(&path, e))?;
+                    add_located(located, i, &mut entries);
+                    (ShardBytes::Mapped(mmap), 0)
+                }
+                Format::Flax => {
+                    let (buf, located) =
+                        msgpack::read(&mmap).map_err(|e| locate_error(&path, e))?;
+                    add_located(located, i, &mut entries);
+                    (ShardBytes::Decoded(buf), 0)
+                }
             };
             shards.push(Shard {
                 path,
-                mmap,
+                bytes,
                 data_start,
             });
         }
@@ -171,7 +259,7 @@ impl Weights {
             shards,
             entries,
             unexpected: Vec::new(),
-            torch,
+            format,
         };
         w.check(cfg)?;
         Ok(w)
@@ -202,7 +290,7 @@ impl Weights {
                 return Err(Error::Tensor {
                     path,
                     name: spec.name.clone(),
-                    msg: format!("dtype {:?}, expected F32, F16 or BF16", entry.info.dtype),
+                    msg: self.dtype_message(entry.info.dtype),
                 });
             }
         }
@@ -214,7 +302,21 @@ impl Weights {
             .filter(|k| !known.contains(k.as_str()) && !is_alias(k, cfg))
             .cloned()
             .collect();
+        // Tensors transformers ignores (not of the model) and no T5 weight could be: skipped.
+        let unexpected = &self.unexpected;
+        self.entries
+            .retain(|name, e| accepted_dtype(e.info.dtype) || !unexpected.contains(name));
         Ok(())
+    }
+
+    /// Why a tensor of element type `dtype` cannot be a T5 weight, in the terms of the format.
+    fn dtype_message(&self, dtype: Dtype) -> String {
+        let name = dtype_name(dtype);
+        let class = match (self.format, pickle::storage_class(dtype)) {
+            (Format::Pytorch, Some(class)) => format!(" ({class})"),
+            _ => String::new(),
+        };
+        format!("is {name}{class}; a T5 state dict holds float32/float16/bfloat16")
     }
 
     fn describe_files(&self) -> PathBuf {
@@ -234,13 +336,15 @@ impl Weights {
         self.shards.iter().map(|s| s.path.as_path())
     }
 
-    /// The format of the files: `safetensors` or `pytorch` (a torch.save zip archive).
+    /// The format of the files: `safetensors`, `pytorch` (a torch.save zip or legacy file) or
+    /// `flax` (flax's msgpack); [`Weights::file_format`] as an enum.
     pub fn format(&self) -> &'static str {
-        if self.torch {
-            "pytorch"
-        } else {
-            "safetensors"
-        }
+        self.format.name()
+    }
+
+    /// The format of the files.
+    pub fn file_format(&self) -> Format {
+        self.format
     }
 
     /// The raw bytes of tensor `name`.
@@ -255,7 +359,7 @@ impl Weights {
         Ok(RawTensor {
             dtype: entry.info.dtype,
             shape: &entry.info.shape,
-            bytes: &shard.mmap[shard.data_start + a..shard.data_start + b],
+            bytes: &shard.bytes[shard.data_start + a..shard.data_start + b],
         })
     }
 
@@ -279,19 +383,54 @@ impl Weights {
     }
 }
 
-/// Locate the tensors of the torch.save file `path` (zip or legacy) (mapped as `mmap`, shard `shard`) in `entries`.
-fn read_torch(
+/// NumPy's / torch's name of element type `dtype` (`int64`).
+fn dtype_name(dtype: Dtype) -> String {
+    match dtype {
+        Dtype::F32 => "float32".into(),
+        Dtype::F16 => "float16".into(),
+        Dtype::BF16 => "bfloat16".into(),
+        Dtype::F64 => "float64".into(),
+        Dtype::I64 => "int64".into(),
+        Dtype::I32 => "int32".into(),
+        Dtype::I16 => "int16".into(),
+        Dtype::I8 => "int8".into(),
+        Dtype::U64 => "uint64".into(),
+        Dtype::U32 => "uint32".into(),
+        Dtype::U16 => "uint16".into(),
+        Dtype::U8 => "uint8".into(),
+        Dtype::BOOL => "bool".into(),
+        Dtype::C64 => "complex64".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Read the header of safetensors file `path` (mapped as `mmap`, shard `shard`) into `entries`;
+/// returns the header's length.
+fn read_safetensors(
     path: &Path,
     mmap: &[u8],
     shard: usize,
     entries: &mut BTreeMap<String, Entry>,
-) -> Result<()> {
-    let located = if torch_zip::is_zip(mmap) {
-        torch_zip::locate(mmap)
-    } else {
-        torch_zip::locate_legacy(mmap)
+) -> Result<usize> {
+    let (n, meta) = SafeTensors::read_metadata(mmap).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!("not a valid safetensors file ({e}); is it truncated?"),
+    })?;
+    for (name, info) in meta.tensors() {
+        entries.insert(
+            name,
+            Entry {
+                shard,
+                info: info.clone(),
+            },
+        );
     }
-    .map_err(|(name, msg)| match name {
+    Ok(n)
+}
+
+/// A reader's error about file `path` (or one of its tensors) as a [`Error`] naming both.
+fn locate_error(path: &Path, (name, msg): LocateError) -> Error {
+    match name {
         Some(name) => Error::Tensor {
             path: path.to_path_buf(),
             name,
@@ -301,7 +440,11 @@ fn read_torch(
             path: path.to_path_buf(),
             msg,
         },
-    })?;
+    }
+}
+
+/// Add the tensors located in shard `shard` to `entries`.
+fn add_located(located: Vec<Located>, shard: usize, entries: &mut BTreeMap<String, Entry>) {
     for t in located {
         entries.insert(
             t.name,
@@ -315,7 +458,6 @@ fn read_torch(
             },
         );
     }
-    Ok(())
 }
 
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
@@ -390,9 +532,12 @@ impl View for &OwnedTensor {
     }
 }
 
-/// Write `tensors` as a safetensors file with metadata `{"format": "pt"}` (what transformers
-/// expects), through a temp file and a rename.
-pub fn save_safetensors(path: &Path, tensors: &BTreeMap<String, OwnedTensor>) -> Result<()> {
+/// Write `tensors` (owned, or borrowed [`RawTensor`]s of open weights) as a safetensors file with
+/// metadata `{"format": "pt"}` (what transformers expects), through a temp file and a rename.
+pub fn save_safetensors<T>(path: &Path, tensors: &BTreeMap<String, T>) -> Result<()>
+where
+    for<'t> &'t T: View,
+{
     let tmp = temp_sibling(path);
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     let res = safetensors::serialize_to_file(tensors.iter(), Some(meta), &tmp)

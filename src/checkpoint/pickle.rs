@@ -818,8 +818,8 @@ mod tests {
     #[test]
     fn storages_without_a_dtype_are_refused_by_dtype() {
         for (class, dtype) in UNREADABLE_STORAGES {
-            let e = load_state_dict(&typed_state_dict_pickle(class, 6, &[2, 3], &[3, 1]))
-                .unwrap_err();
+            let e =
+                load_state_dict(&typed_state_dict_pickle(class, 6, &[2, 3], &[3, 1])).unwrap_err();
             assert!(
                 e.contains(&format!("{dtype} tensors (torch.{class})"))
                     && e.contains("float32/float16/bfloat16"),
@@ -827,8 +827,13 @@ mod tests {
             );
         }
         // A class torch does not have is still an unknown global.
-        let e = load_state_dict(&typed_state_dict_pickle("NoSuchStorage", 6, &[2, 3], &[3, 1]))
-            .unwrap_err();
+        let e = load_state_dict(&typed_state_dict_pickle(
+            "NoSuchStorage",
+            6,
+            &[2, 3],
+            &[3, 1],
+        ))
+        .unwrap_err();
         assert!(e.contains("refused global `torch.NoSuchStorage`"), "{e}");
     }
 

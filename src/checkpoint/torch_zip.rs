@@ -12,6 +12,7 @@
 use super::pickle::{
     legacy_header, legacy_keys, legacy_state_dict, load_state_dict, StorageRef, TensorRef,
 };
+use super::{LocateError, Located};
 use safetensors::Dtype;
 use std::collections::HashMap;
 
@@ -144,19 +145,6 @@ fn entries(b: &[u8]) -> Result<HashMap<String, Span>, String> {
     }
     Ok(out)
 }
-
-/// A tensor located in the file: dtype, shape and absolute byte range.
-#[derive(Debug, Clone)]
-pub(crate) struct Located {
-    pub name: String,
-    pub dtype: Dtype,
-    pub shape: Vec<usize>,
-    pub start: usize,
-    pub end: usize,
-}
-
-/// An error about the archive (`Err(None, msg)`) or about one tensor (`Err(Some(name), msg)`).
-pub(crate) type LocateError = (Option<String>, String);
 
 /// Read the state dict of a torch zip archive and locate every tensor in `bytes`.
 pub(crate) fn locate(bytes: &[u8]) -> Result<Vec<Located>, LocateError> {
@@ -350,7 +338,13 @@ mod tests {
         );
     }
 
-    fn tensor(dtype: Dtype, numel: u64, offset: u64, shape: &[usize], stride: &[usize]) -> TensorRef {
+    fn tensor(
+        dtype: Dtype,
+        numel: u64,
+        offset: u64,
+        shape: &[usize],
+        stride: &[usize],
+    ) -> TensorRef {
         TensorRef {
             storage: StorageRef {
                 dtype,
@@ -385,13 +379,17 @@ mod tests {
         let t = tensor(Dtype::F16, 6, 2, &[2, 3], &[3, 1]);
         let e = view(&t, Span { start: 0, len: 12 }).unwrap_err();
         assert!(
-            e.contains("storage `3`") && e.contains("needs at least 8 elements, the storage holds 6"),
+            e.contains("storage `3`")
+                && e.contains("needs at least 8 elements, the storage holds 6"),
             "{e}"
         );
         // The storage's own bytes shorter than it declares.
         let t = tensor(Dtype::F16, 6, 0, &[6], &[1]);
         let e = view(&t, Span { start: 0, len: 11 }).unwrap_err();
-        assert!(e.contains("declares 6 elements (12 bytes) but its entry holds 11 bytes"), "{e}");
+        assert!(
+            e.contains("declares 6 elements (12 bytes) but its entry holds 11 bytes"),
+            "{e}"
+        );
     }
 
     #[test]
