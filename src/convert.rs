@@ -7,7 +7,7 @@
 //! ([`crate::fsutil::OutputDir`]): a failure leaves nothing, and an existing non-empty `out` is
 //! refused unless `force`.
 
-use crate::checkpoint::{expected_tensors, save_safetensors};
+use crate::checkpoint::{dtype_name, expected_tensors, save_safetensors};
 use crate::error::{Error, Result};
 use crate::fsutil::{write_atomic, OutputDir};
 use crate::model_dir::ModelDir;
@@ -51,7 +51,8 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
     let model = ModelDir::open(&opts.model)?;
     let out = OutputDir::create(&opts.out, opts.force)?;
     let tensors = write_weights(&model, out.path())?;
-    write_config(&model.dir.join("config.json"), out.path())?;
+    let dtype = dtype_name(model.weights.dtype());
+    write_config(&model.dir.join("config.json"), out.path(), &dtype)?;
     write_tokenizer_and_generation(&model, out.path())?;
     let mut files: Vec<String> = std::fs::read_dir(out.path())
         .map_err(|e| Error::io("read directory", out.path(), e))?
@@ -80,8 +81,10 @@ fn write_weights(model: &ModelDir, dir: &Path) -> Result<usize> {
 }
 
 /// `config.json` as the source has it, but naming the PyTorch class where a Flax or TensorFlow
-/// save named its own (`FlaxT5ForConditionalGeneration`).
-fn write_config(source: &Path, dir: &Path) -> Result<()> {
+/// save named its own (`FlaxT5ForConditionalGeneration`), and with the dtype the weights are
+/// stored in (`dtype`, and `torch_dtype` where an older config has it), as transformers writes
+/// it: `from_pretrained(dtype="auto")` takes it from there.
+fn write_config(source: &Path, dir: &Path, dtype: &str) -> Result<()> {
     let text = std::fs::read_to_string(source).map_err(|e| Error::io("read", source, e))?;
     let mut v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
         path: source.to_path_buf(),
@@ -96,6 +99,14 @@ fn write_config(source: &Path, dir: &Path) -> Result<()> {
                     .unwrap_or(name);
                 *a = serde_json::Value::from(torch);
             }
+        }
+    }
+    if let Some(map) = v.as_object_mut() {
+        if map.contains_key("torch_dtype") {
+            map.insert("torch_dtype".into(), dtype.into());
+        }
+        if map.contains_key("dtype") || !map.contains_key("torch_dtype") {
+            map.insert("dtype".into(), dtype.into());
         }
     }
     write_atomic(&dir.join("config.json"), to_python_json(&v).as_bytes())

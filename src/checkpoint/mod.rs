@@ -383,8 +383,9 @@ impl Weights {
     }
 }
 
-/// NumPy's / torch's name of element type `dtype` (`int64`).
-fn dtype_name(dtype: Dtype) -> String {
+/// NumPy's / torch's name of element type `dtype` (`int64`, `bfloat16`), as config.json's
+/// `dtype` and error messages name it.
+pub fn dtype_name(dtype: Dtype) -> String {
     match dtype {
         Dtype::F32 => "float32".into(),
         Dtype::F16 => "float16".into(),

@@ -581,7 +581,7 @@ mod tests {
                 ]),
             ),
         ]);
-        let (buf, t) = read(&map(&[("w", chunked.clone())])).unwrap();
+        let (buf, t) = read(&map(&[("w", chunked)])).unwrap();
         assert_eq!(t[0].shape, vec![2, 2]);
         assert_eq!(&buf[..], &f32s(&[1., 2., 3., 4.])[..]);
         // One chunk short of the shape.
