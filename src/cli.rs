@@ -264,7 +264,7 @@ pub struct ScoreArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// An exported model directory.
+    /// An exported model directory; with `--backends tch`, a checkpoint directory.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Engines to sweep.

@@ -9,21 +9,92 @@ use cbqa::eval::report::{append_row, utc_timestamp};
 use cbqa::generate::GenerateOptions;
 use cbqa::progress::Progress;
 use cbqa::runtime::{Backend, BackendKind, BackendOptions, Device, OnnxDir};
+use cbqa::{GenerationConfig, T5Config};
 use std::path::Path;
 
+/// What a sweep measures: an export (ort, tract) or, for `--backends tch`, a checkpoint
+/// directory in any format `cbqa inspect` reads.
+enum Model {
+    Onnx(OnnxDir),
+    #[cfg(feature = "train")]
+    Checkpoint(cbqa::ModelDir),
+}
+
+impl Model {
+    /// An export, or a checkpoint directory when every backend is tch.
+    fn open(path: &Path, backends: &[BackendArg]) -> Result<Self> {
+        let tch = |b: &BackendArg| options::backend_kind(*b) == BackendKind::Tch;
+        if !backends.iter().any(tch) {
+            return Ok(Model::Onnx(OnnxDir::open(path)?));
+        }
+        if !backends.iter().all(tch) {
+            bail!(
+                "--backends tch measures a checkpoint directory, ort and tract an export: bench \
+                 them in separate runs"
+            );
+        }
+        #[cfg(feature = "train")]
+        return Ok(Model::Checkpoint(cbqa::ModelDir::open(path)?));
+        #[cfg(not(feature = "train"))]
+        bail!("this cbqa is built without the tch backend (feature `train`)")
+    }
+
+    fn config(&self) -> &T5Config {
+        match self {
+            Model::Onnx(d) => &d.config,
+            #[cfg(feature = "train")]
+            Model::Checkpoint(m) => &m.config,
+        }
+    }
+
+    fn generation(&self) -> &GenerationConfig {
+        match self {
+            Model::Onnx(d) => &d.generation,
+            #[cfg(feature = "train")]
+            Model::Checkpoint(m) => &m.generation,
+        }
+    }
+
+    fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        match self {
+            Model::Onnx(d) => &d.tokenizer,
+            #[cfg(feature = "train")]
+            Model::Checkpoint(m) => &m.tokenizer,
+        }
+    }
+
+    /// The precision column: the export's, or the checkpoint's stored dtype.
+    fn precision(&self, path: &Path) -> String {
+        match self {
+            Model::Onnx(_) => cbqa::runtime::precision_of(path),
+            #[cfg(feature = "train")]
+            Model::Checkpoint(m) => cbqa::checkpoint::dtype_name(m.weights.dtype()),
+        }
+    }
+
+    /// The engine of `opts` on this model.
+    fn backend(&self, opts: &BackendOptions) -> Result<Backend> {
+        Ok(match self {
+            Model::Onnx(d) => Backend::load(d, opts)?,
+            #[cfg(feature = "train")]
+            Model::Checkpoint(m) => Backend::load_checkpoint(m, opts)?,
+        })
+    }
+}
+
 /// Questions of 10–21 tokens: from a data file, or synthetic ids (deterministic).
-fn questions(args: &BenchArgs, dir: &OnnxDir) -> Result<Vec<Vec<u32>>> {
+fn questions(args: &BenchArgs, dir: &Model) -> Result<Vec<Vec<u32>>> {
     let (lo, hi) = (
         args.min_tokens.max(2),
         args.max_tokens.max(args.min_tokens.max(2)),
     );
-    let eos = dir.config.eos_id();
+    let eos = dir.config().eos_id();
     if let Some(path) = &args.data {
         let ds = cbqa::data::Dataset::read(path, &Default::default())?;
         let mut out = Vec::new();
         for e in &ds.examples {
             let enc = dir
-                .tokenizer
+                .tokenizer()
                 .encode(e.question.as_str(), true)
                 .map_err(|e| cbqa::Error::Tokenize {
                     action: "encoding a question".into(),
@@ -44,9 +115,9 @@ fn questions(args: &BenchArgs, dir: &OnnxDir) -> Result<Vec<Vec<u32>>> {
         return Ok((0..args.questions).map(|i| out[i % n].clone()).collect());
     }
     let vocab = dir
-        .tokenizer
+        .tokenizer()
         .get_vocab_size(false)
-        .clamp(4, dir.config.vocab_size) as u64;
+        .clamp(4, dir.config().vocab_size) as u64;
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = || {
         x ^= x << 13;
@@ -89,7 +160,7 @@ fn measure(args: &BenchArgs, csv: &Path) -> Result<()> {
         .as_ref()
         .context("--model is required (unless --plot-only)")?;
     std::fs::create_dir_all(&args.out)?;
-    let dir = OnnxDir::open(model)?;
+    let dir = Model::open(model, &args.backends)?;
     let qs = questions(args, &dir)?;
     // The exact token ids, so scripts/bench_peers.py runs the same workload.
     cbqa::fsutil::write_atomic(
@@ -103,7 +174,7 @@ fn measure(args: &BenchArgs, csv: &Path) -> Result<()> {
         precision: args
             .precision
             .clone()
-            .unwrap_or_else(|| cbqa::runtime::precision_of(model)),
+            .unwrap_or_else(|| dir.precision(model)),
         opts: generate_options(args, &dir)?,
         context: context(args, model, &qs),
     };
@@ -124,7 +195,7 @@ fn measure(args: &BenchArgs, csv: &Path) -> Result<()> {
 }
 
 /// Forced-length decoding, so engines do equal work; no greedy scores.
-fn generate_options(args: &BenchArgs, dir: &OnnxDir) -> Result<GenerateOptions> {
+fn generate_options(args: &BenchArgs, dir: &Model) -> Result<GenerateOptions> {
     let opts = GenerateOptions {
         max_new_tokens: args.force_steps.max(1),
         min_new_tokens: args.force_steps.max(1),
@@ -134,7 +205,7 @@ fn generate_options(args: &BenchArgs, dir: &OnnxDir) -> Result<GenerateOptions> 
         output_scores: false,
         ..GenerateOptions::default()
     };
-    Ok(opts.for_model(&dir.generation, &dir.config)?)
+    Ok(opts.for_model(dir.generation(), dir.config())?)
 }
 
 /// The environment and workload columns of every bench.csv row.
@@ -163,7 +234,7 @@ fn context(args: &BenchArgs, model: &Path, qs: &[Vec<u32>]) -> Vec<(String, Stri
 
 /// What every configuration of a sweep shares.
 struct Sweep<'a> {
-    dir: &'a OnnxDir,
+    dir: &'a Model,
     questions: &'a [Vec<u32>],
     device: Device,
     precision: String,
@@ -181,9 +252,6 @@ impl Sweep<'_> {
         csv: &Path,
         progress: &mut Progress,
     ) -> Result<Vec<BenchResult>> {
-        if options::backend_kind(kind) == BackendKind::Tch {
-            bail!("cbqa bench measures exported models; --backends ort,tract");
-        }
         let bopts = BackendOptions {
             kind: options::backend_kind(kind),
             device: if kind == BackendArg::Tract {
@@ -195,9 +263,10 @@ impl Sweep<'_> {
             opt_level: args.opt_level,
             ..BackendOptions::default()
         };
-        let backend = Backend::load(self.dir, &bopts)?;
-        let engine = match kind {
-            BackendArg::Tract => "cbqa-tract",
+        let backend = self.dir.backend(&bopts)?;
+        let engine = match options::backend_kind(kind) {
+            BackendKind::Tract => "cbqa-tract",
+            BackendKind::Tch => "cbqa-tch",
             _ => "cbqa-ort",
         };
         let dev = bopts.device.to_string();

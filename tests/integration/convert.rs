@@ -387,6 +387,53 @@ mod tch {
     }
 
     #[test]
+    fn bench_with_tch_measures_a_pickle_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("bench");
+        let (ok, stdout, err) = run_cbqa(&[
+            "bench",
+            "--model",
+            s(&pickles("t5_v1_1").join("shard")),
+            "--backends",
+            "tch",
+            "--batch-sizes",
+            "1,4",
+            "--threads",
+            "1",
+            "--questions",
+            "4",
+            "--force-steps",
+            "3",
+            "--out",
+            s(&out),
+        ]);
+        assert!(ok, "{err}");
+        assert!(stdout.contains("cbqa-tch"), "{stdout}");
+        let mut r = csv::Reader::from_path(out.join("bench.csv")).unwrap();
+        let h = r.headers().unwrap().clone();
+        let col = |n: &str| h.iter().position(|x| x == n).unwrap();
+        let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+        assert_eq!(rows.len(), 2, "1 engine x 2 batch sizes");
+        for row in &rows {
+            assert_eq!(&row[col("questions")], "4");
+            assert_eq!(&row[col("generated_tokens")], "12");
+            assert_eq!(&row[col("precision")], "float32");
+        }
+        // tch measures a checkpoint, ort and tract an export: not both in one run.
+        let (ok, _, err) = run_cbqa(&[
+            "bench",
+            "--model",
+            s(&pickles("t5_v1_1").join("shard")),
+            "--backends",
+            "tch,ort",
+            "--out",
+            s(&out),
+        ]);
+        assert!(!ok);
+        assert!(err.contains("bench them in separate runs"), "{err}");
+    }
+
+    #[test]
     fn eval_with_tch_on_a_pickle_directory_equals_the_safetensors_fixture() {
         let tmp = tempfile::tempdir().unwrap();
         let data = root().join("eval/demo/nq-open-200.jsonl");
