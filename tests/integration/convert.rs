@@ -3,7 +3,7 @@
 //! weights are read from; `cbqa convert` of pickle and Flax directories loaded by transformers
 //! with the same weights and token ids; and the other commands on these directories.
 
-use crate::common::{copy_dir, data_dir, fixture, root, run_cbqa, run_python};
+use crate::common::{copy_dir, data_dir, fixture, run_cbqa, run_python};
 use crate::pickle::pickles;
 use cbqa::checkpoint::expected_tensors;
 use cbqa::generate::generate;
@@ -346,6 +346,7 @@ fn exports_of_pickle_and_flax_directories_answer_as_transformers_does() {
 #[cfg(feature = "train")]
 mod tch {
     use super::*;
+    use crate::common::root;
 
     #[test]
     fn train_on_a_pickle_directory_writes_safetensors_checkpoints() {
