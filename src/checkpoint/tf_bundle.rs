@@ -147,7 +147,11 @@ fn from_state_file(dir: &Path, state: &Path) -> Result<Found> {
     let named = quoted
         .strip_prefix('"')
         .and_then(|q| q.strip_suffix('"'))
-        .ok_or_else(|| bad(format!("model_checkpoint_path {quoted} is not a quoted string")))?
+        .ok_or_else(|| {
+            bad(format!(
+                "model_checkpoint_path {quoted} is not a quoted string"
+            ))
+        })?
         .replace("\\\"", "\"")
         .replace("\\\\", "\\");
     let named_path = Path::new(&named);
@@ -198,7 +202,11 @@ impl Index {
         let header = match it.next() {
             Some((key, value)) if key.is_empty() => BundleHeaderProto::decode(value)
                 .map_err(|e| bad(format!("header entry does not parse ({e})")))?,
-            _ => return Err(bad("no header entry (key \"\"); not a tensor bundle index".into())),
+            _ => {
+                return Err(bad(
+                    "no header entry (key \"\"); not a tensor bundle index".into()
+                ))
+            }
         };
         check_header(&header).map_err(bad)?;
         let mut variables = Vec::new();
@@ -220,14 +228,19 @@ impl Index {
 
     /// Rows of `shared/embedding` (the vocabulary size), if the bundle has it.
     pub(crate) fn embedding_rows(&self) -> Option<usize> {
-        let v = self.variables.iter().find(|v| v.name == "shared/embedding")?;
+        let v = self
+            .variables
+            .iter()
+            .find(|v| v.name == "shared/embedding")?;
         let dim = v.entry.shape.as_ref()?.dim.first()?;
         usize::try_from(dim.size).ok()
     }
 
     /// Whether the bundle has a separate output projection (`decoder/logits/kernel`).
     pub(crate) fn has_logits(&self) -> bool {
-        self.variables.iter().any(|v| v.name == "decoder/logits/kernel")
+        self.variables
+            .iter()
+            .any(|v| v.name == "decoder/logits/kernel")
     }
 }
 
@@ -272,7 +285,12 @@ fn element_size(dtype: i32) -> Option<usize> {
 }
 
 /// Check `v`'s entry (dtype, shape against size, shard id) and plan how to read it.
-fn plan(v: &Variable, hf_name: String, transpose: bool, num_shards: usize) -> Result<Planned, String> {
+fn plan(
+    v: &Variable,
+    hf_name: String,
+    transpose: bool,
+    num_shards: usize,
+) -> Result<Planned, String> {
     let e = &v.entry;
     if !e.slices.is_empty() {
         return Err(format!(
@@ -281,7 +299,10 @@ fn plan(v: &Variable, hf_name: String, transpose: bool, num_shards: usize) -> Re
         ));
     }
     let elem = element_size(e.dtype).ok_or_else(|| {
-        format!("dtype {}, expected DT_FLOAT, DT_BFLOAT16 or DT_HALF", data_type::name(e.dtype))
+        format!(
+            "dtype {}, expected DT_FLOAT, DT_BFLOAT16 or DT_HALF",
+            data_type::name(e.dtype)
+        )
     })?;
     let shape_proto = e.shape.as_ref().filter(|s| !s.unknown_rank);
     let mut shape = Vec::new();
@@ -394,7 +415,10 @@ pub(super) fn open_weights(found: &Found, cfg: &T5Config) -> Result<Weights> {
     let data_paths: Vec<PathBuf> = (0..index.num_shards)
         .map(|i| data_path(&found.prefix, i, index.num_shards))
         .collect();
-    let maps = data_paths.iter().map(|p| map_shard(p)).collect::<Result<Vec<_>>>()?;
+    let maps = data_paths
+        .iter()
+        .map(|p| map_shard(p))
+        .collect::<Result<Vec<_>>>()?;
     let mut planned = Vec::new();
     let mut unknown = Vec::new();
     for v in &index.variables {
@@ -454,7 +478,13 @@ fn load(
             data_offsets: (start, buf.len()),
         };
         if entries
-            .insert(p.hf_name.clone(), Entry { shard: p.shard + 1, info })
+            .insert(
+                p.hf_name.clone(),
+                Entry {
+                    shard: p.shard + 1,
+                    info,
+                },
+            )
             .is_some()
         {
             return Err(Error::Tensor {

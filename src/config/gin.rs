@@ -118,7 +118,10 @@ impl Bindings {
     }
 
     /// `value` with `%macro` references followed (at most 16 deep).
-    fn resolve<'a>(&'a self, mut value: &'a (String, usize)) -> std::result::Result<&'a (String, usize), String> {
+    fn resolve<'a>(
+        &'a self,
+        mut value: &'a (String, usize),
+    ) -> std::result::Result<&'a (String, usize), String> {
         for _ in 0..16 {
             let Some(name) = value.0.strip_prefix('%') else {
                 return Ok(value);
@@ -191,9 +194,9 @@ impl Reader<'_> {
         let Some((text, line)) = self.bindings.lookup(scope, configurable, param, fallback)? else {
             return Ok(None);
         };
-        parse_value(&text)
-            .map(Some)
-            .ok_or_else(|| format!("line {line}: {configurable}.{param} = {text} is not a value cbqa reads"))
+        parse_value(&text).map(Some).ok_or_else(|| {
+            format!("line {line}: {configurable}.{param} = {text} is not a value cbqa reads")
+        })
     }
 
     /// The setting, equal in the encoder and the decoder scope.
@@ -214,19 +217,32 @@ impl Reader<'_> {
         }
     }
 
-    fn required_int(&self, configurable: &str, param: &str, mac: &str) -> std::result::Result<Value, String> {
+    fn required_int(
+        &self,
+        configurable: &str,
+        param: &str,
+        mac: &str,
+    ) -> std::result::Result<Value, String> {
         match self.both(configurable, param, Some(mac))? {
             Some(v) if v.is_u64() => Ok(v),
-            Some(v) => Err(format!("{configurable}.{param} is {v}, expected a positive integer")),
-            None => Err(format!("no binding for {configurable}.{param} and no macro `{mac}`")),
+            Some(v) => Err(format!(
+                "{configurable}.{param} is {v}, expected a positive integer"
+            )),
+            None => Err(format!(
+                "no binding for {configurable}.{param} and no macro `{mac}`"
+            )),
         }
     }
 
     fn layers(&self, scope: &str) -> std::result::Result<Value, String> {
         match self.value(scope, "make_layer_stack", "num_layers", Some("num_layers"))? {
             Some(v) if v.is_u64() => Ok(v),
-            Some(v) => Err(format!("{scope}/make_layer_stack.num_layers is {v}, expected an integer")),
-            None => Err(format!("no binding for {scope}/make_layer_stack.num_layers and no macro `num_layers`")),
+            Some(v) => Err(format!(
+                "{scope}/make_layer_stack.num_layers is {v}, expected an integer"
+            )),
+            None => Err(format!(
+                "no binding for {scope}/make_layer_stack.num_layers and no macro `num_layers`"
+            )),
         }
     }
 }
@@ -249,16 +265,29 @@ fn feed_forward(activation: Option<Value>) -> std::result::Result<&'static str, 
 /// The config.json keys the gin bindings imply.
 fn config_json(b: &Bindings, facts: CheckpointFacts) -> std::result::Result<Value, String> {
     let r = Reader { bindings: b };
-    let tied = match r.value("decoder", "Unitransformer", "shared_embedding_and_softmax_weights", None)? {
+    let tied = match r.value(
+        "decoder",
+        "Unitransformer",
+        "shared_embedding_and_softmax_weights",
+        None,
+    )? {
         Some(Value::Bool(t)) => t,
-        Some(v) => return Err(format!("shared_embedding_and_softmax_weights is {v}, expected True or False")),
+        Some(v) => {
+            return Err(format!(
+                "shared_embedding_and_softmax_weights is {v}, expected True or False"
+            ))
+        }
         None => !facts.separate_logits,
     };
     let buckets = r
         .both("SelfAttention", "relative_attention_num_buckets", None)?
         .unwrap_or(json!(32));
-    let dropout = r.both("SelfAttention", "dropout_rate", Some("dropout_rate"))?.unwrap_or(json!(0.1));
-    let epsilon = r.value("", "sublayer_rms_norm", "epsilon", None)?.unwrap_or(json!(1e-6));
+    let dropout = r
+        .both("SelfAttention", "dropout_rate", Some("dropout_rate"))?
+        .unwrap_or(json!(0.1));
+    let epsilon = r
+        .value("", "sublayer_rms_norm", "epsilon", None)?
+        .unwrap_or(json!(1e-6));
     Ok(json!({
         "model_type": "t5",
         "architectures": ["T5ForConditionalGeneration"],
@@ -349,8 +378,22 @@ run.sequence_length = {'inputs': 512, 'targets': 128}
         let cfg = T5Config::from_gin_str(T5_SMALL, Path::new("op.gin"), FACTS).unwrap();
         let preset = T5Config::preset("t5-small").unwrap();
         assert_eq!(
-            (cfg.vocab_size, cfg.d_model, cfg.d_ff, cfg.d_kv, cfg.num_heads, cfg.num_layers),
-            (preset.vocab_size, preset.d_model, preset.d_ff, preset.d_kv, preset.num_heads, preset.num_layers)
+            (
+                cfg.vocab_size,
+                cfg.d_model,
+                cfg.d_ff,
+                cfg.d_kv,
+                cfg.num_heads,
+                cfg.num_layers
+            ),
+            (
+                preset.vocab_size,
+                preset.d_model,
+                preset.d_ff,
+                preset.d_kv,
+                preset.num_heads,
+                preset.num_layers
+            )
         );
         assert_eq!(cfg.decoder_layers(), 6);
         assert_eq!(cfg.feed_forward_proj, "relu");
@@ -364,33 +407,62 @@ run.sequence_length = {'inputs': 512, 'targets': 128}
     fn gated_activation_scoped_depth_and_untied_logits() {
         let text = T5_SMALL
             .replace("'relu'", "['gelu', 'linear']")
-            .replace("decoder/make_layer_stack.num_layers = %num_layers", "decoder/make_layer_stack.num_layers = 2")
-            .replace("shared_embedding_and_softmax_weights = True", "shared_embedding_and_softmax_weights = False");
+            .replace(
+                "decoder/make_layer_stack.num_layers = %num_layers",
+                "decoder/make_layer_stack.num_layers = 2",
+            )
+            .replace(
+                "shared_embedding_and_softmax_weights = True",
+                "shared_embedding_and_softmax_weights = False",
+            );
         let cfg = T5Config::from_gin_str(&text, Path::new("op.gin"), FACTS).unwrap();
         assert_eq!(cfg.feed_forward_proj, "gated-gelu");
         assert_eq!((cfg.num_layers, cfg.decoder_layers()), (6, 2));
         assert!(!cfg.tie_word_embeddings);
+        let relu = T5_SMALL.replace("'relu'", "[\"relu\", \"linear\"]");
+        let cfg = T5Config::from_gin_str(&relu, Path::new("op.gin"), FACTS).unwrap();
+        assert_eq!(cfg.feed_forward_proj, "gated-relu");
     }
 
     #[test]
     fn bad_bindings_are_errors_naming_file_and_line() {
         let cases = [
-            (T5_SMALL.replace("d_model = 512", "d_model = 'wide'"), "d_model"),
-            (T5_SMALL.replace("'relu'  # a comment", "'swish'"), "DenseReluDense"),
+            (
+                T5_SMALL.replace("d_model = 512", "d_model = 'wide'"),
+                "d_model",
+            ),
+            (
+                T5_SMALL.replace("'relu'  # a comment", "'swish'"),
+                "DenseReluDense",
+            ),
             (T5_SMALL.replace("num_heads = 8", ""), "%num_heads"),
-            (T5_SMALL.replace("decoder/DenseReluDense.hidden_size = %d_ff", "decoder/DenseReluDense.hidden_size = 7"), "one value"),
+            (
+                T5_SMALL.replace(
+                    "decoder/DenseReluDense.hidden_size = %d_ff",
+                    "decoder/DenseReluDense.hidden_size = 7",
+                ),
+                "one value",
+            ),
             (format!("{T5_SMALL}\nbroken ["), "unclosed"),
             (format!("{T5_SMALL}\nno equals sign"), "line"),
         ];
         for (text, needle) in cases {
-            let err = T5Config::from_gin_str(&text, Path::new("op.gin"), FACTS).unwrap_err().to_string();
-            assert!(err.starts_with("op.gin: ") && err.contains(needle), "{needle}: {err}");
+            let err = T5Config::from_gin_str(&text, Path::new("op.gin"), FACTS)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("op.gin: ") && err.contains(needle),
+                "{needle}: {err}"
+            );
         }
     }
 
     #[test]
     fn missing_tie_binding_follows_the_checkpoint() {
-        let text = T5_SMALL.replace("decoder/Unitransformer.shared_embedding_and_softmax_weights = True", "");
+        let text = T5_SMALL.replace(
+            "decoder/Unitransformer.shared_embedding_and_softmax_weights = True",
+            "",
+        );
         let facts = CheckpointFacts {
             separate_logits: true,
             ..FACTS

@@ -33,7 +33,11 @@ fn model_dir(name: &str, with_json: bool) -> tempfile::TempDir {
     )
     .unwrap();
     if with_json {
-        std::fs::copy(fixture(name).join("config.json"), tmp.path().join("config.json")).unwrap();
+        std::fs::copy(
+            fixture(name).join("config.json"),
+            tmp.path().join("config.json"),
+        )
+        .unwrap();
     }
     tmp
 }
@@ -49,7 +53,7 @@ fn open_err(dir: &Path) -> Error {
 fn assert_same_tensors(name: &str, weights: &Weights) {
     let bytes = std::fs::read(fixture(name).join("model.safetensors")).unwrap();
     let reference = SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = reference.names().into_iter().cloned().collect();
+    let mut names: Vec<String> = reference.names().into_iter().map(String::from).collect();
     names.sort();
     let mut ours: Vec<&str> = weights.names().collect();
     ours.sort();
@@ -59,7 +63,10 @@ fn assert_same_tensors(name: &str, weights: &Weights) {
         let got = weights.raw(n).unwrap();
         assert_eq!(got.shape, want.shape(), "{name}: {n} shape");
         assert_eq!(format!("{:?}", got.dtype), "F32", "{name}: {n} dtype");
-        assert!(got.bytes == want.data(), "{name}: {n} differs from the safetensors fixture");
+        assert!(
+            got.bytes == want.data(),
+            "{name}: {n} differs from the safetensors fixture"
+        );
     }
 }
 
@@ -79,7 +86,11 @@ fn bundles_equal_the_safetensors_fixtures_bit_for_bit() {
             expected.extend((0..shards).map(|i| format!("{prefix}.data-{i:05}-of-{shards:05}")));
             assert_eq!(files, expected, "{name}");
             // global_step and the Adafactor slots are skipped, nothing else is left over.
-            assert!(m.weights.unexpected.is_empty(), "{name}: {:?}", m.weights.unexpected);
+            assert!(
+                m.weights.unexpected.is_empty(),
+                "{name}: {:?}",
+                m.weights.unexpected
+            );
             assert_same_tensors(name, &m.weights);
         }
     }
@@ -91,7 +102,10 @@ fn optimizer_slots_and_global_step_are_in_the_bundle_and_skipped() {
         let vars = list_variables(&bundle(name).join(prefix)).unwrap();
         let step = vars.iter().find(|v| v.name == "global_step").unwrap();
         assert_eq!(step.dtype, "DT_INT64");
-        assert!(vars.iter().filter(|v| v.name.contains("_slot_")).count() >= 3, "{name}");
+        assert!(
+            vars.iter().filter(|v| v.name.contains("_slot_")).count() >= 3,
+            "{name}"
+        );
         let q = vars
             .iter()
             .find(|v| v.name == "encoder/block_000/layer_000/SelfAttention/q")
@@ -109,13 +123,33 @@ fn config_from_operative_gin_equals_config_json() {
         let got = ModelDir::open(dir.path()).unwrap().config;
         let want = T5Config::from_file(&fixture(name).join("config.json")).unwrap();
         assert_eq!(
-            (got.vocab_size, got.d_model, got.d_kv, got.d_ff, got.num_heads),
-            (want.vocab_size, want.d_model, want.d_kv, want.d_ff, want.num_heads),
+            (
+                got.vocab_size,
+                got.d_model,
+                got.d_kv,
+                got.d_ff,
+                got.num_heads
+            ),
+            (
+                want.vocab_size,
+                want.d_model,
+                want.d_kv,
+                want.d_ff,
+                want.num_heads
+            ),
             "{name}"
         );
         assert_eq!(
-            (got.num_layers, got.decoder_layers(), got.relative_attention_num_buckets),
-            (want.num_layers, want.decoder_layers(), want.relative_attention_num_buckets),
+            (
+                got.num_layers,
+                got.decoder_layers(),
+                got.relative_attention_num_buckets
+            ),
+            (
+                want.num_layers,
+                want.decoder_layers(),
+                want.relative_attention_num_buckets
+            ),
             "{name}"
         );
         assert_eq!(got.feed_forward_proj, want.feed_forward_proj, "{name}");
@@ -165,7 +199,10 @@ fn without_a_checkpoint_file_the_highest_step_is_read_and_said() {
     std::fs::write(dir.path().join("model.ckpt-500.index"), b"not a table").unwrap();
     let m = ModelDir::open(dir.path()).unwrap();
     let note = m.weights.note.clone().unwrap();
-    assert!(note.contains("step 1000") && note.contains("model.ckpt-500"), "{note}");
+    assert!(
+        note.contains("step 1000") && note.contains("model.ckpt-500"),
+        "{note}"
+    );
     // With a `checkpoint` file, the step it names is read (here: the corrupt one).
     std::fs::write(
         dir.path().join("checkpoint"),
@@ -185,7 +222,10 @@ fn a_checkpoint_file_naming_a_missing_prefix_is_an_error() {
     )
     .unwrap();
     let err = open_err(dir.path()).to_string();
-    assert!(err.contains("checkpoint") && err.contains("model.ckpt-7.index"), "{err}");
+    assert!(
+        err.contains("checkpoint") && err.contains("model.ckpt-7.index"),
+        "{err}"
+    );
 }
 
 fn flip_byte(path: &Path, at: usize) {
@@ -213,7 +253,10 @@ fn a_bad_tensor_checksum_names_the_shard_and_tensor() {
     let dir = model_dir("t5_v1_1", true);
     let prefix = dir.path().join("model.ckpt-2000");
     let vars = list_variables(&prefix).unwrap();
-    let target = vars.iter().find(|v| v.name == "decoder/logits/kernel").unwrap();
+    let target = vars
+        .iter()
+        .find(|v| v.name == "decoder/logits/kernel")
+        .unwrap();
     let shard = dir
         .path()
         .join(format!("model.ckpt-2000.data-{:05}-of-00002", target.shard));

@@ -143,8 +143,16 @@ mod tests {
                 "decoder.block.0.layer.2.DenseReluDense.wi_1.weight",
                 true,
             ),
-            ("encoder/rms_norm/scale", "encoder.final_layer_norm.weight", false),
-            ("decoder/final_layer_norm/scale", "decoder.final_layer_norm.weight", false),
+            (
+                "encoder/rms_norm/scale",
+                "encoder.final_layer_norm.weight",
+                false,
+            ),
+            (
+                "decoder/final_layer_norm/scale",
+                "decoder.final_layer_norm.weight",
+                false,
+            ),
             ("decoder/logits/kernel", "lm_head.weight", true),
         ] {
             assert_eq!(map(tf), tensor(hf, t), "{tf}");

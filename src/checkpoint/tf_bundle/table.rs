@@ -50,6 +50,9 @@ fn fixed32(data: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
 }
 
+/// One table entry: the key and a view of its value.
+pub(crate) type KeyValue<'a> = (Vec<u8>, &'a [u8]);
+
 /// A block's place in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BlockHandle {
@@ -120,12 +123,14 @@ fn read_block<'a>(file: &'a [u8], handle: BlockHandle, what: &str) -> Result<&'a
              uncompressed (tensor_bundle.cc sets kNoCompression), so this is not a tensor bundle \
              index cbqa can read"
         )),
-        t => Err(format!("{what} at offset {start}: unknown compression type {t}")),
+        t => Err(format!(
+            "{what} at offset {start}: unknown compression type {t}"
+        )),
     }
 }
 
 /// All (key, value) entries of one block, in order.
-fn block_entries<'a>(block: &'a [u8], what: &str) -> Result<Vec<(Vec<u8>, &'a [u8])>, String> {
+fn block_entries<'a>(block: &'a [u8], what: &str) -> Result<Vec<KeyValue<'a>>, String> {
     let bad = |msg: String| format!("{what}: {msg}");
     if block.len() < 4 {
         return Err(bad("shorter than its restart count".into()));
@@ -165,7 +170,7 @@ fn block_entries<'a>(block: &'a [u8], what: &str) -> Result<Vec<(Vec<u8>, &'a [u
 }
 
 /// Every (key, value) of the table `file`, in key order, each block's checksum verified.
-pub(crate) fn entries(file: &[u8]) -> Result<Vec<(Vec<u8>, &[u8])>, String> {
+pub(crate) fn entries(file: &[u8]) -> Result<Vec<KeyValue<'_>>, String> {
     let (metaindex, index_handle) = footer(file)?;
     // Bundles have no filter or stats blocks; the metaindex is only checked, like every block.
     read_block(file, metaindex, "metaindex block")?;
@@ -246,7 +251,10 @@ pub(crate) mod tests {
         let mut index = vec![];
         let mut handles = vec![];
         for chunk in entries.chunks(per_block) {
-            handles.push((chunk[chunk.len() - 1].0.to_vec(), append_block(&mut file, &block(chunk, 2), 0)));
+            handles.push((
+                chunk[chunk.len() - 1].0.to_vec(),
+                append_block(&mut file, &block(chunk, 2), 0),
+            ));
         }
         for (k, h) in &handles {
             index.push((k.as_slice(), h.as_slice()));
@@ -280,7 +288,8 @@ pub(crate) mod tests {
 
     #[test]
     fn every_truncation_and_every_flipped_byte_is_an_error_not_a_panic() {
-        let pairs: Vec<(&[u8], &[u8])> = vec![(b"", b"h"), (b"a", b"xyz"), (b"ab", b""), (b"b", b"1")];
+        let pairs: Vec<(&[u8], &[u8])> =
+            vec![(b"", b"h"), (b"a", b"xyz"), (b"ab", b""), (b"b", b"1")];
         let file = table(&pairs, 2);
         for n in 0..file.len() {
             assert!(entries(&file[..n]).is_err(), "truncated to {n}");
