@@ -2,6 +2,7 @@
 
     python scripts/make_tf_checkpoint.py FIXTURE_DIR OUT_DIR [--step N] [--shards K] [--rms-norm]
     python scripts/make_tf_checkpoint.py --verify FIXTURE_DIR OUT_DIR
+    python scripts/make_tf_checkpoint.py --partitioned - OUT_DIR
 
 Needs TensorFlow, which is not part of cbqa's venv: run it from a throwaway venv
 (`python -m venv /tmp/tfvenv && /tmp/tfvenv/bin/pip install tensorflow-cpu safetensors`).
@@ -23,6 +24,9 @@ and `encoder/rms_norm/scale`, `decoder/logits/kernel`), weights in TF's [in, out
 transpose of torch's nn.Linear weight; `relative_attention_bias` as [heads, buckets]), plus what a
 training run leaves beside them and a reader must skip: `global_step` (int64) and Adafactor slot
 variables (`..._slot_vc`, `..._slot_vr`, `..._slot_v`).
+
+--partitioned writes a bundle of one partitioned variable, `shared/embedding` [8, 4] saved as two
+slices (`tf.compat.v1.fixed_size_partitioner(2)`), which a reader of whole tensors must refuse.
 
 --verify loads OUT_DIR's checkpoint with transformers' own `load_tf_weights_in_t5` into a
 `T5ForConditionalGeneration` of FIXTURE_DIR's config and checks every tensor equals the fixture's
@@ -193,6 +197,24 @@ def save_bundle(weights, out, step, shards):
             saver.save(sess, os.path.join(out, "model.ckpt"), global_step=step, write_meta_graph=False)
 
 
+def save_partitioned(out):
+    import tensorflow as tf
+
+    tf.compat.v1.disable_eager_execution()
+    graph = tf.Graph()
+    with graph.as_default():
+        var = tf.compat.v1.get_variable(
+            "shared/embedding",
+            shape=[8, 4],
+            initializer=tf.compat.v1.ones_initializer(),
+            partitioner=tf.compat.v1.fixed_size_partitioner(2),
+        )
+        saver = tf.compat.v1.train.Saver([var], save_relative_paths=True)
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            saver.save(sess, os.path.join(out, "model.ckpt"), global_step=1, write_meta_graph=False)
+
+
 def make(args):
     with open(os.path.join(args.fixture, "config.json")) as f:
         cfg = json.load(f)
@@ -235,8 +257,12 @@ def main():
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--rms-norm", action="store_true", help="name layer norms rms_norm (T5.1.1 style)")
     parser.add_argument("--verify", action="store_true")
+    parser.add_argument("--partitioned", action="store_true")
     args = parser.parse_args()
-    if args.verify:
+    if args.partitioned:
+        os.makedirs(args.out, exist_ok=True)
+        save_partitioned(args.out)
+    elif args.verify:
         verify(args)
     else:
         make(args)

@@ -365,9 +365,14 @@ fn widen(dtype: i32, bytes: &[u8]) -> Vec<f32> {
     super::bytes_to_f32(d, bytes)
 }
 
-/// The f32 little-endian bytes of a planned tensor read from its shard, checksum verified,
-/// transposed into torch's layout where TF stores it transposed. Also returns the HF shape.
-fn convert(p: &Planned, shard: &[u8]) -> std::result::Result<(Vec<u8>, Vec<usize>), String> {
+/// Append the planned tensor, read from its shard with its checksum verified, to `out` as f32
+/// little-endian bytes in torch's layout (transposed where TF stores it transposed); returns
+/// its Hugging Face shape.
+fn append_tensor(
+    p: &Planned,
+    shard: &[u8],
+    out: &mut Vec<u8>,
+) -> std::result::Result<Vec<usize>, String> {
     let bytes = &shard[p.offset..p.offset + p.size];
     let stored = crc32c::unmask(p.masked_crc);
     let actual = crc32c::value(bytes);
@@ -380,23 +385,37 @@ fn convert(p: &Planned, shard: &[u8]) -> std::result::Result<(Vec<u8>, Vec<usize
         ));
     }
     let values = widen(p.dtype, bytes);
-    let (values, shape) = match (p.transpose, p.shape.as_slice()) {
+    let start = out.len();
+    out.resize(start + values.len() * 4, 0);
+    let dst = &mut out[start..];
+    match (p.transpose, p.shape.as_slice()) {
         (true, &[rows, cols]) => {
-            let mut t = vec![0f32; values.len()];
-            for (r, row) in values.chunks_exact(cols.max(1)).enumerate().take(rows) {
-                for (c, &x) in row.iter().enumerate() {
-                    t[c * rows + r] = x;
+            transpose_into(&values, rows, cols, dst);
+            Ok(vec![cols, rows])
+        }
+        _ => {
+            for (d, v) in dst.chunks_exact_mut(4).zip(&values) {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
+            Ok(p.shape.clone())
+        }
+    }
+}
+
+/// Write the `rows` × `cols` row-major `values` transposed (`cols` × `rows`) into `dst` as f32
+/// little-endian bytes, in tiles so that reads and writes both stay in cache.
+fn transpose_into(values: &[f32], rows: usize, cols: usize, dst: &mut [u8]) {
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    let at = (c * rows + r) * 4;
+                    dst[at..at + 4].copy_from_slice(&values[r * cols + c].to_le_bytes());
                 }
             }
-            (t, vec![cols, rows])
         }
-        _ => (values, p.shape.clone()),
-    };
-    let mut out = Vec::with_capacity(values.len() * 4);
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
     }
-    Ok((out, shape))
 }
 
 fn map_shard(path: &Path) -> Result<Mmap> {
@@ -461,17 +480,22 @@ fn load(
     maps: &[Mmap],
     planned: &[Planned],
 ) -> Result<(Vec<Shard>, BTreeMap<String, Entry>)> {
-    let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); maps.len()];
+    // Each planned size was checked against its shard: the f32 copies are at most twice the
+    // shards' bytes (bf16 and f16 widen).
+    let mut f32_bytes = vec![0usize; maps.len()];
+    for p in planned {
+        f32_bytes[p.shard] += p.size / element_size(p.dtype).unwrap_or(4) * 4;
+    }
+    let mut buffers: Vec<Vec<u8>> = f32_bytes.iter().map(|&n| Vec::with_capacity(n)).collect();
     let mut entries = BTreeMap::new();
     for p in planned {
-        let (bytes, shape) = convert(p, &maps[p.shard]).map_err(|msg| Error::Tensor {
+        let buf = &mut buffers[p.shard];
+        let start = buf.len();
+        let shape = append_tensor(p, &maps[p.shard], buf).map_err(|msg| Error::Tensor {
             path: data_paths[p.shard].clone(),
             name: p.tf_name.clone(),
             msg,
         })?;
-        let buf = &mut buffers[p.shard];
-        let start = buf.len();
-        buf.extend_from_slice(&bytes);
         let info = TensorInfo {
             dtype: Dtype::F32,
             shape,
@@ -557,4 +581,60 @@ pub struct VariableInfo {
     pub shard: i32,
     pub offset: i64,
     pub size: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_into_matches_the_definition_across_tiles() {
+        for (rows, cols) in [(1, 1), (3, 5), (33, 70), (64, 1)] {
+            let values: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let mut dst = vec![0u8; values.len() * 4];
+            transpose_into(&values, rows, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    let at = (c * rows + r) * 4;
+                    let got = f32::from_le_bytes(dst[at..at + 4].try_into().unwrap());
+                    assert_eq!(got, values[r * cols + c], "{rows}x{cols} at ({r}, {c})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn checkpoint_prefixes_and_steps() {
+        let prefix = Path::new("/d/model.ckpt-1000");
+        assert_eq!(index_path(prefix), Path::new("/d/model.ckpt-1000.index"));
+        assert_eq!(
+            data_path(prefix, 1, 16),
+            Path::new("/d/model.ckpt-1000.data-00001-of-00016")
+        );
+        assert_eq!(step(prefix), Some(1000));
+        assert_eq!(step(Path::new("/d/model.ckpt")), None);
+    }
+
+    #[test]
+    fn several_prefixes_pick_the_highest_step_and_say_so() {
+        let dir = Path::new("/d");
+        let found = choose(
+            dir,
+            vec![dir.join("model.ckpt-900"), dir.join("model.ckpt-10000")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(found.prefix, dir.join("model.ckpt-10000"));
+        let note = found.note.unwrap();
+        assert!(
+            note.contains("step 10000") && note.contains("model.ckpt-900"),
+            "{note}"
+        );
+        let err = choose(dir, vec![dir.join("a"), dir.join("b")]).unwrap_err();
+        assert!(
+            err.to_string().contains("several TensorFlow checkpoints"),
+            "{err}"
+        );
+        assert!(choose(dir, vec![]).unwrap().is_none());
+    }
 }

@@ -341,3 +341,75 @@ fn every_flipped_index_byte_is_an_error_or_the_same_tensors() {
         }
     }
 }
+
+#[test]
+fn a_partitioned_variable_is_refused_by_name() {
+    // tf.compat.v1.fixed_size_partitioner(2): shared/embedding saved as two slices.
+    let dir = bundle("partitioned");
+    let vars = list_variables(&dir.join("model.ckpt-1")).unwrap();
+    assert!(vars.len() >= 3, "{vars:?}");
+    let cfg = T5Config::from_file(&fixture("t5_v1_0").join("config.json")).unwrap();
+    match Weights::open(&dir, &cfg) {
+        Err(Error::Tensor { path, name, msg }) => {
+            assert_eq!(path, dir.join("model.ckpt-1.index"));
+            assert_eq!(name, "shared/embedding");
+            assert!(
+                msg.contains("partitioned variable (saved as 2 slices)"),
+                "{msg}"
+            );
+        }
+        Err(other) => panic!("expected a Tensor error, got {other}"),
+        Ok(_) => panic!("a partitioned variable was read"),
+    }
+}
+
+#[test]
+fn a_checkpoint_file_from_another_machine_is_read_by_file_name() {
+    let dir = model_dir("t5_v1_0", false);
+    let named = "gs://t5-data/pretrained_models/cbqa/t5_small/model.ckpt-1000";
+    std::fs::write(
+        dir.path().join("checkpoint"),
+        format!("model_checkpoint_path: \"{named}\"\nall_model_checkpoint_paths: \"{named}\"\n"),
+    )
+    .unwrap();
+    let m = ModelDir::open(dir.path()).unwrap();
+    let note = m.weights.note.clone().unwrap();
+    assert!(
+        note.contains(named) && note.contains("model.ckpt-1000"),
+        "{note}"
+    );
+    assert_same_tensors("t5_v1_0", &m.weights);
+}
+
+#[test]
+fn export_of_a_bundle_directory_writes_the_same_onnx_as_of_safetensors() {
+    use cbqa::export::{self, ExportOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, _, _) in BUNDLES {
+        let dir = model_dir(name, true);
+        let a = export::export(&ExportOptions::new(
+            fixture(name),
+            tmp.path().join(name).join("st"),
+        ))
+        .unwrap();
+        let b = export::export(&ExportOptions::new(
+            dir.path().to_path_buf(),
+            tmp.path().join(name).join("tf"),
+        ))
+        .unwrap();
+        for file in [
+            export::DATA_FILE,
+            export::ENCODER,
+            export::DECODER,
+            export::DECODER_WITH_PAST,
+        ] {
+            let x = std::fs::read(a.dir.join(file)).unwrap();
+            let y = std::fs::read(b.dir.join(file)).unwrap();
+            assert!(!x.is_empty(), "{name}: {file} is empty");
+            assert!(
+                x == y,
+                "{name}: {file} differs between the safetensors and the bundle export"
+            );
+        }
+    }
+}
