@@ -9,8 +9,8 @@ Needs TensorFlow, which is not part of cbqa's venv: run it from a throwaway venv
 The tests read the committed output and need no TensorFlow. The committed fixtures were made with
 
     python scripts/make_tf_checkpoint.py tests/fixtures/t5_v1_0 tests/fixtures/tf_bundle/t5_v1_0
-    python scripts/make_tf_checkpoint.py tests/fixtures/t5_v1_1 tests/fixtures/tf_bundle/t5_v1_1 \
-        --shards 2 --rms-norm --step 2000
+    python scripts/make_tf_checkpoint.py tests/fixtures/t5_v1_1 tests/fixtures/tf_bundle/t5_v1_1 --shards 2 --rms-norm \\
+        --step 2000
     python scripts/make_tf_checkpoint.py --partitioned - tests/fixtures/tf_bundle/partitioned
 
 (TensorFlow 2.21.0, tensorflow-cpu from PyPI), and each of the first two checked with --verify.
