@@ -52,7 +52,7 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
     let out = OutputDir::create(&opts.out, opts.force)?;
     let tensors = write_weights(&model, out.path())?;
     let dtype = dtype_name(model.weights.dtype());
-    write_config(&model.dir.join("config.json"), out.path(), &dtype)?;
+    write_config(&model, out.path(), &dtype)?;
     write_tokenizer_and_generation(&model, out.path())?;
     let mut files: Vec<String> = std::fs::read_dir(out.path())
         .map_err(|e| Error::io("read directory", out.path(), e))?
@@ -84,10 +84,17 @@ fn write_weights(model: &ModelDir, dir: &Path) -> Result<usize> {
 /// save named its own (`FlaxT5ForConditionalGeneration`), and with the dtype the weights are
 /// stored in (`dtype`, and `torch_dtype` where an older config has it), as transformers writes
 /// it: `from_pretrained(dtype="auto")` takes it from there.
-fn write_config(source: &Path, dir: &Path, dtype: &str) -> Result<()> {
-    let text = std::fs::read_to_string(source).map_err(|e| Error::io("read", source, e))?;
+/// A Mesh-TF directory without `config.json` gets the config its `operative_config.gin` implies,
+/// as transformers would write it.
+fn write_config(model: &ModelDir, dir: &Path, dtype: &str) -> Result<()> {
+    let source = model.dir.join("config.json");
+    let text = if source.exists() {
+        std::fs::read_to_string(&source).map_err(|e| Error::io("read", &source, e))?
+    } else {
+        model.config.to_json_string()
+    };
     let mut v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
-        path: source.to_path_buf(),
+        path: source.clone(),
         source: e,
     })?;
     if let Some(archs) = v.get_mut("architectures").and_then(|a| a.as_array_mut()) {

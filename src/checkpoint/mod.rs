@@ -2,8 +2,9 @@
 //! `model.safetensors.index.json`) or else a PyTorch `pytorch_model.bin` (or a sharded
 //! `pytorch_model.bin.index.json`; zip or legacy format, read by [`torch_zip`] and the restricted
 //! unpickler [`pickle`]) or else a Flax `flax_model.msgpack` (or a sharded
-//! `flax_model.msgpack.index.json`, read by [`msgpack`]), `tokenizer.json` and
-//! `generation_config.json`. [`Weights::format`] says which was read.
+//! `flax_model.msgpack.index.json`, read by [`msgpack`]) or else a Mesh-TensorFlow checkpoint
+//! (a TF tensor bundle, `model.ckpt-N.index` + `.data-*` shards, read by [`tf_bundle`]),
+//! `tokenizer.json` and `generation_config.json`. [`Weights::format`] says which was read.
 //!
 //! Tensor names are composed from the module path exactly as `T5ForConditionalGeneration`'s
 //! `state_dict()` names them, so they match transformers by construction (see
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 mod msgpack;
 mod pickle;
+pub mod tf_bundle;
 mod torch_zip;
 
 /// A tensor located in a file's bytes (or in the buffer a Flax file is decoded into): name,
@@ -47,6 +49,8 @@ pub enum Format {
     Pytorch,
     /// `flax_model.msgpack` (or its sharded index): flax's msgpack serialization.
     Flax,
+    /// A Mesh-TF checkpoint: a TF tensor bundle (see [`tf_bundle`]).
+    TensorflowBundle,
 }
 
 impl Format {
@@ -56,6 +60,7 @@ impl Format {
             Format::Safetensors => "safetensors",
             Format::Pytorch => "pytorch",
             Format::Flax => "flax",
+            Format::TensorflowBundle => tf_bundle::FORMAT,
         }
     }
 }
@@ -69,11 +74,11 @@ const WEIGHTS_FILES: [(&str, Format, bool); 6] = [
     ("pytorch_model.bin.index.json", Format::Pytorch, true),
     ("flax_model.msgpack", Format::Flax, false),
     ("flax_model.msgpack.index.json", Format::Flax, true),
-    // TensorFlow checkpoints come after Flax.
+    // TensorFlow checkpoints come after Flax: `tf_bundle::find` in `Weights::open`.
 ];
 
 /// The format and files of the weights of `dir`, the first of [`WEIGHTS_FILES`] present.
-fn weights_files(dir: &Path) -> Result<(Format, Vec<PathBuf>)> {
+fn weights_files(dir: &Path) -> Result<Option<(Format, Vec<PathBuf>)>> {
     for (name, format, index) in WEIGHTS_FILES {
         let path = dir.join(name);
         if path.exists() {
@@ -82,54 +87,30 @@ fn weights_files(dir: &Path) -> Result<(Format, Vec<PathBuf>)> {
             } else {
                 vec![path]
             };
-            return Ok((format, files));
+            return Ok(Some((format, files)));
         }
     }
+    Ok(None)
+}
+
+/// The error for a directory with no weights file of any format.
+fn no_weights(dir: &Path) -> Error {
     let names: Vec<&str> = WEIGHTS_FILES.iter().map(|(n, ..)| *n).collect();
-    Err(Error::Checkpoint {
+    Error::Checkpoint {
         path: dir.to_path_buf(),
         msg: format!(
-            "none of {} (a Hugging Face checkpoint directory is expected)",
+            "none of {} or a TensorFlow checkpoint (model.ckpt-N.index) (a Hugging Face or \
+             Mesh-TF checkpoint directory is expected)",
             names.join(", ")
         ),
-    })
-}
-
-/// Tensors that may be present but are aliases of `shared.weight` (older or tied checkpoints).
-fn is_alias(name: &str, cfg: &T5Config) -> bool {
-    matches!(
-        name,
-        "encoder.embed_tokens.weight" | "decoder.embed_tokens.weight"
-    ) || (cfg.tie_word_embeddings && name == "lm_head.weight")
-}
-
-/// Element types a checkpoint may store.
-pub(crate) fn accepted_dtype(dtype: Dtype) -> bool {
-    matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
+    }
 }
 
 struct Shard {
     path: PathBuf,
-    bytes: ShardBytes,
+    bytes: Backing,
     /// Start of the data section within `bytes`.
     data_start: usize,
-}
-
-/// The bytes tensors are views of: the memory-mapped file (safetensors, pickles) or the buffer
-/// a Flax file was decoded into (its kernels are stored transposed).
-enum ShardBytes {
-    Mapped(Mmap),
-    Decoded(Vec<u8>),
-}
-
-impl std::ops::Deref for ShardBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            ShardBytes::Mapped(m) => m,
-            ShardBytes::Decoded(v) => v,
-        }
-    }
 }
 
 /// A tensor's location: which shard, its dtype, shape and byte range within the data section.
@@ -195,6 +176,8 @@ pub struct Weights {
     /// ignores them too; those of a dtype no T5 weight has are not kept).
     pub unexpected: Vec<String>,
     format: Format,
+    /// How the files were chosen, where that needs saying (e.g. which of several TF steps).
+    pub note: Option<String>,
 }
 
 impl std::fmt::Debug for Weights {
@@ -219,10 +202,16 @@ fn map_file(path: &Path) -> Result<Mmap> {
 impl Weights {
     /// Open the weights of `dir`: `model.safetensors` (or the shards listed in
     /// `model.safetensors.index.json`), else `pytorch_model.bin` (or its index), else
-    /// `flax_model.msgpack` (or its index). Checks every expected tensor's presence, shape and
-    /// dtype and reports the first problem by tensor name.
+    /// `flax_model.msgpack` (or its index), else a TF checkpoint (see [`tf_bundle`]; its tensors
+    /// are renamed, transposed and converted to f32 on load). Checks every expected tensor's
+    /// presence, shape and dtype and reports the first problem by tensor name.
     pub fn open(dir: &Path, cfg: &T5Config) -> Result<Self> {
-        let (format, files) = weights_files(dir)?;
+        let Some((format, files)) = weights_files(dir)? else {
+            if let Some(found) = tf_bundle::find(dir)? {
+                return tf_bundle::open_weights(&found, cfg);
+            }
+            return Err(no_weights(dir));
+        };
         let mut shards = Vec::new();
         let mut entries = BTreeMap::new();
         for (i, path) in files.into_iter().enumerate() {
@@ -230,7 +219,7 @@ impl Weights {
             let (bytes, data_start) = match format {
                 Format::Safetensors => {
                     let n = read_safetensors(&path, &mmap, i, &mut entries)?;
-                    (ShardBytes::Mapped(mmap), 8 + n)
+                    (Backing::Mapped(mmap), 8 + n)
                 }
                 Format::Pytorch => {
                     let located = if torch_zip::is_zip(&mmap) {
@@ -240,14 +229,16 @@ impl Weights {
                     };
                     let located = located.map_err(|e| locate_error(&path, e))?;
                     add_located(located, i, &mut entries);
-                    (ShardBytes::Mapped(mmap), 0)
+                    (Backing::Mapped(mmap), 0)
                 }
                 Format::Flax => {
                     let (buf, located) =
                         msgpack::read(&mmap).map_err(|e| locate_error(&path, e))?;
                     add_located(located, i, &mut entries);
-                    (ShardBytes::Decoded(buf), 0)
+                    (Backing::Owned(buf), 0)
                 }
+                // Not in WEIGHTS_FILES: a TF bundle is found and opened by tf_bundle above.
+                Format::TensorflowBundle => return Err(no_weights(dir)),
             };
             shards.push(Shard {
                 path,
@@ -260,6 +251,7 @@ impl Weights {
             entries,
             unexpected: Vec::new(),
             format,
+            note: None,
         };
         w.check(cfg)?;
         Ok(w)
@@ -336,8 +328,9 @@ impl Weights {
         self.shards.iter().map(|s| s.path.as_path())
     }
 
-    /// The format of the files: `safetensors`, `pytorch` (a torch.save zip or legacy file) or
-    /// `flax` (flax's msgpack); [`Weights::file_format`] as an enum.
+    /// The format of the files: `safetensors`, `pytorch` (a torch.save zip or legacy file),
+    /// `flax` (flax's msgpack) or `tensorflow-bundle` (a Mesh-TF checkpoint);
+    /// [`Weights::file_format`] as an enum.
     pub fn format(&self) -> &'static str {
         self.format.name()
     }

@@ -1,7 +1,7 @@
 //! Flax checkpoints (tests/fixtures/flax, made by scripts/make_flax_checkpoint.py with
 //! transformers' FlaxT5) read bit for bit as the safetensors fixtures; which format a directory's
-//! weights are read from; `cbqa convert` of pickle and Flax directories loaded by transformers
-//! with the same weights and token ids; and the other commands on these directories.
+//! weights are read from; `cbqa convert` of pickle, Flax and Mesh-TF directories loaded by
+//! transformers with the same weights and token ids; and the other commands on these directories.
 
 use crate::common::{copy_dir, data_dir, fixture, run_cbqa, run_python};
 use crate::pickle::pickles;
@@ -84,10 +84,12 @@ fn safetensors_is_read_before_the_pickle_before_flax() {
         dir.join("model.safetensors"),
     )
     .unwrap();
+    copy_dir(&fixture("tf_bundle").join("t5_v1_0"), dir);
     for (format, then_remove) in [
         ("safetensors", "model.safetensors"),
         ("pytorch", "pytorch_model.bin"),
         ("flax", "flax_model.msgpack"),
+        ("tensorflow-bundle", "model.ckpt-1000.index"),
     ] {
         let m = ModelDir::open(dir).unwrap();
         assert_eq!(m.weights.format(), format);
@@ -97,9 +99,18 @@ fn safetensors_is_read_before_the_pickle_before_flax() {
         assert_eq!(v["weights_format"], format, "{out}");
         std::fs::remove_file(dir.join(then_remove)).unwrap();
     }
-    let e = ModelDir::open(dir).err().expect("no weights left");
+    // A directory with no weights at all names every file it looked for.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture("t5_v1_0").join(f), empty.join(f)).unwrap();
+    }
+    let e = ModelDir::open(&empty).err().expect("no weights");
+    let msg = e.to_string();
     assert!(
-        e.to_string().contains("flax_model.msgpack.index.json"),
+        msg.contains("pytorch_model.bin.index.json")
+            && msg.contains("flax_model.msgpack.index.json")
+            && msg.contains("model.ckpt-N.index"),
         "{e}"
     );
 }
@@ -152,6 +163,18 @@ fn converted_directories_load_in_transformers_bit_for_bit_with_the_same_tokens()
         let cast = bf16.then_some("bfloat16");
         sources.push((flax(name), fixture(source).join("model.safetensors"), cast));
     }
+    // A Mesh-TF bundle with its operative_config.gin and no config.json, plus the tokenizer.
+    let tf = tmp.path().join("tf");
+    copy_dir(&fixture("tf_bundle").join("t5_v1_1"), &tf);
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(fixture("t5_v1_1").join(f), tf.join(f)).unwrap();
+    }
+    assert!(!tf.join("config.json").exists());
+    sources.push((tf, fixture("t5_v1_1").join("model.safetensors"), None));
     for (i, (src, reference, cast)) in sources.iter().enumerate() {
         let out = tmp.path().join(format!("out{i}"));
         let printed = convert(src, &out);

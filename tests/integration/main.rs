@@ -19,5 +19,6 @@ mod pickle;
 mod runtime;
 mod serve;
 mod support;
+mod tf_bundle;
 #[cfg(feature = "train")]
 mod train;
