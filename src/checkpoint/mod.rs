@@ -106,6 +106,37 @@ fn no_weights(dir: &Path) -> Error {
     }
 }
 
+/// Tensors that may be present but are aliases of `shared.weight` (older or tied checkpoints).
+fn is_alias(name: &str, cfg: &T5Config) -> bool {
+    matches!(
+        name,
+        "encoder.embed_tokens.weight" | "decoder.embed_tokens.weight"
+    ) || (cfg.tie_word_embeddings && name == "lm_head.weight")
+}
+
+/// Element types a checkpoint may store.
+pub(crate) fn accepted_dtype(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
+}
+
+/// The bytes a shard's tensors are in: the memory-mapped file (safetensors, pickles), or tensors
+/// converted on load (a Flax file's or a TensorFlow bundle's, transposed into Hugging Face's
+/// layout).
+enum Backing {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Backing {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Backing::Mapped(m) => m,
+            Backing::Owned(v) => v,
+        }
+    }
+}
+
 struct Shard {
     path: PathBuf,
     bytes: Backing,
