@@ -441,7 +441,7 @@ mod tch {
         for row in &rows {
             assert_eq!(&row[col("questions")], "4");
             assert_eq!(&row[col("generated_tokens")], "12");
-            assert_eq!(&row[col("precision")], "float32");
+            assert_eq!(&row[col("precision")], "fp32");
         }
         // tch measures a checkpoint, ort and tract an export: not both in one run.
         let (ok, _, err) = run_cbqa(&[
