@@ -1,12 +1,14 @@
 """Make SentencePiece model directories shaped like the paper's hub checkpoints, and encode texts
 with transformers' own T5 tokenizers, for the tests of cbqa's spiece.model loader.
 
-    python scripts/make_spiece_fixture.py train TEXTS.json VOCAB_SIZE EXTRA_IDS OUT_DIR
+    python scripts/make_spiece_fixture.py train TEXTS.json VOCAB_SIZE EXTRA_IDS CHARACTER_COVERAGE OUT_DIR
     python scripts/make_spiece_fixture.py encode MODEL_DIR TEXTS.json OUT.json
     python scripts/make_spiece_fixture.py bad MODEL_DIR TEXTS.json OUT_DIR
 
 `train` trains a Unigram SentencePiece model with T5's settings (nmt_nfkc normalisation,
-<pad>=0, </s>=1, <unk>=2, no <s>) on the strings of TEXTS.json (a JSON list) and saves it through
+<pad>=0, </s>=1, <unk>=2, no <s>) on the strings of TEXTS.json (a JSON list), keeping the
+characters that cover CHARACTER_COVERAGE of the text (sentencepiece's default is 0.9995; a
+vocabulary of a few hundred pieces needs less, the rest become <unk>), and saves it through
 the slow `T5Tokenizer(vocab_file=...).save_pretrained`, as the hub checkpoints ship it
 (spiece.model, tokenizer_config.json, special_tokens_map.json, no tokenizer.json):
   OUT_DIR/legacy/     legacy=True
@@ -27,6 +29,7 @@ edited with sentencepiece's own protobuf module:
   unk_control/   trainer_spec.unk_id = 0 (a CONTROL piece, <pad>)
   swapped/       <pad> and <unk> swapped, ids and types consistent (a valid model, not T5's ids)
   charsmap/      normalizer_spec.precompiled_charsmap cut to 100 bytes
+  trie/          64 units of the charsmap's trie overwritten with seeded random values
 """
 
 import json
@@ -41,7 +44,7 @@ from sentencepiece import sentencepiece_model_pb2 as model_pb2
 from transformers import T5Tokenizer, T5TokenizerFast
 
 
-def train_spm(texts_path, tmp, vocab_size, model_type="unigram"):
+def train_spm(texts_path, tmp, vocab_size, model_type="unigram", coverage=0.9995):
     """Train with T5's settings in `tmp`; returns the path of the .model file."""
     with open(texts_path, encoding="utf-8") as f:
         texts = json.load(f)
@@ -62,15 +65,16 @@ def train_spm(texts_path, tmp, vocab_size, model_type="unigram"):
         unk_id=2,
         bos_id=-1,
         normalization_rule_name="nmt_nfkc",
+        character_coverage=float(coverage),
         num_threads=1,
         minloglevel=2,
     )
     return prefix + ".model"
 
 
-def train(texts_path, vocab_size, extra_ids, out_dir):
+def train(texts_path, vocab_size, extra_ids, coverage, out_dir):
     with tempfile.TemporaryDirectory() as tmp:
-        vocab_file = train_spm(texts_path, tmp, vocab_size)
+        vocab_file = train_spm(texts_path, tmp, vocab_size, coverage=coverage)
         for name, legacy in [("legacy", True), ("nolegacy", False)]:
             tok = T5Tokenizer(vocab_file=vocab_file, extra_ids=int(extra_ids), legacy=legacy)
             tok.save_pretrained(os.path.join(out_dir, name))
@@ -135,6 +139,16 @@ def bad(model_dir, texts_path, out_dir):
     def charsmap(m):
         m.normalizer_spec.precompiled_charsmap = m.normalizer_spec.precompiled_charsmap[:100]
 
+    def trie(m):
+        blob = bytearray(m.normalizer_spec.precompiled_charsmap)
+        units = int.from_bytes(blob[:4], "little") // 4
+        rng = random.Random(13)
+        for _ in range(64):
+            at = 4 + 4 * rng.randrange(units)
+            blob[at : at + 4] = rng.getrandbits(32).to_bytes(4, "little")
+        m.normalizer_spec.precompiled_charsmap = bytes(blob)
+
+    write("trie", edited(trie))
     write("unk_control", edited(unk_control))
     write("swapped", edited(swapped))
     write("charsmap", edited(charsmap))
@@ -146,7 +160,7 @@ def bad(model_dir, texts_path, out_dir):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "train" and len(args) == 4:
+    if cmd == "train" and len(args) == 5:
         train(*args)
     elif cmd == "encode" and len(args) == 3:
         encode(*args)

@@ -84,7 +84,10 @@ impl T5TokenizerSettings {
             added_tokens.sort_by_key(|(id, _)| *id);
         }
         let mut additional_special = Vec::new();
-        if let Some(v) = obj.get("additional_special_tokens").filter(|v| !v.is_null()) {
+        if let Some(v) = obj
+            .get("additional_special_tokens")
+            .filter(|v| !v.is_null())
+        {
             let list = v
                 .as_array()
                 .ok_or("additional_special_tokens: expected a list")?;
@@ -124,7 +127,9 @@ fn added_token(v: &Value, key: &str) -> std::result::Result<AddedToken, String> 
     let get = |field: &str, default: bool| match v.get(field) {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(x) => Err(format!("{key}: {content:?} has {field} = {x}; expected a boolean")),
+        Some(x) => Err(format!(
+            "{key}: {content:?} has {field} = {x}; expected a boolean"
+        )),
     };
     let special = get("special", true)?;
     Ok(AddedToken::from(content.to_string(), special)
@@ -145,10 +150,12 @@ mod tests {
 
     #[test]
     fn keys_and_defaults() {
-        let s = parse(json!({"legacy": false, "extra_ids": 3, "added_tokens_decoder": {
+        let s = parse(
+            json!({"legacy": false, "extra_ids": 3, "added_tokens_decoder": {
             "7": {"content": "<extra_id_0>", "lstrip": true, "rstrip": true,
                   "normalized": false, "special": true},
-            "1": {"content": "</s>", "special": true}}}))
+            "1": {"content": "</s>", "special": true}}}),
+        )
         .unwrap();
         assert!(!s.legacy && s.add_prefix_space);
         assert_eq!(s.extra_ids, 3);

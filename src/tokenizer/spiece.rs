@@ -16,7 +16,7 @@
 
 use super::hf_config::T5TokenizerSettings;
 use super::sp_proto::{model_type, piece_type, ModelProto};
-use super::{check_specials, charsmap, t5_post_processor};
+use super::{charsmap, check_specials, t5_post_processor};
 use crate::error::{Error, Result};
 use prost::Message;
 use std::collections::HashSet;
@@ -25,7 +25,9 @@ use tokenizers::models::unigram::Unigram;
 use tokenizers::normalizers::replace::{Replace, ReplacePattern};
 use tokenizers::normalizers::{strip::Strip, NormalizerWrapper, Sequence};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
-use tokenizers::{AddedToken, DecoderWrapper, PostProcessorWrapper, PreTokenizerWrapper, Tokenizer};
+use tokenizers::{
+    AddedToken, DecoderWrapper, PostProcessorWrapper, PreTokenizerWrapper, Tokenizer,
+};
 
 /// SentencePiece's word-boundary marker.
 const SPACE: char = '▁';
@@ -46,16 +48,19 @@ pub fn load_spiece(model: &Path, config: &Path) -> Result<Tokenizer> {
     })?;
     let settings = T5TokenizerSettings::read(config)?;
     let mut tok = build(&proto, &settings).map_err(bad)?;
-    add_tokens(&mut tok, &proto, &settings).map_err(|msg| Error::Tokenizer {
+    check_specials(&tok).map_err(bad)?;
+    add_config_tokens(&mut tok, &settings).map_err(|msg| Error::Tokenizer {
         path: config.to_path_buf(),
         msg,
     })?;
-    check_specials(&tok).map_err(bad)?;
     Ok(tok)
 }
 
-/// The tokenizer without its added tokens.
-fn build(proto: &ModelProto, settings: &T5TokenizerSettings) -> std::result::Result<Tokenizer, String> {
+/// The tokenizer with the model's own added tokens, not yet those of the config.
+fn build(
+    proto: &ModelProto,
+    settings: &T5TokenizerSettings,
+) -> std::result::Result<Tokenizer, String> {
     let kind = proto.model_type();
     if kind != model_type::UNIGRAM {
         return Err(format!(
@@ -64,8 +69,8 @@ fn build(proto: &ModelProto, settings: &T5TokenizerSettings) -> std::result::Res
             model_type::name(kind)
         ));
     }
-    let unk = unk_id(proto)?;
     let vocab = vocabulary(proto, settings.extra_ids)?;
+    let unk = unk_id(proto)?;
     let unigram = Unigram::from(vocab, Some(unk), false)
         .map_err(|e| format!("cannot build the Unigram model: {e}"))?;
     let mut tok = Tokenizer::new(unigram);
@@ -76,12 +81,16 @@ fn build(proto: &ModelProto, settings: &T5TokenizerSettings) -> std::result::Res
         .with_post_processor(Some(PostProcessorWrapper::Template(
             t5_post_processor().map_err(|e| e.to_string())?,
         )));
+    add_model_tokens(&mut tok, proto);
     Ok(tok)
 }
 
 /// The pieces with their scores, then the sentinels from `<extra_id_{n-1}>` to `<extra_id_0>`.
 /// Pieces must be non-empty, distinct, with finite scores (SentencePiece's own checks).
-fn vocabulary(proto: &ModelProto, extra_ids: u32) -> std::result::Result<Vec<(String, f64)>, String> {
+fn vocabulary(
+    proto: &ModelProto,
+    extra_ids: u32,
+) -> std::result::Result<Vec<(String, f64)>, String> {
     if proto.pieces.is_empty() {
         return Err("has no pieces (expected a SentencePiece vocabulary)".into());
     }
@@ -101,7 +110,11 @@ fn vocabulary(proto: &ModelProto, extra_ids: u32) -> std::result::Result<Vec<(St
         }
         vocab.push((piece.to_string(), f64::from(score)));
     }
-    vocab.extend((0..extra_ids).rev().map(|i| (format!("<extra_id_{i}>"), 0.0)));
+    vocab.extend(
+        (0..extra_ids)
+            .rev()
+            .map(|i| (format!("<extra_id_{i}>"), 0.0)),
+    );
     Ok(vocab)
 }
 
@@ -124,7 +137,9 @@ fn unk_id(proto: &ModelProto) -> std::result::Result<usize, String> {
 fn normalizer(charsmap: &[u8]) -> std::result::Result<NormalizerWrapper, String> {
     let mut steps = Vec::new();
     if !charsmap.is_empty() {
-        steps.push(NormalizerWrapper::Precompiled(charsmap::precompiled(charsmap)?));
+        steps.push(NormalizerWrapper::Precompiled(charsmap::precompiled(
+            charsmap,
+        )?));
     }
     steps.push(NormalizerWrapper::StripNormalizer(Strip::new(false, true)));
     let spaces = Replace::new(ReplacePattern::Regex(" {2,}".into()), SPACE.to_string())
@@ -142,14 +157,10 @@ fn prepend_scheme(settings: &T5TokenizerSettings) -> PrependScheme {
     }
 }
 
-/// Add the model's CONTROL/USER_DEFINED pieces, then the config's tokens, then the special
-/// tokens, in the order transformers adds them; a config token must land on its declared id.
-fn add_tokens(
-    tok: &mut Tokenizer,
-    proto: &ModelProto,
-    settings: &T5TokenizerSettings,
-) -> std::result::Result<(), String> {
-    let from_model: Vec<AddedToken> = proto
+/// The model's CONTROL pieces (special) and USER_DEFINED ones, as transformers' converter adds
+/// them.
+fn add_model_tokens(tok: &mut Tokenizer, proto: &ModelProto) {
+    let tokens: Vec<AddedToken> = proto
         .pieces
         .iter()
         .filter(|p| matches!(p.kind(), piece_type::CONTROL | piece_type::USER_DEFINED))
@@ -158,7 +169,15 @@ fn add_tokens(
             AddedToken::from(p.piece.clone().unwrap_or_default(), special).normalized(false)
         })
         .collect();
-    tok.add_tokens(&from_model);
+    tok.add_tokens(&tokens);
+}
+
+/// The config's `added_tokens_decoder`, then the special tokens not yet added, in the order
+/// `PreTrainedTokenizerFast` adds them; a config token must land on its declared id.
+fn add_config_tokens(
+    tok: &mut Tokenizer,
+    settings: &T5TokenizerSettings,
+) -> std::result::Result<(), String> {
     for (id, token) in &settings.added_tokens {
         tok.add_tokens(std::slice::from_ref(token));
         let got = tok.token_to_id(&token.content);
@@ -172,7 +191,11 @@ fn add_tokens(
             ));
         }
     }
-    let present: HashSet<String> = tok.get_added_tokens_decoder().into_values().map(|t| t.content).collect();
+    let present: HashSet<String> = tok
+        .get_added_tokens_decoder()
+        .into_values()
+        .map(|t| t.content)
+        .collect();
     let specials: Vec<AddedToken> = special_tokens(settings)?
         .into_iter()
         .filter(|t| !present.contains(&t.content))
@@ -196,7 +219,9 @@ fn special_tokens(settings: &T5TokenizerSettings) -> std::result::Result<Vec<Add
         .filter(|t| t.content.contains("<extra_id_"))
         .count();
     if listed == 0 {
-        tokens.extend((0..settings.extra_ids).map(|i| AddedToken::from(format!("<extra_id_{i}>"), true)));
+        tokens.extend(
+            (0..settings.extra_ids).map(|i| AddedToken::from(format!("<extra_id_{i}>"), true)),
+        );
     } else if settings.extra_ids > 0 && listed != settings.extra_ids as usize {
         return Err(format!(
             "additional_special_tokens lists {listed} <extra_id_N> tokens but extra_ids is {}; \
@@ -205,4 +230,142 @@ fn special_tokens(settings: &T5TokenizerSettings) -> std::result::Result<Vec<Add
         ));
     }
     Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sp_proto::{SentencePiece, TrainerSpec};
+    use super::*;
+
+    fn proto(pieces: &[(&str, f32, i32)], kind: i32, unk: i32) -> ModelProto {
+        ModelProto {
+            pieces: pieces
+                .iter()
+                .map(|(p, s, t)| SentencePiece {
+                    piece: Some(p.to_string()),
+                    score: Some(*s),
+                    r#type: Some(*t),
+                })
+                .collect(),
+            trainer_spec: Some(TrainerSpec {
+                model_type: Some(kind),
+                unk_id: Some(unk),
+            }),
+            normalizer_spec: None,
+        }
+    }
+
+    const T5_HEAD: [(&str, f32, i32); 3] = [
+        ("<pad>", 0.0, piece_type::CONTROL),
+        ("</s>", 0.0, piece_type::CONTROL),
+        ("<unk>", 0.0, piece_type::UNKNOWN),
+    ];
+
+    fn tiny() -> ModelProto {
+        let mut pieces = T5_HEAD.to_vec();
+        pieces.extend([
+            ("▁a", -1.0, piece_type::NORMAL),
+            ("▁b", -1.0, piece_type::NORMAL),
+            ("a", -2.0, piece_type::NORMAL),
+            ("b", -2.0, piece_type::NORMAL),
+            ("▁", -3.0, piece_type::NORMAL),
+            ("<sep>", 0.0, piece_type::USER_DEFINED),
+        ]);
+        proto(&pieces, model_type::UNIGRAM, 2)
+    }
+
+    fn tokenizer(
+        p: &ModelProto,
+        s: &T5TokenizerSettings,
+    ) -> std::result::Result<Tokenizer, String> {
+        let mut tok = build(p, s)?;
+        check_specials(&tok)?;
+        add_config_tokens(&mut tok, s)?;
+        Ok(tok)
+    }
+
+    fn settings(legacy: bool, extra_ids: u32) -> T5TokenizerSettings {
+        T5TokenizerSettings {
+            legacy,
+            extra_ids,
+            ..T5TokenizerSettings::default()
+        }
+    }
+
+    #[test]
+    fn a_tiny_model_builds_a_t5_tokenizer() {
+        let tok = tokenizer(&tiny(), &settings(true, 2)).unwrap();
+        assert_eq!(tok.get_vocab_size(true), 11);
+        assert_eq!(tok.token_to_id("<extra_id_0>"), Some(10));
+        assert_eq!(tok.token_to_id("<extra_id_1>"), Some(9));
+        let enc = tok.encode("a  b<sep>b ", true).unwrap();
+        assert_eq!(enc.get_tokens(), ["▁a", "▁b", "<sep>", "▁b", "</s>"]);
+        assert_eq!(tok.decode(&[3, 4], true).unwrap(), "a b");
+        // legacy: false prepends ▁ to the first word only, so "b" after <sep> stays bare.
+        let first = tokenizer(&tiny(), &settings(false, 2)).unwrap();
+        let enc = first.encode("a<sep>b", false).unwrap();
+        assert_eq!(enc.get_tokens(), ["▁a", "<sep>", "b"]);
+        let always = tok.encode("a<sep>b", false).unwrap();
+        assert_eq!(always.get_tokens(), ["▁a", "<sep>", "▁b"]);
+    }
+
+    #[test]
+    fn models_that_are_not_t5_unigram_are_refused() {
+        let s = settings(true, 2);
+        let err = |p: &ModelProto| tokenizer(p, &s).unwrap_err();
+        let mut bpe = tiny();
+        bpe.trainer_spec.as_mut().unwrap().model_type = Some(model_type::BPE);
+        assert!(err(&bpe).contains("model_type is BPE"), "{}", err(&bpe));
+        let empty = proto(&[], model_type::UNIGRAM, 0);
+        assert!(err(&empty).contains("has no pieces"), "{}", err(&empty));
+        let mut twice = tiny();
+        twice.pieces[4].piece = Some("▁a".into());
+        assert!(
+            err(&twice).contains("piece 4 (\"▁a\") appears twice"),
+            "{}",
+            err(&twice)
+        );
+        let mut nan = tiny();
+        nan.pieces[5].score = Some(f32::NAN);
+        assert!(
+            err(&nan).contains("piece 5 (\"a\") has score NaN"),
+            "{}",
+            err(&nan)
+        );
+        let mut blank = tiny();
+        blank.pieces[6].piece = None;
+        assert!(err(&blank).contains("piece 6 is empty"), "{}", err(&blank));
+        let far = proto(&T5_HEAD, model_type::UNIGRAM, 7);
+        assert!(err(&far).contains("unk_id is 7"), "{}", err(&far));
+        let control = proto(&T5_HEAD, model_type::UNIGRAM, 1);
+        assert!(
+            err(&control).contains("is not of type UNKNOWN"),
+            "{}",
+            err(&control)
+        );
+        let mut swapped = T5_HEAD;
+        swapped.swap(0, 1);
+        let swapped = proto(&swapped, model_type::UNIGRAM, 2);
+        assert!(
+            err(&swapped).contains("<pad> has id 1, T5 expects 0"),
+            "{}",
+            err(&swapped)
+        );
+    }
+
+    #[test]
+    fn sentinel_lists_must_match_extra_ids() {
+        let mut s = settings(true, 2);
+        s.additional_special = vec![AddedToken::from("<extra_id_0>", true)];
+        let e = tokenizer(&tiny(), &s).unwrap_err();
+        assert!(
+            e.contains("lists 1 <extra_id_N> tokens but extra_ids is 2"),
+            "{e}"
+        );
+        // Without sentinels in the vocabulary (extra_ids 0), listed ones are added on top.
+        let mut s = settings(true, 0);
+        s.additional_special = vec![AddedToken::from("<extra_id_0>", true)];
+        let tok = tokenizer(&tiny(), &s).unwrap();
+        assert_eq!(tok.token_to_id("<extra_id_0>"), Some(9));
+    }
 }
