@@ -27,7 +27,7 @@ fn split(blob: &[u8]) -> Result<(Vec<usize>, &str), String> {
         ));
     };
     let trie_bytes = u32::from_le_bytes(*head) as usize;
-    if trie_bytes == 0 || trie_bytes % 4 != 0 || trie_bytes > rest.len() {
+    if trie_bytes == 0 || !trie_bytes.is_multiple_of(4) || trie_bytes > rest.len() {
         return Err(format!(
             "precompiled_charsmap declares a trie of {trie_bytes} bytes; expected a positive \
              multiple of 4 within the {} bytes that follow the header",
