@@ -35,15 +35,19 @@ const DATA_FILES: [&str; 11] = [
 /// The tokenizer_config.json variants `train` writes.
 const VARIANTS: [&str; 3] = ["legacy", "nolegacy", "bare"];
 
-/// Where the models and Python's encodings are made, under target/.
-fn work() -> PathBuf {
-    root().join("target").join("test-spiece")
+/// The benchmark texts and where the models and Python's encodings made from them live.
+struct Texts {
+    /// Every distinct question and answer of the benchmark files, sorted.
+    all: Vec<String>,
+    /// target/test-spiece/KEY, KEY a hash of the texts and of the script, so that a cache made
+    /// from other data or by another version of the script is never reused.
+    work: PathBuf,
+    /// work/texts.json, the texts for the script.
+    file: PathBuf,
 }
 
-/// Every distinct question and answer of the benchmark files, sorted; written once as
-/// work()/texts.json for the script.
-fn texts() -> &'static (Vec<String>, PathBuf) {
-    static TEXTS: OnceLock<(Vec<String>, PathBuf)> = OnceLock::new();
+fn texts() -> &'static Texts {
+    static TEXTS: OnceLock<Texts> = OnceLock::new();
     TEXTS.get_or_init(|| {
         let mut all = BTreeSet::new();
         for rel in DATA_FILES {
@@ -56,11 +60,28 @@ fn texts() -> &'static (Vec<String>, PathBuf) {
             }
         }
         let all: Vec<String> = all.into_iter().collect();
-        std::fs::create_dir_all(work()).unwrap();
-        let path = work().join("texts.json");
-        std::fs::write(&path, serde_json::to_vec(&all).unwrap()).unwrap();
-        (all, path)
+        let script = std::fs::read(root().join("scripts").join("make_spiece_fixture.py")).unwrap();
+        let json = serde_json::to_vec(&all).unwrap();
+        // FNV-1a over the script and the texts.
+        let key = script
+            .iter()
+            .chain(&json)
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        let work = root()
+            .join("target")
+            .join("test-spiece")
+            .join(format!("{key:016x}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let file = work.join("texts.json");
+        std::fs::write(&file, json).unwrap();
+        Texts { all, work, file }
     })
+}
+
+fn work() -> &'static Path {
+    &texts().work
 }
 
 /// Make `f`'s output once per run, and keep it across runs while `marker` exists.
@@ -82,7 +103,7 @@ fn trained(name: &str) -> PathBuf {
         _ => ("300", "100", "0.99"),
     };
     let out = work().join(name);
-    let texts = texts().1.clone();
+    let texts = texts().file.clone();
     once(&out.join("bare").join("spiece.model"), || {
         let _ = std::fs::remove_dir_all(&out);
         run_python(
@@ -109,7 +130,7 @@ struct PythonIds {
 
 fn python_ids(dir: &Path) -> PythonIds {
     let out = dir.with_extension("ids.json");
-    let texts = texts().1.clone();
+    let texts = texts().file.clone();
     once(&out, || {
         run_python(
             "make_spiece_fixture.py",
@@ -176,7 +197,7 @@ fn show(texts: &[String], which: &[usize], py: &PythonIds, ours: &[Vec<u32>]) {
 /// follows T5TokenizerFast, and equals the slow tokenizer everywhere the two agree.
 #[test]
 fn spiece_tokenizer_equals_transformers_on_every_benchmark_text() {
-    let texts = &texts().0;
+    let texts = &texts().all;
     assert!(texts.len() > 100_000, "only {} texts", texts.len());
     for variant in VARIANTS {
         let dir = trained("t5").join(variant);
@@ -237,7 +258,7 @@ fn tokenizer_err(dir: &Path) -> (PathBuf, String) {
 fn broken_spiece_models_are_refused_with_the_file_named() {
     let model = trained("small").join("legacy");
     let bad = work().join("bad");
-    let texts = texts().1.clone();
+    let texts = texts().file.clone();
     once(&bad.join("trie").join("spiece.model"), || {
         run_python(
             "make_spiece_fixture.py",
@@ -351,7 +372,7 @@ fn spiece_tokenizer_round_trips_through_tokenizer_json() {
     .unwrap();
     let (from_json, file) = load_dir(&dir).unwrap();
     assert_eq!(file, TokenizerFile::Json(dir.join("tokenizer.json")));
-    let sample: Vec<String> = texts().0.iter().step_by(97).cloned().collect();
+    let sample: Vec<String> = texts().all.iter().step_by(97).cloned().collect();
     let ids = |t: &tokenizers::Tokenizer| -> Vec<Vec<u32>> {
         t.encode_batch(sample.clone(), true)
             .unwrap()
