@@ -14,6 +14,9 @@ the slow `T5Tokenizer(vocab_file=...).save_pretrained`, as the hub checkpoints s
   OUT_DIR/legacy/     legacy=True
   OUT_DIR/nolegacy/   legacy=False
   OUT_DIR/bare/       spiece.model alone (every setting at T5Tokenizer's default)
+  OUT_DIR/old/        spiece.model with the tokenizer_config.json of transformers < 4.34 (as
+                      the 2020 hub checkpoints have it: the sentinels listed in
+                      additional_special_tokens, no added_tokens_decoder, no legacy key)
 
 `encode` loads MODEL_DIR with `T5TokenizerFast.from_pretrained` (converted from the slow
 tokenizer, since there is no tokenizer.json) and with the slow `T5Tokenizer` (sentencepiece
@@ -81,10 +84,22 @@ def train(texts_path, vocab_size, extra_ids, coverage, out_dir):
         bare = os.path.join(out_dir, "bare")
         os.makedirs(bare, exist_ok=True)
         shutil.copy(vocab_file, os.path.join(bare, "spiece.model"))
-    for name in ["legacy", "nolegacy", "bare"]:
+        write_old_style(vocab_file, int(extra_ids), os.path.join(out_dir, "old"))
+    for name in ["legacy", "nolegacy", "bare", "old"]:
         d = os.path.join(out_dir, name)
         assert not os.path.exists(os.path.join(d, "tokenizer.json")), d
         assert os.path.exists(os.path.join(d, "spiece.model")), d
+
+
+def write_old_style(vocab_file, extra_ids, out):
+    os.makedirs(out, exist_ok=True)
+    shutil.copy(vocab_file, os.path.join(out, "spiece.model"))
+    specials = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+    specials["additional_special_tokens"] = [f"<extra_id_{i}>" for i in range(extra_ids)]
+    config = dict(specials, extra_ids=extra_ids, model_max_length=512, name_or_path="t5-small")
+    for name, value in [("special_tokens_map.json", specials), ("tokenizer_config.json", config)]:
+        with open(os.path.join(out, name), "w", encoding="utf-8") as f:
+            json.dump(value, f)
 
 
 def encode(model_dir, texts_path, out_path):

@@ -357,6 +357,37 @@ fn model_dir_with_only_spiece_model_opens_and_inspects() {
     assert!(msg.contains("nor a spiece.model beside it"), "{msg}");
 }
 
+/// A tokenizer_config.json as transformers < 4.34 wrote it (the 2020 hub checkpoints': sentinels
+/// in additional_special_tokens, no added_tokens_decoder, no legacy key) gives the tokenizer
+/// T5TokenizerFast converts from it, JSON for JSON (so the same ids on any text).
+#[test]
+fn old_style_tokenizer_config_gives_the_transformers_tokenizer() {
+    let dir = trained("t5").join("old");
+    let (tok, _) = load_dir(&dir).unwrap();
+    let none = work().join("one-text.json");
+    std::fs::write(&none, r#"["Who wrote <extra_id_0> Hamlet?"]"#).unwrap();
+    let out = work().join("old.json");
+    run_python(
+        "make_spiece_fixture.py",
+        &[
+            "encode",
+            dir.to_str().unwrap(),
+            none.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let theirs: serde_json::Value = serde_json::from_str(v["fast_json"].as_str().unwrap()).unwrap();
+    let ours: serde_json::Value = serde_json::from_str(&tok.to_string(false).unwrap()).unwrap();
+    assert!(
+        ours == theirs,
+        "tokenizer JSON differs from T5TokenizerFast's"
+    );
+    assert_eq!(tok.token_to_id("<extra_id_0>"), Some(4099));
+    let ids = tok.encode("Who wrote <extra_id_0> Hamlet?", true).unwrap();
+    assert_eq!(serde_json::json!([ids.get_ids()]), v["fast"]);
+}
+
 /// The two loaders agree: a tokenizer.json written from a spiece.model tokenizer loads back to
 /// the same ids (the path `cbqa convert` takes when it writes a checkpoint).
 #[test]
