@@ -28,13 +28,13 @@ fi
 [ -f "$out/optimum/decoder_with_past_model.onnx" ] || HF_HUB_OFFLINE=1 .venv/bin/optimum-cli export onnx \
   --model "$out/model" --task text2text-generation-with-past "$out/optimum" >/dev/null 2>&1
 [ -f "$out/ct2/model.bin" ] || .venv/bin/ct2-transformers-converter --model "$out/model" --output_dir "$out/ct2" --force >/dev/null
-rm -f "$out/bench.csv"
+rm -f "$out/bench.csv" "$out/roofline.json"
 common=(--batch-sizes "$batch" --threads "$threads" --force-steps "$steps" --questions 256 --data ../shared/data/nq-open/NQ-open.dev.jsonl)
 [ -f ../shared/data/nq-open/NQ-open.dev.jsonl ] || common=(--batch-sizes "$batch" --threads "$threads" --force-steps "$steps" --questions 256)
 for r in $(seq 1 "$rounds"); do
   echo "== round $r: cbqa"
-  "$bin" bench --model "$out/onnx" "${common[@]}" --out "$out" >/dev/null
-  "$bin" bench --model "$out/onnx-int8" --backends ort "${common[@]}" --out "$out" >/dev/null
+  "$bin" bench --model "$out/onnx" "${common[@]}" --roofline --out "$out" >/dev/null
+  "$bin" bench --model "$out/onnx-int8" --backends ort "${common[@]}" --roofline --out "$out" >/dev/null
   echo "== round $r: peers"
   $py scripts/bench_peers.py --checkpoint "$out/model" --optimum-onnx "$out/optimum" --ct2 "$out/ct2" \
     --out "$out" --batch-sizes "$batch" --threads "$threads" --force-steps "$steps" >/dev/null
@@ -50,14 +50,18 @@ import csv, sys, collections
 rows = list(csv.DictReader(open(sys.argv[1])))
 qs = collections.defaultdict(list)
 rss = {}
+frac = collections.defaultdict(list)
 for r in rows:
     key = r["engine"] + ("-int8" if r["precision"] == "int8" and not r["engine"].endswith("int8") else "")
     qs[key].append(float(r["questions_per_s"]))
     rss[key] = max(rss.get(key, 0.0), float(r["peak_rss_mb"] or 0))
+    if r.get("roofline_fraction"):
+        frac[key].append(float(r["roofline_fraction"]))
 mean = {k: sum(v) / len(v) for k, v in qs.items()}
-print(f"{'engine':<18}{'q/s':>10}{'peak RSS MB':>14}")
+print(f"{'engine':<18}{'q/s':>10}{'peak RSS MB':>14}{'of roofline':>13}")
 for k in sorted(mean, key=mean.get, reverse=True):
-    print(f"{k:<18}{mean[k]:>10.1f}{rss[k]:>14.0f}")
+    f = f"{100 * sum(frac[k]) / len(frac[k]):.0f}%" if frac[k] else "-"
+    print(f"{k:<18}{mean[k]:>10.1f}{rss[k]:>14.0f}{f:>13}")
 def ratio(a, b):
     if a in mean and b in mean:
         print(f"{a} / {b}: {mean[a] / mean[b]:.2f}x")

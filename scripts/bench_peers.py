@@ -25,7 +25,7 @@ import time
 
 COLUMNS = ["engine", "device", "precision", "batch_size", "threads", "questions", "generated_tokens",
            "wall_s", "questions_per_s", "tokens_per_s", "p50_ms", "p95_ms", "p99_ms", "encoder_s",
-           "decoder_s", "peak_rss_mb"]
+           "decoder_s", "peak_rss_mb", "roofline_s", "roofline_fraction"]
 
 
 def quantile(xs, q):
@@ -119,16 +119,32 @@ def run_engine(args, questions, bs):
     return lat, toks, time.perf_counter() - start
 
 
+def roofline_bounds(out):
+    """(precision, batch size, threads) -> the machine's bound per question (s) for the workload,
+    from the roofline.json that `cbqa bench --roofline` wrote in the same run (empty if not)."""
+    path = os.path.join(out, "roofline.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {(e["precision"], e["batch_size"], e["threads"]): e["roofline_s_per_question"]
+                for e in json.load(f)}
+
+
 def child(args):
     with open(os.path.join(args.out, "questions.json")) as f:
         questions = json.load(f)
+    bounds = roofline_bounds(args.out)
     rows = []
     for bs in args.batch_sizes:
         lat, toks, wall = run_engine(args, questions, bs)
         n = len(questions) * args.repeat
+        precision = "int8" if args.engine == "ct2-int8" else "fp32"
+        per_question = bounds.get((precision, bs, args.threads))
+        bound = None if per_question is None else per_question * n
         rows.append({
-            "engine": args.engine, "device": "cpu",
-            "precision": "int8" if args.engine == "ct2-int8" else "fp32",
+            "engine": args.engine, "device": "cpu", "precision": precision,
+            "roofline_s": "" if bound is None else f"{bound:.4f}",
+            "roofline_fraction": "" if bound is None else f"{bound / wall:.3f}",
             "batch_size": bs, "threads": args.threads, "questions": n, "generated_tokens": toks,
             "wall_s": f"{wall:.4f}", "questions_per_s": f"{n / wall:.3f}", "tokens_per_s": f"{toks / wall:.3f}",
             "p50_ms": f"{quantile(lat, 0.5):.3f}", "p95_ms": f"{quantile(lat, 0.95):.3f}",

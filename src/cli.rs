@@ -296,6 +296,15 @@ pub struct BenchArgs {
     /// Only redraw throughput.svg from bench.csv (e.g. after the peer script added rows).
     #[arg(long)]
     pub plot_only: bool,
+    /// Also measure this machine's limits (GEMM peak through ONNX Runtime's kernels, memory
+    /// bandwidth by a STREAM triad) and report each phase against its roofline
+    /// (roofline.json, roofline.svg, and the roofline_s/roofline_fraction columns).
+    #[arg(long)]
+    pub roofline: bool,
+    /// Size of each of the three triad arrays for --roofline, MiB (keep 3× this well above the
+    /// last-level cache; `lscpu` shows it).
+    #[arg(long, default_value_t = 256)]
+    pub triad_mib: usize,
 }
 
 /// Numeric precision of the exported graphs.

@@ -4,8 +4,10 @@
 //! [`T5Config::extra`] and written back unchanged, and [`T5Config::to_json_string`] writes the same
 //! bytes as transformers' `save_pretrained` (sorted keys, indent 2, Python float repr).
 
+mod gin;
 mod tensors;
 
+pub use gin::CheckpointFacts;
 pub(crate) use tensors::init_std;
 pub use tensors::{expected_tensors, TensorPath, TensorSpec};
 

@@ -60,6 +60,25 @@ impl GenerationConfig {
     }
 }
 
+/// `dir/config.json`, or where a Mesh-TF checkpoint has none, the config its
+/// `operative_config.gin` describes (vocabulary size and tying taken from the checkpoint).
+fn read_config(dir: &Path) -> Result<T5Config> {
+    let json = dir.join("config.json");
+    let gin = dir.join("operative_config.gin");
+    if json.exists() || !gin.exists() {
+        return T5Config::from_file(&json);
+    }
+    let Some((vocab_size, separate_logits)) = crate::checkpoint::tf_bundle::vocab_and_logits(dir)?
+    else {
+        return T5Config::from_file(&json);
+    };
+    let facts = crate::config::CheckpointFacts {
+        vocab_size,
+        separate_logits,
+    };
+    T5Config::from_gin_file(&gin, facts)
+}
+
 /// An opened model directory: config, weights, tokenizer and generation config.
 pub struct ModelDir {
     pub dir: PathBuf,
@@ -84,7 +103,7 @@ impl ModelDir {
                 msg: "not a directory (expected a Hugging Face model directory)".into(),
             });
         }
-        let config = T5Config::from_file(&dir.join("config.json"))?;
+        let config = read_config(dir)?;
         let weights = Weights::open(dir, &config)?;
         let (tokenizer, tok_file) = crate::tokenizer::load_dir(dir)?;
         let tok_path = tok_file.path().to_path_buf();

@@ -4,6 +4,10 @@ use super::options;
 use crate::cli::{BackendArg, BenchArgs};
 use anyhow::{bail, Context, Result};
 use cbqa::bench::report::{csv_row, read_points, svg_plot, table};
+use cbqa::bench::roofline::report::{
+    json_entry, svg as roofline_svg, table as roofline_table, Measured,
+};
+use cbqa::bench::roofline::{batches, Limits, RunBound, Weights};
 use cbqa::bench::{environment, BenchResult, Workload};
 use cbqa::eval::report::{append_row, utc_timestamp};
 use cbqa::generate::GenerateOptions;
@@ -106,6 +110,11 @@ fn measure(args: &BenchArgs, csv: &Path) -> Result<()> {
             .unwrap_or_else(|| cbqa::runtime::precision_of(model)),
         opts: generate_options(args, &dir)?,
         context: context(args, model, &qs),
+        limits: if args.roofline {
+            machine_limits(args)?
+        } else {
+            Vec::new()
+        },
     };
     for (k, v) in &sweep.context {
         eprintln!("{k:<12} {v}");
@@ -113,13 +122,88 @@ fn measure(args: &BenchArgs, csv: &Path) -> Result<()> {
     let configurations = args.backends.len() * args.threads.len() * args.batch_sizes.len();
     let mut progress = Progress::new("bench", "configurations", configurations as u64, 0);
     let mut results = Vec::new();
+    let mut bounds = Vec::new();
     for &kind in &args.backends {
         for &threads in &args.threads {
-            results.extend(sweep.batch_sizes(args, kind, threads, csv, &mut progress)?);
+            for (r, bound) in sweep.batch_sizes(args, kind, threads, csv, &mut progress)? {
+                results.push(r);
+                bounds.extend(bound);
+            }
         }
     }
     progress.finish();
     print!("{}", table(&results));
+    if args.roofline {
+        write_roofline(&args.out, &results, &bounds)?;
+    }
+    Ok(())
+}
+
+/// The entries an earlier run left in `roofline.json` (a sweep over several exports, e.g. fp32 then
+/// int8, keeps them all); a file that is not such a list is an error, not overwritten.
+fn earlier_entries(path: &Path) -> Result<Vec<serde_json::Value>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a list of roofline entries; not touching it (move it away)",
+            path.display()
+        )
+    })
+}
+
+/// Whether two roofline entries measure the same engine, precision, batch size and threads.
+fn same_configuration(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    ["engine", "precision", "batch_size", "threads"]
+        .iter()
+        .all(|k| a[k] == b[k])
+}
+
+/// This machine's limits on every thread count of the sweep, measured before the engines run.
+fn machine_limits(args: &BenchArgs) -> Result<Vec<Limits>> {
+    if args.device != "cpu" {
+        bail!("--roofline measures the CPU's limits; run it with --device cpu");
+    }
+    #[cfg(feature = "ort")]
+    {
+        let mut all = Vec::new();
+        for &threads in &args.threads {
+            let l = cbqa::bench::roofline::measure(threads, args.triad_mib.max(1) << 18)?;
+            eprintln!(
+                "limits      {}",
+                cbqa::bench::roofline::report::limits_line(&l)
+            );
+            all.push(l);
+        }
+        Ok(all)
+    }
+    #[cfg(not(feature = "ort"))]
+    bail!("--roofline measures the GEMM peak through ONNX Runtime: build with the `ort` feature")
+}
+
+/// The roofline table of every configuration, roofline.json and roofline.svg.
+fn write_roofline(out: &Path, results: &[BenchResult], bounds: &[Roofline]) -> Result<()> {
+    let json_path = out.join("roofline.json");
+    let mut entries = earlier_entries(&json_path)?;
+    let mut bars = Vec::new();
+    for (r, (bound, measured)) in results.iter().zip(bounds) {
+        let label = format!("{} {} batch {}", r.engine, r.precision, r.batch_size);
+        print!("{}", roofline_table(&label, bound, measured));
+        let entry = json_entry(r, bound, measured);
+        entries.retain(|e| !same_configuration(e, &entry));
+        entries.push(entry);
+        bars.push((label, bound.clone(), *measured));
+    }
+    let json_path = out.join("roofline.json");
+    cbqa::fsutil::write_atomic(
+        &json_path,
+        serde_json::to_string_pretty(&entries)?.as_bytes(),
+    )?;
+    let svg_path = out.join("roofline.svg");
+    cbqa::fsutil::write_atomic(&svg_path, roofline_svg(&bars).as_bytes())?;
+    println!("wrote {} and {}", json_path.display(), svg_path.display());
     Ok(())
 }
 
@@ -169,9 +253,33 @@ struct Sweep<'a> {
     precision: String,
     opts: GenerateOptions,
     context: Vec<(String, String)>,
+    /// The machine's limits per thread count (`--roofline`; empty otherwise).
+    limits: Vec<Limits>,
 }
 
+/// One configuration's bound and what was measured of it.
+type Roofline = (RunBound, Measured);
+
 impl Sweep<'_> {
+    /// The machine's bound for one configuration, when its limits were measured.
+    fn bound(&self, threads: usize, batch_size: usize, repeat: usize) -> Option<RunBound> {
+        let limits = *self.limits.iter().find(|l| l.threads == threads)?;
+        let shapes = batches(
+            self.questions,
+            batch_size,
+            self.opts.max_new_tokens,
+            self.opts.num_beams,
+        );
+        let weights = Weights::from_precision(&self.precision);
+        Some(RunBound::of(
+            &self.dir.config,
+            weights,
+            &shapes,
+            repeat,
+            limits,
+        ))
+    }
+
     /// One engine with `threads` threads over every batch size.
     fn batch_sizes(
         &self,
@@ -180,7 +288,7 @@ impl Sweep<'_> {
         threads: usize,
         csv: &Path,
         progress: &mut Progress,
-    ) -> Result<Vec<BenchResult>> {
+    ) -> Result<Vec<(BenchResult, Option<Roofline>)>> {
         if options::backend_kind(kind) == BackendKind::Tch {
             bail!("cbqa bench measures exported models; --backends ort,tract");
         }
@@ -218,14 +326,18 @@ impl Sweep<'_> {
                 opts: &self.opts,
                 repeat: args.repeat,
             };
-            let r = cbqa::bench::run(&backend, &w)?;
+            let mut r = cbqa::bench::run(&backend, &w)?;
+            let bound = self.bound(threads, bs, args.repeat).map(|b| {
+                r.roofline_s = Some(b.seconds());
+                (b, Measured::of(&r, w.batch_parallelism))
+            });
             progress.note(&format!(
                 "{engine} batch {bs} threads {threads}: {:.1} q/s, {:.1} tok/s",
                 r.questions_per_s, r.tokens_per_s
             ));
             progress.inc(1, &format!("{engine} batch {bs}"));
             append_row(csv, &csv_row(&r, &self.context))?;
-            results.push(r);
+            results.push((r, bound));
         }
         Ok(results)
     }

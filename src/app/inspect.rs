@@ -8,7 +8,7 @@ use cbqa::ModelDir;
 pub fn run(args: InspectArgs) -> Result<()> {
     let model = ModelDir::open(&args.model)?;
     let c = &model.config;
-    let summary = serde_json::json!({
+    let mut summary = serde_json::json!({
         "dir": model.dir.display().to_string(),
         "parameters": c.num_parameters(),
         "weights_format": model.weights.format(),
@@ -23,13 +23,21 @@ pub fn run(args: InspectArgs) -> Result<()> {
         "tie_word_embeddings": c.tie_word_embeddings,
         "unexpected_tensors": model.weights.unexpected,
     });
+    if let (Some(note), Some(map)) = (&model.weights.note, summary.as_object_mut()) {
+        map.insert("weights_note".into(), note.clone().into());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else if let Some(map) = summary.as_object() {
         for (k, v) in map {
             println!("{k:<20} {v}");
         }
-        println!("ok: every tensor matches config.json");
+        let config = if model.dir.join("config.json").exists() {
+            "config.json"
+        } else {
+            "operative_config.gin"
+        };
+        println!("ok: every tensor matches {config}");
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! and `min_decoding_length = max_decoding_length` in CTranslate2.
 
 pub mod report;
+pub mod roofline;
 
 use crate::error::Result;
 use crate::generate::{generate, GenerateOptions};
@@ -89,6 +90,8 @@ pub struct BenchResult {
     pub encoder_s: f64,
     pub decoder_s: f64,
     pub peak_rss_mb: f64,
+    /// The machine's bound for this run (`--roofline`, [`roofline::RunBound`]), seconds.
+    pub roofline_s: Option<f64>,
 }
 
 /// The `q`-quantile (0..=1) of `xs` with linear interpolation, as numpy's default.
@@ -189,6 +192,7 @@ pub fn run<B: Seq2Seq>(backend: &B, w: &Workload<'_>) -> Result<BenchResult> {
         encoder_s: enc,
         decoder_s: dec,
         peak_rss_mb: crate::eval::report::peak_rss_mb().unwrap_or(f64::NAN),
+        roofline_s: None,
     })
 }
 

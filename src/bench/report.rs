@@ -26,6 +26,8 @@ pub const COLUMNS: &[&str] = &[
     "encoder_s",
     "decoder_s",
     "peak_rss_mb",
+    "roofline_s",
+    "roofline_fraction",
 ];
 
 /// The row of one result, with the run's context columns after the measured ones.
@@ -47,6 +49,9 @@ pub fn csv_row(r: &BenchResult, context: &[(String, String)]) -> Vec<(String, St
         format!("{:.4}", r.encoder_s),
         format!("{:.4}", r.decoder_s),
         format!("{:.1}", r.peak_rss_mb),
+        r.roofline_s.map_or(String::new(), |b| format!("{b:.4}")),
+        r.roofline_s
+            .map_or(String::new(), |b| format!("{:.3}", b / r.wall_s)),
     ];
     let mut row: Vec<(String, String)> = COLUMNS.iter().map(|c| c.to_string()).zip(vals).collect();
     row.extend(context.iter().cloned());
@@ -306,7 +311,7 @@ pub fn svg_plot(points: &BTreeMap<String, Vec<(f64, f64)>>, title: &str) -> Stri
     s
 }
 
-fn xml(s: &str) -> String {
+pub(crate) fn xml(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

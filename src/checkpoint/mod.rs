@@ -1,7 +1,8 @@
 //! Checkpoint I/O in Hugging Face's layout: `config.json`, `model.safetensors` (or a sharded
 //! `model.safetensors.index.json`) or else a PyTorch `pytorch_model.bin` (or a sharded
 //! `pytorch_model.bin.index.json`; zip or legacy format, read by [`torch_zip`] and the restricted
-//! unpickler [`pickle`]),
+//! unpickler [`pickle`]) or else a Mesh-TensorFlow checkpoint (a TF tensor bundle,
+//! `model.ckpt-N.index` + `.data-*` shards, read by [`tf_bundle`]),
 //! `tokenizer.json` and `generation_config.json`.
 //!
 //! Tensor names are composed from the module path exactly as `T5ForConditionalGeneration`'s
@@ -20,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 mod pickle;
+pub mod tf_bundle;
 mod torch_zip;
 
 /// Tensors that may be present but are aliases of `shared.weight` (older or tied checkpoints).
@@ -35,9 +37,26 @@ pub(crate) fn accepted_dtype(dtype: Dtype) -> bool {
     matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
 }
 
+/// The bytes a shard's tensors are in: the memory-mapped file, or tensors converted on load
+/// (a TensorFlow bundle's, transposed into Hugging Face's layout).
+enum Backing {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Backing {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Backing::Mapped(m) => m,
+            Backing::Owned(v) => v,
+        }
+    }
+}
+
 struct Shard {
     path: PathBuf,
-    mmap: Mmap,
+    bytes: Backing,
     /// Start of the data section within the file.
     data_start: usize,
 }
@@ -88,8 +107,10 @@ pub struct Weights {
     entries: BTreeMap<String, Entry>,
     /// Tensors present in the files that a T5 of this config does not have.
     pub unexpected: Vec<String>,
-    /// Read from PyTorch pickles rather than safetensors.
-    torch: bool,
+    /// What [`Weights::format`] reports.
+    format: &'static str,
+    /// How the files were chosen, where that needs saying (e.g. which of several TF steps).
+    pub note: Option<String>,
 }
 
 impl std::fmt::Debug for Weights {
@@ -113,7 +134,9 @@ fn map_file(path: &Path) -> Result<Mmap> {
 
 impl Weights {
     /// Open the weights of `dir`: `model.safetensors`, or the shards listed in
-    /// `model.safetensors.index.json`. Checks every expected tensor's presence, shape and dtype and
+    /// `model.safetensors.index.json`, else `pytorch_model.bin` (or its index), else a TF
+    /// checkpoint (see [`tf_bundle`]; its tensors are renamed, transposed and converted to f32
+    /// on load). Checks every expected tensor's presence, shape and dtype and
     /// reports the first problem by tensor name.
     pub fn open(dir: &Path, cfg: &T5Config) -> Result<Self> {
         let single = dir.join("model.safetensors");
@@ -128,12 +151,14 @@ impl Weights {
             (vec![pt_single], true)
         } else if pt_index.exists() {
             (shard_files(&pt_index)?, true)
+        } else if let Some(found) = tf_bundle::find(dir)? {
+            return tf_bundle::open_weights(&found, cfg);
         } else {
             return Err(Error::Checkpoint {
                 path: dir.to_path_buf(),
-                msg: "no model.safetensors, model.safetensors.index.json, pytorch_model.bin or \
-                      pytorch_model.bin.index.json (a Hugging Face checkpoint directory is \
-                      expected)"
+                msg: "no model.safetensors, model.safetensors.index.json, pytorch_model.bin, \
+                      pytorch_model.bin.index.json or TensorFlow checkpoint (model.ckpt-N.index) \
+                      (a Hugging Face or Mesh-TF checkpoint directory is expected)"
                     .into(),
             });
         };
@@ -163,7 +188,7 @@ impl Weights {
             };
             shards.push(Shard {
                 path,
-                mmap,
+                bytes: Backing::Mapped(mmap),
                 data_start,
             });
         }
@@ -171,7 +196,8 @@ impl Weights {
             shards,
             entries,
             unexpected: Vec::new(),
-            torch,
+            format: if torch { "pytorch" } else { "safetensors" },
+            note: None,
         };
         w.check(cfg)?;
         Ok(w)
@@ -234,13 +260,10 @@ impl Weights {
         self.shards.iter().map(|s| s.path.as_path())
     }
 
-    /// The format of the files: `safetensors` or `pytorch` (a torch.save zip archive).
+    /// The format of the files: `safetensors`, `pytorch` (a torch.save zip archive) or
+    /// `tensorflow-bundle` (a Mesh-TF checkpoint).
     pub fn format(&self) -> &'static str {
-        if self.torch {
-            "pytorch"
-        } else {
-            "safetensors"
-        }
+        self.format
     }
 
     /// The raw bytes of tensor `name`.
@@ -255,7 +278,7 @@ impl Weights {
         Ok(RawTensor {
             dtype: entry.info.dtype,
             shape: &entry.info.shape,
-            bytes: &shard.mmap[shard.data_start + a..shard.data_start + b],
+            bytes: &shard.bytes[shard.data_start + a..shard.data_start + b],
         })
     }
 

@@ -215,6 +215,11 @@ impl Graph {
         });
     }
 
+    /// A constant initializer of element type `elem` held inline (little-endian `raw` bytes).
+    pub fn constant(&mut self, hint: &str, elem: i32, dims: &[usize], raw: Vec<u8>) -> Value {
+        self.inline(hint, elem, dims, raw)
+    }
+
     fn inline(&mut self, hint: &str, elem: i32, dims: &[usize], raw: Vec<u8>) -> Value {
         let value = self.fresh(hint);
         self.initializer_names.insert(value.0.clone());

@@ -114,7 +114,11 @@ fn providers(opts: &OrtOptions, device: &OrtDevice) -> Vec<ExecutionProviderDisp
 
 /// A session builder with the options every session of a model shares, on `device`'s
 /// execution providers.
-fn builder(label: &str, opts: &OrtOptions, device: &OrtDevice) -> Result<SessionBuilder> {
+pub(super) fn builder(
+    label: &str,
+    opts: &OrtOptions,
+    device: &OrtDevice,
+) -> Result<SessionBuilder> {
     let (lib, env) = crate::native::ort_environment()?;
     let level = match opts.opt_level {
         0 => GraphOptimizationLevel::Disable,

@@ -56,3 +56,70 @@ fn bench_writes_csv_rows_and_a_plot() {
     );
     assert!(svg.contains("cbqa-ort cpu fp32"));
 }
+
+#[test]
+fn bench_roofline_bounds_every_row_by_its_phases() {
+    let model = optimum_export("t5_v1_0");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bench");
+    let (ok, stdout, e) = run_cbqa(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--batch-sizes",
+        "1,4",
+        "--threads",
+        "1",
+        "--questions",
+        "8",
+        "--force-steps",
+        "3",
+        "--roofline",
+        "--triad-mib",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{e}");
+    assert!(e.contains("fp32 GEMM") && e.contains("GB/s (triad)"), "{e}");
+    assert_eq!(stdout.matches("roofline of ").count(), 4, "{stdout}");
+    let text = std::fs::read_to_string(out.join("roofline.json")).unwrap();
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(entries.len(), 4, "2 engines x 2 batch sizes");
+    let mut r = csv::Reader::from_path(out.join("bench.csv")).unwrap();
+    let h = r.headers().unwrap().clone();
+    let col = |n: &str| h.iter().position(|x| x == n).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    for (row, entry) in rows.iter().zip(&entries) {
+        let bound = entry["roofline_s"].as_f64().unwrap();
+        let phases: f64 = entry["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                assert!(p["flops"].as_f64().unwrap() > 0.0, "{p}");
+                assert!(p["bytes"].as_f64().unwrap() > 0.0, "{p}");
+                p["roofline_s"].as_f64().unwrap()
+            })
+            .sum();
+        assert!((phases - bound).abs() <= 1e-9 * bound, "{entry}");
+        let csv_bound: f64 = row[col("roofline_s")].parse().unwrap();
+        assert!(
+            (csv_bound - bound).abs() < 1e-4 + 1e-3 * bound,
+            "{row:?} vs {entry}"
+        );
+        let wall: f64 = row[col("wall_s")].parse().unwrap();
+        let fraction: f64 = row[col("roofline_fraction")].parse().unwrap();
+        assert!(
+            (fraction - bound / wall).abs() < 2e-3 + 1e-2 * fraction,
+            "{row:?}"
+        );
+        let per_q = entry["roofline_s_per_question"].as_f64().unwrap();
+        assert!((per_q * 8.0 - bound).abs() <= 1e-9 * bound);
+    }
+    // batch 4 streams the weights a quarter as often as batch 1
+    let bytes = |e: &serde_json::Value| e["phases"][2]["bytes"].as_f64().unwrap();
+    assert!(bytes(&entries[1]) < bytes(&entries[0]), "{text}");
+    let svg = std::fs::read_to_string(out.join("roofline.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("fill=\"#1f77b4\"").count() == 12);
+}

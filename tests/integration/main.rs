@@ -19,5 +19,6 @@ mod runtime;
 mod serve;
 mod spiece;
 mod support;
+mod tf_bundle;
 #[cfg(feature = "train")]
 mod train;
