@@ -85,13 +85,17 @@ pub struct ModelDir {
     pub config: T5Config,
     pub weights: Weights,
     pub tokenizer: tokenizers::Tokenizer,
+    /// The file the tokenizer was read from: `tokenizer.json`, or `spiece.model` when the
+    /// directory has no `tokenizer.json`.
+    pub tokenizer_file: PathBuf,
     pub generation: GenerationConfig,
 }
 
 impl ModelDir {
     /// Open `dir` and check every part: config.json is a T5 config, every tensor the config
-    /// implies is present with the right shape and dtype, tokenizer.json has T5's special tokens
-    /// and fits the embedding matrix.
+    /// implies is present with the right shape and dtype, the tokenizer (`tokenizer.json`, else
+    /// `spiece.model`, see [`crate::tokenizer::load_dir`]) has T5's special tokens and fits the
+    /// embedding matrix.
     pub fn open(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::Checkpoint {
@@ -101,12 +105,12 @@ impl ModelDir {
         }
         let config = read_config(dir)?;
         let weights = Weights::open(dir, &config)?;
-        let tok_path = dir.join("tokenizer.json");
-        let tokenizer = crate::tokenizer::load(&tok_path)?;
+        let (tokenizer, tok_file) = crate::tokenizer::load_dir(dir)?;
+        let tok_path = tok_file.path().to_path_buf();
         let n = tokenizer.get_vocab_size(true);
         if n > config.vocab_size {
             return Err(Error::Tokenizer {
-                path: tok_path,
+                path: tok_path.clone(),
                 msg: format!(
                     "has {n} tokens but config.json's vocab_size is {}",
                     config.vocab_size
@@ -124,6 +128,7 @@ impl ModelDir {
             config,
             weights,
             tokenizer,
+            tokenizer_file: tok_path,
             generation,
         })
     }

@@ -15,6 +15,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         "weights_files": model.weights.files().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "dtype": format!("{:?}", model.weights.dtype()),
         "vocab_size": c.vocab_size,
+        "tokenizer_file": model.tokenizer_file.display().to_string(),
         "tokenizer_vocab": model.tokenizer.get_vocab_size(true),
         "d_model": c.d_model, "d_kv": c.d_kv, "d_ff": c.d_ff, "num_heads": c.num_heads,
         "encoder_layers": c.num_layers, "decoder_layers": c.decoder_layers(),

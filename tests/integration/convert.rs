@@ -235,6 +235,43 @@ fn converted_directories_load_in_transformers_bit_for_bit_with_the_same_tokens()
 }
 
 #[test]
+fn a_spiece_model_directory_converts_to_the_tokenizer_json_transformers_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let questions = data_dir().join("nq-open").join("NQ-open.dev.jsonl");
+    let text = std::fs::read_to_string(&questions).unwrap();
+    let texts: Vec<String> = text
+        .lines()
+        .take(2000)
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["question"].to_string())
+        .collect();
+    let texts_file = tmp.path().join("texts.json");
+    std::fs::write(&texts_file, serde_json::to_string(&texts).unwrap()).unwrap();
+    let trained = tmp.path().join("spiece");
+    // 300 pieces + 100 sentinels: the fixtures' vocabulary size.
+    run_python(
+        "make_spiece_fixture.py",
+        &["train", s(&texts_file), "300", "100", "0.99", s(&trained)],
+    );
+    let src = tmp.path().join("src");
+    copy_dir(&fixture("t5_v1_0"), &src);
+    std::fs::remove_file(src.join("tokenizer.json")).unwrap();
+    copy_dir(&trained.join("legacy"), &src);
+    let out = tmp.path().join("out");
+    convert(&src, &out);
+    assert!(out.join("tokenizer.json").exists() && out.join("spiece.model").exists());
+    let jobs = serde_json::json!([
+        {"out": out, "source": src, "questions": questions, "limit": 300},
+        {"out": out, "reference": fixture("t5_v1_0").join("model.safetensors"), "cast": null},
+    ]);
+    let job_file = tmp.path().join("jobs.json");
+    std::fs::write(&job_file, jobs.to_string()).unwrap();
+    let done: serde_json::Value =
+        serde_json::from_str(&run_python("convert_check.py", &[s(&job_file)])).unwrap();
+    assert_eq!(done[0]["questions"], 300, "{done}");
+    assert!(done[1]["tensors"].as_u64().unwrap() >= 60, "{done}");
+}
+
+#[test]
 fn convert_refuses_a_non_empty_out_and_leaves_nothing_on_failure() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");

@@ -18,6 +18,7 @@ mod optim;
 mod pickle;
 mod runtime;
 mod serve;
+mod spiece;
 mod support;
 mod tf_bundle;
 #[cfg(feature = "train")]

@@ -1,13 +1,22 @@
-//! T5 tokenizers: loading `tokenizer.json` with the checks T5 needs, and training a new Unigram
-//! tokenizer (the model family of T5's SentencePiece) on question/answer text.
+//! T5 tokenizers: loading a model directory's tokenizer (`tokenizer.json`, or a SentencePiece
+//! `spiece.model` as the paper's hub checkpoints ship it, see [`load_dir`]) with the checks T5
+//! needs, and training a new Unigram tokenizer (the model family of T5's SentencePiece) on
+//! question/answer text.
 //!
 //! Files we write are plain `tokenizers` JSON, so `PreTrainedTokenizerFast(tokenizer_file=...)`
 //! and `T5TokenizerFast.from_pretrained(dir)` load them and give the same ids as the Rust crate.
 
+mod charsmap;
+mod hf_config;
+mod sp_proto;
+mod spiece;
+
+pub use spiece::load_spiece;
+
 use crate::error::{BoxError, Error, Result};
 use crate::pyjson::to_python_json;
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use tokenizers::models::unigram::{Unigram, UnigramTrainer};
 use tokenizers::normalizers::{replace::Replace, unicode::NFKC, NormalizerWrapper, Sequence};
@@ -37,6 +46,57 @@ pub fn load(path: &Path) -> Result<Tokenizer> {
         msg,
     })?;
     Ok(tok)
+}
+
+/// The file a model directory's tokenizer was built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenizerFile {
+    /// A `tokenizers` JSON file (`tokenizer.json`).
+    Json(PathBuf),
+    /// A SentencePiece model (`spiece.model`), read with `tokenizer_config.json` beside it.
+    SentencePiece(PathBuf),
+}
+
+impl TokenizerFile {
+    /// The path of the file.
+    pub fn path(&self) -> &Path {
+        match self {
+            TokenizerFile::Json(p) | TokenizerFile::SentencePiece(p) => p,
+        }
+    }
+}
+
+/// Load the tokenizer of model directory `dir`: `tokenizer.json` when there is one, else
+/// `spiece.model` with `tokenizer_config.json` (built as transformers' `T5TokenizerFast` converts
+/// it, see [`load_spiece`]). Either way it is checked for T5's special tokens; the second value
+/// says which file was read.
+pub fn load_dir(dir: &Path) -> Result<(Tokenizer, TokenizerFile)> {
+    let json = dir.join("tokenizer.json");
+    let spm = dir.join("spiece.model");
+    if json.exists() {
+        Ok((load(&json)?, TokenizerFile::Json(json)))
+    } else if spm.exists() {
+        let tok = load_spiece(&spm, &dir.join("tokenizer_config.json"))?;
+        Ok((tok, TokenizerFile::SentencePiece(spm)))
+    } else {
+        Err(Error::Tokenizer {
+            path: json,
+            msg: "file not found, nor a spiece.model beside it (a T5 checkpoint needs one of \
+                  the two)"
+                .into(),
+        })
+    }
+}
+
+/// T5's post-processor: `</s>` after each sequence.
+fn t5_post_processor() -> Result<TemplateProcessing> {
+    TemplateProcessing::builder()
+        .try_single("$A </s>")
+        .and_then(|b| b.try_pair("$A </s> $B </s>"))
+        .map_err(|e| Error::tokenize("parse the post-processor template", e.into()))?
+        .special_tokens(vec![("</s>", 1)])
+        .build()
+        .map_err(|e| Error::tokenize("build the post-processor", e.into()))
 }
 
 fn check_specials(tok: &Tokenizer) -> std::result::Result<(), String> {
@@ -134,14 +194,7 @@ where
         .map(|i| AddedToken::from(format!("<extra_id_{i}>"), true))
         .collect();
     tok.add_special_tokens(&sentinels);
-    let post = TemplateProcessing::builder()
-        .try_single("$A </s>")
-        .and_then(|b| b.try_pair("$A </s> $B </s>"))
-        .map_err(|e| Error::tokenize("parse the post-processor template", e.into()))?
-        .special_tokens(vec![("</s>", 1)])
-        .build()
-        .map_err(|e| Error::tokenize("build the post-processor", e.into()))?;
-    tok.with_post_processor(Some(PostProcessorWrapper::Template(post)));
+    tok.with_post_processor(Some(PostProcessorWrapper::Template(t5_post_processor()?)));
     check_specials(&tok)
         .map_err(|m| Error::tokenize("give the trained tokenizer T5's special tokens", m.into()))?;
     Ok(tok)
