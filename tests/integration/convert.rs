@@ -242,7 +242,12 @@ fn a_spiece_model_directory_converts_to_the_tokenizer_json_transformers_builds()
     let texts: Vec<String> = text
         .lines()
         .take(2000)
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["question"].to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["question"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     let texts_file = tmp.path().join("texts.json");
     std::fs::write(&texts_file, serde_json::to_string(&texts).unwrap()).unwrap();
