@@ -68,7 +68,8 @@ impl OnnxDir {
         } else {
             GenerationConfig::from_model_config(&config)
         };
-        let tokenizer = crate::tokenizer::load(&dir.join("tokenizer.json"))?;
+        // tokenizer.json, or spiece.model (+ tokenizer_config.json) as the paper's checkpoints ship
+        let (tokenizer, _) = crate::tokenizer::load_dir(dir)?;
         Ok(OnnxDir {
             dir: dir.to_path_buf(),
             config,
