@@ -13,6 +13,10 @@ Writes, each with the fixture's tokenizer files:
   params/  torch.save of dict(named_parameters()): nn.Parameter values (_rebuild_parameter)
   attrs/   torch.save of the state dict with a Python attribute on every tensor, which torch
            pickles through torch._tensor._rebuild_from_type_v2
+  extra_int/ torch.save of the state dict plus tensors no T5 has, of dtypes no T5 weight has:
+           `encoder.position_ids` (int64, LongStorage) and `decoder.causal_mask` (bool)
+  int64/   torch.save of the state dict with shared.weight as int64 (LongStorage)
+  float64/ the same with shared.weight as float64 (DoubleStorage)
 and hostile variants of zip/ (same config and tokenizer):
   evil/        data.pkl replaced by a pickle that REDUCEs os.system("touch OUT_DIR/evil_ran");
                the payload is first proven live with pickle.loads and its marker removed
@@ -84,7 +88,17 @@ def main():
     attrs = {k: v.detach().clone() for k, v in sd.items()}
     for v in attrs.values():
         v.note = "an attribute"
+    extra_int = dict(sd)
+    extra_int["encoder.position_ids"] = torch.arange(8)
+    extra_int["decoder.causal_mask"] = torch.ones(3, 3, dtype=torch.bool)
+    int64 = dict(sd)
+    int64["shared.weight"] = w.to(torch.int64)
+    float64 = dict(sd)
+    float64["shared.weight"] = w.to(torch.float64)
     for tag, d, zipped in [
+        ("extra_int", extra_int, True),
+        ("int64", int64, True),
+        ("float64", float64, True),
         ("offset", offset, True),
         ("strided", strided, True),
         ("legacy", sd, False),
@@ -98,7 +112,8 @@ def main():
             _use_new_zipfile_serialization=zipped,
         )
         shutil.copy(os.path.join(out, "zip", "config.json"), os.path.join(out, tag))
-    for d in ["zip", "shard", "bf16", "fp16", "offset", "strided", "legacy", "params", "attrs"]:
+    for d in ["zip", "shard", "bf16", "fp16", "offset", "strided", "legacy", "params", "attrs",
+              "extra_int", "int64", "float64"]:
         copy_tokenizer(fixture, os.path.join(out, d))
 
     good = os.path.join(out, "zip", "pytorch_model.bin")

@@ -39,6 +39,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Open a model directory, check every tensor against its config and print a summary.
     Inspect(InspectArgs),
+    /// Rewrite a model directory (safetensors, pytorch_model.bin or flax_model.msgpack) in
+    /// Hugging Face's safetensors layout: model.safetensors, config.json, tokenizer.json, ….
+    Convert(ConvertArgs),
     /// Show which native libraries (libtorch, ONNX Runtime, tract) this binary finds and uses.
     Doctor,
 }
@@ -83,6 +86,19 @@ pub struct InspectArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The model directory to convert (any weights format `cbqa inspect` reads).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output directory; refused if it exists and is not empty, unless --force.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace a non-empty --out directory (only after the new one is complete).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Inference engine.
@@ -248,7 +264,7 @@ pub struct ScoreArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// An exported model directory.
+    /// An exported model directory; with `--backends tch`, a checkpoint directory.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Engines to sweep.

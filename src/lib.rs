@@ -21,7 +21,8 @@
 //!   match, F1, recall@k and the overlap subsets; [`eval::report`] writes predictions.csv and
 //!   metrics.csv.
 //! - **Models**: [`ModelDir`] opens and checks a Hugging Face checkpoint directory ([`T5Config`],
-//!   [`GenerationConfig`], [`checkpoint`]); [`init`] creates a new one.
+//!   [`GenerationConfig`], [`checkpoint`]; safetensors, PyTorch pickles or Flax msgpack);
+//!   [`init`] creates a new one; [`convert`] rewrites one in transformers' safetensors layout.
 //! - **Export**: [`export`] writes a checkpoint as ONNX in optimum's layout (float32, float16 or
 //!   int8 weights) and validates it against the reference forward pass; [`onnx`] is the ONNX
 //!   layout contract both the exporter and the runtime follow.
@@ -45,6 +46,7 @@ pub mod answer;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod convert;
 pub mod data;
 pub mod error;
 pub mod eval;

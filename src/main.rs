@@ -27,6 +27,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(args) => app::init::run(args),
         Command::Inspect(args) => app::inspect::run(args),
+        Command::Convert(args) => app::convert::run(args),
         Command::Predict(args) => app::predict::run(args),
         Command::Eval(args) => app::eval::run(args),
         Command::Score(args) => app::score::run(args),

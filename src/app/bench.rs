@@ -13,21 +13,96 @@ use cbqa::eval::report::{append_row, utc_timestamp};
 use cbqa::generate::GenerateOptions;
 use cbqa::progress::Progress;
 use cbqa::runtime::{Backend, BackendKind, BackendOptions, Device, OnnxDir};
+use cbqa::{GenerationConfig, T5Config};
 use std::path::Path;
 
+/// What a sweep measures: an export (ort, tract) or, for `--backends tch`, a checkpoint
+/// directory in any format `cbqa inspect` reads.
+enum Model {
+    Onnx(OnnxDir),
+    #[cfg(feature = "train")]
+    Checkpoint(cbqa::ModelDir),
+}
+
+impl Model {
+    /// An export, or a checkpoint directory when every backend is tch.
+    fn open(path: &Path, backends: &[BackendArg]) -> Result<Self> {
+        let tch = |b: &BackendArg| options::backend_kind(*b) == BackendKind::Tch;
+        if !backends.iter().any(tch) {
+            return Ok(Model::Onnx(OnnxDir::open(path)?));
+        }
+        if !backends.iter().all(tch) {
+            bail!(
+                "--backends tch measures a checkpoint directory, ort and tract an export: bench \
+                 them in separate runs"
+            );
+        }
+        #[cfg(feature = "train")]
+        return Ok(Model::Checkpoint(cbqa::ModelDir::open(path)?));
+        #[cfg(not(feature = "train"))]
+        bail!("this cbqa is built without the tch backend (feature `train`)")
+    }
+
+    fn config(&self) -> &T5Config {
+        match self {
+            Model::Onnx(d) => &d.config,
+            #[cfg(feature = "train")]
+            Model::Checkpoint(m) => &m.config,
+        }
+    }
+
+    fn generation(&self) -> &GenerationConfig {
+        match self {
+            Model::Onnx(d) => &d.generation,
+            #[cfg(feature = "train")]
+            Model::Checkpoint(m) => &m.generation,
+        }
+    }
+
+    fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        match self {
+            Model::Onnx(d) => &d.tokenizer,
+            #[cfg(feature = "train")]
+            Model::Checkpoint(m) => &m.tokenizer,
+        }
+    }
+
+    /// The precision column: the export's, or the checkpoint's stored dtype in the same terms.
+    fn precision(&self, path: &Path) -> String {
+        match self {
+            Model::Onnx(_) => cbqa::runtime::precision_of(path),
+            #[cfg(feature = "train")]
+            Model::Checkpoint(m) => match m.weights.dtype() {
+                safetensors::Dtype::F16 => "fp16".into(),
+                safetensors::Dtype::BF16 => "bf16".into(),
+                _ => "fp32".into(),
+            },
+        }
+    }
+
+    /// The engine of `opts` on this model.
+    fn backend(&self, opts: &BackendOptions) -> Result<Backend> {
+        Ok(match self {
+            Model::Onnx(d) => Backend::load(d, opts)?,
+            #[cfg(feature = "train")]
+            Model::Checkpoint(m) => Backend::load_checkpoint(m, opts)?,
+        })
+    }
+}
+
 /// Questions of 10–21 tokens: from a data file, or synthetic ids (deterministic).
-fn questions(args: &BenchArgs, dir: &OnnxDir) -> Result<Vec<Vec<u32>>> {
+fn questions(args: &BenchArgs, dir: &Model) -> Result<Vec<Vec<u32>>> {
     let (lo, hi) = (
         args.min_tokens.max(2),
         args.max_tokens.max(args.min_tokens.max(2)),
     );
-    let eos = dir.config.eos_id();
+    let eos = dir.config().eos_id();
     if let Some(path) = &args.data {
         let ds = cbqa::data::Dataset::read(path, &Default::default())?;
         let mut out = Vec::new();
         for e in &ds.examples {
             let enc = dir
-                .tokenizer
+                .tokenizer()
                 .encode(e.question.as_str(), true)
                 .map_err(|e| cbqa::Error::Tokenize {
                     action: "encoding a question".into(),
@@ -48,9 +123,9 @@ fn questions(args: &BenchArgs, dir: &OnnxDir) -> Result<Vec<Vec<u32>>> {
         return Ok((0..args.questions).map(|i| out[i % n].clone()).collect());
     }
     let vocab = dir
-        .tokenizer
+        .tokenizer()
         .get_vocab_size(false)
-        .clamp(4, dir.config.vocab_size) as u64;
+        .clamp(4, dir.config().vocab_size) as u64;
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = || {
         x ^= x << 13;
@@ -93,7 +168,7 @@ fn measure(args: &BenchArgs, csv: &Path) -> Result<()> {
         .as_ref()
         .context("--model is required (unless --plot-only)")?;
     std::fs::create_dir_all(&args.out)?;
-    let dir = OnnxDir::open(model)?;
+    let dir = Model::open(model, &args.backends)?;
     let qs = questions(args, &dir)?;
     // The exact token ids, so scripts/bench_peers.py runs the same workload.
     cbqa::fsutil::write_atomic(
@@ -107,7 +182,7 @@ fn measure(args: &BenchArgs, csv: &Path) -> Result<()> {
         precision: args
             .precision
             .clone()
-            .unwrap_or_else(|| cbqa::runtime::precision_of(model)),
+            .unwrap_or_else(|| dir.precision(model)),
         opts: generate_options(args, &dir)?,
         context: context(args, model, &qs),
         limits: if args.roofline {
@@ -208,7 +283,7 @@ fn write_roofline(out: &Path, results: &[BenchResult], bounds: &[Roofline]) -> R
 }
 
 /// Forced-length decoding, so engines do equal work; no greedy scores.
-fn generate_options(args: &BenchArgs, dir: &OnnxDir) -> Result<GenerateOptions> {
+fn generate_options(args: &BenchArgs, dir: &Model) -> Result<GenerateOptions> {
     let opts = GenerateOptions {
         max_new_tokens: args.force_steps.max(1),
         min_new_tokens: args.force_steps.max(1),
@@ -218,7 +293,7 @@ fn generate_options(args: &BenchArgs, dir: &OnnxDir) -> Result<GenerateOptions> 
         output_scores: false,
         ..GenerateOptions::default()
     };
-    Ok(opts.for_model(&dir.generation, &dir.config)?)
+    Ok(opts.for_model(dir.generation(), dir.config())?)
 }
 
 /// The environment and workload columns of every bench.csv row.
@@ -247,7 +322,7 @@ fn context(args: &BenchArgs, model: &Path, qs: &[Vec<u32>]) -> Vec<(String, Stri
 
 /// What every configuration of a sweep shares.
 struct Sweep<'a> {
-    dir: &'a OnnxDir,
+    dir: &'a Model,
     questions: &'a [Vec<u32>],
     device: Device,
     precision: String,
@@ -272,7 +347,7 @@ impl Sweep<'_> {
         );
         let weights = Weights::from_precision(&self.precision);
         Some(RunBound::of(
-            &self.dir.config,
+            self.dir.config(),
             weights,
             &shapes,
             repeat,
@@ -289,9 +364,6 @@ impl Sweep<'_> {
         csv: &Path,
         progress: &mut Progress,
     ) -> Result<Vec<(BenchResult, Option<Roofline>)>> {
-        if options::backend_kind(kind) == BackendKind::Tch {
-            bail!("cbqa bench measures exported models; --backends ort,tract");
-        }
         let bopts = BackendOptions {
             kind: options::backend_kind(kind),
             device: if kind == BackendArg::Tract {
@@ -303,9 +375,10 @@ impl Sweep<'_> {
             opt_level: args.opt_level,
             ..BackendOptions::default()
         };
-        let backend = Backend::load(self.dir, &bopts)?;
-        let engine = match kind {
-            BackendArg::Tract => "cbqa-tract",
+        let backend = self.dir.backend(&bopts)?;
+        let engine = match options::backend_kind(kind) {
+            BackendKind::Tract => "cbqa-tract",
+            BackendKind::Tch => "cbqa-tch",
             _ => "cbqa-ort",
         };
         let dev = bopts.device.to_string();

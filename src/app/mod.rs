@@ -2,6 +2,7 @@
 //! once ([`options`]), then the library does the work.
 
 pub mod bench;
+pub mod convert;
 pub mod doctor;
 pub mod eval;
 pub mod export;

@@ -1,9 +1,10 @@
 //! Checkpoint I/O in Hugging Face's layout: `config.json`, `model.safetensors` (or a sharded
 //! `model.safetensors.index.json`) or else a PyTorch `pytorch_model.bin` (or a sharded
 //! `pytorch_model.bin.index.json`; zip or legacy format, read by [`torch_zip`] and the restricted
-//! unpickler [`pickle`]) or else a Mesh-TensorFlow checkpoint (a TF tensor bundle,
-//! `model.ckpt-N.index` + `.data-*` shards, read by [`tf_bundle`]),
-//! `tokenizer.json` and `generation_config.json`.
+//! unpickler [`pickle`]) or else a Flax `flax_model.msgpack` (or a sharded
+//! `flax_model.msgpack.index.json`, read by [`msgpack`]) or else a Mesh-TensorFlow checkpoint
+//! (a TF tensor bundle, `model.ckpt-N.index` + `.data-*` shards, read by [`tf_bundle`]),
+//! `tokenizer.json` and `generation_config.json`. [`Weights::format`] says which was read.
 //!
 //! Tensor names are composed from the module path exactly as `T5ForConditionalGeneration`'s
 //! `state_dict()` names them, so they match transformers by construction (see
@@ -20,9 +21,90 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+mod msgpack;
 mod pickle;
 pub mod tf_bundle;
 mod torch_zip;
+
+/// A tensor located in a file's bytes (or in the buffer a Flax file is decoded into): name,
+/// dtype, shape and absolute byte range.
+#[derive(Debug, Clone)]
+pub(crate) struct Located {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// An error about a whole file (`(None, msg)`) or about one tensor (`(Some(name), msg)`).
+pub(crate) type LocateError = (Option<String>, String);
+
+/// The file format the weights of a directory were read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `model.safetensors` (or its sharded index).
+    Safetensors,
+    /// `pytorch_model.bin` (or its sharded index): a torch.save zip or legacy file.
+    Pytorch,
+    /// `flax_model.msgpack` (or its sharded index): flax's msgpack serialization.
+    Flax,
+    /// A Mesh-TF checkpoint: a TF tensor bundle (see [`tf_bundle`]).
+    TensorflowBundle,
+}
+
+impl Format {
+    /// The format's name as `cbqa inspect` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Safetensors => "safetensors",
+            Format::Pytorch => "pytorch",
+            Format::Flax => "flax",
+            Format::TensorflowBundle => tf_bundle::FORMAT,
+        }
+    }
+}
+
+/// The weights files a directory may hold, in order of preference (transformers' own for
+/// safetensors, pickle, Flax): file name, format, whether it is a sharded index.
+const WEIGHTS_FILES: [(&str, Format, bool); 6] = [
+    ("model.safetensors", Format::Safetensors, false),
+    ("model.safetensors.index.json", Format::Safetensors, true),
+    ("pytorch_model.bin", Format::Pytorch, false),
+    ("pytorch_model.bin.index.json", Format::Pytorch, true),
+    ("flax_model.msgpack", Format::Flax, false),
+    ("flax_model.msgpack.index.json", Format::Flax, true),
+    // TensorFlow checkpoints come after Flax: `tf_bundle::find` in `Weights::open`.
+];
+
+/// The format and files of the weights of `dir`, the first of [`WEIGHTS_FILES`] present.
+fn weights_files(dir: &Path) -> Result<Option<(Format, Vec<PathBuf>)>> {
+    for (name, format, index) in WEIGHTS_FILES {
+        let path = dir.join(name);
+        if path.exists() {
+            let files = if index {
+                shard_files(&path)?
+            } else {
+                vec![path]
+            };
+            return Ok(Some((format, files)));
+        }
+    }
+    Ok(None)
+}
+
+/// The error for a directory with no weights file of any format.
+fn no_weights(dir: &Path) -> Error {
+    let names: Vec<&str> = WEIGHTS_FILES.iter().map(|(n, ..)| *n).collect();
+    Error::Checkpoint {
+        path: dir.to_path_buf(),
+        msg: format!(
+            "none of {} or a TensorFlow checkpoint (model.ckpt-N.index) (a Hugging Face or \
+             Mesh-TF checkpoint directory is expected)",
+            names.join(", ")
+        ),
+    }
+}
 
 /// Tensors that may be present but are aliases of `shared.weight` (older or tied checkpoints).
 fn is_alias(name: &str, cfg: &T5Config) -> bool {
@@ -37,8 +119,9 @@ pub(crate) fn accepted_dtype(dtype: Dtype) -> bool {
     matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
 }
 
-/// The bytes a shard's tensors are in: the memory-mapped file, or tensors converted on load
-/// (a TensorFlow bundle's, transposed into Hugging Face's layout).
+/// The bytes a shard's tensors are in: the memory-mapped file (safetensors, pickles), or tensors
+/// converted on load (a Flax file's or a TensorFlow bundle's, transposed into Hugging Face's
+/// layout).
 enum Backing {
     Mapped(Mmap),
     Owned(Vec<u8>),
@@ -57,7 +140,7 @@ impl std::ops::Deref for Backing {
 struct Shard {
     path: PathBuf,
     bytes: Backing,
-    /// Start of the data section within the file.
+    /// Start of the data section within `bytes`.
     data_start: usize,
 }
 
@@ -83,6 +166,21 @@ impl RawTensor<'_> {
     }
 }
 
+impl View for &RawTensor<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
 fn bytes_to_f32(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
     match dtype {
         Dtype::F32 => bytes
@@ -105,10 +203,10 @@ fn bytes_to_f32(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
 pub struct Weights {
     shards: Vec<Shard>,
     entries: BTreeMap<String, Entry>,
-    /// Tensors present in the files that a T5 of this config does not have.
+    /// Tensors present in the files that a T5 of this config does not have (transformers
+    /// ignores them too; those of a dtype no T5 weight has are not kept).
     pub unexpected: Vec<String>,
-    /// What [`Weights::format`] reports.
-    format: &'static str,
+    format: Format,
     /// How the files were chosen, where that needs saying (e.g. which of several TF steps).
     pub note: Option<String>,
 }
@@ -133,62 +231,49 @@ fn map_file(path: &Path) -> Result<Mmap> {
 }
 
 impl Weights {
-    /// Open the weights of `dir`: `model.safetensors`, or the shards listed in
-    /// `model.safetensors.index.json`, else `pytorch_model.bin` (or its index), else a TF
-    /// checkpoint (see [`tf_bundle`]; its tensors are renamed, transposed and converted to f32
-    /// on load). Checks every expected tensor's presence, shape and dtype and
-    /// reports the first problem by tensor name.
+    /// Open the weights of `dir`: `model.safetensors` (or the shards listed in
+    /// `model.safetensors.index.json`), else `pytorch_model.bin` (or its index), else
+    /// `flax_model.msgpack` (or its index), else a TF checkpoint (see [`tf_bundle`]; its tensors
+    /// are renamed, transposed and converted to f32 on load). Checks every expected tensor's
+    /// presence, shape and dtype and reports the first problem by tensor name.
     pub fn open(dir: &Path, cfg: &T5Config) -> Result<Self> {
-        let single = dir.join("model.safetensors");
-        let index = dir.join("model.safetensors.index.json");
-        let pt_single = dir.join("pytorch_model.bin");
-        let pt_index = dir.join("pytorch_model.bin.index.json");
-        let (files, torch): (Vec<PathBuf>, bool) = if single.exists() {
-            (vec![single], false)
-        } else if index.exists() {
-            (shard_files(&index)?, false)
-        } else if pt_single.exists() {
-            (vec![pt_single], true)
-        } else if pt_index.exists() {
-            (shard_files(&pt_index)?, true)
-        } else if let Some(found) = tf_bundle::find(dir)? {
-            return tf_bundle::open_weights(&found, cfg);
-        } else {
-            return Err(Error::Checkpoint {
-                path: dir.to_path_buf(),
-                msg: "no model.safetensors, model.safetensors.index.json, pytorch_model.bin, \
-                      pytorch_model.bin.index.json or TensorFlow checkpoint (model.ckpt-N.index) \
-                      (a Hugging Face or Mesh-TF checkpoint directory is expected)"
-                    .into(),
-            });
+        let Some((format, files)) = weights_files(dir)? else {
+            if let Some(found) = tf_bundle::find(dir)? {
+                return tf_bundle::open_weights(&found, cfg);
+            }
+            return Err(no_weights(dir));
         };
         let mut shards = Vec::new();
         let mut entries = BTreeMap::new();
         for (i, path) in files.into_iter().enumerate() {
             let mmap = map_file(&path)?;
-            let data_start = if torch {
-                read_torch(&path, &mmap, i, &mut entries)?;
-                0
-            } else {
-                let (n, meta) =
-                    SafeTensors::read_metadata(&mmap).map_err(|e| Error::Checkpoint {
-                        path: path.clone(),
-                        msg: format!("not a valid safetensors file ({e}); is it truncated?"),
-                    })?;
-                for (name, info) in meta.tensors() {
-                    entries.insert(
-                        name,
-                        Entry {
-                            shard: i,
-                            info: info.clone(),
-                        },
-                    );
+            let (bytes, data_start) = match format {
+                Format::Safetensors => {
+                    let n = read_safetensors(&path, &mmap, i, &mut entries)?;
+                    (Backing::Mapped(mmap), 8 + n)
                 }
-                8 + n
+                Format::Pytorch => {
+                    let located = if torch_zip::is_zip(&mmap) {
+                        torch_zip::locate(&mmap)
+                    } else {
+                        torch_zip::locate_legacy(&mmap)
+                    };
+                    let located = located.map_err(|e| locate_error(&path, e))?;
+                    add_located(located, i, &mut entries);
+                    (Backing::Mapped(mmap), 0)
+                }
+                Format::Flax => {
+                    let (buf, located) =
+                        msgpack::read(&mmap).map_err(|e| locate_error(&path, e))?;
+                    add_located(located, i, &mut entries);
+                    (Backing::Owned(buf), 0)
+                }
+                // Not in WEIGHTS_FILES: a TF bundle is found and opened by tf_bundle above.
+                Format::TensorflowBundle => return Err(no_weights(dir)),
             };
             shards.push(Shard {
                 path,
-                bytes: Backing::Mapped(mmap),
+                bytes,
                 data_start,
             });
         }
@@ -196,7 +281,7 @@ impl Weights {
             shards,
             entries,
             unexpected: Vec::new(),
-            format: if torch { "pytorch" } else { "safetensors" },
+            format,
             note: None,
         };
         w.check(cfg)?;
@@ -228,7 +313,7 @@ impl Weights {
                 return Err(Error::Tensor {
                     path,
                     name: spec.name.clone(),
-                    msg: format!("dtype {:?}, expected F32, F16 or BF16", entry.info.dtype),
+                    msg: self.dtype_message(entry.info.dtype),
                 });
             }
         }
@@ -240,7 +325,21 @@ impl Weights {
             .filter(|k| !known.contains(k.as_str()) && !is_alias(k, cfg))
             .cloned()
             .collect();
+        // Tensors transformers ignores (not of the model) and no T5 weight could be: skipped.
+        let unexpected = &self.unexpected;
+        self.entries
+            .retain(|name, e| accepted_dtype(e.info.dtype) || !unexpected.contains(name));
         Ok(())
+    }
+
+    /// Why a tensor of element type `dtype` cannot be a T5 weight, in the terms of the format.
+    fn dtype_message(&self, dtype: Dtype) -> String {
+        let name = dtype_name(dtype);
+        let class = match (self.format, pickle::storage_class(dtype)) {
+            (Format::Pytorch, Some(class)) => format!(" ({class})"),
+            _ => String::new(),
+        };
+        format!("is {name}{class}; a T5 state dict holds float32/float16/bfloat16")
     }
 
     fn describe_files(&self) -> PathBuf {
@@ -260,9 +359,15 @@ impl Weights {
         self.shards.iter().map(|s| s.path.as_path())
     }
 
-    /// The format of the files: `safetensors`, `pytorch` (a torch.save zip archive) or
-    /// `tensorflow-bundle` (a Mesh-TF checkpoint).
+    /// The format of the files: `safetensors`, `pytorch` (a torch.save zip or legacy file),
+    /// `flax` (flax's msgpack) or `tensorflow-bundle` (a Mesh-TF checkpoint);
+    /// [`Weights::file_format`] as an enum.
     pub fn format(&self) -> &'static str {
+        self.format.name()
+    }
+
+    /// The format of the files.
+    pub fn file_format(&self) -> Format {
         self.format
     }
 
@@ -302,19 +407,55 @@ impl Weights {
     }
 }
 
-/// Locate the tensors of the torch.save file `path` (zip or legacy) (mapped as `mmap`, shard `shard`) in `entries`.
-fn read_torch(
+/// NumPy's / torch's name of element type `dtype` (`int64`, `bfloat16`), as config.json's
+/// `dtype` and error messages name it.
+pub fn dtype_name(dtype: Dtype) -> String {
+    match dtype {
+        Dtype::F32 => "float32".into(),
+        Dtype::F16 => "float16".into(),
+        Dtype::BF16 => "bfloat16".into(),
+        Dtype::F64 => "float64".into(),
+        Dtype::I64 => "int64".into(),
+        Dtype::I32 => "int32".into(),
+        Dtype::I16 => "int16".into(),
+        Dtype::I8 => "int8".into(),
+        Dtype::U64 => "uint64".into(),
+        Dtype::U32 => "uint32".into(),
+        Dtype::U16 => "uint16".into(),
+        Dtype::U8 => "uint8".into(),
+        Dtype::BOOL => "bool".into(),
+        Dtype::C64 => "complex64".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Read the header of safetensors file `path` (mapped as `mmap`, shard `shard`) into `entries`;
+/// returns the header's length.
+fn read_safetensors(
     path: &Path,
     mmap: &[u8],
     shard: usize,
     entries: &mut BTreeMap<String, Entry>,
-) -> Result<()> {
-    let located = if torch_zip::is_zip(mmap) {
-        torch_zip::locate(mmap)
-    } else {
-        torch_zip::locate_legacy(mmap)
+) -> Result<usize> {
+    let (n, meta) = SafeTensors::read_metadata(mmap).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!("not a valid safetensors file ({e}); is it truncated?"),
+    })?;
+    for (name, info) in meta.tensors() {
+        entries.insert(
+            name,
+            Entry {
+                shard,
+                info: info.clone(),
+            },
+        );
     }
-    .map_err(|(name, msg)| match name {
+    Ok(n)
+}
+
+/// A reader's error about file `path` (or one of its tensors) as a [`Error`] naming both.
+fn locate_error(path: &Path, (name, msg): LocateError) -> Error {
+    match name {
         Some(name) => Error::Tensor {
             path: path.to_path_buf(),
             name,
@@ -324,7 +465,11 @@ fn read_torch(
             path: path.to_path_buf(),
             msg,
         },
-    })?;
+    }
+}
+
+/// Add the tensors located in shard `shard` to `entries`.
+fn add_located(located: Vec<Located>, shard: usize, entries: &mut BTreeMap<String, Entry>) {
     for t in located {
         entries.insert(
             t.name,
@@ -338,7 +483,6 @@ fn read_torch(
             },
         );
     }
-    Ok(())
 }
 
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
@@ -413,9 +557,12 @@ impl View for &OwnedTensor {
     }
 }
 
-/// Write `tensors` as a safetensors file with metadata `{"format": "pt"}` (what transformers
-/// expects), through a temp file and a rename.
-pub fn save_safetensors(path: &Path, tensors: &BTreeMap<String, OwnedTensor>) -> Result<()> {
+/// Write `tensors` (owned, or borrowed [`RawTensor`]s of open weights) as a safetensors file with
+/// metadata `{"format": "pt"}` (what transformers expects), through a temp file and a rename.
+pub fn save_safetensors<T>(path: &Path, tensors: &BTreeMap<String, T>) -> Result<()>
+where
+    for<'t> &'t T: View,
+{
     let tmp = temp_sibling(path);
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     let res = safetensors::serialize_to_file(tensors.iter(), Some(meta), &tmp)

@@ -27,8 +27,41 @@ pub(crate) enum Global {
     RebuildFromTypeV2,
     /// `torch.Tensor` / `torch.nn.parameter.Parameter`, only as `_rebuild_from_type_v2`'s type.
     TensorType,
+    /// A torch storage class (`torch.LongStorage`), by its element type.
     Storage(Dtype),
 }
+
+/// torch's legacy storage classes with an element type safetensors can name. Only the float
+/// ones can hold a T5 weight; the others are read so that a tensor using one is refused by its
+/// name and dtype (or skipped when transformers would ignore it), not as an unknown global.
+const STORAGES: [(&str, Dtype); 11] = [
+    ("FloatStorage", Dtype::F32),
+    ("HalfStorage", Dtype::F16),
+    ("BFloat16Storage", Dtype::BF16),
+    ("DoubleStorage", Dtype::F64),
+    ("LongStorage", Dtype::I64),
+    ("IntStorage", Dtype::I32),
+    ("ShortStorage", Dtype::I16),
+    ("CharStorage", Dtype::I8),
+    ("ByteStorage", Dtype::U8),
+    ("BoolStorage", Dtype::BOOL),
+    ("ComplexFloatStorage", Dtype::C64),
+];
+
+/// The torch storage class of element type `dtype` (`LongStorage` for int64).
+pub(crate) fn storage_class(dtype: Dtype) -> Option<&'static str> {
+    STORAGES.iter().find(|(_, d)| *d == dtype).map(|(n, _)| *n)
+}
+
+/// torch's storage classes that have no safetensors element type (complex128, quantized).
+const UNREADABLE_STORAGES: [(&str, &str); 6] = [
+    ("ComplexDoubleStorage", "complex128"),
+    ("QInt8Storage", "qint8"),
+    ("QInt32Storage", "qint32"),
+    ("QUInt8Storage", "quint8"),
+    ("QUInt4x2Storage", "quint4x2"),
+    ("QUInt2x4Storage", "quint2x4"),
+];
 
 impl Global {
     fn resolve(module: &str, name: &str) -> Option<Global> {
@@ -39,9 +72,10 @@ impl Global {
             ("torch._tensor", "_rebuild_from_type_v2") => Global::RebuildFromTypeV2,
             ("torch", "Tensor") | ("torch._tensor", "Tensor") => Global::TensorType,
             ("torch.nn.parameter", "Parameter") => Global::TensorType,
-            ("torch", "FloatStorage") => Global::Storage(Dtype::F32),
-            ("torch", "HalfStorage") => Global::Storage(Dtype::F16),
-            ("torch", "BFloat16Storage") => Global::Storage(Dtype::BF16),
+            ("torch", storage) => {
+                let (_, dtype) = STORAGES.iter().find(|(n, _)| *n == storage)?;
+                Global::Storage(*dtype)
+            }
             _ => return None,
         })
     }
@@ -706,13 +740,22 @@ fn state_dict(result: Value) -> Result<Vec<(String, TensorRef)>, String> {
 }
 
 fn resolve(module: &str, name: &str) -> Result<Value, String> {
+    if let Some((_, dtype)) = UNREADABLE_STORAGES
+        .iter()
+        .find(|(n, _)| module == "torch" && *n == name)
+    {
+        return Err(format!(
+            "the state dict holds {dtype} tensors (torch.{name}); a T5 state dict holds \
+             float32/float16/bfloat16"
+        ));
+    }
     Global::resolve(module, name)
         .map(Value::Global)
         .ok_or_else(|| {
             format!(
                 "refused global `{module}.{name}`: a state dict needs only collections.OrderedDict, \
-                 torch._utils._rebuild_tensor_v2 / _rebuild_parameter and the torch Float/Half/\
-                 BFloat16 storages (nothing was executed)"
+                 torch._utils._rebuild_tensor_v2 / _rebuild_parameter and torch's storage \
+                 classes (nothing was executed)"
             )
         })
 }
@@ -723,10 +766,17 @@ mod tests {
 
     /// `{"w": tensor}` as torch.save writes it (protocol 2), by hand.
     fn state_dict_pickle(numel: u8, size: &[u8], stride: &[u8]) -> Vec<u8> {
+        typed_state_dict_pickle("FloatStorage", numel, size, stride)
+    }
+
+    /// The same with the storage of class `torch.<class>`.
+    fn typed_state_dict_pickle(class: &str, numel: u8, size: &[u8], stride: &[u8]) -> Vec<u8> {
         let mut p = vec![0x80, 2];
         p.extend(b"ccollections\nOrderedDict\nq\x00)Rq\x01(X\x01\x00\x00\x00w");
         p.extend(b"ctorch._utils\n_rebuild_tensor_v2\nq\x02(");
-        p.extend(b"(X\x07\x00\x00\x00storageq\x03ctorch\nFloatStorage\nq\x04X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK");
+        p.extend(b"(X\x07\x00\x00\x00storageq\x03ctorch\n");
+        p.extend(class.as_bytes());
+        p.extend(b"\nq\x04X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK");
         p.push(numel);
         p.extend(b"tQK\x00(");
         for s in size {
@@ -751,6 +801,40 @@ mod tests {
         assert_eq!(t.storage.key, "0");
         assert_eq!(t.storage.numel, 6);
         assert_eq!(t.storage.dtype, Dtype::F32);
+    }
+
+    #[test]
+    fn every_legacy_storage_class_is_read_with_its_dtype() {
+        for (class, dtype) in STORAGES {
+            let sd = load_state_dict(&typed_state_dict_pickle(class, 6, &[2, 3], &[3, 1]))
+                .unwrap_or_else(|e| panic!("{class}: {e}"));
+            assert_eq!(sd[0].1.storage.dtype, dtype, "{class}");
+            assert_eq!(storage_class(dtype), Some(class));
+        }
+        assert_eq!(storage_class(Dtype::I64), Some("LongStorage"));
+        assert_eq!(storage_class(Dtype::F8_E4M3), None);
+    }
+
+    #[test]
+    fn storages_without_a_dtype_are_refused_by_dtype() {
+        for (class, dtype) in UNREADABLE_STORAGES {
+            let e =
+                load_state_dict(&typed_state_dict_pickle(class, 6, &[2, 3], &[3, 1])).unwrap_err();
+            assert!(
+                e.contains(&format!("{dtype} tensors (torch.{class})"))
+                    && e.contains("float32/float16/bfloat16"),
+                "{e}"
+            );
+        }
+        // A class torch does not have is still an unknown global.
+        let e = load_state_dict(&typed_state_dict_pickle(
+            "NoSuchStorage",
+            6,
+            &[2, 3],
+            &[3, 1],
+        ))
+        .unwrap_err();
+        assert!(e.contains("refused global `torch.NoSuchStorage`"), "{e}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod names;
 mod proto;
 mod table;
 
-use super::{Backing, Entry, Shard, Weights};
+use super::{Backing, Entry, Format, Shard, Weights};
 use crate::config::T5Config;
 use crate::error::{Error, Result};
 use memmap2::Mmap;
@@ -464,7 +464,7 @@ pub(super) fn open_weights(found: &Found, cfg: &T5Config) -> Result<Weights> {
         shards,
         entries,
         unexpected: Vec::new(),
-        format: FORMAT,
+        format: Format::TensorflowBundle,
         note: found.note.clone(),
     };
     w.check(cfg)?;

@@ -12,6 +12,7 @@
 use super::pickle::{
     legacy_header, legacy_keys, legacy_state_dict, load_state_dict, StorageRef, TensorRef,
 };
+use super::{LocateError, Located};
 use safetensors::Dtype;
 use std::collections::HashMap;
 
@@ -145,19 +146,6 @@ fn entries(b: &[u8]) -> Result<HashMap<String, Span>, String> {
     Ok(out)
 }
 
-/// A tensor located in the file: dtype, shape and absolute byte range.
-#[derive(Debug, Clone)]
-pub(crate) struct Located {
-    pub name: String,
-    pub dtype: Dtype,
-    pub shape: Vec<usize>,
-    pub start: usize,
-    pub end: usize,
-}
-
-/// An error about the archive (`Err(None, msg)`) or about one tensor (`Err(Some(name), msg)`).
-pub(crate) type LocateError = (Option<String>, String);
-
 /// Read the state dict of a torch zip archive and locate every tensor in `bytes`.
 pub(crate) fn locate(bytes: &[u8]) -> Result<Vec<Located>, LocateError> {
     let entries = entries(bytes).map_err(|m| (None, m))?;
@@ -263,7 +251,8 @@ pub(crate) fn locate_legacy(bytes: &[u8]) -> Result<Vec<Located>, LocateError> {
     })
 }
 
-/// Bytes per element (safetensors' own table; only F32/F16/BF16 reach here).
+/// Bytes per element (safetensors' own table; every storage class the unpickler knows is at
+/// least a byte wide).
 fn elem_size(d: Dtype) -> usize {
     d.bitsize() / 8
 }
@@ -283,9 +272,10 @@ fn view(t: &TensorRef, span: Span) -> Result<(usize, usize), String> {
     for (d, (&n, &s)) in t.shape.iter().zip(&t.stride).enumerate().rev() {
         if n != 1 && s as u128 != expect {
             return Err(format!(
-                "size {:?} with stride {:?} is not contiguous (dimension {d}); only contiguous \
-                 tensors are read (save_pretrained writes parameters so; call .contiguous() \
-                 on a view before saving it)",
+                "size {:?} with stride {:?} is not contiguous: dimension {d} has stride {s}, \
+                 expected {expect} (row-major); only contiguous tensors are read \
+                 (save_pretrained writes parameters so; call .contiguous() on a view before \
+                 saving it)",
                 t.shape, t.stride
             ));
         }
@@ -296,8 +286,9 @@ fn view(t: &TensorRef, span: Span) -> Result<(usize, usize), String> {
     let end = (t.offset as u128).saturating_add(numel);
     if end > t.storage.numel as u128 {
         return Err(format!(
-            "elements {}..{end} lie beyond its storage `{}` of {} elements",
-            t.offset, t.storage.key, t.storage.numel
+            "elements {}..{end} lie beyond its storage `{}`: the view of size {:?} at offset {} \
+             needs at least {end} elements, the storage holds {}",
+            t.offset, t.storage.key, t.shape, t.offset, t.storage.numel
         ));
     }
     let start = span.start + (t.offset as u128 * es) as usize;
@@ -345,6 +336,68 @@ mod tests {
             .unwrap(),
             (104, 116)
         );
+    }
+
+    fn tensor(
+        dtype: Dtype,
+        numel: u64,
+        offset: u64,
+        shape: &[usize],
+        stride: &[usize],
+    ) -> TensorRef {
+        TensorRef {
+            storage: StorageRef {
+                dtype,
+                key: "3".into(),
+                numel,
+            },
+            offset,
+            shape: shape.to_vec(),
+            stride: stride.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_strided_view_names_the_dimension_and_the_expected_stride() {
+        // A transposed [2, 3]: strides (1, 2) instead of (3, 1).
+        let t = tensor(Dtype::F32, 6, 0, &[2, 3], &[1, 2]);
+        let e = view(&t, Span { start: 0, len: 24 }).unwrap_err();
+        assert!(
+            e.contains("dimension 1 has stride 2, expected 1") && e.contains("[2, 3]"),
+            "{e}"
+        );
+        let t = tensor(Dtype::F32, 6, 0, &[2, 3], &[4, 1]);
+        let e = view(&t, Span { start: 0, len: 24 }).unwrap_err();
+        assert!(e.contains("dimension 0 has stride 4, expected 3"), "{e}");
+        // A dimension of size 1 may carry any stride.
+        let t = tensor(Dtype::F32, 6, 0, &[1, 6], &[99, 1]);
+        assert_eq!(view(&t, Span { start: 8, len: 24 }).unwrap(), (8, 32));
+    }
+
+    #[test]
+    fn a_view_longer_than_its_storage_says_needed_and_held() {
+        let t = tensor(Dtype::F16, 6, 2, &[2, 3], &[3, 1]);
+        let e = view(&t, Span { start: 0, len: 12 }).unwrap_err();
+        assert!(
+            e.contains("storage `3`")
+                && e.contains("needs at least 8 elements, the storage holds 6"),
+            "{e}"
+        );
+        // The storage's own bytes shorter than it declares.
+        let t = tensor(Dtype::F16, 6, 0, &[6], &[1]);
+        let e = view(&t, Span { start: 0, len: 11 }).unwrap_err();
+        assert!(
+            e.contains("declares 6 elements (12 bytes) but its entry holds 11 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn integer_storages_have_their_own_element_size() {
+        let t = tensor(Dtype::I64, 4, 1, &[3], &[1]);
+        assert_eq!(view(&t, Span { start: 0, len: 32 }).unwrap(), (8, 32));
+        let t = tensor(Dtype::BOOL, 4, 1, &[3], &[1]);
+        assert_eq!(view(&t, Span { start: 0, len: 4 }).unwrap(), (1, 4));
     }
 
     #[test]

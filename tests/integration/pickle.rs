@@ -16,7 +16,7 @@ use std::sync::{Mutex, OnceLock};
 const FIXTURES: [&str; 2] = ["t5_v1_0", "t5_v1_1"];
 
 /// The pickle directories made from fixture `name`, once per test run, under target/.
-fn pickles(name: &str) -> PathBuf {
+pub fn pickles(name: &str) -> PathBuf {
     static MADE: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let mut made = MADE
         .get_or_init(Default::default)
@@ -201,6 +201,8 @@ fn broken_archives_are_clear_errors_naming_the_file() {
             assert_eq!(path, &file("strided"));
             assert_eq!(name, "shared.weight");
             assert!(msg.contains("not contiguous"), "{msg}");
+            // torch's transposed view: expected stride 1 in the last dimension, found 400.
+            assert!(msg.contains("has stride 400, expected 1"), "{msg}");
         }
         other => panic!("expected a tensor error, got {other:?}"),
     }
@@ -216,6 +218,47 @@ fn broken_archives_are_clear_errors_naming_the_file() {
         matches!(&e, Error::Checkpoint { path, msg } if path == &file("hugelen") && msg.contains("declared length 4294967280")),
         "{e:?}"
     );
+}
+
+#[test]
+fn integer_and_double_weights_are_refused_by_dtype_and_storage_class() {
+    let out = pickles("t5_v1_0");
+    for (variant, want) in [
+        (
+            "int64",
+            "is int64 (LongStorage); a T5 state dict holds float32/float16/bfloat16",
+        ),
+        (
+            "float64",
+            "is float64 (DoubleStorage); a T5 state dict holds float32/float16/bfloat16",
+        ),
+    ] {
+        match open_err(&out.join(variant)) {
+            Error::Tensor { path, name, msg } => {
+                assert_eq!(path, out.join(variant).join("pytorch_model.bin"));
+                assert_eq!(name, "shared.weight");
+                assert!(msg.contains(want), "{variant}: {msg}");
+            }
+            other => panic!("{variant}: expected a tensor error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn non_float_tensors_transformers_ignores_are_skipped() {
+    let reference = ModelDir::open(&fixture("t5_v1_0")).unwrap();
+    let m = ModelDir::open(&pickles("t5_v1_0").join("extra_int")).unwrap();
+    let extra = ["decoder.causal_mask", "encoder.position_ids"];
+    assert_eq!(m.weights.unexpected, extra);
+    assert!(m.weights.names().all(|n| !extra.contains(&n)));
+    for spec in expected_tensors(&m.config) {
+        assert!(
+            m.weights.raw(&spec.name).unwrap().bytes
+                == reference.weights.raw(&spec.name).unwrap().bytes,
+            "{}",
+            spec.name
+        );
+    }
 }
 
 #[test]
