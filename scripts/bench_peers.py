@@ -168,11 +168,11 @@ def main():
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="transformers' weights")
     ap.add_argument("--engine", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if (args.device != "cpu" or args.dtype != "fp32") and set(args.engines.split(",")) != {"transformers"}:
-        sys.exit("--device and --dtype apply to --engines transformers only")
     args.batch_sizes = [int(x) for x in str(args.batch_sizes).split(",")]
     if args.engine:
         return child(args)
+    if (args.device != "cpu" or args.dtype != "fp32") and set(args.engines.split(",")) != {"transformers"}:
+        sys.exit("--device and --dtype apply to --engines transformers only")
     if not os.path.exists(os.path.join(args.out, "questions.json")):
         sys.exit(f"{args.out}/questions.json not found: run `cbqa bench --out {args.out}` first")
     all_rows = []
