@@ -81,3 +81,34 @@ fn gpu_check_dry_run_writes_every_result() {
         "{doctor:?}"
     );
 }
+
+#[test]
+fn bf16_compute_is_the_tch_backends_and_bench_measures_one_kind_of_model() {
+    let export = crate::runtime::optimum_export("t5_v1_0");
+    let data = root().join("eval/demo/nq-open-200.jsonl");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("eval");
+    let (ok, _, e) = crate::common::run_cbqa(&[
+        "eval",
+        "--model",
+        export.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--compute",
+        "bf16",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && e.contains("--compute") && e.contains("tch"), "{e}");
+    let fixture = crate::common::fixture("t5_v1_0");
+    let (ok, _, e) = crate::common::run_cbqa(&[
+        "bench",
+        "--backends",
+        "tch,ort",
+        "--model",
+        fixture.to_str().unwrap(),
+        "--out",
+        tmp.path().join("bench").to_str().unwrap(),
+    ]);
+    assert!(!ok && e.contains("one kind per run"), "{e}");
+}
