@@ -37,6 +37,7 @@ fi
 # Stage next to the bundle, then swap it in, so a failed run leaves the old bundle whole.
 stage="$(mktemp -d "$root/.device-bundle.XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
+chmod 755 "$stage"
 mkdir -p "$stage/scripts" "$stage/tests/fixtures" "$stage/eval/demo"
 objcopy --strip-all "$binary" "$stage/cbqa"
 cp scripts/gpu_check.sh scripts/gpu_check.py scripts/bench_peers.py scripts/bench_train.py "$stage/scripts/"
@@ -70,26 +71,51 @@ fi
 echo "carry:   [\"device-bundle\"]"
 echo "command: bash device-bundle/scripts/gpu_check.sh    (results in \$OUT; about 8 minutes; timeout_s 540)"
 
-if [ "$selftest" = 1 ]; then
-  torchlib="$(cd .venv/libtorch/lib && pwd -P)"
-  echo "== self-test: $bundle/cbqa with LD_LIBRARY_PATH=$torchlib (torch $torch_version)"
-  deps="$(LD_LIBRARY_PATH="$torchlib" ldd "$bundle/cbqa")"
+# run_as_device CMD...: CMD with torch 2.11's lib folder at another path and the build's own
+# libtorch folder hidden (a private mount namespace: the binary's rpath and recorded libtorch_cuda.so
+# lead nowhere, as on the GPU machine), LD_LIBRARY_PATH naming only that other path. Without
+# `unshare -m` (no privilege) the build's path stays visible and it says so.
+run_as_device() {
+  if [ "$hidden" = 1 ]; then
+    unshare -m bash -c 'mount --bind "$1" "$2" && mount --bind "$3" "$1" && shift 3 && exec "$@"' \
+      _ "$site" "$view" "$empty" env LD_LIBRARY_PATH="$torchlib" "$@"
+  else
+    env LD_LIBRARY_PATH="$torchlib" "$@"
+  fi
+}
+
+self_test() {
+  site="$(dirname "$(readlink -f .venv/libtorch)")"
+  view="$(mktemp -d)" empty="$(mktemp -d)" out="$(mktemp -d)"
+  trap 'rm -rf "$view" "$empty" "$out"' RETURN
+  hidden=0 torchlib="$site/torch/lib"
+  if unshare -m true 2>/dev/null; then
+    hidden=1 torchlib="$view/torch/lib"
+  else
+    echo "device_bundle.sh: unshare -m is not permitted: the build's libtorch path stays visible" >&2
+  fi
+  echo "== self-test: $bundle/cbqa with LD_LIBRARY_PATH=$torchlib only (torch $torch_version)"
+  deps="$(run_as_device ldd "$bundle/cbqa")"
   echo "$deps" | grep -E 'libtorch|libc10'
   if echo "$deps" | grep -E 'libtorch|libc10' | grep -v -F "$torchlib/" | grep -q .; then
-    echo "device_bundle.sh: a libtorch library resolves outside $torchlib" >&2; exit 1
+    echo "device_bundle.sh: a libtorch library resolves outside $torchlib" >&2; return 1
   fi
   if echo "$deps" | grep -q 'not found'; then
-    echo "device_bundle.sh: unresolved libraries:" >&2; echo "$deps" | grep 'not found' >&2; exit 1
+    echo "device_bundle.sh: unresolved libraries:" >&2; echo "$deps" | grep 'not found' >&2; return 1
   fi
-  doctor="$(env -u LIBTORCH LD_LIBRARY_PATH="$torchlib" "$bundle/cbqa" doctor)"
+  doctor="$(run_as_device "$bundle/cbqa" doctor)"
   echo "$doctor"
-  grep -q 'torch 2.11.0' <<<"$doctor" || { echo "device_bundle.sh: doctor names no torch 2.11.0" >&2; exit 1; }
-  grep -q 'libtorch_cuda.so' <<<"$doctor" || { echo "device_bundle.sh: libtorch_cuda.so did not load" >&2; exit 1; }
-  tmp="$(mktemp -d)"
-  LD_LIBRARY_PATH="$torchlib" "$bundle/cbqa" eval --backend tch --model "$bundle/tests/fixtures/t5_v1_1" \
-    --data "$bundle/eval/demo/nq-open-200.jsonl" --limit 20 --beams 4 --out "$tmp/eval"
-  rows=$(($(wc -l <"$tmp/eval/predictions.csv") - 1))
-  rm -rf "$tmp"
-  [ "$rows" = 20 ] || { echo "device_bundle.sh: the tch eval wrote $rows predictions, not 20" >&2; exit 1; }
-  echo "device_bundle.sh: self-test passed (doctor, tch beam-4 eval of 20 questions on torch $torch_version)"
+  grep -q 'torch 2.11.0' <<<"$doctor" || { echo "device_bundle.sh: doctor names no torch 2.11.0" >&2; return 1; }
+  grep -q 'libtorch_cuda.so loaded\|available' <<<"$doctor" ||
+    { echo "device_bundle.sh: libtorch_cuda.so did not load" >&2; return 1; }
+  run_as_device "$bundle/cbqa" eval --backend tch --model "$bundle/tests/fixtures/t5_v1_1" \
+    --data "$bundle/eval/demo/nq-open-200.jsonl" --limit 20 --beams 4 --out "$out/eval"
+  rows=$(($(wc -l <"$out/eval/predictions.csv") - 1))
+  [ "$rows" = 20 ] || { echo "device_bundle.sh: the tch eval wrote $rows predictions, not 20" >&2; return 1; }
+  echo "device_bundle.sh: self-test passed (build's libtorch hidden: $([ "$hidden" = 1 ] && echo yes || echo no);" \
+    "doctor, tch beam-4 eval of 20 questions on torch $torch_version)"
+}
+
+if [ "$selftest" = 1 ]; then
+  self_test
 fi
