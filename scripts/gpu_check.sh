@@ -15,7 +15,8 @@
 #   peers.csv         the ratios; train_speed.csv: training tokens/s and peak GPU memory of
 #                     `cbqa train` vs transformers (AdaFactor, bf16, t5-base shape)
 #   summary.csv       one row per check (pass/FAIL); timings.csv: seconds per step
-# The exit status is 1 when any check failed; every step runs regardless.
+# The exit status is 1 when any check failed; every step runs regardless. GPU_CHECK_STEPS,
+# GPU_CHECK_SHAPES and GPU_CHECK_QUESTIONS shorten a rerun.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dry=0
@@ -61,6 +62,9 @@ else
   dev=cuda:0 steps=300 limit=() threads=16
   shapes=(t5-base t5-large) batches=1,32,256 questions=256 train_peer=(--preset t5-base --batch 128 --steps 30 --warmup 5)
 fi
+# A shorter rerun on the GPU machine: GPU_CHECK_STEPS=100 GPU_CHECK_SHAPES=t5-base GPU_CHECK_QUESTIONS=64
+steps="${GPU_CHECK_STEPS:-$steps}" questions="${GPU_CHECK_QUESTIONS:-$questions}"
+[ -n "${GPU_CHECK_SHAPES:-}" ] && read -r -a shapes <<<"$GPU_CHECK_SHAPES"
 echo "gpu_check: $bin on $dev, python $python, results in $out"
 
 # run NAME CMD...: CMD's output to OUT/logs/NAME.log, its seconds to timings.csv, a FAIL row if it fails.
