@@ -69,7 +69,8 @@ if [ $((bundle_b + tree_b)) -ge $((limit_mib * 1048576)) ]; then
   echo "device_bundle.sh: over the device tool's ${limit_mib} MiB" >&2; exit 1
 fi
 echo "carry:   [\"device-bundle\"]"
-echo "command: bash device-bundle/scripts/gpu_check.sh    (results in \$OUT; about 8 minutes; timeout_s 540)"
+echo "command: bash device-bundle/scripts/gpu_check.sh    (results in \$OUT as they come; estimated 4-6 minutes, never measured; timeout_s 420)"
+echo "rerun:   GPU_CHECK_SHAPES=t5-base GPU_CHECK_STEPS=100 GPU_CHECK_QUESTIONS=64 bash device-bundle/scripts/gpu_check.sh"
 
 # run_as_device CMD...: CMD with torch 2.11's lib folder at another path and the build's own
 # libtorch folder hidden (a private mount namespace: the binary's rpath and recorded libtorch_cuda.so
