@@ -13,26 +13,82 @@ use cbqa::eval::report::{append_row, utc_timestamp};
 use cbqa::generate::GenerateOptions;
 use cbqa::progress::Progress;
 use cbqa::runtime::{Backend, BackendKind, BackendOptions, Device, OnnxDir};
+use cbqa::{GenerationConfig, T5Config};
 use std::path::Path;
 
+/// The model a sweep measures: an export (ort, tract) or a checkpoint directory (tch).
+enum Source {
+    Onnx(OnnxDir),
+    #[cfg(feature = "train")]
+    Checkpoint(cbqa::ModelDir),
+}
+
+impl Source {
+    /// A checkpoint directory when the engines are `tch` alone, an export otherwise.
+    fn open(model: &Path, backends: &[BackendArg]) -> Result<Self> {
+        let tch = backends
+            .iter()
+            .filter(|&&b| options::backend_kind(b) == BackendKind::Tch)
+            .count();
+        if tch > 0 && tch < backends.len() {
+            bail!("--backends tch measures a checkpoint directory, ort and tract an export: one kind per run");
+        }
+        #[cfg(feature = "train")]
+        if tch > 0 {
+            return Ok(Source::Checkpoint(cbqa::ModelDir::open(model)?));
+        }
+        Ok(Source::Onnx(OnnxDir::open(model)?))
+    }
+
+    fn parts(&self) -> (&T5Config, &GenerationConfig, &tokenizers::Tokenizer) {
+        match self {
+            Source::Onnx(d) => (&d.config, &d.generation, &d.tokenizer),
+            #[cfg(feature = "train")]
+            Source::Checkpoint(d) => (&d.config, &d.generation, &d.tokenizer),
+        }
+    }
+
+    fn load(&self, opts: &BackendOptions) -> Result<Backend> {
+        Ok(match self {
+            Source::Onnx(d) => Backend::load(d, opts)?,
+            #[cfg(feature = "train")]
+            Source::Checkpoint(d) => Backend::load_checkpoint(d, opts)?,
+        })
+    }
+
+    /// The precision column: the export's own, or the tch backend's matmul precision.
+    #[cfg_attr(not(feature = "train"), allow(unused_variables))]
+    fn precision(&self, model: &Path, compute: cbqa::runtime::Compute) -> String {
+        match self {
+            Source::Onnx(_) => cbqa::runtime::precision_of(model),
+            #[cfg(feature = "train")]
+            Source::Checkpoint(_) => match compute {
+                cbqa::runtime::Compute::Fp32 => "fp32".into(),
+                cbqa::runtime::Compute::Bf16 => "bf16".into(),
+            },
+        }
+    }
+}
+
 /// Questions of 10–21 tokens: from a data file, or synthetic ids (deterministic).
-fn questions(args: &BenchArgs, dir: &OnnxDir) -> Result<Vec<Vec<u32>>> {
+fn questions(args: &BenchArgs, source: &Source) -> Result<Vec<Vec<u32>>> {
+    let (config, _, tokenizer) = source.parts();
     let (lo, hi) = (
         args.min_tokens.max(2),
         args.max_tokens.max(args.min_tokens.max(2)),
     );
-    let eos = dir.config.eos_id();
+    let eos = config.eos_id();
     if let Some(path) = &args.data {
         let ds = cbqa::data::Dataset::read(path, &Default::default())?;
         let mut out = Vec::new();
         for e in &ds.examples {
-            let enc = dir
-                .tokenizer
-                .encode(e.question.as_str(), true)
-                .map_err(|e| cbqa::Error::Tokenize {
-                    action: "encoding a question".into(),
-                    source: e,
-                })?;
+            let enc =
+                tokenizer
+                    .encode(e.question.as_str(), true)
+                    .map_err(|e| cbqa::Error::Tokenize {
+                        action: "encoding a question".into(),
+                        source: e,
+                    })?;
             let ids = enc.get_ids().to_vec();
             if (lo..=hi).contains(&ids.len()) {
                 out.push(ids);
@@ -47,10 +103,7 @@ fn questions(args: &BenchArgs, dir: &OnnxDir) -> Result<Vec<Vec<u32>>> {
         let n = out.len();
         return Ok((0..args.questions).map(|i| out[i % n].clone()).collect());
     }
-    let vocab = dir
-        .tokenizer
-        .get_vocab_size(false)
-        .clamp(4, dir.config.vocab_size) as u64;
+    let vocab = tokenizer.get_vocab_size(false).clamp(4, config.vocab_size) as u64;
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = || {
         x ^= x << 13;
@@ -93,22 +146,24 @@ fn measure(args: &BenchArgs, csv: &Path) -> Result<()> {
         .as_ref()
         .context("--model is required (unless --plot-only)")?;
     std::fs::create_dir_all(&args.out)?;
-    let dir = OnnxDir::open(model)?;
-    let qs = questions(args, &dir)?;
+    let source = Source::open(model, &args.backends)?;
+    let qs = questions(args, &source)?;
     // The exact token ids, so scripts/bench_peers.py runs the same workload.
     cbqa::fsutil::write_atomic(
         &args.out.join("questions.json"),
         serde_json::to_string(&qs)?.as_bytes(),
     )?;
+    let compute = options::compute(args.compute);
     let sweep = Sweep {
-        dir: &dir,
+        source: &source,
         questions: &qs,
         device: args.device.parse()?,
+        compute,
         precision: args
             .precision
             .clone()
-            .unwrap_or_else(|| cbqa::runtime::precision_of(model)),
-        opts: generate_options(args, &dir)?,
+            .unwrap_or_else(|| source.precision(model, compute)),
+        opts: generate_options(args, &source)?,
         context: context(args, model, &qs),
         limits: if args.roofline {
             machine_limits(args)?
@@ -208,7 +263,8 @@ fn write_roofline(out: &Path, results: &[BenchResult], bounds: &[Roofline]) -> R
 }
 
 /// Forced-length decoding, so engines do equal work; no greedy scores.
-fn generate_options(args: &BenchArgs, dir: &OnnxDir) -> Result<GenerateOptions> {
+fn generate_options(args: &BenchArgs, source: &Source) -> Result<GenerateOptions> {
+    let (config, generation, _) = source.parts();
     let opts = GenerateOptions {
         max_new_tokens: args.force_steps.max(1),
         min_new_tokens: args.force_steps.max(1),
@@ -218,7 +274,7 @@ fn generate_options(args: &BenchArgs, dir: &OnnxDir) -> Result<GenerateOptions> 
         output_scores: false,
         ..GenerateOptions::default()
     };
-    Ok(opts.for_model(&dir.generation, &dir.config)?)
+    Ok(opts.for_model(generation, config)?)
 }
 
 /// The environment and workload columns of every bench.csv row.
@@ -247,9 +303,10 @@ fn context(args: &BenchArgs, model: &Path, qs: &[Vec<u32>]) -> Vec<(String, Stri
 
 /// What every configuration of a sweep shares.
 struct Sweep<'a> {
-    dir: &'a OnnxDir,
+    source: &'a Source,
     questions: &'a [Vec<u32>],
     device: Device,
+    compute: cbqa::runtime::Compute,
     precision: String,
     opts: GenerateOptions,
     context: Vec<(String, String)>,
@@ -272,7 +329,7 @@ impl Sweep<'_> {
         );
         let weights = Weights::from_precision(&self.precision);
         Some(RunBound::of(
-            &self.dir.config,
+            self.source.parts().0,
             weights,
             &shapes,
             repeat,
@@ -289,9 +346,6 @@ impl Sweep<'_> {
         csv: &Path,
         progress: &mut Progress,
     ) -> Result<Vec<(BenchResult, Option<Roofline>)>> {
-        if options::backend_kind(kind) == BackendKind::Tch {
-            bail!("cbqa bench measures exported models; --backends ort,tract");
-        }
         let bopts = BackendOptions {
             kind: options::backend_kind(kind),
             device: if kind == BackendArg::Tract {
@@ -301,12 +355,14 @@ impl Sweep<'_> {
             },
             threads,
             opt_level: args.opt_level,
+            compute: self.compute,
             ..BackendOptions::default()
         };
-        let backend = Backend::load(self.dir, &bopts)?;
-        let engine = match kind {
-            BackendArg::Tract => "cbqa-tract",
-            _ => "cbqa-ort",
+        let backend = self.source.load(&bopts)?;
+        let engine = match options::backend_kind(kind) {
+            BackendKind::Tract => "cbqa-tract",
+            BackendKind::Tch => "cbqa-tch",
+            BackendKind::Ort => "cbqa-ort",
         };
         let dev = bopts.device.to_string();
         let mut results = Vec::new();
