@@ -22,15 +22,15 @@ fn main() {
     if env::var_os("CARGO_FEATURE_TRAIN").is_some() {
         let libtorch = env::var("LIBTORCH").map(PathBuf::from).unwrap_or_else(|_| {
             panic!(
-                "LIBTORCH is not set: run scripts/setup.sh (it installs torch==2.13.0 into .venv), \
-                 or set LIBTORCH to a libtorch 2.13.0 directory"
+                "LIBTORCH is not set: run scripts/setup.sh (it installs torch==2.11.0 into .venv), \
+                 or set LIBTORCH to a libtorch 2.11.0 directory"
             )
         });
         let lib = libtorch.join("lib");
         if !lib.join("libtorch_cpu.so").exists() {
             panic!(
                 "libtorch not found at {} (no libtorch_cpu.so): run scripts/setup.sh, which installs \
-                 torch==2.13.0 into .venv, or build with --no-default-features --features ort,tract \
+                 torch==2.11.0 into .venv, or build with --no-default-features --features ort,tract \
                  for an inference-only binary",
                 lib.display()
             );

@@ -8,6 +8,8 @@ Runs the token ids that `cbqa bench` wrote to OUT/questions.json through
   ct2-int8       CTranslate2 Translator, compute_type int8
 with every question forced to decode exactly --force-steps tokens (min = max new tokens), in
 batches of the given sizes, each engine in its own process so its peak RSS is its own.
+transformers also runs on a GPU (--device cuda, --dtype bf16: the model cast to bfloat16), as
+scripts/gpu_check.sh does beside `cbqa bench --backends tch --device cuda`.
 
   .venv/bin/python scripts/bench_peers.py --checkpoint CKPT --optimum-onnx DIR --ct2 DIR \
       --out runs/bench --batch-sizes 32 --threads 2 --force-steps 8
@@ -61,12 +63,19 @@ def batches(questions, bs):
     return [questions[i:i + bs] for i in range(0, len(questions), bs)]
 
 
-def pad(batch):
+def pad(batch, device="cpu"):
     import torch
     n = max(len(q) for q in batch)
     ids = torch.tensor([q + [0] * (n - len(q)) for q in batch], dtype=torch.long)
     mask = torch.tensor([[1] * len(q) + [0] * (n - len(q)) for q in batch], dtype=torch.long)
-    return ids, mask
+    return ids.to(device), mask.to(device)
+
+
+def sync(device):
+    """Wait for the GPU, so a batch's latency is its own."""
+    if device != "cpu":
+        import torch
+        torch.cuda.synchronize()
 
 
 def run_engine(args, questions, bs):
@@ -78,6 +87,7 @@ def run_engine(args, questions, bs):
         if args.engine == "transformers":
             from transformers import T5ForConditionalGeneration
             model = T5ForConditionalGeneration.from_pretrained(args.checkpoint).eval()
+            model = model.to(args.device, dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32)
         else:
             import onnxruntime as ort
             from optimum.onnxruntime import ORTModelForSeq2SeqLM
@@ -88,10 +98,11 @@ def run_engine(args, questions, bs):
                                                          provider="CPUExecutionProvider")
 
         def gen(batch):
-            ids, mask = pad(batch)
+            ids, mask = pad(batch, args.device)
             with torch.inference_mode():
                 out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps,
                                      min_new_tokens=steps, num_beams=1, do_sample=False)
+            sync(args.device)
             return int((out.shape[1] - 1) * out.shape[0])
     else:
         import ctranslate2
@@ -138,11 +149,11 @@ def child(args):
     for bs in args.batch_sizes:
         lat, toks, wall = run_engine(args, questions, bs)
         n = len(questions) * args.repeat
-        precision = "int8" if args.engine == "ct2-int8" else "fp32"
+        precision = "int8" if args.engine == "ct2-int8" else args.dtype
         per_question = bounds.get((precision, bs, args.threads))
         bound = None if per_question is None else per_question * n
         rows.append({
-            "engine": args.engine, "device": "cpu", "precision": precision,
+            "engine": args.engine, "device": args.device, "precision": precision,
             "roofline_s": "" if bound is None else f"{bound:.4f}",
             "roofline_fraction": "" if bound is None else f"{bound / wall:.3f}",
             "batch_size": bs, "threads": args.threads, "questions": n, "generated_tokens": toks,
@@ -169,11 +180,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--force-steps", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N (transformers only)")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="transformers' weights")
     ap.add_argument("--engine", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.batch_sizes = [int(x) for x in str(args.batch_sizes).split(",")]
     if args.engine:
         return child(args)
+    if (args.device != "cpu" or args.dtype != "fp32") and set(args.engines.split(",")) != {"transformers"}:
+        sys.exit("--device and --dtype apply to --engines transformers only")
     if not os.path.exists(os.path.join(args.out, "questions.json")):
         sys.exit(f"{args.out}/questions.json not found: run `cbqa bench --out {args.out}` first")
     all_rows = []
@@ -183,14 +198,16 @@ def main():
             sys.exit(f"engine {engine} needs --optimum-onnx / --ct2")
         cmd = [sys.executable, os.path.abspath(__file__), "--engine", engine, "--checkpoint", args.checkpoint,
                "--out", args.out, "--batch-sizes", ",".join(map(str, args.batch_sizes)), "--threads",
-               str(args.threads), "--force-steps", str(args.force_steps), "--repeat", str(args.repeat)]
+               str(args.threads), "--force-steps", str(args.force_steps), "--repeat", str(args.repeat),
+               "--device", args.device, "--dtype", args.dtype]
         if args.optimum_onnx:
             cmd += ["--optimum-onnx", args.optimum_onnx]
         if args.ct2:
             cmd += ["--ct2", args.ct2]
         env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(args.threads))
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-        sys.stderr.write(out.stderr[-2000:] if out.returncode else "")
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if out.returncode:
+            sys.exit(f"{engine} failed ({out.returncode}):\n{out.stderr[-4000:]}")
         all_rows += json.loads(out.stdout.strip().splitlines()[-1])
     append_rows(os.path.join(args.out, "bench.csv"), all_rows)
     for r in all_rows:

@@ -9,6 +9,9 @@ pads and both do the same arithmetic per step. Reported: steady-state training t
 target tokens, the first --warmup steps dropped), the ratio cbqa/transformers, and the peak RSS of
 each process. This is a benchmark, not a test: numbers drift run to run on a shared machine, so
 the two sides alternate for --rounds rounds and the medians are reported.
+On a GPU (--device cuda, --precision bf16: cbqa's bf16 matmuls on fp32 weights, transformers under
+torch.autocast(bfloat16), the same mixed precision), the peak GPU memory of each process is read
+with nvidia-smi (memory in use above what was in use before it started, CUDA context included).
 
 Run: .venv/bin/python scripts/bench_train.py [--bin target/debug/cbqa] [--threads 2]
          [--batch 32] [--in-len 16] [--out-len 8] [--steps 12] [--warmup 2] [--rounds 2]
@@ -32,9 +35,46 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
 
 
-def measured(cmd):
-    """Run cmd; return (stdout, wall seconds, peak RSS MiB of that process alone, via wait4)."""
+def gpu_used_mib():
+    """Memory in use on GPU 0 per nvidia-smi (MiB), or None without nvidia-smi."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits",
+                              "-i", "0"], capture_output=True, text=True, timeout=10)
+        return float(out.stdout.split()[0]) if out.returncode == 0 else None
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
+class GpuPeak:
+    """Polls nvidia-smi in a thread while a child runs; `peak` is MiB above the starting level."""
+
+    def __init__(self, on):
+        import threading
+        self.base = gpu_used_mib() if on else None
+        self.top, self.stop = self.base, threading.Event()
+        self.thread = threading.Thread(target=self.poll, daemon=True) if self.base is not None else None
+        if self.thread:
+            self.thread.start()
+
+    def poll(self):
+        while not self.stop.wait(0.2):
+            used = gpu_used_mib()
+            if used is not None:
+                self.top = max(self.top, used)
+
+    def peak(self):
+        if not self.thread:
+            return None
+        self.stop.set()
+        self.thread.join()
+        return self.top - self.base
+
+
+def measured(cmd, gpu=False):
+    """Run cmd; return (stdout, wall seconds, peak RSS MiB of that process alone, via wait4,
+    peak GPU MiB or None)."""
     with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
+        gpu_peak = GpuPeak(gpu)
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
         _, status, usage = os.wait4(p.pid, 0)
@@ -44,9 +84,10 @@ def measured(cmd):
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
+        gpu_mib = gpu_peak.peak()
     if code != 0:
         raise SystemExit(f"{cmd[0]} failed ({code}):\n{stderr[-4000:]}")
-    return stdout, wall, usage.ru_maxrss / 1024
+    return stdout, wall, usage.ru_maxrss / 1024, gpu_mib
 
 
 def make_model(cbqa, work, preset):
@@ -82,15 +123,16 @@ def make_data(model, path, n, in_len, out_len, seed=0):
 def run_cbqa(cbqa, model, data, work, args, tag):
     out = os.path.join(work, f"run-{tag}")
     per_example = args.in_len + args.out_len + 2
-    cmd = [cbqa, "train", "--model", model, "--train", data, "--out", out, "--device", "cpu",
+    cmd = [cbqa, "train", "--model", model, "--train", data, "--out", out, "--device", args.device,
+           "--precision", args.precision,
            "--max-steps", str(args.steps), "--batch-tokens", str(args.batch * per_example),
            "--micro-batch-tokens", str(args.batch * per_example), "--threads", str(args.threads),
            "--optimizer", "adafactor", "--lr", "1e-3", "--dropout", "0.1", "--log-every", "1000"]
-    _, wall, peak = measured(cmd)
+    _, wall, peak, gpu = measured(cmd, args.device != "cpu")
     with open(os.path.join(out, "train_log.csv")) as f:
         rows = list(csv.DictReader(f))
     tps = [float(r["tokens_per_s"]) for r in rows[args.warmup:]]
-    return {"tokens_per_s": statistics.median(tps), "wall_s": wall, "peak_rss_mib": peak}
+    return {"tokens_per_s": statistics.median(tps), "wall_s": wall, "peak_rss_mib": peak, "peak_gpu_mib": gpu}
 
 
 PY_SIDE = r"""
@@ -98,7 +140,7 @@ import json, os, statistics, sys, time, torch
 from transformers import T5ForConditionalGeneration
 from transformers.optimization import Adafactor
 from tokenizers import Tokenizer
-model_dir, data, threads, batch, steps, warmup, seed = sys.argv[1:8]
+model_dir, data, threads, batch, steps, warmup, seed, device, precision = sys.argv[1:10]
 threads, batch, steps, warmup, seed = int(threads), int(batch), int(steps), int(warmup), int(seed)
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
@@ -107,8 +149,10 @@ rows = [json.loads(l) for l in open(data, encoding="utf-8")]
 enc = lambda s: tok.encode(s, add_special_tokens=False).ids + [1]
 qs = [enc(r["question"]) for r in rows]
 ans = [enc(r["answer"][0]) for r in rows]
-model = T5ForConditionalGeneration.from_pretrained(model_dir)
+model = T5ForConditionalGeneration.from_pretrained(model_dir).to(device)
 model.config.dropout_rate = 0.1
+autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16")
+sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
 model.train()
 opt = Adafactor(model.parameters(), lr=1e-3, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8,
                 beta1=None, weight_decay=0.0, relative_step=False, scale_parameter=False, warmup_init=False)
@@ -117,15 +161,17 @@ tps = []
 for step in range(steps):
     idx = [order[(step * batch + k) % len(order)] for k in range(batch)]
     t0 = time.perf_counter()
-    ids = torch.tensor([qs[i] for i in idx])
-    labels = torch.tensor([ans[i] for i in idx])
+    ids = torch.tensor([qs[i] for i in idx]).to(device)
+    labels = torch.tensor([ans[i] for i in idx]).to(device)
     mask = torch.ones_like(ids)
     opt.zero_grad(set_to_none=False)
-    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    with autocast:
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     if not torch.isfinite(loss):
         raise SystemExit("non-finite loss")
     loss.backward()
     opt.step()
+    sync()
     dt = time.perf_counter() - t0
     tps.append((ids.numel() + labels.numel()) / dt)
 print(json.dumps({"tokens_per_s": statistics.median(tps[warmup:])}))
@@ -133,11 +179,13 @@ print(json.dumps({"tokens_per_s": statistics.median(tps[warmup:])}))
 
 
 def run_transformers(model, data, args):
-    stdout, wall, peak = measured([sys.executable, "-c", PY_SIDE, model, data, str(args.threads),
-                                   str(args.batch), str(args.steps), str(args.warmup), "0"])
+    stdout, wall, peak, gpu = measured([sys.executable, "-c", PY_SIDE, model, data, str(args.threads),
+                                        str(args.batch), str(args.steps), str(args.warmup), "0",
+                                        args.device, args.precision], args.device != "cpu")
     res = json.loads(stdout.strip().splitlines()[-1])
     res["wall_s"] = wall
     res["peak_rss_mib"] = peak
+    res["peak_gpu_mib"] = gpu
     return res
 
 
@@ -152,6 +200,8 @@ def main():
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both sides)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--csv", default=os.path.join(ROOT, "runs", "bench-train", "train_speed.csv"))
     args = ap.parse_args()
     if not os.path.exists(args.bin):
@@ -168,10 +218,12 @@ def main():
                   f"cbqa {results['cbqa'][-1]['tokens_per_s']:.0f} tok/s", flush=True)
     med = {k: statistics.median(x["tokens_per_s"] for x in v) for k, v in results.items()}
     mem = {k: max(x["peak_rss_mib"] for x in v) for k, v in results.items()}
+    gpu = {k: max((x["peak_gpu_mib"] for x in v if x["peak_gpu_mib"] is not None), default=None)
+           for k, v in results.items()}
     ratio = med["cbqa"] / med["transformers"]
     setting = (f"{args.preset}, batch {args.batch} x ({args.in_len}+1 in, {args.out_len}+1 out) tokens, "
                f"AdaFactor, dropout 0.1, {args.threads} threads, {args.steps} steps ({args.warmup} warm-up), "
-               f"{args.rounds} rounds")
+               f"{args.rounds} rounds, {args.device} {args.precision}")
     print(f"\n{setting}")
     print(f"{'system':<14}{'tokens/s':>10}{'peak RSS MiB':>14}")
     for k in ("transformers", "cbqa"):
@@ -180,9 +232,10 @@ def main():
     os.makedirs(os.path.dirname(args.csv), exist_ok=True)
     with open(args.csv, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["system", "tokens_per_s", "peak_rss_mib", "ratio_vs_transformers", "setting"])
+        w.writerow(["system", "tokens_per_s", "peak_rss_mib", "peak_gpu_mib", "ratio_vs_transformers", "setting"])
         for k in ("transformers", "cbqa"):
-            w.writerow([k, f"{med[k]:.1f}", f"{mem[k]:.0f}", f"{med[k] / med['transformers']:.3f}", setting])
+            g = "" if gpu[k] is None else f"{gpu[k]:.0f}"
+            w.writerow([k, f"{med[k]:.1f}", f"{mem[k]:.0f}", g, f"{med[k] / med['transformers']:.3f}", setting])
     print(f"wrote {args.csv}")
 
 

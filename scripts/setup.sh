@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent project set-up: a venv in .venv with the pinned native stack and the test oracle.
-#   torch        -> libtorch for the `tch` crate (tch 0.26 checks for torch 2.13.0)
+#   torch        -> libtorch for the `tch` crate (tch 0.24 checks for torch 2.11.0)
 #   onnxruntime  -> libonnxruntime.so for the `ort` crate (loaded at run time, never downloaded)
 #   transformers, safetensors, onnx, sentencepiece, optimum-onnx -> the reference implementation
 # It also makes two stable links that the build and the binary use, whatever the Python version:

@@ -113,6 +113,14 @@ pub enum BackendArg {
     Tch,
 }
 
+/// Matmul precision of the tch backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComputeArg {
+    Fp32,
+    /// fp32 weights and residual stream, bf16 matmuls.
+    Bf16,
+}
+
 /// How answers are produced from an exported model.
 #[derive(Debug, Args)]
 pub struct RuntimeArgs {
@@ -135,6 +143,10 @@ pub struct RuntimeArgs {
     /// TensorRT engine cache directory (default: MODEL/trt-cache).
     #[arg(long)]
     pub trt_cache: Option<PathBuf>,
+    /// Matmul precision of the tch backend: fp32, or bf16 (fp32 weights, bf16 matmuls, as
+    /// `cbqa train --precision bf16`). An export runs in the precision it was exported in.
+    #[arg(long, value_enum, default_value_t = ComputeArg::Fp32)]
+    pub compute: ComputeArg,
     /// Beam size (1: greedy decoding).
     #[arg(long, default_value_t = GenerateOptions::default().num_beams)]
     pub beams: usize,
@@ -276,9 +288,12 @@ pub struct BenchArgs {
     /// Thread counts to sweep (ONNX Runtime intra-op threads; tract runs that many batches at once).
     #[arg(long, value_delimiter = ',', default_values_t = [2usize])]
     pub threads: Vec<usize>,
-    /// Device for ONNX Runtime: cpu, cuda[:N], tensorrt[:N].
+    /// Device: cpu, cuda[:N] (ort, tch), tensorrt[:N] (ort).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Matmul precision of the tch backend (fp32, or bf16 matmuls on fp32 weights).
+    #[arg(long, value_enum, default_value_t = ComputeArg::Fp32)]
+    pub compute: ComputeArg,
     /// Real questions from this data file (any format cbqa reads); default: synthetic questions.
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -547,6 +562,7 @@ pub fn flag_of_setting(setting: &str) -> Option<&'static str> {
         "opt_level" => "--opt-level",
         "allow_fallback" => "--allow-fallback",
         "trt_cache" => "--trt-cache",
+        "compute" => "--compute",
         // data files (ReadOptions) and selections
         "format" | "data_format" => "--data-format",
         "question_field" => "--question-field",
@@ -622,6 +638,7 @@ mod tests {
             "opt_level",
             "allow_fallback",
             "trt_cache",
+            "compute",
             "format",
             "data_format",
             "question_field",

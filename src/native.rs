@@ -263,7 +263,7 @@ pub fn report() -> Vec<(String, String)> {
     ];
     #[cfg(feature = "train")]
     {
-        rows.push(("libtorch".into(), "linked (tch 0.26, torch 2.13.0)".into()));
+        rows.push(("libtorch".into(), "linked (tch 0.24, torch 2.11.0)".into()));
         rows.push((
             "cuda (libtorch)".into(),
             match torch_cuda() {

@@ -67,14 +67,17 @@ impl Model {
         }
     }
 
-    /// The precision column: the export's, or the checkpoint's stored dtype in the same terms.
-    fn precision(&self, path: &Path) -> String {
+    /// The precision column: the export's; for a checkpoint, bf16 under `--compute bf16`, else
+    /// its stored dtype in the same terms.
+    #[cfg_attr(not(feature = "train"), allow(unused_variables))]
+    fn precision(&self, path: &Path, compute: cbqa::runtime::Compute) -> String {
         match self {
             Model::Onnx(_) => cbqa::runtime::precision_of(path),
             #[cfg(feature = "train")]
-            Model::Checkpoint(m) => match m.weights.dtype() {
-                safetensors::Dtype::F16 => "fp16".into(),
-                safetensors::Dtype::BF16 => "bf16".into(),
+            Model::Checkpoint(m) => match (compute, m.weights.dtype()) {
+                (cbqa::runtime::Compute::Bf16, _) => "bf16".into(),
+                (_, safetensors::Dtype::F16) => "fp16".into(),
+                (_, safetensors::Dtype::BF16) => "bf16".into(),
                 _ => "fp32".into(),
             },
         }
@@ -175,14 +178,16 @@ fn measure(args: &BenchArgs, csv: &Path) -> Result<()> {
         &args.out.join("questions.json"),
         serde_json::to_string(&qs)?.as_bytes(),
     )?;
+    let compute = options::compute(args.compute);
     let sweep = Sweep {
-        dir: &dir,
+        source: &source,
         questions: &qs,
         device: args.device.parse()?,
+        compute,
         precision: args
             .precision
             .clone()
-            .unwrap_or_else(|| dir.precision(model)),
+            .unwrap_or_else(|| dir.precision(model, compute)),
         opts: generate_options(args, &dir)?,
         context: context(args, model, &qs),
         limits: if args.roofline {
@@ -325,6 +330,7 @@ struct Sweep<'a> {
     dir: &'a Model,
     questions: &'a [Vec<u32>],
     device: Device,
+    compute: cbqa::runtime::Compute,
     precision: String,
     opts: GenerateOptions,
     context: Vec<(String, String)>,
@@ -373,6 +379,7 @@ impl Sweep<'_> {
             },
             threads,
             opt_level: args.opt_level,
+            compute: self.compute,
             ..BackendOptions::default()
         };
         let backend = self.dir.backend(&bopts)?;

@@ -3,15 +3,15 @@
 //! each check is the settings type's own.
 
 use crate::cli::{
-    BackendArg, DataArgs, ExportArgs, NormalizerArg, PrecisionArg, QuantizeArg, RuntimeArgs,
-    ValidateArgs,
+    BackendArg, ComputeArg, DataArgs, ExportArgs, NormalizerArg, PrecisionArg, QuantizeArg,
+    RuntimeArgs, ValidateArgs,
 };
 use anyhow::Result;
 use cbqa::data::{DataFormat, ReadOptions};
 use cbqa::eval::Normalizer;
 use cbqa::export::{ExportOptions, Precision, Quantize};
 use cbqa::generate::{BatchPolicy, GenerateOptions};
-use cbqa::runtime::{BackendKind, BackendOptions};
+use cbqa::runtime::{BackendKind, BackendOptions, Compute};
 use cbqa::validate::ValidateOptions;
 use cbqa::AnswererOptions;
 
@@ -37,7 +37,16 @@ fn backend_options(r: &RuntimeArgs) -> Result<BackendOptions> {
         opt_level: r.opt_level,
         allow_fallback: r.allow_fallback,
         trt_cache: r.trt_cache.clone(),
+        compute: compute(r.compute),
     })
+}
+
+/// The tch backend's matmul precision a `--compute` value names.
+pub fn compute(c: ComputeArg) -> Compute {
+    match c {
+        ComputeArg::Fp32 => Compute::Fp32,
+        ComputeArg::Bf16 => Compute::Bf16,
+    }
 }
 
 /// The engine a `--backend` value names.

@@ -73,6 +73,18 @@ pub struct BackendOptions {
     pub allow_fallback: bool,
     /// TensorRT engine cache directory (default: `<model>/trt-cache`).
     pub trt_cache: Option<PathBuf>,
+    /// Matmul precision of the tch backend; an export carries its precision in its graphs.
+    pub compute: Compute,
+}
+
+/// The matmul precision of the tch backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compute {
+    /// Everything in fp32.
+    #[default]
+    Fp32,
+    /// fp32 weights and residual stream, bf16 matmuls (as `cbqa train --precision bf16`).
+    Bf16,
 }
 
 impl Default for BackendOptions {
@@ -84,6 +96,7 @@ impl Default for BackendOptions {
             opt_level: 3,
             allow_fallback: false,
             trt_cache: None,
+            compute: Compute::Fp32,
         }
     }
 }
@@ -141,6 +154,13 @@ impl Backend {
     /// As [`Backend::load`]; with `merged`, ONNX Runtime also opens `decoder_model_merged.onnx`
     /// where the export has it, the same way, for [`Backend::run_graph`] (validation).
     pub fn load_graphs(dir: &OnnxDir, opts: &BackendOptions, merged: bool) -> Result<Self> {
+        if opts.compute != Compute::Fp32 {
+            return Err(Error::setting(
+                "compute",
+                "an export runs in the precision it was exported in; bf16 matmuls are the tch \
+                 backend's (a checkpoint directory)",
+            ));
+        }
         match opts.kind {
             #[cfg(feature = "ort")]
             BackendKind::Ort => {
@@ -232,7 +252,13 @@ impl Backend {
         if opts.threads > 0 {
             tch::set_num_threads(opts.threads as i32);
         }
-        Ok(Backend::Tch(super::tch::TchSeq2Seq::load(dir, device)?))
+        let compute = match opts.compute {
+            Compute::Fp32 => None,
+            Compute::Bf16 => Some(tch::Kind::BFloat16),
+        };
+        Ok(Backend::Tch(super::tch::TchSeq2Seq::load_with_compute(
+            dir, device, compute,
+        )?))
     }
 
     /// Whether independent batches should run on several threads (tract), rather than one after

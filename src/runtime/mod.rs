@@ -23,7 +23,7 @@ pub mod tch;
 #[cfg(feature = "tract")]
 pub mod tract;
 
-pub use self::any::{Backend, BackendKind, BackendOptions, BackendState, Device};
+pub use self::any::{Backend, BackendKind, BackendOptions, BackendState, Compute, Device};
 pub use onnx_dir::{precision_of, OnnxDir};
 
 /// One named input of a single graph run ([`Backend::run_graph`]).

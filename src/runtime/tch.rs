@@ -29,8 +29,20 @@ pub struct TchState {
 impl TchSeq2Seq {
     /// Open a Hugging Face checkpoint directory on `device` (fp32).
     pub fn load(dir: &crate::ModelDir, device: Device) -> Result<Self> {
+        Self::load_with_compute(dir, device, None)
+    }
+
+    /// As [`TchSeq2Seq::load`], with the matmuls in `compute` precision (`Some(BFloat16)`: fp32
+    /// weights, bf16 matmuls, as training's mixed precision).
+    pub fn load_with_compute(
+        dir: &crate::ModelDir,
+        device: Device,
+        compute: Option<Kind>,
+    ) -> Result<Self> {
+        let t5 =
+            T5::from_weights_with_compute(&dir.config, &dir.weights, device, Kind::Float, compute)?;
         Ok(TchSeq2Seq {
-            t5: Mutex::new(T5::from_model_dir(dir, device, Kind::Float)?),
+            t5: Mutex::new(t5),
             device,
         })
     }

@@ -12,6 +12,8 @@ mod eval_oracle;
 mod export;
 mod foundation;
 #[cfg(feature = "train")]
+mod gpu_check;
+#[cfg(feature = "train")]
 mod model_parity;
 #[cfg(feature = "train")]
 mod optim;
