@@ -180,7 +180,7 @@ fn measure(args: &BenchArgs, csv: &Path) -> Result<()> {
     )?;
     let compute = options::compute(args.compute);
     let sweep = Sweep {
-        source: &source,
+        dir: &dir,
         questions: &qs,
         device: args.device.parse()?,
         compute,
