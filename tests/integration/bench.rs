@@ -3,13 +3,12 @@
 
 use crate::common::*;
 use crate::runtime::optimum_export;
+use std::path::Path;
 
-#[test]
-fn bench_writes_csv_rows_and_a_plot() {
-    let model = optimum_export("t5_v1_0");
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("bench");
-    let (ok, stdout, e) = run_cbqa(&[
+/// `cbqa bench` of `model` on the tiny workload (8 questions, batch 1 and 4, 3 forced steps, one
+/// thread) into `out`, with `extra` flags.
+fn bench_args<'a>(model: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
         "bench",
         "--model",
         model.to_str().unwrap(),
@@ -23,7 +22,17 @@ fn bench_writes_csv_rows_and_a_plot() {
         "3",
         "--out",
         out.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn bench_writes_csv_rows_and_a_plot() {
+    let model = optimum_export("t5_v1_0");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bench");
+    let (ok, stdout, e) = run_cbqa(&bench_args(&model, &out, &[]));
     assert!(ok, "{e}");
     assert!(
         stdout.contains("cbqa-ort") && stdout.contains("cbqa-tract"),
@@ -62,24 +71,11 @@ fn bench_roofline_bounds_every_row_by_its_phases() {
     let model = optimum_export("t5_v1_0");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("bench");
-    let (ok, stdout, e) = run_cbqa(&[
-        "bench",
-        "--model",
-        model.to_str().unwrap(),
-        "--batch-sizes",
-        "1,4",
-        "--threads",
-        "1",
-        "--questions",
-        "8",
-        "--force-steps",
-        "3",
-        "--roofline",
-        "--triad-mib",
-        "8",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, stdout, e) = run_cbqa(&bench_args(
+        &model,
+        &out,
+        &["--roofline", "--triad-mib", "8"],
+    ));
     assert!(ok, "{e}");
     assert!(e.contains("fp32 GEMM") && e.contains("GB/s (triad)"), "{e}");
     assert_eq!(stdout.matches("roofline of ").count(), 4, "{stdout}");

@@ -93,3 +93,29 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Export `reference` (a safetensors fixture) and `other` (the same weights in another checkpoint
+/// format) into `out`, and assert the two exports are the same bytes: graphs and weight data.
+pub fn assert_same_export(reference: &Path, other: &Path, out: &Path, what: &str) {
+    use cbqa::export::{self, ExportOptions};
+    let a = export::export(&ExportOptions::new(
+        reference.to_path_buf(),
+        out.join("reference"),
+    ))
+    .unwrap();
+    let b = export::export(&ExportOptions::new(other.to_path_buf(), out.join("other"))).unwrap();
+    for file in [
+        export::DATA_FILE,
+        export::ENCODER,
+        export::DECODER,
+        export::DECODER_WITH_PAST,
+    ] {
+        let x = std::fs::read(a.dir.join(file)).unwrap();
+        let y = std::fs::read(b.dir.join(file)).unwrap();
+        assert!(!x.is_empty(), "{what}: {file} is empty");
+        assert!(
+            x == y,
+            "{what}: {file} differs between the safetensors export and this one"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! weights are read from; `cbqa convert` of pickle, Flax and Mesh-TF directories loaded by
 //! transformers with the same weights and token ids; and the other commands on these directories.
 
-use crate::common::{copy_dir, data_dir, fixture, run_cbqa, run_python};
+use crate::common::{assert_same_export, copy_dir, data_dir, fixture, run_cbqa, run_python};
 use crate::pickle::pickles;
 use cbqa::checkpoint::expected_tensors;
 use cbqa::generate::generate;
@@ -389,21 +389,8 @@ fn exports_of_pickle_and_flax_directories_answer_as_transformers_does() {
             );
         }
         // The Flax directory exports to the same ONNX bytes as the safetensors fixture.
-        let from_flax = tmp.path().join(format!("{name}-flax"));
-        export(&flax(name), &from_flax);
-        let from_st = tmp.path().join(format!("{name}-st"));
-        export(&fixture(name), &from_st);
-        for file in [
-            cbqa::export::DATA_FILE,
-            cbqa::export::ENCODER,
-            cbqa::export::DECODER,
-        ] {
-            let x = std::fs::read(from_st.join(file)).unwrap();
-            assert!(
-                x == std::fs::read(from_flax.join(file)).unwrap(),
-                "{name}: {file} differs between the safetensors and the Flax export"
-            );
-        }
+        let out = tmp.path().join(format!("{name}-exports"));
+        assert_same_export(&fixture(name), &flax(name), &out, &format!("{name} Flax"));
     }
 }
 

@@ -5,7 +5,7 @@
 //! safetensors, their config derived from operative_config.gin, and broken bundles refused with
 //! the file (and tensor) named.
 
-use crate::common::{copy_dir, fixture, run_cbqa};
+use crate::common::{assert_same_export, copy_dir, fixture, run_cbqa};
 use cbqa::checkpoint::tf_bundle::list_variables;
 use cbqa::checkpoint::Weights;
 use cbqa::{Error, ModelDir, T5Config};
@@ -383,33 +383,10 @@ fn a_checkpoint_file_from_another_machine_is_read_by_file_name() {
 
 #[test]
 fn export_of_a_bundle_directory_writes_the_same_onnx_as_of_safetensors() {
-    use cbqa::export::{self, ExportOptions};
     let tmp = tempfile::tempdir().unwrap();
     for (name, _, _) in BUNDLES {
         let dir = model_dir(name, true);
-        let a = export::export(&ExportOptions::new(
-            fixture(name),
-            tmp.path().join(name).join("st"),
-        ))
-        .unwrap();
-        let b = export::export(&ExportOptions::new(
-            dir.path().to_path_buf(),
-            tmp.path().join(name).join("tf"),
-        ))
-        .unwrap();
-        for file in [
-            export::DATA_FILE,
-            export::ENCODER,
-            export::DECODER,
-            export::DECODER_WITH_PAST,
-        ] {
-            let x = std::fs::read(a.dir.join(file)).unwrap();
-            let y = std::fs::read(b.dir.join(file)).unwrap();
-            assert!(!x.is_empty(), "{name}: {file} is empty");
-            assert!(
-                x == y,
-                "{name}: {file} differs between the safetensors and the bundle export"
-            );
-        }
+        let what = format!("{name} bundle");
+        assert_same_export(&fixture(name), dir.path(), &tmp.path().join(name), &what);
     }
 }
