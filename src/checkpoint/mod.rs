@@ -199,6 +199,23 @@ fn bytes_to_f32(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
     }
 }
 
+/// Write the row-major `rows` × `cols` matrix `src` (elements of `elem` bytes) transposed
+/// (`cols` × `rows`) into `dst`, in tiles so that reads and writes both stay in cache. The
+/// TensorFlow and Flax readers store kernels `[in, out]`; torch's layout is `[out, in]`.
+pub(crate) fn transpose_into(src: &[u8], rows: usize, cols: usize, elem: usize, dst: &mut [u8]) {
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    let (from, to) = ((r * cols + c) * elem, (c * rows + r) * elem);
+                    dst[to..to + elem].copy_from_slice(&src[from..from + elem]);
+                }
+            }
+        }
+    }
+}
+
 /// The weights of a checkpoint directory, memory-mapped and checked against the config.
 pub struct Weights {
     shards: Vec<Shard>,

@@ -401,16 +401,6 @@ fn hf_name(path: &str) -> (String, bool) {
     (parts.join("."), transpose)
 }
 
-/// The `[rows, cols]` matrix `bytes` (elements of `elem` bytes) transposed, appended to `out`.
-fn transpose_into(bytes: &[u8], rows: usize, cols: usize, elem: usize, out: &mut Vec<u8>) {
-    for c in 0..cols {
-        for r in 0..rows {
-            let at = (r * cols + c) * elem;
-            out.extend_from_slice(&bytes[at..at + elem]);
-        }
-    }
-}
-
 /// Read the Flax checkpoint `bytes`: its tensors under their Hugging Face names, stored in one
 /// buffer (kernels transposed), located by byte range within it.
 pub(crate) fn read(bytes: &[u8]) -> Result<(Vec<u8>, Vec<Located>), LocateError> {
@@ -438,7 +428,9 @@ pub(crate) fn read(bytes: &[u8]) -> Result<(Vec<u8>, Vec<Located>), LocateError>
                     format!("a kernel of shape {:?}; a T5 has only 2-D kernels", a.shape),
                 ));
             };
-            transpose_into(&a.bytes, rows, cols, a.dtype.bitsize() / 8, &mut buf);
+            buf.resize(start + a.bytes.len(), 0);
+            let elem = a.dtype.bitsize() / 8;
+            super::transpose_into(&a.bytes, rows, cols, elem, &mut buf[start..]);
             vec![cols, rows]
         } else {
             buf.extend_from_slice(&a.bytes);

@@ -10,8 +10,9 @@
 //! checksum is verified ([`crc32c`]), and sliced (partitioned) variables are refused.
 //!
 //! Variables are renamed and transposed into Hugging Face's layout as transformers'
-//! `load_tf_weights_in_t5` does ([`names`]) and converted to owned f32 tensors (a transposed
-//! copy is needed anyway), which [`super::Weights`] then serves like any other checkpoint.
+//! `load_tf_weights_in_t5` does ([`names`]) and copied, in their stored dtype, into one owned
+//! buffer per shard (a transposed copy is needed anyway), which [`super::Weights`] then serves
+//! like any other checkpoint.
 
 mod crc32c;
 mod names;
@@ -355,19 +356,18 @@ fn check_in_shard(p: &Planned, len: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The tensor's values as f32, widened exactly from bf16/f16.
-fn widen(dtype: i32, bytes: &[u8]) -> Vec<f32> {
-    let d = match dtype {
+/// The safetensors dtype of a TF dtype the plan accepted.
+fn stored_dtype(dtype: i32) -> Dtype {
+    match dtype {
         data_type::DT_BFLOAT16 => Dtype::BF16,
         data_type::DT_HALF => Dtype::F16,
         _ => Dtype::F32,
-    };
-    super::bytes_to_f32(d, bytes)
+    }
 }
 
-/// Append the planned tensor, read from its shard with its checksum verified, to `out` as f32
-/// little-endian bytes in torch's layout (transposed where TF stores it transposed); returns
-/// its Hugging Face shape.
+/// Append the planned tensor, read from its shard with its checksum verified, to `out` in its
+/// stored dtype and torch's layout (transposed where TF stores it transposed); returns its
+/// Hugging Face shape.
 fn append_tensor(
     p: &Planned,
     shard: &[u8],
@@ -384,36 +384,17 @@ fn append_tensor(
             p.offset + p.size
         ));
     }
-    let values = widen(p.dtype, bytes);
     let start = out.len();
-    out.resize(start + values.len() * 4, 0);
-    let dst = &mut out[start..];
     match (p.transpose, p.shape.as_slice()) {
         (true, &[rows, cols]) => {
-            transpose_into(&values, rows, cols, dst);
+            out.resize(start + bytes.len(), 0);
+            let elem = stored_dtype(p.dtype).bitsize() / 8;
+            super::transpose_into(bytes, rows, cols, elem, &mut out[start..]);
             Ok(vec![cols, rows])
         }
         _ => {
-            for (d, v) in dst.chunks_exact_mut(4).zip(&values) {
-                d.copy_from_slice(&v.to_le_bytes());
-            }
+            out.extend_from_slice(bytes);
             Ok(p.shape.clone())
-        }
-    }
-}
-
-/// Write the `rows` × `cols` row-major `values` transposed (`cols` × `rows`) into `dst` as f32
-/// little-endian bytes, in tiles so that reads and writes both stay in cache.
-fn transpose_into(values: &[f32], rows: usize, cols: usize, dst: &mut [u8]) {
-    const TILE: usize = 32;
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    let at = (c * rows + r) * 4;
-                    dst[at..at + 4].copy_from_slice(&values[r * cols + c].to_le_bytes());
-                }
-            }
         }
     }
 }
@@ -472,7 +453,7 @@ pub(super) fn open_weights(found: &Found, cfg: &T5Config) -> Result<Weights> {
     Ok(w)
 }
 
-/// Read every planned tensor into one owned f32 buffer per data shard. The index is listed as
+/// Read every planned tensor into one owned buffer per data shard, in its stored dtype. The index is listed as
 /// the first (tensor-less) shard so that [`Weights::files`] names every file read.
 fn load(
     index_path: &Path,
@@ -480,13 +461,12 @@ fn load(
     maps: &[Mmap],
     planned: &[Planned],
 ) -> Result<(Vec<Shard>, BTreeMap<String, Entry>)> {
-    // Each planned size was checked against its shard: the f32 copies are at most twice the
-    // shards' bytes (bf16 and f16 widen).
-    let mut f32_bytes = vec![0usize; maps.len()];
+    // Each planned size was checked against its shard: the copies are at most the shards' bytes.
+    let mut sizes = vec![0usize; maps.len()];
     for p in planned {
-        f32_bytes[p.shard] += p.size / element_size(p.dtype).unwrap_or(4) * 4;
+        sizes[p.shard] += p.size;
     }
-    let mut buffers: Vec<Vec<u8>> = f32_bytes.iter().map(|&n| Vec::with_capacity(n)).collect();
+    let mut buffers: Vec<Vec<u8>> = sizes.iter().map(|&n| Vec::with_capacity(n)).collect();
     let mut entries = BTreeMap::new();
     for p in planned {
         let buf = &mut buffers[p.shard];
@@ -497,7 +477,7 @@ fn load(
             msg,
         })?;
         let info = TensorInfo {
-            dtype: Dtype::F32,
+            dtype: stored_dtype(p.dtype),
             shape,
             data_offsets: (start, buf.len()),
         };
@@ -591,8 +571,9 @@ mod tests {
     fn transpose_into_matches_the_definition_across_tiles() {
         for (rows, cols) in [(1, 1), (3, 5), (33, 70), (64, 1)] {
             let values: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 3.0).collect();
-            let mut dst = vec![0u8; values.len() * 4];
-            transpose_into(&values, rows, cols, &mut dst);
+            let src: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let mut dst = vec![0u8; src.len()];
+            crate::checkpoint::transpose_into(&src, rows, cols, 4, &mut dst);
             for r in 0..rows {
                 for c in 0..cols {
                     let at = (c * rows + r) * 4;

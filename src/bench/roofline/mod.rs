@@ -171,6 +171,18 @@ impl Phases {
     }
 }
 
+impl std::ops::Mul<f64> for Phases {
+    type Output = Phases;
+    fn mul(self, k: f64) -> Phases {
+        Phases {
+            encoder: self.encoder * k,
+            cross_kv: self.cross_kv * k,
+            decoder_steps: self.decoder_steps * k,
+            lm_head: self.lm_head * k,
+        }
+    }
+}
+
 impl std::ops::Add for Phases {
     type Output = Phases;
     fn add(self, o: Phases) -> Phases {
@@ -411,13 +423,7 @@ impl RunBound {
             }
             work = work + p;
         }
-        let k = repeat.max(1) as f64;
-        let work = Phases {
-            encoder: work.encoder * k,
-            cross_kv: work.cross_kv * k,
-            decoder_steps: work.decoder_steps * k,
-            lm_head: work.lm_head * k,
-        };
+        let work = work * repeat.max(1) as f64;
         RunBound {
             limits,
             weights,
