@@ -159,7 +159,8 @@ pub struct RuntimeArgs {
     /// Beam length penalty (score = log-prob / length^penalty).
     #[arg(long, default_value_t = GenerateOptions::default().length_penalty)]
     pub length_penalty: f32,
-    /// Questions per batch, at most.
+    /// Decoder rows per batch, at most: questions × beams (beam-4 puts 8 questions in a batch
+    /// of 32).
     #[arg(long, default_value_t = BatchPolicy::default().max_batch_size)]
     pub batch_size: usize,
     /// Padded encoder tokens per batch, at most (questions are sorted by length first).

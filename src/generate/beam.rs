@@ -7,7 +7,10 @@
 //! `_check_early_stop_heuristic` and `_beam_search_has_unfinished_sequences`.
 //!
 //! transformers runs every question until the whole batch is done; a question's result only
-//! depends on its own beams, so here a finished question leaves the batch at once.
+//! depends on its own beams, so here a finished question leaves the batch at once. And where
+//! transformers expands every question to `num_beams` identical rows before the first step, here
+//! the first step runs once per question (its beams would all see the same logits) and the state
+//! is expanded after it: the cross-attention keys/values are computed once per question.
 
 use super::{log_softmax, EarlyStopping, GenerateOptions, Hypothesis};
 use crate::error::Result;
@@ -66,6 +69,8 @@ struct Search<'a> {
     lp: Vec<f32>,
     /// The best continuations of one beam.
     best: Vec<(usize, f32)>,
+    /// Questions still running in the current step.
+    items_in_step: usize,
 }
 
 /// The lengths of one step.
@@ -103,11 +108,14 @@ impl Item {
 impl Search<'_> {
     /// Step 1: the top `keep` continuations over all beams of question `i`, best first (ties by
     /// the flat `beam · vocab + token` index, as transformers' `topk` over the flattened scores).
+    /// The logits hold `rows` rows per question: `num_beams`, or one (every beam's) at the first
+    /// step.
     fn candidates(&mut self, item: &Item, logits: &Logits, i: usize, step: usize) -> Vec<Cand> {
         let opts = self.opts;
+        let rows = logits.rows / self.items_in_step;
         let mut cands: Vec<Cand> = Vec::with_capacity(self.nb * self.keep);
         for (b, beam) in item.running.iter().enumerate() {
-            log_softmax(logits.row(i * self.nb + b), &mut self.lp);
+            log_softmax(logits.row(i * rows + b.min(rows - 1)), &mut self.lp);
             if step < opts.min_new_tokens {
                 // applied to the log-probabilities, as transformers' logits processors are
                 if let Some(x) = self.lp.get_mut(opts.eos_token_id as usize) {
@@ -246,20 +254,20 @@ pub fn beam_search<B: Seq2Seq>(
         keep: 2 * nb,
         lp: Vec::new(),
         best: Vec::new(),
+        items_in_step: input.batch,
     };
     let mut results: Vec<Vec<Hypothesis>> = vec![Vec::new(); input.batch];
     let mut items: Vec<Item> = (0..input.batch)
         .map(|row| Item::new(row, nb, opts.max_new_tokens))
         .collect();
-    let state = backend.encode(input)?;
-    let expand: Vec<usize> = (0..input.batch)
-        .flat_map(|r| std::iter::repeat_n(r, nb))
-        .collect();
-    let mut state = backend.select(state, &expand)?;
-    let mut tokens: Vec<i64> = vec![opts.decoder_start_token_id as i64; input.batch * nb];
+    let mut state = backend.encode(input)?;
+    // one row per question at the first step, `nb` after it
+    let mut tokens: Vec<i64> = vec![opts.decoder_start_token_id as i64; input.batch];
     for step in 0..opts.max_new_tokens {
         let (logits, next) = backend.step(state, &tokens)?;
         state = next;
+        search.items_in_step = items.len();
+        let rows = if step == 0 { 1 } else { nb };
         let mut select_rows = Vec::with_capacity(items.len() * nb);
         let mut still: Vec<Item> = Vec::with_capacity(items.len());
         tokens.clear();
@@ -268,7 +276,7 @@ pub fn beam_search<B: Seq2Seq>(
             if done {
                 results[item.row] = results_of(&mut item, opts);
             } else {
-                select_rows.extend(parents.iter().map(|p| i * nb + p));
+                select_rows.extend(parents.iter().map(|p| i * rows + p.min(&(rows - 1))));
                 tokens.extend(
                     item.running
                         .iter()

@@ -147,6 +147,18 @@ pub(super) fn builder(
     if !opts.cpu_arena {
         b = b.with_memory_pattern(false).map_err(fail(ctx()))?;
     }
+    if let Some(prefix) = std::env::var_os("CBQA_ORT_PROFILE") {
+        // Developer aid: ONNX Runtime's per-node profile, one JSON per session, written when the
+        // session closes (`CBQA_ORT_PROFILE=/tmp/prof/run`). Used to find where a phase is short
+        // of its roofline.
+        let stem = Path::new(label)
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy();
+        let mut file = prefix;
+        file.push(format!("-{stem}"));
+        b = b.with_profiling(file).map_err(fail(ctx()))?;
+    }
     let eps = providers(opts, device);
     if !eps.is_empty() {
         b = b.with_execution_providers(eps).map_err(fail(format!(
