@@ -43,7 +43,10 @@ pub enum CorpusFormat {
 impl CorpusFormat {
     /// The format a file name implies.
     pub fn of(path: &Path) -> CorpusFormat {
-        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
         if name.ends_with(".tfrecord") || name.ends_with(".tfrecord.gz") {
             CorpusFormat::TfRecord
         } else if name.ends_with(".jsonl") || name.ends_with(".json") {
@@ -59,8 +62,14 @@ impl CorpusFormat {
 pub fn expand_patterns(patterns: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for p in patterns {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if let Some(shards) = shard_names(&name) {
             let shards = shards.map_err(|msg| Error::input(p.display().to_string(), msg))?;
             for s in shards {
@@ -92,7 +101,9 @@ fn shard_names(name: &str) -> Option<std::result::Result<Vec<String>, String>> {
         Ok(n) if n > 0 && n <= 100_000 => n,
         _ => return Some(Err(format!("shard count {digits} must be in 1..=100000"))),
     };
-    Some(Ok((0..n).map(|k| format!("{stem}-{k:05}-of-{n:05}{ext}")).collect()))
+    Some(Ok((0..n)
+        .map(|k| format!("{stem}-{k:05}-of-{n:05}{ext}"))
+        .collect()))
 }
 
 /// The files of `dir` whose names match `pattern` (`*`: any run, `?`: one character), sorted.
@@ -154,12 +165,19 @@ struct JsonSpan {
 
 /// Check spans given in code points, sort-independent: inside the text, non-empty, not
 /// overlapping; converted to byte offsets (in the given order).
-fn spans_from_code_points(text: &str, spans: Vec<JsonSpan>) -> std::result::Result<Vec<Span>, String> {
+fn spans_from_code_points(
+    text: &str,
+    spans: Vec<JsonSpan>,
+) -> std::result::Result<Vec<Span>, String> {
     if spans.is_empty() {
         return Ok(Vec::new());
     }
     // byte offset of every code point, and of the end
-    let bytes: Vec<usize> = text.char_indices().map(|(b, _)| b).chain([text.len()]).collect();
+    let bytes: Vec<usize> = text
+        .char_indices()
+        .map(|(b, _)| b)
+        .chain([text.len()])
+        .collect();
     let chars = bytes.len() as u64 - 1;
     let mut out = Vec::with_capacity(spans.len());
     for (k, s) in spans.into_iter().enumerate() {
@@ -169,7 +187,11 @@ fn spans_from_code_points(text: &str, spans: Vec<JsonSpan>) -> std::result::Resu
                 s.start, s.end
             ));
         }
-        out.push(Span { start: bytes[s.start as usize], end: bytes[s.end as usize], kind: s.kind });
+        out.push(Span {
+            start: bytes[s.start as usize],
+            end: bytes[s.end as usize],
+            kind: s.kind,
+        });
     }
     check_overlaps(&out)?;
     Ok(out)
@@ -211,7 +233,11 @@ impl LineDocuments {
     }
 
     fn malformed(&self, message: String) -> Error {
-        Error::Data(DataError::Malformed { path: self.path.clone(), line: self.line, message })
+        Error::Data(DataError::Malformed {
+            path: self.path.clone(),
+            line: self.line,
+            message,
+        })
     }
 
     /// The document of the current line (`None` for a blank one).
@@ -222,12 +248,21 @@ impl LineDocuments {
         }
         let origin = format!("{}:{}", self.path.display(), self.line);
         if self.format == CorpusFormat::Text {
-            return Ok(Some(Document { text: text.to_string(), spans: Vec::new(), origin }));
+            return Ok(Some(Document {
+                text: text.to_string(),
+                spans: Vec::new(),
+                origin,
+            }));
         }
-        let doc: JsonDocument = serde_json::from_str(text)
-            .map_err(|e| self.malformed(format!("expected {{\"text\": str, \"spans\": [...]}}: {e}")))?;
+        let doc: JsonDocument = serde_json::from_str(text).map_err(|e| {
+            self.malformed(format!("expected {{\"text\": str, \"spans\": [...]}}: {e}"))
+        })?;
         let spans = spans_from_code_points(&doc.text, doc.spans).map_err(|m| self.malformed(m))?;
-        Ok(Some(Document { text: doc.text, spans, origin }))
+        Ok(Some(Document {
+            text: doc.text,
+            spans,
+            origin,
+        }))
     }
 }
 
@@ -256,17 +291,19 @@ impl Iterator for LineDocuments {
 
 /// Every document of `files` in order, each file read as its name says.
 pub fn documents(files: &[PathBuf]) -> impl Iterator<Item = Result<Document>> + '_ {
-    files.iter().flat_map(|f| -> Box<dyn Iterator<Item = Result<Document>>> {
-        let opened = match CorpusFormat::of(f) {
-            CorpusFormat::TfRecord => super::tfrecord::sentences(f),
-            format => LineDocuments::open(f, format)
-                .map(|d| Box::new(d) as Box<dyn Iterator<Item = Result<Document>>>),
-        };
-        match opened {
-            Ok(it) => it,
-            Err(e) => Box::new(std::iter::once(Err(e))),
-        }
-    })
+    files
+        .iter()
+        .flat_map(|f| -> Box<dyn Iterator<Item = Result<Document>>> {
+            let opened = match CorpusFormat::of(f) {
+                CorpusFormat::TfRecord => super::tfrecord::sentences(f),
+                format => LineDocuments::open(f, format)
+                    .map(|d| Box::new(d) as Box<dyn Iterator<Item = Result<Document>>>),
+            };
+            match opened {
+                Ok(it) => it,
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            }
+        })
 }
 
 #[cfg(test)]
@@ -296,7 +333,11 @@ mod tests {
         let line = r#"{"text": "Zoë met Ångström in 1907.", "spans": [{"start": 8, "end": 16, "type": "PERSON"}, {"start": 0, "end": 3}]}"#;
         let (_d, docs) = read("c.jsonl", &format!("{line}\n"));
         let doc = docs.into_iter().next().unwrap().unwrap();
-        let texts: Vec<&str> = doc.spans.iter().map(|s| &doc.text[s.start..s.end]).collect();
+        let texts: Vec<&str> = doc
+            .spans
+            .iter()
+            .map(|s| &doc.text[s.start..s.end])
+            .collect();
         assert_eq!(texts, ["Ångström", "Zoë"]);
         assert_eq!(doc.spans[0].kind, "PERSON");
     }
@@ -304,10 +345,22 @@ mod tests {
     #[test]
     fn bad_spans_name_the_line() {
         let cases = [
-            (r#"{"text": "abc", "spans": [{"start": 1, "end": 4}]}"#, "outside the text"),
-            (r#"{"text": "abcdef", "spans": [{"start": 3, "end": 5}, {"start": 1, "end": 4}]}"#, "overlap"),
-            (r#"{"text": "abc", "spans": [{"start": 2, "end": 2}]}"#, "empty"),
-            (r#"{"text": "abc", "spans": [{"start": -1, "end": 2}]}"#, "expected"),
+            (
+                r#"{"text": "abc", "spans": [{"start": 1, "end": 4}]}"#,
+                "outside the text",
+            ),
+            (
+                r#"{"text": "abcdef", "spans": [{"start": 3, "end": 5}, {"start": 1, "end": 4}]}"#,
+                "overlap",
+            ),
+            (
+                r#"{"text": "abc", "spans": [{"start": 2, "end": 2}]}"#,
+                "empty",
+            ),
+            (
+                r#"{"text": "abc", "spans": [{"start": -1, "end": 2}]}"#,
+                "expected",
+            ),
             (r#"{"txt": "abc"}"#, "expected"),
         ];
         for (line, what) in cases {
@@ -337,9 +390,16 @@ mod tests {
         assert!(files[2].ends_with("wiki-00002-of-00003.txt"));
         let globbed = expand_patterns(&[dir.path().join("wiki-*-of-0000?.txt")]).unwrap();
         assert_eq!(globbed, files);
-        let e = expand_patterns(&[dir.path().join("wiki@4.txt")]).unwrap_err().to_string();
-        assert!(e.contains("wiki-00000-of-00004.txt") && e.contains("missing"), "{e}");
-        let e = expand_patterns(&[dir.path().join("none*.txt")]).unwrap_err().to_string();
+        let e = expand_patterns(&[dir.path().join("wiki@4.txt")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("wiki-00000-of-00004.txt") && e.contains("missing"),
+            "{e}"
+        );
+        let e = expand_patterns(&[dir.path().join("none*.txt")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("matches no file"), "{e}");
         assert!(wildcard_match(b"a*b*c", b"aXbYbc"));
         assert!(!wildcard_match(b"a*b?c", b"abc"));

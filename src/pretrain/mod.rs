@@ -131,7 +131,10 @@ pub fn build_examples(
         }
     }
     if let Some(c) = &mut corruptor {
-        out.examples.extend(c.finish().into_iter().map(|d| Example { inputs: d.inputs, targets: d.targets }));
+        out.examples.extend(c.finish().into_iter().map(|d| Example {
+            inputs: d.inputs,
+            targets: d.targets,
+        }));
     }
     check_not_empty(s, &files, &out)?;
     Ok(out)
@@ -142,13 +145,18 @@ fn check_not_empty(s: &PretrainSettings, files: &[PathBuf], out: &Examples) -> R
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let what = names.join(", ");
     if out.documents == 0 {
-        return Err(Error::input(what, "the corpus holds no document (every line is blank)"));
+        return Err(Error::input(
+            what,
+            "the corpus holds no document (every line is blank)",
+        ));
     }
     if out.examples.is_empty() {
         let why = match (s.objective, out.without_spans == out.documents) {
-            (Objective::Ssm, true) => "no sentence has a salient span; SSM needs spans: JSON lines \
+            (Objective::Ssm, true) => {
+                "no sentence has a salient span; SSM needs spans: JSON lines \
                  {\"text\", \"spans\"} (scripts/annotate_spans.py writes them) or REALM's TFRecords"
-                .to_string(),
+                    .to_string()
+            }
             _ => format!("every example was skipped ({} of them)", out.skipped_total),
         };
         return Err(Error::input(what, why));
@@ -188,7 +196,10 @@ fn encode(tok: &Tokenizer, texts: Vec<&str>) -> Result<Vec<Vec<u32>>> {
     let encodings = tok
         .encode_batch(texts, false)
         .map_err(|e| Error::tokenize("encoding the corpus", e))?;
-    Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+    Ok(encodings
+        .into_iter()
+        .map(|e| e.get_ids().to_vec())
+        .collect())
 }
 
 fn corrupt_batch(
@@ -200,7 +211,10 @@ fn corrupt_batch(
     let ids = encode(tok, batch.iter().map(|d| d.text.as_str()).collect())?;
     for doc in &ids {
         let done = c.push(doc);
-        out.examples.extend(done.into_iter().map(|d| Example { inputs: d.inputs, targets: d.targets }));
+        out.examples.extend(done.into_iter().map(|d| Example {
+            inputs: d.inputs,
+            targets: d.targets,
+        }));
     }
     Ok(())
 }
@@ -230,11 +244,26 @@ fn ssm_batch(
         i.push(eos);
         t.push(eos);
         if i.len() > max_in {
-            out.skip(origin, format!("the masked sentence is {} tokens, longer than the {max_in} inputs", i.len()));
+            out.skip(
+                origin,
+                format!(
+                    "the masked sentence is {} tokens, longer than the {max_in} inputs",
+                    i.len()
+                ),
+            );
         } else if t.len() > max_tgt {
-            out.skip(origin, format!("the span is {} tokens, longer than the {max_tgt} targets", t.len()));
+            out.skip(
+                origin,
+                format!(
+                    "the span is {} tokens, longer than the {max_tgt} targets",
+                    t.len()
+                ),
+            );
         } else {
-            out.examples.push(Example { inputs: i, targets: t });
+            out.examples.push(Example {
+                inputs: i,
+                targets: t,
+            });
         }
     }
     Ok(())

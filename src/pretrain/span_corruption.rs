@@ -158,11 +158,7 @@ pub fn noise_span_to_unique_sentinel(tokens: &[u32], mask: &[bool], sentinel0: u
 }
 
 /// `nonnoise_span_to_unique_sentinel`: the same with the mask inverted (the targets).
-pub fn nonnoise_span_to_unique_sentinel(
-    tokens: &[u32],
-    mask: &[bool],
-    sentinel0: u32,
-) -> Vec<u32> {
+pub fn nonnoise_span_to_unique_sentinel(tokens: &[u32], mask: &[bool], sentinel0: u32) -> Vec<u32> {
     let inverted: Vec<bool> = mask.iter().map(|m| !m).collect();
     noise_span_to_unique_sentinel(tokens, &inverted, sentinel0)
 }
@@ -279,7 +275,8 @@ impl SpanCorruptor {
         let mut rng = item_rng(self.seed, 2, self.pieces);
         self.pieces += 1;
         let s = &self.settings;
-        let mask = random_spans_noise_mask(piece.len(), s.noise_density, s.mean_noise_span, &mut rng);
+        let mask =
+            random_spans_noise_mask(piece.len(), s.noise_density, s.mean_noise_span, &mut rng);
         let mut inputs = noise_span_to_unique_sentinel(piece, &mask, self.sentinel0);
         let mut targets = nonnoise_span_to_unique_sentinel(piece, &mask, self.sentinel0);
         inputs.push(self.eos);
@@ -347,7 +344,10 @@ mod tests {
         // Length 1 is padded to 2 (one noise token), then cut back: the non-noise token.
         assert_eq!(random_spans_noise_mask(1, 0.15, 3.0, &mut rng), [false]);
         // Length 2: one non-noise, then one noise token.
-        assert_eq!(random_spans_noise_mask(2, 0.15, 3.0, &mut rng), [false, true]);
+        assert_eq!(
+            random_spans_noise_mask(2, 0.15, 3.0, &mut rng),
+            [false, true]
+        );
         // Length 10 at 0.15: round(1.5) = 2 noise tokens in round(0.67) = 1 span, which ends
         // the sequence: 8 non-noise then 2 noise.
         let m = random_spans_noise_mask(10, 0.15, 3.0, &mut rng);
@@ -415,7 +415,12 @@ mod tests {
         assert_eq!(full.inputs[511], 1);
         assert_eq!(full.targets[113], 1);
         assert_eq!(full.targets[0], 32_099, "targets start with <extra_id_0>");
-        let sentinels: Vec<u32> = full.inputs.iter().copied().filter(|&t| t > 30_000).collect();
+        let sentinels: Vec<u32> = full
+            .inputs
+            .iter()
+            .copied()
+            .filter(|&t| t > 30_000)
+            .collect();
         let expected: Vec<u32> = (0..28).map(|k| 32_099 - k).collect();
         assert_eq!(sentinels, expected);
         // Inputs and targets together hold every raw token once, in order.
@@ -456,11 +461,16 @@ mod tests {
     #[test]
     fn long_documents_give_one_random_chunk() {
         let mut c = SpanCorruptor::new(t5(), 32_099, 1, 0);
-        let doc: Vec<u32> = (0..(MAX_DOCUMENT_TOKENS as u32 * 2 + 10)).map(|k| k + 3).collect();
+        let doc: Vec<u32> = (0..(MAX_DOCUMENT_TOKENS as u32 * 2 + 10))
+            .map(|k| k + 3)
+            .collect();
         let chunk = c.random_chunk(&doc).to_vec();
         let start = (chunk[0] - 3) as usize;
         assert_eq!(start % MAX_DOCUMENT_TOKENS, 0);
-        assert_eq!(chunk, doc[start..(start + MAX_DOCUMENT_TOKENS).min(doc.len())]);
+        assert_eq!(
+            chunk,
+            doc[start..(start + MAX_DOCUMENT_TOKENS).min(doc.len())]
+        );
         // Over many documents every chunk is drawn.
         let starts: std::collections::BTreeSet<u32> = (0..40)
             .map(|_| {

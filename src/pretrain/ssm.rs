@@ -40,7 +40,11 @@ mod tests {
     use super::*;
 
     fn span(start: usize, end: usize) -> Span {
-        Span { start, end, kind: String::new() }
+        Span {
+            start,
+            end,
+            kind: String::new(),
+        }
     }
 
     #[test]

@@ -6,5 +6,8 @@ use std::path::Path;
 
 /// The sentences of a TFRecord file.
 pub fn sentences(path: &Path) -> Result<Box<dyn Iterator<Item = Result<Document>>>> {
-    Err(Error::input(path.display().to_string(), "TFRecord corpora are not supported yet"))
+    Err(Error::input(
+        path.display().to_string(),
+        "TFRecord corpora are not supported yet",
+    ))
 }
