@@ -179,4 +179,104 @@ mod tests {
         .check()
         .is_err());
     }
+
+    fn data(sizes: &[usize]) -> (Vec<Tokenized>, Vec<Source>) {
+        let mut data = Vec::new();
+        let mut sources = Vec::new();
+        for (k, &n) in sizes.iter().enumerate() {
+            let start = data.len();
+            data.extend((0..n).map(|i| Tokenized {
+                input: vec![3; 2 + i % 3],
+                targets: vec![vec![4; 2], vec![5; 3]],
+            }));
+            sources.push(Source {
+                name: format!("s{k}"),
+                range: start..data.len(),
+                rate: 0.0,
+            });
+        }
+        (data, sources)
+    }
+
+    /// Examples drawn per source over many epochs match seqio's rates (within 5 standard
+    /// deviations of the binomial count).
+    #[test]
+    fn examples_per_source_follow_the_rates() {
+        let sizes = [800, 240, 40];
+        let (data, mut sources) = data(&sizes);
+        let settings = [
+            MixingRates::default(),
+            MixingRates {
+                maximum: Some(300.0),
+                temperature: 1.0,
+                equal: false,
+            },
+            MixingRates {
+                maximum: None,
+                temperature: 3.0,
+                equal: false,
+            },
+            MixingRates {
+                equal: true,
+                ..MixingRates::default()
+            },
+        ];
+        for rates in settings {
+            for (s, &n) in sources.iter_mut().zip(&sizes) {
+                s.rate = rates.rate(n);
+            }
+            let total: f64 = sources.iter().map(|s| s.rate).sum();
+            let mut counts = [0usize; 3];
+            let mut draws = 0usize;
+            for epoch in 0..30 {
+                let plan = plan_mixture_epoch(&data, &sources, 11, epoch, AnswerChoice::First, 60);
+                assert_eq!(plan.items.len(), 1080);
+                assert_eq!(plan.batches.iter().map(|r| r.len()).sum::<usize>(), 1080);
+                for &(i, _) in &plan.items {
+                    counts[sources.iter().position(|s| s.range.contains(&i)).unwrap()] += 1;
+                }
+                draws += plan.items.len();
+            }
+            for (k, s) in sources.iter().enumerate() {
+                let p = s.rate / total;
+                let expected = p * draws as f64;
+                let sd = (draws as f64 * p * (1.0 - p)).sqrt();
+                let got = counts[k] as f64;
+                assert!(
+                    (got - expected).abs() < 5.0 * sd,
+                    "{rates:?}: source {k} drew {got}, expected {expected:.0} ± {sd:.0}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn small_sources_repeat_and_random_answers_are_drawn_per_draw() {
+        let (data, mut sources) = data(&[100, 10]);
+        for s in &mut sources {
+            s.rate = 1.0;
+        }
+        let plan = plan_mixture_epoch(&data, &sources, 5, 0, AnswerChoice::Random, 1000);
+        // Equal rates over 110 draws: the small source comes round several times, each time
+        // every example once before any repeats.
+        let small: Vec<usize> = plan
+            .items
+            .iter()
+            .map(|x| x.0)
+            .filter(|&i| i >= 100)
+            .collect();
+        assert!(small.len() > 20, "{}", small.len());
+        let mut first_round = small[..10].to_vec();
+        first_round.sort();
+        assert_eq!(first_round, (100..110).collect::<Vec<_>>());
+        let answers: std::collections::BTreeSet<usize> = plan.items.iter().map(|x| x.1).collect();
+        assert_eq!(answers.len(), 2);
+        // The plan is a function of (seed, epoch): a resumed run recomputes it.
+        assert_eq!(
+            plan,
+            plan_mixture_epoch(&data, &sources, 5, 0, AnswerChoice::Random, 1000)
+        );
+        let all = plan_mixture_epoch(&data, &sources, 5, 0, AnswerChoice::All, 1000);
+        assert_eq!(all.items.len(), 220);
+    }
 }
