@@ -497,3 +497,124 @@ fn a_batch_larger_than_the_training_set_is_a_warning() {
         "{err}"
     );
 }
+
+fn realm() -> PathBuf {
+    fixture("realm")
+}
+
+/// (text, [(start, limit, type)]) of every sentence.
+type Sentences = Vec<(String, Vec<(usize, usize, String)>)>;
+
+fn read_sentences(pattern: &Path) -> cbqa::Result<Sentences> {
+    use cbqa::pretrain::corpus::{documents, expand_patterns};
+    let files = expand_patterns(&[pattern.to_path_buf()])?;
+    documents(&files)
+        .map(|d| {
+            let d = d?;
+            let spans = d
+                .spans
+                .into_iter()
+                .map(|s| (s.start, s.end, s.kind))
+                .collect();
+            Ok((d.text, spans))
+        })
+        .collect()
+}
+
+#[test]
+fn realm_tfrecords_written_by_a_real_writer_read_back_exactly() {
+    let ours = read_sentences(&realm().join("wiki@2.tfrecord.gz")).unwrap();
+    let expected: Sentences = std::fs::read_to_string(realm().join("expected.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let spans = v["spans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    let n = |k: &str| s[k].as_u64().unwrap() as usize;
+                    (
+                        n("start"),
+                        n("limit"),
+                        s["type"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            (v["text"].as_str().unwrap().to_string(), spans)
+        })
+        .collect();
+    assert_eq!(ours, expected);
+    // The span across two sentences is dropped, as TFDS's sentences config drops it.
+    assert!(ours
+        .iter()
+        .any(|(t, s)| t == "It ends in Port" && s.is_empty()));
+    let globbed = read_sentences(&realm().join("wiki-*.tfrecord.gz")).unwrap();
+    assert_eq!(globbed, ours);
+    // SSM examples from them: one per span.
+    let spans: usize = ours.iter().map(|(_, s)| s.len()).sum();
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let corpus = realm().join("wiki@2.tfrecord.gz");
+    let mut args = vec![
+        "pretrain",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        "unused",
+    ];
+    args.extend(["--corpus", corpus.to_str().unwrap(), "--objective", "ssm"]);
+    args.extend(["--dump-examples", "100"]);
+    let (out, _) = run_ok(&args);
+    assert_eq!(dumped(&out).len(), spans);
+}
+
+/// The records of the first fixture shard, uncompressed.
+fn raw_shard() -> Vec<u8> {
+    use std::io::Read;
+    let gz = std::fs::File::open(realm().join("wiki-00000-of-00002.tfrecord.gz")).unwrap();
+    let mut raw = Vec::new();
+    flate2::read::MultiGzDecoder::new(gz)
+        .read_to_end(&mut raw)
+        .unwrap();
+    raw
+}
+
+#[test]
+fn corrupt_or_truncated_tfrecords_name_the_record() {
+    let raw = raw_shard();
+    let first_len = u64::from_le_bytes(raw[..8].try_into().unwrap()) as usize;
+    let second = 12 + first_len + 4;
+    let tmp = tempfile::tempdir().unwrap();
+    let check = |name: &str, bytes: &[u8], what: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let e = read_sentences(&p).unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains(what), "{name}: {e}");
+    };
+    let mut flipped = raw.clone();
+    flipped[second + 12 + 3] ^= 0x20;
+    check(
+        "flipped.tfrecord",
+        &flipped,
+        "record 2: the CRC of the record data does not match",
+    );
+    let mut bad_len = raw.clone();
+    bad_len[second] ^= 1;
+    check(
+        "len.tfrecord",
+        &bad_len,
+        "record 2: the CRC of the record length",
+    );
+    check("cut.tfrecord", &raw[..raw.len() - 3], "record 2: truncated");
+    check(
+        "head.tfrecord",
+        &raw[..second + 5],
+        "record 2: truncated: 5 of the 12 header bytes",
+    );
+    // the intact stream, uncompressed, reads as the shard does
+    let p = tmp.path().join("plain.tfrecord");
+    std::fs::write(&p, &raw).unwrap();
+    assert_eq!(read_sentences(&p).unwrap().len(), 5);
+}
