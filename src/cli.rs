@@ -621,6 +621,10 @@ pub struct PretrainArgs {
     /// SSM: spans longer than this (in tokens, </s> included) are skipped.
     #[arg(long, default_value_t = 128, conflicts_with = "resume")]
     pub max_target_len: usize,
+    /// SSM: give documents without spans the dates a regular expression finds (as REALM
+    /// found dates; named entities need scripts/annotate_spans.py).
+    #[arg(long, conflicts_with = "resume")]
+    pub tag_dates: bool,
     #[command(flatten)]
     pub trainer: TrainerArgs,
 }

@@ -256,6 +256,7 @@ mod train {
             mean_noise_span: args.mean_noise_span,
         };
         p.max_target_len = args.max_target_len;
+        p.tag_dates = args.tag_dates;
         let first = args.corpus.first().map_or(Path::new(""), |c| c.as_path());
         let mut s = TrainSettings::new(model.clone(), first.to_path_buf(), out.clone());
         (s.max_input_len, s.max_target_len) = p.lengths();

@@ -7,6 +7,7 @@
 //! `cbqa pretrain` trains on with the same trainer as `cbqa train`.
 
 pub mod corpus;
+pub mod dates;
 pub mod span_corruption;
 pub mod ssm;
 pub mod tfrecord;
@@ -37,6 +38,9 @@ pub struct PretrainSettings {
     pub span_corruption: SpanCorruptionSettings,
     /// SSM examples whose target is longer than this (EOS included) are skipped.
     pub max_target_len: usize,
+    /// Give documents without spans the dates [`dates::tag_dates`] finds.
+    #[serde(default)]
+    pub tag_dates: bool,
 }
 
 impl PretrainSettings {
@@ -47,6 +51,7 @@ impl PretrainSettings {
             objective,
             span_corruption: SpanCorruptionSettings::default(),
             max_target_len: 128,
+            tag_dates: false,
         }
     }
 
@@ -120,7 +125,11 @@ pub fn build_examples(
     let mut batch = Vec::with_capacity(BATCH);
     let mut docs = corpus::documents(&files).peekable();
     while let Some(doc) = docs.next() {
-        batch.push(doc?);
+        let mut doc = doc?;
+        if s.tag_dates && doc.spans.is_empty() {
+            doc.spans = dates::tag_dates(&doc.text);
+        }
+        batch.push(doc);
         if batch.len() == BATCH || docs.peek().is_none() {
             out.documents += batch.len();
             match &mut corruptor {
@@ -154,7 +163,8 @@ fn check_not_empty(s: &PretrainSettings, files: &[PathBuf], out: &Examples) -> R
         let why = match (s.objective, out.without_spans == out.documents) {
             (Objective::Ssm, true) => {
                 "no sentence has a salient span; SSM needs spans: JSON lines \
-                 {\"text\", \"spans\"} (scripts/annotate_spans.py writes them) or REALM's TFRecords"
+                 {\"text\", \"spans\"} (scripts/annotate_spans.py writes them), REALM's \
+                 TFRecords, or dates found by tag_dates"
                     .to_string()
             }
             _ => format!("every example was skipped ({} of them)", out.skipped_total),

@@ -618,3 +618,39 @@ fn corrupt_or_truncated_tfrecords_name_the_record() {
     std::fs::write(&p, &raw).unwrap();
     assert_eq!(read_sentences(&p).unwrap().len(), 5);
 }
+
+#[test]
+fn dates_tagged_in_rust_and_by_the_annotator_script_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let text = tmp.path().join("raw.txt");
+    let lines = [
+        "Antonín Dvořák was born on 8 September 1841 and died on May 1, 1904.",
+        "The VS-300 first flew on 1939-09-14; Sikorsky was born in 1889.",
+        "No date here, only 18410 people and 2,1841 votes.",
+    ];
+    std::fs::write(&text, lines.join("\n") + "\n").unwrap();
+    let annotated = tmp.path().join("raw.jsonl");
+    let (t, a) = (text.to_str().unwrap(), annotated.to_str().unwrap());
+    run_python("annotate_spans.py", &[t, a, "--dates-only"]);
+    let m = model.to_str().unwrap();
+    let dump = |corpus: &str, extra: &[&str]| {
+        let mut args = vec![
+            "pretrain", "--model", m, "--corpus", corpus, "--out", "unused",
+        ];
+        args.extend(["--objective", "ssm", "--dump-examples", "100"]);
+        args.extend(extra);
+        let (out, _) = run_ok(&args);
+        let mut v: Vec<String> = dumped(&out)
+            .iter()
+            .map(|e| {
+                e["inputs"].as_str().unwrap().to_string() + " → " + e["targets"].as_str().unwrap()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let ours = dump(t, &["--tag-dates"]);
+    assert_eq!(ours.len(), 4, "{ours:?}");
+    assert_eq!(ours, dump(a, &[]));
+}
