@@ -44,7 +44,7 @@ impl MixingRates {
             let msg = format!("must be positive, got {}", self.temperature);
             return Err(Error::setting("mixing_temperature", msg));
         }
-        if let Some(m) = self.maximum.filter(|m| !(*m > 0.0)) {
+        if let Some(m) = self.maximum.filter(|m| m.is_nan() || *m <= 0.0) {
             return Err(Error::setting(
                 "mixing_max",
                 format!("must be positive, got {m}"),
