@@ -23,6 +23,10 @@ pub enum Command {
     /// writing Hugging Face checkpoints; --resume continues an interrupted run exactly.
     #[cfg(feature = "train")]
     Train(Box<TrainArgs>),
+    /// Continue pre-training a T5 on a corpus with salient span masking or span corruption (the
+    /// paper's recipe), on the same trainer as `cbqa train`; the checkpoints fine-tune with it.
+    #[cfg(feature = "train")]
+    Pretrain(Box<PretrainArgs>),
     /// Export a checkpoint to ONNX in optimum's layout (encoder_model.onnx, decoder_model.onnx,
     /// decoder_with_past_model.onnx), weights stored once, validated in ONNX Runtime and tract.
     Export(ExportArgs),
@@ -424,8 +428,10 @@ pub struct ValidateArgs {
 pub enum AnswerArg {
     /// The first answer (the paper's default).
     First,
-    /// A random answer, drawn again each epoch.
+    /// A random answer, drawn again each epoch (the paper's sample_answer).
     Random,
+    /// One example per answer.
+    All,
 }
 
 /// The optimizer.
@@ -453,32 +459,10 @@ fn train_defaults() -> cbqa::train::TrainSettings {
     cbqa::train::TrainSettings::new(PathBuf::new(), PathBuf::new(), PathBuf::new())
 }
 
+/// The flags of the trainer that `cbqa train` and `cbqa pretrain` share.
 #[cfg(feature = "train")]
 #[derive(Debug, Args)]
-pub struct TrainArgs {
-    /// The model directory to fine-tune (Hugging Face layout, e.g. made by `cbqa init`).
-    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
-    pub model: Option<PathBuf>,
-    /// Training data: JSON lines {"question": str, "answer": [str, ...]} (NQ-open format).
-    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
-    pub train: Option<PathBuf>,
-    /// Dev data in the same format; exact match is computed on it with greedy decoding.
-    #[arg(long, conflicts_with = "resume")]
-    pub dev: Option<PathBuf>,
-    /// The run directory (checkpoints, train_log.csv); must not exist or be empty.
-    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
-    pub out: Option<PathBuf>,
-    /// Continue the run in this directory from its last checkpoint, with its settings
-    /// (only --max-steps, --epochs, --device, --threads, --eval-every, --save-every,
-    /// --log-every and --micro-batch-tokens may change).
-    #[arg(long)]
-    pub resume: Option<PathBuf>,
-    /// Text put before every question (the paper's T5 inputs look like "nq question: ...").
-    #[arg(long, default_value = "", conflicts_with = "resume")]
-    pub prefix: String,
-    /// Which answer is the target.
-    #[arg(long, value_enum, default_value_t = AnswerArg::First, conflicts_with = "resume")]
-    pub answer: AnswerArg,
+pub struct TrainerArgs {
     /// The optimizer.
     #[arg(long, value_enum, default_value_t = OptimizerArg::Adafactor, conflicts_with = "resume")]
     pub optimizer: OptimizerArg,
@@ -501,7 +485,7 @@ pub struct TrainArgs {
     /// Dropout rate during training.
     #[arg(long, default_value_t = train_defaults().dropout, conflicts_with = "resume")]
     pub dropout: f64,
-    /// Seed of the data order, answer choice and dropout.
+    /// Seed of the data order, answer choice, masks and dropout.
     #[arg(long, default_value_t = train_defaults().seed, conflicts_with = "resume")]
     pub seed: u64,
     /// auto, cpu, cuda or cuda:N. Asking for CUDA without a GPU is an error. [default: auto]
@@ -516,6 +500,58 @@ pub struct TrainArgs {
     /// Checkpoint every N steps (also at the end, at a new best dev EM and on Ctrl-C).
     #[arg(long)]
     pub save_every: Option<u64>,
+    /// libtorch threads (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Without a terminal, print progress every N steps. [default: 10]
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Print the first N training examples (JSON lines: inputs, targets, their ids, source)
+    /// exactly as the trainer would feed them, and exit without training.
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
+    pub dump_examples: Option<usize>,
+}
+
+#[cfg(feature = "train")]
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The model directory to fine-tune (Hugging Face layout, e.g. made by `cbqa init`).
+    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+    pub model: Option<PathBuf>,
+    /// Training data: JSON lines {"question": str, "answer": [str, ...]} (NQ-open format) or
+    /// any format cbqa reads. Several --train files make a task mixture (seqio's
+    /// examples-proportional mixing; see --mixing-max).
+    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+    pub train: Vec<PathBuf>,
+    /// Dev data in the same format; exact match is computed on it with greedy decoding (in a
+    /// mixture, with the prefix of the training file of the same benchmark).
+    #[arg(long, conflicts_with = "resume")]
+    pub dev: Option<PathBuf>,
+    /// The run directory (checkpoints, train_log.csv); must not exist or be empty.
+    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint, with its settings
+    /// (only --max-steps, --epochs, --device, --threads, --eval-every, --save-every,
+    /// --log-every and --micro-batch-tokens may change).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Text put before every question (the paper's T5 inputs look like "nq question: ...").
+    /// With several --train files, give one --prefix per file or none: each file then gets the
+    /// paper's prefix for its benchmark (nq question: , trivia_qa question: , wq question: ).
+    #[arg(long, conflicts_with = "resume")]
+    pub prefix: Vec<String>,
+    /// Which answer is the target.
+    #[arg(long, value_enum, default_value_t = AnswerArg::First, conflicts_with = "resume")]
+    pub answer: AnswerArg,
+    /// Mixtures: a file counts at most this many examples in its rate (seqio's maximum).
+    #[arg(long, conflicts_with = "resume")]
+    pub mixing_max: Option<f64>,
+    /// Mixtures: rates are examples ^ (1 / T) (seqio's temperature).
+    #[arg(long, default_value_t = 1.0, conflicts_with = "resume")]
+    pub mixing_temperature: f64,
+    /// Mixtures: every file at the same rate.
+    #[arg(long, conflicts_with_all = ["resume", "mixing_max"])]
+    pub mixing_equal: bool,
     /// Dev questions decoded per batch.
     #[arg(long, default_value_t = train_defaults().eval_batch_size, conflicts_with = "resume")]
     pub eval_batch_size: usize,
@@ -534,12 +570,64 @@ pub struct TrainArgs {
     /// Skip malformed data lines (each is reported as file:line) instead of stopping.
     #[arg(long, conflicts_with = "resume")]
     pub skip_bad: bool,
-    /// libtorch threads (default: libtorch's choice).
+    #[command(flatten)]
+    pub trainer: TrainerArgs,
+}
+
+/// The pre-training objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ObjectiveArg {
+    /// Salient span masking (REALM; the paper's best): "nem: ... _X_ ..." → the span. Needs
+    /// spans: JSON lines {"text", "spans"} or REALM's annotated Wikipedia TFRecords.
+    Ssm,
+    /// T5's span corruption: 15% of the tokens in spans of mean 3 replaced by sentinels.
+    SpanCorruption,
+}
+
+#[cfg(feature = "train")]
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    /// The model directory to continue pre-training (Hugging Face layout).
+    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+    pub model: Option<PathBuf>,
+    /// Corpus files: plain text (a document per line), JSON lines {"text": str} or
+    /// {"text": str, "spans": [{"start", "end", "type"}]} (code-point offsets), REALM's
+    /// .tfrecord.gz; shard patterns (name@N.ext) and globs (quoted) expand.
+    #[arg(long, num_args = 1.., required_unless_present = "resume", conflicts_with = "resume")]
+    pub corpus: Vec<PathBuf>,
+    /// The objective.
+    #[arg(
+        long,
+        value_enum,
+        required_unless_present = "resume",
+        conflicts_with = "resume"
+    )]
+    pub objective: Option<ObjectiveArg>,
+    /// The run directory (checkpoints, train_log.csv); must not exist or be empty.
+    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint, with its settings.
     #[arg(long)]
-    pub threads: Option<usize>,
-    /// Without a terminal, print progress every N steps. [default: 10]
-    #[arg(long)]
-    pub log_every: Option<u64>,
+    pub resume: Option<PathBuf>,
+    /// Length of the inputs in tokens, EOS included; span corruption's raw pieces and targets
+    /// length follow (512 → 568 raw tokens → 114 targets); longer SSM sentences are skipped.
+    #[arg(long, default_value_t = 512, conflicts_with = "resume")]
+    pub inputs_length: usize,
+    /// Span corruption: the fraction of tokens masked.
+    #[arg(long, default_value_t = 0.15, conflicts_with = "resume")]
+    pub noise_density: f64,
+    /// Span corruption: the mean length of a masked span.
+    #[arg(long, default_value_t = 3.0, conflicts_with = "resume")]
+    pub mean_noise_span: f64,
+    /// SSM: spans longer than this (in tokens, </s> included) are skipped.
+    #[arg(long, default_value_t = 128, conflicts_with = "resume")]
+    pub max_target_len: usize,
+    /// SSM: give documents without spans the dates a regular expression finds (as REALM
+    /// found dates; named entities need scripts/annotate_spans.py).
+    #[arg(long, conflicts_with = "resume")]
+    pub tag_dates: bool,
+    #[command(flatten)]
+    pub trainer: TrainerArgs,
 }
 
 /// The flag that sets a library setting (`num_beams` → `--beams`), for error messages: the
@@ -595,6 +683,14 @@ pub fn flag_of_setting(setting: &str) -> Option<&'static str> {
         "eval_limit" => "--eval-limit",
         "max_input_len" => "--max-input-len",
         "max_target_len" => "--max-target-len",
+        "mixing_max" => "--mixing-max",
+        "mixing_temperature" => "--mixing-temperature",
+        // pre-training (PretrainSettings)
+        "corpus" => "--corpus",
+        "objective" => "--objective",
+        "inputs_length" => "--inputs-length",
+        "noise_density" => "--noise-density",
+        "mean_noise_span" => "--mean-noise-span",
         // export and validation (ExportOptions, ValidateOptions)
         "force" => "--force",
         "merged" => "--merged",
@@ -680,6 +776,13 @@ mod tests {
                 "eval_limit",
                 "max_input_len",
                 "max_target_len",
+                "mixing_max",
+                "mixing_temperature",
+                "corpus",
+                "objective",
+                "inputs_length",
+                "noise_density",
+                "mean_noise_span",
             ],
         ]
         .concat();

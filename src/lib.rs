@@ -59,6 +59,7 @@ pub mod model;
 pub mod model_dir;
 pub mod native;
 pub mod onnx;
+pub mod pretrain;
 pub mod progress;
 pub(crate) mod pyjson;
 pub mod runtime;

@@ -36,6 +36,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Validate(args) => app::validate::run(args),
         #[cfg(feature = "train")]
         Command::Train(args) => app::train::run(*args),
+        #[cfg(feature = "train")]
+        Command::Pretrain(args) => app::pretrain::run(*args),
         Command::Doctor => app::doctor::run(),
     }
 }

@@ -10,6 +10,8 @@ pub mod init;
 pub mod inspect;
 pub mod options;
 pub mod predict;
+#[cfg(feature = "train")]
+pub mod pretrain;
 pub mod score;
 #[cfg(feature = "train")]
 pub mod train;

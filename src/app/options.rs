@@ -145,13 +145,22 @@ pub fn validate_options(args: &ValidateArgs) -> ValidateOptions {
 }
 
 #[cfg(feature = "train")]
-pub use train::train_settings;
+pub use train::{pretrain_settings, train_settings};
 
 #[cfg(feature = "train")]
 mod train {
-    use crate::cli::{AnswerArg, OptimizerArg, TrainArgs, TrainPrecisionArg};
-    use anyhow::Result;
-    use cbqa::train::{self as tr, AnswerChoice, OptimizerChoice, Precision, TrainSettings};
+    use crate::cli::{
+        AnswerArg, ObjectiveArg, OptimizerArg, PretrainArgs, TrainArgs, TrainPrecisionArg,
+        TrainerArgs,
+    };
+    use anyhow::{bail, Result};
+    use cbqa::pretrain::span_corruption::SpanCorruptionSettings;
+    use cbqa::pretrain::{Objective, PretrainSettings};
+    use cbqa::train::{
+        self as tr, AnswerChoice, MixingRates, OptimizerChoice, Precision, TrainSettings,
+        TrainSource,
+    };
+    use std::path::Path;
 
     /// The settings of `cbqa train`: from the flags, or from the run directory with `--resume`
     /// (then only the flags that may change on a resumed run apply). Also says whether it resumes.
@@ -160,34 +169,54 @@ mod train {
             Some(run) => (tr::load_settings(run)?, true),
             None => (new_run_settings(args)?, false),
         };
-        apply_resumable(args, &mut s);
+        apply_resumable(&args.trainer, &mut s);
+        Ok((s, resume))
+    }
+
+    /// The settings of `cbqa pretrain`, as [`train_settings`].
+    pub fn pretrain_settings(args: &PretrainArgs) -> Result<(TrainSettings, bool)> {
+        let (mut s, resume) = match &args.resume {
+            Some(run) => (tr::load_settings(run)?, true),
+            None => (new_pretrain_settings(args)?, false),
+        };
+        if resume && s.pretrain.is_none() {
+            bail!(
+                "{} is a fine-tuning run: continue it with cbqa train --resume",
+                s.out.display()
+            );
+        }
+        apply_resumable(&args.trainer, &mut s);
         Ok((s, resume))
     }
 
     /// The settings of a new run, from the flags.
     fn new_run_settings(args: &TrainArgs) -> Result<TrainSettings> {
         // clap requires these without --resume.
-        let (Some(model), Some(train), Some(out)) = (&args.model, &args.train, &args.out) else {
-            anyhow::bail!("--model, --train and --out are required (or --resume RUN)");
+        let (Some(model), Some(train), Some(out)) = (&args.model, args.train.first(), &args.out)
+        else {
+            bail!("--model, --train and --out are required (or --resume RUN)");
         };
         let mut s = TrainSettings::new(model.clone(), train.clone(), out.clone());
+        let prefixes = prefixes_of(&args.train, &args.prefix)?;
+        s.prefix = prefixes[0].clone().unwrap_or_default();
+        s.mixture = args.train[1..]
+            .iter()
+            .zip(&prefixes[1..])
+            .map(|(path, prefix)| TrainSource {
+                path: path.clone(),
+                prefix: prefix.clone(),
+            })
+            .collect();
+        s.mixing = MixingRates {
+            maximum: args.mixing_max,
+            temperature: args.mixing_temperature,
+            equal: args.mixing_equal,
+        };
         s.dev = args.dev.clone();
-        s.prefix = args.prefix.clone();
         s.answer = match args.answer {
             AnswerArg::First => AnswerChoice::First,
             AnswerArg::Random => AnswerChoice::Random,
-        };
-        s.optimizer = match args.optimizer {
-            OptimizerArg::Adafactor => OptimizerChoice::Adafactor,
-            OptimizerArg::Adamw => OptimizerChoice::Adamw,
-        };
-        s.lr = args.lr;
-        s.batch_tokens = args.batch_tokens;
-        s.dropout = args.dropout;
-        s.seed = args.seed;
-        s.precision = match args.precision {
-            TrainPrecisionArg::Fp32 => Precision::Fp32,
-            TrainPrecisionArg::Bf16 => Precision::Bf16,
+            AnswerArg::All => AnswerChoice::All,
         };
         s.eval_batch_size = args.eval_batch_size;
         s.eval_max_new_tokens = args.eval_max_new_tokens;
@@ -195,11 +224,65 @@ mod train {
         s.max_input_len = args.max_input_len;
         s.max_target_len = args.max_target_len;
         s.skip_bad = args.skip_bad;
+        apply_trainer(&args.trainer, &mut s);
         Ok(s)
     }
 
+    /// One prefix per training file: as given (one per file; one file may have one), or none
+    /// at all (one file: no prefix; a mixture: the paper's prefix of each file's benchmark).
+    fn prefixes_of(files: &[std::path::PathBuf], given: &[String]) -> Result<Vec<Option<String>>> {
+        match (files.len(), given.len()) {
+            (_, 0) if files.len() > 1 => Ok(vec![None; files.len()]),
+            (1, 0) => Ok(vec![Some(String::new())]),
+            (n, k) if n == k => Ok(given.iter().cloned().map(Some).collect()),
+            (n, k) => bail!("{k} --prefix for {n} --train files: give one per file, or none"),
+        }
+    }
+
+    /// The settings of a new pre-training run, from the flags.
+    fn new_pretrain_settings(args: &PretrainArgs) -> Result<TrainSettings> {
+        let (Some(model), Some(objective), Some(out)) = (&args.model, args.objective, &args.out)
+        else {
+            bail!("--model, --corpus, --objective and --out are required (or --resume RUN)");
+        };
+        let objective = match objective {
+            ObjectiveArg::Ssm => Objective::Ssm,
+            ObjectiveArg::SpanCorruption => Objective::SpanCorruption,
+        };
+        let mut p = PretrainSettings::new(args.corpus.clone(), objective);
+        p.span_corruption = SpanCorruptionSettings {
+            inputs_length: args.inputs_length,
+            noise_density: args.noise_density,
+            mean_noise_span: args.mean_noise_span,
+        };
+        p.max_target_len = args.max_target_len;
+        p.tag_dates = args.tag_dates;
+        let first = args.corpus.first().map_or(Path::new(""), |c| c.as_path());
+        let mut s = TrainSettings::new(model.clone(), first.to_path_buf(), out.clone());
+        (s.max_input_len, s.max_target_len) = p.lengths();
+        s.pretrain = Some(p);
+        apply_trainer(&args.trainer, &mut s);
+        Ok(s)
+    }
+
+    /// The trainer's flags of a new run.
+    fn apply_trainer(t: &TrainerArgs, s: &mut TrainSettings) {
+        s.optimizer = match t.optimizer {
+            OptimizerArg::Adafactor => OptimizerChoice::Adafactor,
+            OptimizerArg::Adamw => OptimizerChoice::Adamw,
+        };
+        s.lr = t.lr;
+        s.batch_tokens = t.batch_tokens;
+        s.dropout = t.dropout;
+        s.seed = t.seed;
+        s.precision = match t.precision {
+            TrainPrecisionArg::Fp32 => Precision::Fp32,
+            TrainPrecisionArg::Bf16 => Precision::Bf16,
+        };
+    }
+
     /// What may change on `--resume`: how long, where, how often to report.
-    fn apply_resumable(args: &TrainArgs, s: &mut TrainSettings) {
+    fn apply_resumable(args: &TrainerArgs, s: &mut TrainSettings) {
         if args.max_steps.is_some() || args.epochs.is_some() {
             s.max_steps = args.max_steps;
             s.epochs = args.epochs;

@@ -32,10 +32,27 @@ fn install_sigint() {
 /// Train (or resume) and print how it ended; exits with 130 when interrupted.
 pub fn run(args: TrainArgs) -> Result<()> {
     let (s, resume) = train_settings(&args)?;
+    run_settings("train", s, resume, args.trainer.dump_examples)
+}
+
+/// Run `cbqa <command>` with resolved settings: dump `dump` examples to stdout and stop, or
+/// train and report.
+pub fn run_settings(
+    command: &str,
+    s: tr::TrainSettings,
+    resume: bool,
+    dump: Option<usize>,
+) -> Result<()> {
+    if let Some(n) = dump {
+        let mut stdout = std::io::stdout().lock();
+        tr::dump_examples(&s, n, &mut stdout)
+            .with_context(|| format!("cbqa {command}: cannot dump examples"))?;
+        return Ok(());
+    }
     install_sigint();
-    let what = if resume { "resume" } else { "train" };
+    let what = if resume { "resume" } else { command };
     let out = tr::train(&s, resume, &STOP)
-        .with_context(|| format!("cbqa train: cannot {what} {}", s.out.display()))?;
+        .with_context(|| format!("cbqa {command}: cannot {what} {}", s.out.display()))?;
     println!(
         "{} after {} steps: last checkpoint {}",
         if out.interrupted {
@@ -59,7 +76,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         println!("skipped {} malformed line(s)", out.skipped_lines.len());
     }
     if out.interrupted {
-        println!("continue with: cbqa train --resume {}", s.out.display());
+        println!("continue with: cbqa {command} --resume {}", s.out.display());
         std::process::exit(130);
     }
     Ok(())

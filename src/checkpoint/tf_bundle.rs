@@ -14,7 +14,7 @@
 //! buffer per shard (a transposed copy is needed anyway), which [`super::Weights`] then serves
 //! like any other checkpoint.
 
-mod crc32c;
+pub(crate) mod crc32c;
 mod names;
 mod proto;
 mod table;

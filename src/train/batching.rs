@@ -18,8 +18,10 @@ use tch::{Device, Tensor};
 pub enum AnswerChoice {
     /// The first answer (the paper's default).
     First,
-    /// One answer drawn at random, again each epoch.
+    /// One answer drawn at random, again each epoch (the paper's `sample_answer`).
     Random,
+    /// One example per answer.
+    All,
 }
 
 /// One epoch's order and its effective batches.
@@ -33,7 +35,7 @@ pub struct EpochPlan {
 
 /// The RNG of epoch `epoch` of a run seeded `seed` (independent of everything else, so a resumed
 /// run recomputes the same order).
-fn epoch_rng(seed: u64, epoch: u64) -> ChaCha8Rng {
+pub(crate) fn epoch_rng(seed: u64, epoch: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
@@ -54,16 +56,31 @@ pub fn plan_epoch(
     let mut rng = epoch_rng(seed, epoch);
     let mut order: Vec<usize> = (0..data.len()).collect();
     order.shuffle(&mut rng);
-    let items: Vec<(usize, usize)> = order
-        .into_iter()
-        .map(|i| {
-            let a = match answer {
-                AnswerChoice::First => 0,
-                AnswerChoice::Random => rng.random_range(0..data[i].targets.len()),
-            };
-            (i, a)
-        })
-        .collect();
+    let items: Vec<(usize, usize)> = match answer {
+        AnswerChoice::First => order.into_iter().map(|i| (i, 0)).collect(),
+        AnswerChoice::Random => order
+            .into_iter()
+            .map(|i| (i, rng.random_range(0..data[i].targets.len())))
+            .collect(),
+        AnswerChoice::All => {
+            let mut pairs: Vec<(usize, usize)> = (0..data.len())
+                .flat_map(|i| (0..data[i].targets.len()).map(move |a| (i, a)))
+                .collect();
+            pairs.shuffle(&mut rng);
+            pairs
+        }
+    };
+    let batches = cut_batches(data, &items, batch_tokens);
+    EpochPlan { items, batches }
+}
+
+/// Cut `items` (in order) into effective batches of at most `batch_tokens` tokens (an example
+/// longer than the budget gets a batch of its own).
+pub fn cut_batches(
+    data: &[Tokenized],
+    items: &[(usize, usize)],
+    batch_tokens: usize,
+) -> Vec<Range<usize>> {
     let mut batches = Vec::new();
     let (mut start, mut used) = (0, 0);
     for (k, &(i, a)) in items.iter().enumerate() {
@@ -78,7 +95,7 @@ pub fn plan_epoch(
     if start < items.len() {
         batches.push(start..items.len());
     }
-    EpochPlan { items, batches }
+    batches
 }
 
 /// Split one effective batch into micro-batches: sorted by input length (less padding), then cut
@@ -208,6 +225,13 @@ mod tests {
         assert_eq!(covered, 10);
         let first = plan_epoch(&d, 7, 0, AnswerChoice::First, 20);
         assert!(first.items.iter().all(|&(_, k)| k == 0));
+        // every answer once: 10 first answers and 10 second ones
+        let all = plan_epoch(&d, 7, 0, AnswerChoice::All, 20);
+        let mut pairs = all.items.clone();
+        pairs.sort();
+        let expected: Vec<(usize, usize)> = (0..10).flat_map(|i| [(i, 0), (i, 1)]).collect();
+        assert_eq!(pairs, expected);
+        assert_eq!(all.batches.iter().map(|r| r.len()).sum::<usize>(), 20);
     }
 
     #[test]

@@ -1,20 +1,26 @@
 //! Training and dev data for `cbqa train`: every format the crate's readers take (NQ-open JSON
 //! lines, DPR TSV, WebQuestions JSON, CSV/TSV), read with file:line errors, tokenized once.
 
-use crate::data::{DataError, Dataset, QaExample, ReadOptions};
+use super::batching::{plan_epoch, EpochPlan};
+use super::mixture::{plan_mixture_epoch, Source};
+use super::settings::TrainSettings;
+use crate::data::{Benchmark, DataError, Dataset, QaExample, ReadOptions};
 use crate::error::{Error, Result};
 use crate::generate::encode_questions;
+use crate::pretrain::{build_examples, PretrainSettings};
 use std::path::Path;
 use tokenizers::Tokenizer;
 
 /// What a file gave: its examples and, with `skip_bad`, the lines that were skipped.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReadReport {
     pub examples: Vec<QaExample>,
     /// `file:line: reason` for every skipped line.
     pub skipped: Vec<String>,
     /// The answer normalisation the benchmark is scored with (dev EM uses it).
     pub normalizer: crate::eval::Normalizer,
+    /// The benchmark the file holds (guessed from its name).
+    pub benchmark: Benchmark,
 }
 
 /// Read a QA file. Training data drops blank answers and rejects examples left without one;
@@ -36,6 +42,7 @@ pub fn read_qa(path: &Path, skip_bad: bool, training: bool) -> Result<ReadReport
     }
     Ok(ReadReport {
         normalizer: crate::eval::Normalizer::for_benchmark(ds.benchmark),
+        benchmark: ds.benchmark,
         skipped: ds.warnings.iter().map(|w| w.to_string()).collect(),
         examples: ds.examples,
     })
@@ -100,6 +107,138 @@ pub fn tokenize(
             Ok(Tokenized { input, targets })
         })
         .collect()
+}
+
+/// The input prefix of the paper's task for a benchmark (`t5_cbqa/preprocessors.py`).
+pub fn paper_prefix(benchmark: Benchmark) -> &'static str {
+    match benchmark {
+        Benchmark::NaturalQuestions => "nq question: ",
+        Benchmark::TriviaQa => "trivia_qa question: ",
+        Benchmark::WebQuestions => "wq question: ",
+        Benchmark::Unknown => "",
+    }
+}
+
+/// The training examples of a run, tokenized, with their sources.
+#[derive(Debug, Default)]
+pub struct TrainData {
+    pub examples: Vec<Tokenized>,
+    /// Each source's examples (a range of `examples`), in order; one unless a mixture.
+    pub sources: Vec<Source>,
+    /// Skipped lines and examples (`origin: reason`).
+    pub skipped: Vec<String>,
+    /// The benchmark and question prefix of each QA source.
+    pub prefixes: Vec<(Benchmark, String)>,
+}
+
+impl TrainData {
+    /// The prefix to evaluate a `benchmark` dev set with: the one of the training source of
+    /// the same benchmark, else `fallback`.
+    pub fn prefix_for(&self, benchmark: Benchmark, fallback: &str) -> String {
+        self.prefixes
+            .iter()
+            .find(|(b, _)| *b == benchmark && benchmark != Benchmark::Unknown)
+            .map_or(fallback, |(_, p)| p.as_str())
+            .to_string()
+    }
+
+    /// Epoch `epoch`'s order and batches ([`plan_of`]).
+    pub fn plan(&self, s: &TrainSettings, epoch: u64) -> EpochPlan {
+        plan_of(&self.examples, &self.sources, s, epoch)
+    }
+}
+
+/// Epoch `epoch`'s order and batches: seeded; drawn by the mixing rates for a mixture.
+pub fn plan_of(
+    examples: &[Tokenized],
+    sources: &[Source],
+    s: &TrainSettings,
+    epoch: u64,
+) -> EpochPlan {
+    match sources.len() > 1 {
+        true => plan_mixture_epoch(examples, sources, s.seed, epoch, s.answer, s.batch_tokens),
+        false => plan_epoch(examples, s.seed, epoch, s.answer, s.batch_tokens),
+    }
+}
+
+/// The training examples `s` names: a pre-training corpus, one QA file or a mixture.
+pub fn read_train(s: &TrainSettings, tok: &Tokenizer, eos: u32) -> Result<TrainData> {
+    if let Some(p) = &s.pretrain {
+        return read_corpus(p, tok, eos, s.seed);
+    }
+    s.mixing.check()?;
+    let mixed = !s.mixture.is_empty();
+    let first_prefix = match mixed && s.prefix.is_empty() {
+        true => None,
+        false => Some(s.prefix.as_str()),
+    };
+    let first = (s.train.as_path(), first_prefix);
+    let rest = s
+        .mixture
+        .iter()
+        .map(|m| (m.path.as_path(), m.prefix.as_deref()));
+    let mut data = TrainData::default();
+    for (path, prefix) in std::iter::once(first).chain(rest) {
+        let report = read_qa(path, s.skip_bad, true)?;
+        let prefix = prefix
+            .unwrap_or_else(|| paper_prefix(report.benchmark))
+            .to_string();
+        let tokenized = tokenize(
+            tok,
+            &report.examples,
+            &prefix,
+            eos,
+            s.max_input_len,
+            s.max_target_len,
+        )?;
+        let start = data.examples.len();
+        data.sources.push(Source {
+            name: path.display().to_string(),
+            range: start..start + tokenized.len(),
+            rate: s.mixing.rate(tokenized.len()),
+        });
+        data.examples.extend(tokenized);
+        data.skipped.extend(report.skipped);
+        data.prefixes.push((report.benchmark, prefix));
+    }
+    Ok(data)
+}
+
+/// A pre-training corpus as one source.
+fn read_corpus(p: &PretrainSettings, tok: &Tokenizer, eos: u32, seed: u64) -> Result<TrainData> {
+    let built = build_examples(p, tok, eos, seed)?;
+    let ids = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<i64>>();
+    let examples: Vec<Tokenized> = built
+        .examples
+        .into_iter()
+        .map(|e| Tokenized {
+            input: ids(e.inputs),
+            targets: vec![ids(e.targets)],
+        })
+        .collect();
+    let mut skipped = built.skipped;
+    if built.skipped_total > skipped.len() {
+        skipped.push(format!(
+            "… and {} more",
+            built.skipped_total - skipped.len()
+        ));
+    }
+    let names: Vec<String> = p.corpus.iter().map(|c| c.display().to_string()).collect();
+    let objective = serde_json::to_value(p.objective).ok();
+    let objective = objective
+        .as_ref()
+        .and_then(|v| v.as_str())
+        .unwrap_or("pretrain");
+    Ok(TrainData {
+        sources: vec![Source {
+            name: format!("{objective}:{}", names.join(",")),
+            range: 0..examples.len(),
+            rate: 1.0,
+        }],
+        examples,
+        skipped,
+        prefixes: Vec::new(),
+    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! clap). Saved as `run.json` in the run directory so `--resume` continues with the same settings.
 
 use super::batching::AnswerChoice;
+use super::mixture::MixingRates;
+use crate::pretrain::PretrainSettings;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -23,6 +25,15 @@ pub enum Precision {
     /// bf16 matmuls with fp32 parameters, optimizer state, softmax, layer-norm statistics and
     /// residual stream (what autocast does), on any device; T5 was trained in bf16.
     Bf16,
+}
+
+/// A further QA training file of a mixture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSource {
+    pub path: PathBuf,
+    /// Put before its questions; `None`: the paper's prefix for the file's benchmark
+    /// (`nq question: `, `trivia_qa question: `, `wq question: `; none for another file).
+    pub prefix: Option<String>,
 }
 
 /// The settings of a training run.
@@ -72,6 +83,16 @@ pub struct TrainSettings {
     pub threads: Option<usize>,
     /// Print a progress line every this many steps when stderr is not a terminal.
     pub log_every: u64,
+    /// Further training files, mixed with `train` by seqio's examples-proportional rates. In a
+    /// mixture an empty `prefix` means the paper's prefix for `train`'s benchmark.
+    #[serde(default)]
+    pub mixture: Vec<TrainSource>,
+    /// The rates of a mixture.
+    #[serde(default)]
+    pub mixing: MixingRates,
+    /// Pre-train on this corpus instead of QA pairs (`cbqa pretrain`; `train` is then unused).
+    #[serde(default)]
+    pub pretrain: Option<PretrainSettings>,
 }
 
 impl TrainSettings {
@@ -105,6 +126,9 @@ impl TrainSettings {
             skip_bad: false,
             threads: None,
             log_every: 10,
+            mixture: Vec::new(),
+            mixing: MixingRates::default(),
+            pretrain: None,
         }
     }
 }

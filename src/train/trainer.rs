@@ -3,8 +3,9 @@
 
 use super::adafactor::{Adafactor, AdafactorConfig};
 use super::adamw::{AdamW, AdamWConfig};
-use super::batching::{collate, micro_batches, plan_epoch, EpochPlan};
-use super::data::{read_qa, tokenize, Tokenized};
+use super::batching::{collate, micro_batches, EpochPlan};
+use super::data::{read_qa, read_train, Tokenized, TrainData};
+use super::mixture::Source;
 use super::optim::{Optimizer, STATE_FILE};
 use super::settings::{OptimizerChoice, Precision, TrainSettings};
 use super::state::{self, CheckpointParts, RunState, TrainerState};
@@ -162,19 +163,22 @@ struct Dev {
 
 impl Dev {
     /// Read `path` (at most `limit` examples) and encode its questions as `cbqa eval` does.
+    /// Its questions get the prefix of the training source of the same benchmark.
     fn read(
         path: &Path,
         s: &TrainSettings,
+        train: &TrainData,
         tokenizer: &Tokenizer,
         eos: u32,
     ) -> Result<(Dev, Vec<String>)> {
         let report = read_qa(path, s.skip_bad, false)?;
+        let prefix = train.prefix_for(report.benchmark, &s.prefix);
         let mut examples = report.examples;
         if let Some(n) = s.eval_limit {
             examples.truncate(n);
         }
         let questions: Vec<&str> = examples.iter().map(|ex| ex.question.as_str()).collect();
-        let inputs = encode_questions(tokenizer, &questions, &s.prefix, s.max_input_len, eos)
+        let inputs = encode_questions(tokenizer, &questions, &prefix, s.max_input_len, eos)
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
         let dev = Dev {
@@ -321,6 +325,8 @@ pub struct Trainer<'s> {
     generation: GenerationConfig,
     tokenizer_files: Vec<(String, Vec<u8>)>,
     train_data: Vec<Tokenized>,
+    /// Where the training examples come from (one source unless a mixture).
+    sources: Vec<Source>,
     dev: Option<Dev>,
     skipped: Vec<String>,
     plan: EpochPlan,
@@ -361,8 +367,8 @@ impl<'s> Trainer<'s> {
         let state_file = start.weights_dir.join(STATE_FILE);
         check_optimizer_state(&*start.optimizer, &params, &state_file)?;
         let tokenizer_files = state::read_tokenizer_files(&start.weights_dir)?;
-        let (train_data, dev, skipped) = read_data(s, &t5.config, &model_dir)?;
-        for line in &skipped {
+        let (data, dev) = read_data(s, &t5.config, &model_dir)?;
+        for line in &data.skipped {
             eprintln!("skipped {line}");
         }
         // Only now that the model and the data are known good does a fresh run claim its
@@ -372,13 +378,8 @@ impl<'s> Trainer<'s> {
             state::save_settings(&s.out, s)?;
         }
         let log = Log::open(&s.out, start.state.step)?;
-        let plan = plan_epoch(
-            &train_data,
-            s.seed,
-            start.state.epoch,
-            s.answer,
-            s.batch_tokens,
-        );
+        let plan = data.plan(s, start.state.epoch);
+        warn_if_one_batch_is_an_epoch(s, &data, &plan);
         let best_dir = start
             .state
             .best_step
@@ -394,9 +395,10 @@ impl<'s> Trainer<'s> {
             tokenizer: model_dir.tokenizer,
             generation: model_dir.generation,
             tokenizer_files,
-            train_data,
+            train_data: data.examples,
+            sources: data.sources,
             dev,
-            skipped,
+            skipped: data.skipped,
             plan,
             log,
             started: Instant::now(),
@@ -431,7 +433,12 @@ impl<'s> Trainer<'s> {
                 self.next_epoch();
                 continue;
             }
+            let first_of_run = self.tokens_this_run == 0;
+            let step_started = Instant::now();
             let report = self.step()?;
+            if first_of_run {
+                progress.note(&self.first_step_line(&report, step_started.elapsed()));
+            }
             let done = self.finished();
             let em = match self.dev.is_some() && (done || self.eval_due()) {
                 true => Some(self.evaluate()?),
@@ -461,6 +468,23 @@ impl<'s> Trainer<'s> {
         Ok(false)
     }
 
+    /// Progress after the first step of an invocation (the plain log's next line may be far):
+    /// loss, steps/s, tokens/s and the ETA that step implies.
+    fn first_step_line(&self, report: &StepReport, took: std::time::Duration) -> String {
+        let secs = took.as_secs_f64().max(1e-9);
+        let left = self.total_steps().saturating_sub(self.state.step) as f64 * secs;
+        format!(
+            "step {}: loss {:.4}, {:.2} steps/s, {:.0} tokens/s, ETA {:.0}s ({} steps per epoch of {} examples)",
+            self.state.step,
+            report.loss,
+            1.0 / secs,
+            report.tokens_per_s,
+            left,
+            self.plan.batches.len(),
+            self.plan.items.len(),
+        )
+    }
+
     /// The end of training: `max_steps` reached, or the last batch of the last epoch done.
     fn finished(&self) -> bool {
         let (s, st) = (self.settings, &self.state);
@@ -486,13 +510,7 @@ impl<'s> Trainer<'s> {
         let s = self.settings;
         self.state.epoch += 1;
         self.state.next_batch = 0;
-        self.plan = plan_epoch(
-            &self.train_data,
-            s.seed,
-            self.state.epoch,
-            s.answer,
-            s.batch_tokens,
-        );
+        self.plan = super::data::plan_of(&self.train_data, &self.sources, s, self.state.epoch);
     }
 
     fn eval_due(&self) -> bool {
@@ -700,33 +718,45 @@ fn load_model(s: &TrainSettings, start: &Start, device: Device) -> Result<(T5, M
     Ok((t5, model_dir))
 }
 
-/// The training data, tokenized, the dev set when there is one, and the skipped data lines.
+/// The training data, tokenized, with its sources and skipped lines, and the dev set when
+/// there is one.
 fn read_data(
     s: &TrainSettings,
     config: &T5Config,
     model_dir: &ModelDir,
-) -> Result<(Vec<Tokenized>, Option<Dev>, Vec<String>)> {
+) -> Result<(TrainData, Option<Dev>)> {
     let tokenizer = &model_dir.tokenizer;
-    let report = read_qa(&s.train, s.skip_bad, true)?;
-    let mut skipped = report.skipped;
-    let train_data = tokenize(
-        tokenizer,
-        &report.examples,
-        &s.prefix,
-        config.eos_id(),
-        s.max_input_len,
-        s.max_target_len,
-    )?;
+    let mut data = read_train(s, tokenizer, config.eos_id())?;
     let dev = match &s.dev {
         Some(path) => {
             let opts = greedy_options(config, &model_dir.generation, s.eval_max_new_tokens);
-            let (dev, dev_skipped) = Dev::read(path, s, tokenizer, opts.eos_token_id)?;
-            skipped.extend(dev_skipped);
+            let (dev, dev_skipped) = Dev::read(path, s, &data, tokenizer, opts.eos_token_id)?;
+            data.skipped.extend(dev_skipped);
             Some(dev)
         }
         None => None,
     };
-    Ok((train_data, dev, skipped))
+    Ok((data, dev))
+}
+
+/// A batch budget larger than the whole training set makes every step more than an epoch:
+/// say so, with what to do.
+fn warn_if_one_batch_is_an_epoch(s: &TrainSettings, data: &TrainData, plan: &EpochPlan) {
+    let tokens: usize = plan
+        .items
+        .iter()
+        .map(|&(i, a)| super::batching::example_tokens(&data.examples[i], a))
+        .sum();
+    if plan.batches.len() == 1 && tokens < s.batch_tokens {
+        eprintln!(
+            "warning: one batch of {} tokens is more than the whole training set ({} examples, \
+             {tokens} tokens): every step trains on all of it, repeated. Lower the batch \
+             tokens (e.g. {}) for several steps per epoch.",
+            s.batch_tokens,
+            plan.items.len(),
+            (tokens / 8).max(1)
+        );
+    }
 }
 
 /// Clear the gradient of parameter `p`, when it has one.

@@ -18,6 +18,8 @@ mod model_parity;
 #[cfg(feature = "train")]
 mod optim;
 mod pickle;
+#[cfg(feature = "train")]
+mod pretrain;
 mod runtime;
 mod serve;
 mod spiece;

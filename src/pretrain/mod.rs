@@ -1,0 +1,280 @@
+//! Continued pre-training data, as the paper's released code makes it: salient span masking
+//! ([`ssm`], after REALM) and T5's span corruption ([`span_corruption`]) over a corpus
+//! ([`corpus`]: plain text, JSON lines with or without salient spans, REALM's annotated
+//! Wikipedia TFRecords), read as a stream of documents, tokenized in batches.
+//!
+//! [`build_examples`] turns a corpus into token-id examples (EOS on both sides) that
+//! `cbqa pretrain` trains on with the same trainer as `cbqa train`.
+
+pub mod corpus;
+pub mod dates;
+pub mod span_corruption;
+pub mod ssm;
+pub mod tfrecord;
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use span_corruption::{SpanCorruptionSettings, SpanCorruptor};
+use std::path::PathBuf;
+use tokenizers::Tokenizer;
+
+/// The pre-training objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// Salient span masking (`mask_salient_spans`): needs a corpus with spans.
+    Ssm,
+    /// T5's span corruption (`span_corruption`).
+    SpanCorruption,
+}
+
+/// What to pre-train on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PretrainSettings {
+    /// Corpus files or shard patterns (`name@N.ext`, globs).
+    pub corpus: Vec<PathBuf>,
+    pub objective: Objective,
+    /// Span corruption's settings; `inputs_length` also bounds SSM inputs.
+    pub span_corruption: SpanCorruptionSettings,
+    /// SSM examples whose target is longer than this (EOS included) are skipped.
+    pub max_target_len: usize,
+    /// Give documents without spans the dates [`dates::tag_dates`] finds.
+    #[serde(default)]
+    pub tag_dates: bool,
+}
+
+impl PretrainSettings {
+    /// The paper's settings (512 inputs, density 0.15, mean span 3) on `corpus`.
+    pub fn new(corpus: Vec<PathBuf>, objective: Objective) -> Self {
+        PretrainSettings {
+            corpus,
+            objective,
+            span_corruption: SpanCorruptionSettings::default(),
+            max_target_len: 128,
+            tag_dates: false,
+        }
+    }
+
+    /// The longest inputs and targets (EOS included) the objective makes.
+    pub fn lengths(&self) -> (usize, usize) {
+        match self.objective {
+            Objective::Ssm => (self.span_corruption.inputs_length, self.max_target_len),
+            Objective::SpanCorruption => {
+                let (_, targets) = span_corruption::random_spans_helper(&self.span_corruption);
+                (self.span_corruption.inputs_length, targets)
+            }
+        }
+    }
+}
+
+/// One example as token ids, EOS included on both sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    pub inputs: Vec<u32>,
+    pub targets: Vec<u32>,
+}
+
+/// What a corpus gave.
+#[derive(Debug, Default)]
+pub struct Examples {
+    pub examples: Vec<Example>,
+    /// Documents (sentences) read.
+    pub documents: usize,
+    /// SSM: sentences without a salient span (dropped, as `mask_salient_spans` drops them).
+    pub without_spans: usize,
+    /// `origin: reason` of the first [`MAX_SKIP_MESSAGES`] skipped examples.
+    pub skipped: Vec<String>,
+    /// Skipped examples in all.
+    pub skipped_total: usize,
+}
+
+/// At most this many skip messages are kept (all are counted).
+pub const MAX_SKIP_MESSAGES: usize = 100;
+
+/// Documents tokenized at once.
+const BATCH: usize = span_corruption::DOCUMENTS_PER_GROUP;
+
+impl Examples {
+    fn skip(&mut self, origin: &str, reason: String) {
+        self.skipped_total += 1;
+        if self.skipped.len() < MAX_SKIP_MESSAGES {
+            self.skipped.push(format!("{origin}: {reason}"));
+        }
+    }
+}
+
+/// Every example of the corpus under `s`, in corpus order, the documents streamed. An empty
+/// corpus, or (SSM) one without any salient span, is an error; a malformed line is an error
+/// naming `file:line`.
+pub fn build_examples(
+    s: &PretrainSettings,
+    tokenizer: &Tokenizer,
+    eos: u32,
+    seed: u64,
+) -> Result<Examples> {
+    s.span_corruption.check()?;
+    let files = corpus::expand_patterns(&s.corpus)?;
+    if files.is_empty() {
+        return Err(Error::setting("corpus", "name at least one corpus file"));
+    }
+    let mut out = Examples::default();
+    let mut corruptor = match s.objective {
+        Objective::SpanCorruption => Some(corruptor(s, tokenizer, eos, seed)?),
+        Objective::Ssm => None,
+    };
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut docs = corpus::documents(&files).peekable();
+    while let Some(doc) = docs.next() {
+        let mut doc = doc?;
+        if s.tag_dates && doc.spans.is_empty() {
+            doc.spans = dates::tag_dates(&doc.text);
+        }
+        batch.push(doc);
+        if batch.len() == BATCH || docs.peek().is_none() {
+            out.documents += batch.len();
+            match &mut corruptor {
+                Some(c) => corrupt_batch(c, tokenizer, &batch, &mut out)?,
+                None => ssm_batch(s, tokenizer, eos, &batch, &mut out)?,
+            }
+            batch.clear();
+        }
+    }
+    if let Some(c) = &mut corruptor {
+        out.examples.extend(c.finish().into_iter().map(|d| Example {
+            inputs: d.inputs,
+            targets: d.targets,
+        }));
+    }
+    check_not_empty(s, &files, &out)?;
+    Ok(out)
+}
+
+/// An empty corpus, or one that gave no example, is an error saying why.
+fn check_not_empty(s: &PretrainSettings, files: &[PathBuf], out: &Examples) -> Result<()> {
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let what = names.join(", ");
+    if out.documents == 0 {
+        return Err(Error::input(
+            what,
+            "the corpus holds no document (every line is blank)",
+        ));
+    }
+    if out.examples.is_empty() {
+        let why = match (s.objective, out.without_spans == out.documents) {
+            (Objective::Ssm, true) => {
+                "no sentence has a salient span; SSM needs spans: JSON lines \
+                 {\"text\", \"spans\"} (scripts/annotate_spans.py writes them), REALM's \
+                 TFRecords, or dates found by tag_dates"
+                    .to_string()
+            }
+            _ => format!("every example was skipped ({} of them)", out.skipped_total),
+        };
+        return Err(Error::input(what, why));
+    }
+    Ok(())
+}
+
+/// The span corruptor for the tokenizer's sentinels, which must count down from
+/// `<extra_id_0>` far enough for the longest piece.
+fn corruptor(s: &PretrainSettings, tok: &Tokenizer, eos: u32, seed: u64) -> Result<SpanCorruptor> {
+    let Some(sentinel0) = tok.token_to_id("<extra_id_0>") else {
+        return Err(Error::input(
+            "tokenizer",
+            "span corruption needs the sentinels <extra_id_0>, <extra_id_1>, … (T5's tokenizers \
+             have 100; `cbqa init --extra-ids N` makes them)",
+        ));
+    };
+    let c = SpanCorruptor::new(s.span_corruption, sentinel0, eos, seed);
+    for k in 0..c.max_sentinels() {
+        let name = format!("<extra_id_{k}>");
+        if tok.token_to_id(&name) != sentinel0.checked_sub(k as u32) {
+            let msg = format!(
+                "span corruption of {} inputs needs {} sentinels counting down from \
+                 <extra_id_0> (id {sentinel0}), but {name} is not id {}",
+                s.span_corruption.inputs_length,
+                c.max_sentinels(),
+                i64::from(sentinel0) - k as i64
+            );
+            return Err(Error::input("tokenizer", msg));
+        }
+    }
+    Ok(c)
+}
+
+/// Token ids of `texts` without special tokens.
+fn encode(tok: &Tokenizer, texts: Vec<&str>) -> Result<Vec<Vec<u32>>> {
+    let encodings = tok
+        .encode_batch(texts, false)
+        .map_err(|e| Error::tokenize("encoding the corpus", e))?;
+    Ok(encodings
+        .into_iter()
+        .map(|e| e.get_ids().to_vec())
+        .collect())
+}
+
+fn corrupt_batch(
+    c: &mut SpanCorruptor,
+    tok: &Tokenizer,
+    batch: &[corpus::Document],
+    out: &mut Examples,
+) -> Result<()> {
+    let ids = encode(tok, batch.iter().map(|d| d.text.as_str()).collect())?;
+    for doc in &ids {
+        let done = c.push(doc);
+        out.examples.extend(done.into_iter().map(|d| Example {
+            inputs: d.inputs,
+            targets: d.targets,
+        }));
+    }
+    Ok(())
+}
+
+fn ssm_batch(
+    s: &PretrainSettings,
+    tok: &Tokenizer,
+    eos: u32,
+    batch: &[corpus::Document],
+    out: &mut Examples,
+) -> Result<()> {
+    let mut texts = Vec::new();
+    let mut origins = Vec::new();
+    for doc in batch {
+        if doc.spans.is_empty() {
+            out.without_spans += 1;
+        }
+        for ex in ssm::mask_salient_spans(&doc.text, &doc.spans) {
+            texts.push(ex);
+            origins.push(doc.origin.as_str());
+        }
+    }
+    let inputs = encode(tok, texts.iter().map(|t| t.inputs.as_str()).collect())?;
+    let targets = encode(tok, texts.iter().map(|t| t.targets.as_str()).collect())?;
+    let (max_in, max_tgt) = s.lengths();
+    for ((mut i, mut t), origin) in inputs.into_iter().zip(targets).zip(origins) {
+        i.push(eos);
+        t.push(eos);
+        if i.len() > max_in {
+            out.skip(
+                origin,
+                format!(
+                    "the masked sentence is {} tokens, longer than the {max_in} inputs",
+                    i.len()
+                ),
+            );
+        } else if t.len() > max_tgt {
+            out.skip(
+                origin,
+                format!(
+                    "the span is {} tokens, longer than the {max_tgt} targets",
+                    t.len()
+                ),
+            );
+        } else {
+            out.examples.push(Example {
+                inputs: i,
+                targets: t,
+            });
+        }
+    }
+    Ok(())
+}
