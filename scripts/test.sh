@@ -32,3 +32,5 @@ cargo test --all-targets "$@"
 cargo test --doc
 echo "== cargo test, inference-only build (no libtorch: the ort and tract tests)"
 cargo test --no-default-features --features ort,tract --tests "$@"
+echo "== Python package (python/: build into .venv, pytest; the Ray tests start a local cluster)"
+python/test.sh
