@@ -10,13 +10,16 @@ import sys
 
 import pytest
 
+import cbqa
 import cbqa.ray_eval as ray_eval
 from conftest import run
 
 DATA = "triviaqa/topics.dpr.trivia.test.txt"
 FLAGS = ["--limit", "48", "--beams", "2", "--threads", "1", "--batch-size", "4"]
-# what differs between any two runs: speed, memory, time
-RUN_DEPENDENT = {"questions_per_s", "wall_s", "peak_rss_mb", "timestamp"}
+# what differs between any two runs: speed, memory, time; and the commit each build was stamped
+# with (checked against the package's own below: builds sharing a target directory across
+# worktrees can carry another checkout's stamp)
+RUN_DEPENDENT = {"questions_per_s", "wall_s", "peak_rss_mb", "timestamp", "git_commit"}
 
 
 def cbqa_eval(cbqa_bin, export, data, out):
@@ -38,6 +41,7 @@ def assert_same_as_cbqa_eval(expected, got):
     for col, a, b in zip(h1, r1, r2):
         if col not in RUN_DEPENDENT:
             assert a == b, f"metrics.csv column {col}: cbqa eval {a!r}, ray_eval {b!r}"
+    assert dict(zip(h2, r2))["git_commit"] == cbqa.GIT_COMMIT
 
 
 class DiesOnce(ray_eval.AnswerActor):

@@ -212,6 +212,14 @@ mod tests {
     }
 
     #[test]
+    fn recall_ks_follow_the_beams() {
+        assert_eq!(recall_ks(1), vec![1]);
+        assert_eq!(recall_ks(2), vec![1, 2]);
+        assert_eq!(recall_ks(5), vec![1, 5]);
+        assert_eq!(recall_ks(12), vec![1, 5, 10, 12]);
+    }
+
+    #[test]
     fn timestamp_is_iso8601() {
         let t = utc_timestamp();
         assert_eq!(t.len(), 20);
