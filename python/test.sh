@@ -14,6 +14,7 @@ cd "$here"
 # the binary the tests compare with: the main build's, before CARGO_TARGET_DIR is redirected
 export CBQA_BIN="${CBQA_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/cbqa}"
 export CARGO_TARGET_DIR="${CBQA_PY_TARGET_DIR:-$here/target}"
+export PYO3_PYTHON="$venv/bin/python"
 echo "== python/: cargo fmt --check, clippy"
 cargo fmt -- --check
 timeout 1800 cargo clippy --all-targets -- -D warnings

@@ -126,3 +126,21 @@ def test_errors_are_cbqa_errors_with_the_chain(export, tmp_path):
         answerer.answer(["x"], errors="ignore")
     with pytest.raises(TypeError):
         answerer.answer("who wrote hamlet")  # a str is not a list of questions
+
+
+def test_onnx_runtime_is_the_installed_packages(export):
+    """The library loaded is the installed onnxruntime package's, found without importing it."""
+    import importlib.util
+    import os
+    import pathlib
+
+    spec = importlib.util.find_spec("onnxruntime")
+    assert spec is not None, "pip install onnxruntime==1.31.1"
+    capi = pathlib.Path(spec.submodule_search_locations[0]) / "capi"
+    chosen = pathlib.Path(cbqa._native.use_onnxruntime_package(capi.parent))
+    assert chosen.parent == capi and chosen.name.startswith("libonnxruntime.so.")
+    cbqa.Answerer(export, "ort").answer(["who wrote hamlet"])
+    maps = pathlib.Path("/proc/self/maps").read_text()
+    assert os.path.realpath(chosen) in maps
+    with pytest.raises(cbqa.CbqaError, match="no libonnxruntime.so"):
+        cbqa._native.use_onnxruntime_package(capi)  # a directory without the library
