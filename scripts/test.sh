@@ -30,5 +30,8 @@ echo "== cargo test"
 cargo build --examples
 cargo test --all-targets "$@"
 cargo test --doc
+echo "== Python package (python/: build into .venv, pytest against the default-features binary"
+echo "   just built; the Ray and torchrun tests run on 127.0.0.1)"
+python/test.sh
 echo "== cargo test, inference-only build (no libtorch: the ort and tract tests)"
 cargo test --no-default-features --features ort,tract --tests "$@"

@@ -69,6 +69,12 @@ pub mod train;
 pub mod validate;
 
 pub use answer::{Answer, Answerer, AnswererOptions};
+
+/// This library's version, as metrics.csv records it (`cbqa_version`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit this library was built from, as metrics.csv records it (`git_commit`; empty outside
+/// a git checkout).
+pub const GIT_COMMIT: &str = env!("CBQA_GIT_COMMIT");
 pub use config::{FeedForward, T5Config};
 pub use error::{Error, Result};
 pub use model_dir::{GenerationConfig, ModelDir};

@@ -5,7 +5,9 @@
 //! * ONNX Runtime is loaded with dlopen: `ORT_DYLIB_PATH` if set, otherwise the project venv's
 //!   `libonnxruntime.so` recorded at build time, otherwise a `.venv/libonnxruntime.so` or
 //!   `.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*` found next to the
-//!   executable or in a parent directory of it.
+//!   executable or in a parent directory of it. An embedder that knows where an `onnxruntime`
+//!   installation is (the Python package asks the interpreter) names it with
+//!   [`use_onnxruntime_package`]; it is tried after `ORT_DYLIB_PATH`.
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -22,23 +24,52 @@ fn venv_candidates(venv: &Path) -> Vec<PathBuf> {
     let mut out = vec![venv.join("libonnxruntime.so")];
     if let Ok(entries) = std::fs::read_dir(venv.join("lib")) {
         for e in entries.flatten() {
-            let capi = e.path().join("site-packages/onnxruntime/capi");
-            if let Ok(files) = std::fs::read_dir(&capi) {
-                let mut libs: Vec<PathBuf> = files
-                    .flatten()
-                    .map(|f| f.path())
-                    .filter(|p| {
-                        p.file_name()
-                            .and_then(|n| n.to_str())
-                            .is_some_and(|n| n.starts_with("libonnxruntime.so."))
-                    })
-                    .collect();
-                libs.sort();
-                out.extend(libs);
-            }
+            out.extend(capi_libraries(
+                &e.path().join("site-packages/onnxruntime/capi"),
+            ));
         }
     }
     out
+}
+
+/// The `libonnxruntime.so.*` files of an `onnxruntime/capi` directory, sorted.
+#[cfg(feature = "ort")]
+fn capi_libraries(capi: &Path) -> Vec<PathBuf> {
+    let Ok(files) = std::fs::read_dir(capi) else {
+        return Vec::new();
+    };
+    let mut libs: Vec<PathBuf> = files
+        .flatten()
+        .map(|f| f.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so."))
+        })
+        .collect();
+    libs.sort();
+    libs
+}
+
+/// The ONNX Runtime library an embedder named with [`use_onnxruntime_package`].
+#[cfg(feature = "ort")]
+static EMBEDDER_ORT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Use the ONNX Runtime library of an installed `onnxruntime` Python package, whose directory
+/// (`site-packages/onnxruntime`) is `package`: its `capi/libonnxruntime.so.*` is tried after
+/// `ORT_DYLIB_PATH` and before the locations found from the executable. Call it before the first
+/// model is loaded; a later call, or one after a library was loaded, changes nothing. Errors
+/// when the package has no such library.
+#[cfg(feature = "ort")]
+pub fn use_onnxruntime_package(package: &Path) -> Result<PathBuf> {
+    let capi = package.join("capi");
+    let lib = capi_libraries(&capi).into_iter().next().ok_or_else(|| {
+        Error::Library(format!(
+            "{}: no libonnxruntime.so.* in this onnxruntime package; {SETUP_HINT}",
+            capi.display()
+        ))
+    })?;
+    Ok(EMBEDDER_ORT.get_or_init(|| lib).clone())
 }
 
 /// Where the ONNX Runtime library is, or an error that says how to install it.
@@ -55,7 +86,7 @@ pub(crate) fn ort_library_path() -> Result<PathBuf> {
             )))
         };
     }
-    let mut tried = Vec::new();
+    let mut tried: Vec<PathBuf> = EMBEDDER_ORT.get().cloned().into_iter().collect();
     let baked = option_env!("CBQA_DEFAULT_ORT_DYLIB").unwrap_or("");
     if !baked.is_empty() {
         tried.push(PathBuf::from(baked));

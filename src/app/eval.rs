@@ -6,7 +6,8 @@ use crate::cli::EvalArgs;
 use anyhow::{Context, Result};
 use cbqa::data::QaExample;
 use cbqa::eval::report::{
-    append_row, peak_rss_mb, utc_timestamp, write_predictions, PredictionRow,
+    append_row, metric_columns, peak_rss_mb, recall_ks, utc_timestamp, write_predictions,
+    PredictionRow,
 };
 use cbqa::eval::{score_examples_with, Prediction, ScoreOptions, Scores};
 use cbqa::progress::Progress;
@@ -37,7 +38,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let rows = prediction_rows(&examples, &preds, &answers);
     write_predictions(&args.out.join("predictions.csv"), &rows, &scores)?;
     let mut row = dataset_columns(&args, &ds.path);
-    row.extend(metric_row(&scores, examples.len()));
+    row.extend(metric_columns(&scores, examples.len()));
     print_summary(&scores);
     row.extend(overlap_columns(
         args.overlap_with.as_deref(),
@@ -197,23 +198,6 @@ pub(super) fn split_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The metric columns of a metrics.csv row.
-pub(super) fn metric_row(scores: &Scores, n: usize) -> Vec<(String, String)> {
-    let a = &scores.aggregate;
-    let mut row = vec![
-        ("n".to_string(), n.to_string()),
-        ("normalizer".into(), scores.normalizer.name().into()),
-        ("em".into(), format!("{}", a.em)),
-        ("f1".into(), format!("{}", a.f1)),
-    ];
-    for (k, v) in &a.recall_at_k {
-        row.push((format!("recall@{k}"), format!("{v}")));
-    }
-    row.push(("has_answer".into(), format!("{}", a.has_answer)));
-    row.push(("efficientqa_em".into(), format!("{}", a.efficientqa_em)));
-    row
-}
-
 /// Overlap subsets: columns for metrics.csv, printed too.
 pub(super) fn overlap_columns(
     train: Option<&Path>,
@@ -267,18 +251,4 @@ pub(super) fn print_summary(scores: &Scores) {
         a.has_answer,
         scores.normalizer.name()
     );
-}
-
-/// The k of recall@k for `beams` candidates: 1, 5, 10 up to the beams, and the beams.
-pub(super) fn recall_ks(beams: usize) -> Vec<usize> {
-    let mut ks = vec![1];
-    for k in [5, 10] {
-        if k <= beams {
-            ks.push(k);
-        }
-    }
-    if beams > 1 && !ks.contains(&beams) {
-        ks.push(beams);
-    }
-    ks
 }

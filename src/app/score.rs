@@ -1,11 +1,13 @@
 //! `cbqa score`: score predictions made by any system against a benchmark file; shards are merged
 //! by id.
 
-use super::eval::{metric_row, overlap_columns, print_summary, recall_ks, split_name};
+use super::eval::{overlap_columns, print_summary, split_name};
 use crate::cli::ScoreArgs;
 use anyhow::{bail, Context, Result};
 use cbqa::data::{Dataset, QaExample};
-use cbqa::eval::report::{append_row, utc_timestamp, write_predictions, PredictionRow};
+use cbqa::eval::report::{
+    append_row, metric_columns, recall_ks, utc_timestamp, write_predictions, PredictionRow,
+};
 use cbqa::eval::{score_examples_with, Prediction, ScoreOptions, Scores};
 use std::collections::HashMap;
 use std::path::Path;
@@ -127,7 +129,7 @@ fn write_outputs(
                 .join(" "),
         ),
     ];
-    row.extend(metric_row(s.scores, s.examples.len()));
+    row.extend(metric_columns(s.scores, s.examples.len()));
     row.extend(overlap);
     row.extend([
         (

@@ -75,6 +75,38 @@ pub fn write_predictions(path: &Path, rows: &[PredictionRow<'_>], scores: &Score
     crate::fsutil::write_atomic(path, &bytes)
 }
 
+/// The metric columns of a metrics.csv row (`cbqa eval`, `cbqa score` and the Python package's
+/// evaluations): `n`, `normalizer`, `em`, `f1`, `recall@k`…, `has_answer`, `efficientqa_em`.
+pub fn metric_columns(scores: &Scores, n: usize) -> Vec<(String, String)> {
+    let a = &scores.aggregate;
+    let mut row = vec![
+        ("n".to_string(), n.to_string()),
+        ("normalizer".into(), scores.normalizer.name().into()),
+        ("em".into(), format!("{}", a.em)),
+        ("f1".into(), format!("{}", a.f1)),
+    ];
+    for (k, v) in &a.recall_at_k {
+        row.push((format!("recall@{k}"), format!("{v}")));
+    }
+    row.push(("has_answer".into(), format!("{}", a.has_answer)));
+    row.push(("efficientqa_em".into(), format!("{}", a.efficientqa_em)));
+    row
+}
+
+/// The k of recall@k reported for `beams` candidates: 1, 5, 10 up to the beams, and the beams.
+pub fn recall_ks(beams: usize) -> Vec<usize> {
+    let mut ks = vec![1];
+    for k in [5, 10] {
+        if k <= beams {
+            ks.push(k);
+        }
+    }
+    if beams > 1 && !ks.contains(&beams) {
+        ks.push(beams);
+    }
+    ks
+}
+
 /// Append `row` (column → value, in order) to the table at `path`, creating it if needed. A
 /// table with other columns is extended: old rows get empty cells for the new columns.
 pub fn append_row(path: &Path, row: &[(String, String)]) -> Result<()> {
@@ -177,6 +209,14 @@ mod tests {
         let before = std::fs::read(&p).unwrap();
         assert!(append_row(&p, &[("a".into(), "3".into())]).is_err());
         assert_eq!(std::fs::read(&p).unwrap(), before);
+    }
+
+    #[test]
+    fn recall_ks_follow_the_beams() {
+        assert_eq!(recall_ks(1), vec![1]);
+        assert_eq!(recall_ks(2), vec![1, 2]);
+        assert_eq!(recall_ks(5), vec![1, 5]);
+        assert_eq!(recall_ks(12), vec![1, 5, 10, 12]);
     }
 
     #[test]
