@@ -105,8 +105,10 @@ def plan_batches(
     batch_tokens: Optional[int] = None,
     prefix: Optional[str] = None,
     max_input_tokens: Optional[int] = None,
+    beams: Optional[int] = None,
 ) -> list[list[int]]:
-    """The batches (indices into ``questions``, longest first) an Answerer would form."""
+    """The batches (indices into ``questions``, longest first) an Answerer would form;
+    ``batch_size`` counts decoder rows (questions x beams)."""
 
 def write_eval(
     out: _Path,

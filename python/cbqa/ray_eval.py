@@ -93,7 +93,7 @@ def planned_batches(args, questions):
     """The batches ``cbqa eval`` would run; questions that do not encode get one of their own
     (the actor returns their error)."""
     s = answerer_settings(args)
-    plan_keys = ("batch_size", "batch_tokens", "prefix", "max_input_tokens")
+    plan_keys = ("batch_size", "batch_tokens", "prefix", "max_input_tokens", "beams")
     batches = cbqa.plan_batches(args.model, questions, **{k: s[k] for k in plan_keys if k in s})
     planned = {i for b in batches for i in b}
     batches += [[i] for i in range(len(questions)) if i not in planned]

@@ -286,7 +286,7 @@ impl Answerer {
 /// single-process run.
 #[pyfunction]
 #[pyo3(signature = (onnx_dir, questions, *, batch_size=None, batch_tokens=None, prefix=None,
-    max_input_tokens=None))]
+    max_input_tokens=None, beams=None))]
 pub fn plan_batches(
     py: Python<'_>,
     onnx_dir: PathBuf,
@@ -295,12 +295,14 @@ pub fn plan_batches(
     batch_tokens: Option<usize>,
     prefix: Option<String>,
     max_input_tokens: Option<usize>,
+    beams: Option<usize>,
 ) -> PyResult<Vec<Vec<usize>>> {
     let settings = Settings {
         batch_size,
         batch_tokens,
         prefix,
         max_input_tokens,
+        beams,
         ..Settings::default()
     };
     let opts = settings.options()?;
@@ -320,7 +322,8 @@ pub fn plan_batches(
             .enumerate()
             .filter_map(|(i, e)| e.as_ref().ok().map(|p| (i, p.ids.len())))
             .unzip();
-        let batches = plan(&lengths, &opts.batch);
+        // `batch_size` counts decoder rows, as in `cbqa eval`
+        let batches = plan(&lengths, &opts.batch.for_beams(opts.generate.num_beams));
         Ok(batches
             .into_iter()
             .map(|b| b.into_iter().map(|k| idx[k]).collect())
