@@ -62,6 +62,7 @@ pub mod onnx;
 pub mod progress;
 pub(crate) mod pyjson;
 pub mod runtime;
+pub mod serve;
 pub mod tokenizer;
 #[cfg(feature = "train")]
 pub mod train;

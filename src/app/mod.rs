@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod options;
 pub mod predict;
 pub mod score;
+pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod validate;
