@@ -119,16 +119,41 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn answer(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let arrived = Instant::now();
-    let (status, response) = match answer_body(&s, body, arrived).await {
+    let mut guard = RequestGuard::new(&s.metrics);
+    let (status, response) = match answer_body(&s, body, guard.arrived).await {
         Ok(v) => (200, Json(v).into_response()),
         Err(e) => {
             s.metrics.error(e.kind);
             (e.status, error_response(&e))
         }
     };
-    s.metrics.request(status, arrived.elapsed());
+    guard.status = status;
     response
+}
+
+/// Counts an answer request while it is in flight, and records its status and duration when it
+/// ends, also when the client goes away first (status 499, as nginx logs it).
+struct RequestGuard<'a> {
+    metrics: &'a Metrics,
+    arrived: Instant,
+    status: u16,
+}
+
+impl<'a> RequestGuard<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.request_started();
+        RequestGuard {
+            metrics,
+            arrived: Instant::now(),
+            status: 499,
+        }
+    }
+}
+
+impl Drop for RequestGuard<'_> {
+    fn drop(&mut self) {
+        self.metrics.request(self.status, self.arrived.elapsed());
+    }
 }
 
 /// The answers to a request body, or why there are none.

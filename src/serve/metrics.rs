@@ -62,6 +62,7 @@ impl Histogram {
 pub struct Metrics {
     queue_depth: AtomicUsize,
     running_batch: AtomicUsize,
+    in_flight: AtomicUsize,
     requests: Mutex<BTreeMap<u16, u64>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     request_seconds: Histogram,
@@ -77,6 +78,7 @@ impl Default for Metrics {
         Metrics {
             queue_depth: AtomicUsize::new(0),
             running_batch: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             requests: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
             request_seconds: Histogram::new(LATENCY_BUCKETS),
@@ -103,8 +105,14 @@ impl Metrics {
         }
     }
 
-    /// A finished HTTP request to `/v1/answer`: its status and how long it took.
+    /// An answer request arrived.
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A finished answer request: its status and how long it took.
     pub fn request(&self, status: u16, elapsed: Duration) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         *lock(&self.requests).entry(status).or_default() += 1;
         self.request_seconds.observe(elapsed.as_secs_f64());
     }
@@ -149,6 +157,12 @@ impl Metrics {
             "cbqa_running_batch_size",
             "Questions in the batch being decoded.",
             self.running_batch.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "cbqa_requests_in_flight",
+            "Answer requests received and not yet answered.",
+            self.in_flight.load(Ordering::Relaxed),
         );
         counter(
             &mut out,
@@ -227,6 +241,9 @@ mod tests {
     #[test]
     fn histograms_are_cumulative_and_counters_labelled() {
         let m = Metrics::default();
+        for _ in 0..3 {
+            m.request_started();
+        }
         m.request(200, Duration::from_millis(3));
         m.request(200, Duration::from_millis(30));
         m.request(429, Duration::from_millis(1));
