@@ -1,9 +1,11 @@
 //! The decode loop: one thread owns the model and answers queued requests in batches.
 //!
 //! Dynamic batching: at each batch boundary the loop takes, in arrival order, the queued requests
-//! with the same decoding settings as the oldest one, up to the batch policy's question count and
-//! padded-token budget (a request larger than a batch is taken alone and split by the answerer).
-//! The queue is bounded in questions; beyond it a request is refused at once.
+//! with the same decoding settings as the oldest one, up to [`WINDOW`] batches of the batch
+//! policy's question count and padded-token budget (a request larger than that is taken alone).
+//! The answerer sorts what was taken by length and splits it into batches, so under load little
+//! compute goes to padding, as in offline evaluation. The queue is bounded in questions; beyond
+//! it a request is refused at once.
 
 use super::metrics::Metrics;
 use crate::answer::{Answer, Answerer};
@@ -14,6 +16,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 use tokio::sync::oneshot;
+
+/// Batches taken at once when that many are queued: sorting two batches' questions by length
+/// before splitting them saves about as much padding as offline evaluation's sort of the whole
+/// set, and the last answers of the pair come no later than they would one batch at a time.
+pub const WINDOW: usize = 2;
 
 /// What a request gets back from the decode loop.
 pub type JobResult = Result<Vec<Answer>, JobError>;
@@ -158,7 +165,11 @@ impl Batcher {
 /// Take batches until the queue is closed and empty.
 fn decode_loop(answerer: &Answerer, shared: &Shared) {
     let policy = &answerer.options().batch;
-    while let Some(jobs) = next_batch(shared, policy.max_batch_size, policy.max_batch_tokens) {
+    let (max_questions, max_tokens) = (
+        policy.max_batch_size.max(1) * WINDOW,
+        policy.max_batch_tokens * WINDOW,
+    );
+    while let Some(jobs) = next_batch(shared, max_questions, max_tokens) {
         let started = Instant::now();
         let (live, expired): (Vec<Job>, Vec<Job>) = jobs
             .into_iter()
@@ -198,7 +209,7 @@ fn next_batch(shared: &Shared, max_questions: usize, max_tokens: usize) -> Optio
         let job = &q.jobs[i];
         let n = count + job.items.len();
         let l = longest.max(longest_of(&job.items));
-        if job.generate != batch[0].generate || n > max_questions.max(1) || n * l > max_tokens {
+        if job.generate != batch[0].generate || n > max_questions || n * l > max_tokens {
             i += 1;
             continue;
         }
@@ -219,7 +230,14 @@ fn longest_of(items: &[Prepared]) -> usize {
 /// Answer the jobs of one batch (all with the same settings) and send each its answers.
 fn run_batch(answerer: &Answerer, jobs: Vec<Job>, metrics: &Metrics) {
     let items: Vec<Prepared> = jobs.iter().flat_map(|j| j.items.iter().cloned()).collect();
-    let result = answerer.answer_prepared(&items, &jobs[0].generate);
+    // A panic inside an engine fails this batch's requests, not the server.
+    let answer = std::panic::AssertUnwindSafe(|| answerer.answer_prepared(&items, &jobs[0].generate));
+    let result = std::panic::catch_unwind(answer).unwrap_or_else(|_| {
+        Err(Error::input(
+            "batch",
+            "the engine panicked while answering it; the server goes on",
+        ))
+    });
     let mut answers = match result {
         Ok(a) => a.into_iter(),
         Err(e) => {
