@@ -216,6 +216,10 @@ pub struct ServeArgs {
     /// Seconds from a request's arrival to its answer, at most (504 beyond).
     #[arg(long, default_value_t = Limits::default().timeout.as_secs_f64())]
     pub timeout: f64,
+    /// Milliseconds a batch of less than --batch-size questions waits, from its oldest request's
+    /// arrival, for more requests (0: start at once).
+    #[arg(long, default_value_t = ServeOptions::default().batch_wait.as_secs_f64() * 1000.0)]
+    pub batch_wait_ms: f64,
     /// Beams (and candidates) a request may ask for, at most.
     #[arg(long, default_value_t = Limits::default().max_beams)]
     pub max_beams: usize,

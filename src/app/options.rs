@@ -86,6 +86,12 @@ pub fn serve_options(args: &ServeArgs) -> Result<ServeOptions> {
     if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout < 1e9) {
         anyhow::bail!("--timeout {}: expected seconds, more than 0", args.timeout);
     }
+    if !(args.batch_wait_ms.is_finite() && (0.0..=60_000.0).contains(&args.batch_wait_ms)) {
+        anyhow::bail!(
+            "--batch-wait-ms {}: expected 0 to 60000",
+            args.batch_wait_ms
+        );
+    }
     let limits = Limits {
         max_queue: args.max_queue,
         max_questions: args.max_questions,
@@ -99,6 +105,7 @@ pub fn serve_options(args: &ServeArgs) -> Result<ServeOptions> {
         host: args.host.clone(),
         port: args.port,
         limits,
+        batch_wait: std::time::Duration::from_secs_f64(args.batch_wait_ms / 1000.0),
         model_dir: args.model.clone(),
     })
 }

@@ -3,7 +3,10 @@
 //! Dynamic batching: at each batch boundary the loop takes, in arrival order, the queued requests
 //! with the same decoding settings as the oldest one, up to [`WINDOW`] batches of the batch
 //! policy's question count and padded-token budget (a request larger than that is taken alone).
-//! The answerer sorts what was taken by length and splits it into batches, so under load little
+//! When less than a batch is queued, the loop first waits up to the batch wait from the oldest
+//! request's arrival for more (Triton's `max_queue_delay`): right after a batch, the clients it
+//! answered send their next questions within milliseconds, and a batch started on the first of
+//! them would run nearly empty. The answerer sorts what was taken by length and splits it into batches, so under load little
 //! compute goes to padding, as in offline evaluation. The queue is bounded in questions; beyond
 //! it a request is refused at once.
 
@@ -14,7 +17,7 @@ use crate::generate::{GenerateOptions, Prepared};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Batches taken at once when that many are queued: sorting two batches' questions by length
@@ -83,6 +86,7 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     max_queue: usize,
+    batch_wait: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -99,8 +103,15 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Start the decode loop over `answerer`, with room for `max_queue` waiting questions.
-    pub fn start(answerer: Arc<Answerer>, max_queue: usize, metrics: Arc<Metrics>) -> Self {
+    /// Start the decode loop over `answerer`, with room for `max_queue` waiting questions; a
+    /// batch of less than the batch size waits up to `batch_wait` from its oldest request's
+    /// arrival for more.
+    pub fn start(
+        answerer: Arc<Answerer>,
+        max_queue: usize,
+        batch_wait: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
@@ -110,6 +121,7 @@ impl Batcher {
             }),
             wake: Condvar::new(),
             max_queue,
+            batch_wait,
             metrics,
         });
         let loop_shared = Arc::clone(&shared);
@@ -169,7 +181,8 @@ fn decode_loop(answerer: &Answerer, shared: &Shared) {
         policy.max_batch_size.max(1) * WINDOW,
         policy.max_batch_tokens * WINDOW,
     );
-    while let Some(jobs) = next_batch(shared, max_questions, max_tokens) {
+    let full = policy.max_batch_size.max(1);
+    while let Some(jobs) = next_batch(shared, full, max_questions, max_tokens) {
         let started = Instant::now();
         let (live, expired): (Vec<Job>, Vec<Job>) = jobs
             .into_iter()
@@ -189,16 +202,33 @@ fn decode_loop(answerer: &Answerer, shared: &Shared) {
     }
 }
 
-/// Wait for queued jobs and take the next batch: the oldest job, then the later ones with its
-/// settings while the batch stays within `max_questions` and `max_tokens` padded tokens.
-/// `None` once the queue is closed and empty.
-fn next_batch(shared: &Shared, max_questions: usize, max_tokens: usize) -> Option<Vec<Job>> {
+/// Wait for queued jobs (and, while less than `full` questions are queued, up to the batch wait
+/// from the oldest one's arrival for more), then take the next batch: the oldest job, then the
+/// later ones with its settings while the batch stays within `max_questions` and `max_tokens`
+/// padded tokens. `None` once the queue is closed and empty.
+fn next_batch(
+    shared: &Shared,
+    full: usize,
+    max_questions: usize,
+    max_tokens: usize,
+) -> Option<Vec<Job>> {
     let mut q = shared.lock();
     while q.jobs.is_empty() {
         if q.closed {
             return None;
         }
         q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+    }
+    let oldest = q.jobs.front().map_or_else(Instant::now, |j| j.queued);
+    while !q.closed && q.questions < full {
+        let Some(left) = shared.batch_wait.checked_sub(oldest.elapsed()) else {
+            break;
+        };
+        q = shared
+            .wake
+            .wait_timeout(q, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
     }
     let first = q.jobs.pop_front()?;
     let mut count = first.items.len();
@@ -231,7 +261,8 @@ fn longest_of(items: &[Prepared]) -> usize {
 fn run_batch(answerer: &Answerer, jobs: Vec<Job>, metrics: &Metrics) {
     let items: Vec<Prepared> = jobs.iter().flat_map(|j| j.items.iter().cloned()).collect();
     // A panic inside an engine fails this batch's requests, not the server.
-    let answer = std::panic::AssertUnwindSafe(|| answerer.answer_prepared(&items, &jobs[0].generate));
+    let answer =
+        std::panic::AssertUnwindSafe(|| answerer.answer_prepared(&items, &jobs[0].generate));
     let result = std::panic::catch_unwind(answer).unwrap_or_else(|_| {
         Err(Error::input(
             "batch",
@@ -254,5 +285,86 @@ fn run_batch(answerer: &Answerer, jobs: Vec<Job>, metrics: &Metrics) {
         let truncated = mine.iter().filter(|a| a.truncated).count();
         metrics.answered(mine.len(), tokens, truncated, j.queued.elapsed());
         let _ = j.reply.send(Ok(mine));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(batch_wait: Duration) -> Shared {
+        Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                questions: 0,
+                closed: false,
+                seconds_per_question: 0.0,
+            }),
+            wake: Condvar::new(),
+            max_queue: 100,
+            batch_wait,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    fn push(s: &Shared, questions: usize, len: usize, beams: usize) {
+        let (tx, _rx) = oneshot::channel();
+        let item = Prepared {
+            ids: vec![5; len],
+            truncated: false,
+        };
+        let generate = GenerateOptions {
+            num_beams: beams,
+            ..GenerateOptions::default()
+        };
+        let mut q = s.lock();
+        q.questions += questions;
+        q.jobs.push_back(Job::new(
+            vec![item; questions],
+            generate,
+            Instant::now(),
+            tx,
+        ));
+    }
+
+    #[test]
+    fn a_batch_keeps_one_setting_and_the_budget_in_arrival_order() {
+        let s = shared(Duration::ZERO);
+        push(&s, 2, 4, 1);
+        push(&s, 1, 4, 4);
+        push(&s, 3, 4, 1);
+        push(&s, 4, 4, 1);
+        push(&s, 1, 30, 1);
+        // at most 6 questions and 40 padded tokens: jobs 0 and 2 (greedy), not 3 (too many
+        // questions) nor 4 (too long); then the beam job, alone
+        let sizes = |b: Vec<Job>| b.iter().map(|j| j.items.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(next_batch(&s, 1, 6, 40).unwrap()), [2, 3]);
+        assert_eq!(s.lock().questions, 6);
+        assert_eq!(sizes(next_batch(&s, 1, 6, 40).unwrap()), [1]);
+        assert_eq!(sizes(next_batch(&s, 1, 6, 40).unwrap()), [4]);
+        // a job over the budget still runs, alone
+        assert_eq!(sizes(next_batch(&s, 1, 6, 40).unwrap()), [1]);
+        assert_eq!(s.lock().questions, 0);
+        s.lock().closed = true;
+        assert!(next_batch(&s, 1, 6, 40).is_none());
+    }
+
+    #[test]
+    fn less_than_a_batch_waits_for_more_but_no_longer_than_the_batch_wait() {
+        let s = shared(Duration::from_millis(30));
+        push(&s, 1, 4, 1);
+        let start = Instant::now();
+        let batch = next_batch(&s, 8, 8, 100).unwrap();
+        let waited = start.elapsed();
+        assert_eq!(batch.len(), 1);
+        assert!(waited >= Duration::from_millis(25), "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+        // a full batch starts at once
+        for _ in 0..8 {
+            push(&s, 1, 4, 1);
+        }
+        let start = Instant::now();
+        assert_eq!(next_batch(&s, 8, 8, 100).unwrap().len(), 8);
+        assert!(start.elapsed() < Duration::from_millis(25));
     }
 }

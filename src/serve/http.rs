@@ -39,6 +39,7 @@ impl AppState {
         let batcher = Batcher::start(
             Arc::clone(&answerer),
             opts.limits.max_queue,
+            opts.batch_wait,
             Arc::clone(&metrics),
         );
         AppState {
@@ -297,6 +298,7 @@ fn model_info(answerer: &Answerer, opts: &ServeOptions) -> Value {
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok());
     let l = &opts.limits;
+    let batch_wait = opts.batch_wait.as_secs_f64() * 1000.0;
     json!({
         "model": opts.model_dir.display().to_string(),
         "backend": answerer.describe(),
@@ -307,6 +309,7 @@ fn model_info(answerer: &Answerer, opts: &ServeOptions) -> Value {
             "max_new_tokens": g.max_new_tokens, "length_penalty": g.length_penalty,
             "prefix": o.prefix, "max_input_tokens": o.max_input_tokens,
             "batch_size": o.batch.max_batch_size, "batch_tokens": o.batch.max_batch_tokens,
+            "batch_wait_ms": batch_wait,
         },
         "limits": {
             "max_queue": l.max_queue, "max_questions": l.max_questions,

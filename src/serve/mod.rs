@@ -92,6 +92,9 @@ pub struct ServeOptions {
     /// 0: any free port (the one bound is given to `on_listening`).
     pub port: u16,
     pub limits: Limits,
+    /// A batch of less than the batch size waits this long from its oldest request's arrival
+    /// for more requests (0: start at once).
+    pub batch_wait: Duration,
     /// The model directory, reported by `/v1/model` (with its `cbqa_export.json`).
     pub model_dir: PathBuf,
 }
@@ -102,6 +105,7 @@ impl Default for ServeOptions {
             host: "127.0.0.1".into(),
             port: 8080,
             limits: Limits::default(),
+            batch_wait: Duration::from_millis(5),
             model_dir: PathBuf::new(),
         }
     }
