@@ -69,6 +69,8 @@ pub struct Answer {
     pub candidates: Vec<Candidate>,
     /// The question was longer than the model's input limit and was cut.
     pub truncated: bool,
+    /// Tokens generated for the best candidate (its EOS included).
+    pub generated_tokens: usize,
 }
 
 /// A loaded model that answers questions.
@@ -112,6 +114,45 @@ impl Answerer {
         &self.config
     }
 
+    /// The options this answerer was loaded with (batching as the backend prefers it).
+    pub fn options(&self) -> &AnswererOptions {
+        &self.opts
+    }
+
+    /// The decoding settings in use: the options given, with the model's special token ids.
+    pub fn generate_options(&self) -> &GenerateOptions {
+        &self.generate
+    }
+
+    /// Tokenise questions as [`answer_batch`](Self::answer_batch) does, with `prefix` before
+    /// each, cut to the input limit: one result per question (an empty one is an error).
+    pub fn prepare(&self, questions: &[&str], prefix: &str) -> Vec<Result<Prepared>> {
+        encode_questions(
+            &self.tokenizer,
+            questions,
+            prefix,
+            self.opts.max_input_tokens,
+            self.generate.eos_token_id,
+        )
+    }
+
+    /// Answer prepared questions with decoding settings `generate` (which must keep the
+    /// model's special token ids, as [`generate_options`](Self::generate_options) has them):
+    /// one answer per item, in order, batched by the loaded batch policy.
+    pub fn answer_prepared(
+        &self,
+        items: &[Prepared],
+        generate: &GenerateOptions,
+    ) -> Result<Vec<Answer>> {
+        generate.check()?;
+        let hyps = self.generate_all(items, generate, &|_, _| {})?;
+        items
+            .iter()
+            .zip(hyps)
+            .map(|(p, h)| self.decode(&h, p.truncated))
+            .collect()
+    }
+
     /// How many questions were cut to the input limit so far.
     pub fn truncations(&self) -> usize {
         self.truncations.load(Ordering::Relaxed)
@@ -129,20 +170,14 @@ impl Answerer {
         questions: &[&str],
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Vec<Result<Answer>> {
-        let prepared = encode_questions(
-            &self.tokenizer,
-            questions,
-            &self.opts.prefix,
-            self.opts.max_input_tokens,
-            self.generate.eos_token_id,
-        );
+        let prepared = self.prepare(questions, &self.opts.prefix);
         // The questions that tokenised, and where each came from.
         let (idx, items): (Vec<usize>, Vec<Prepared>) = prepared
             .iter()
             .enumerate()
             .filter_map(|(i, p)| p.as_ref().ok().map(|p| (i, p.clone())))
             .unzip();
-        let hyps = self.generate_all(&items, progress);
+        let hyps = self.generate_all(&items, &self.generate, progress);
         let mut out: Vec<Result<Answer>> = prepared
             .into_iter()
             .map(|p| p.map(|_| Answer::empty()))
@@ -170,6 +205,7 @@ impl Answerer {
     fn generate_all(
         &self,
         items: &[Prepared],
+        generate: &GenerateOptions,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<Vec<Vec<Hypothesis>>> {
         if items.is_empty() {
@@ -181,13 +217,7 @@ impl Answerer {
             let d = done.fetch_add(idx.len(), Ordering::Relaxed) + idx.len();
             progress(d, total);
         };
-        run_batches(
-            &self.backend,
-            items,
-            &self.opts.batch,
-            &self.generate,
-            &on_batch,
-        )
+        run_batches(&self.backend, items, &self.opts.batch, generate, &on_batch)
     }
 
     /// The error of each question of a call whose decoding failed: the one failure, shared.
@@ -221,6 +251,7 @@ impl Answerer {
             score: best.score,
             candidates,
             truncated,
+            generated_tokens: hyps.first().map_or(0, |h| h.tokens.len()),
         })
     }
 }
@@ -249,6 +280,7 @@ impl Answer {
             score: 0.0,
             candidates: Vec::new(),
             truncated: false,
+            generated_tokens: 0,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use cbqa::generate::{BatchPolicy, GenerateOptions};
 use cbqa::runtime::BackendOptions;
+use cbqa::serve::{Limits, ServeOptions};
 use cbqa::AnswererOptions;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -35,6 +36,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Answer questions with an exported model (arguments, or one question per line on stdin).
     Predict(PredictArgs),
+    /// Serve answers over HTTP (POST /v1/answer; /health, /ready, /v1/model, /metrics) with one
+    /// loaded model, batching concurrent requests; SIGTERM/SIGINT finish the requests in flight.
+    Serve(ServeArgs),
     /// Evaluate an exported model on a benchmark file: predictions.csv and metrics.csv.
     Eval(EvalArgs),
     /// Score predictions made by any system against a benchmark file (merges shards).
@@ -189,6 +193,45 @@ pub struct PredictArgs {
     /// Output format: text (one answer per line) or jsonl (with scores and candidates).
     #[arg(long, value_enum, default_value_t = PredictFormat::Text)]
     pub format: PredictFormat,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// An exported model directory (cbqa export, or optimum's ONNX export); a Hugging Face
+    /// checkpoint directory with --backend tch.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value_t = ServeOptions::default().host)]
+    pub host: String,
+    /// Port to listen on (0: any free port; the one bound is printed).
+    #[arg(long, default_value_t = ServeOptions::default().port)]
+    pub port: u16,
+    /// Questions waiting to be answered, at most; beyond it requests get 429 with Retry-After.
+    #[arg(long, default_value_t = Limits::default().max_queue)]
+    pub max_queue: usize,
+    /// Questions in one request, at most.
+    #[arg(long, default_value_t = Limits::default().max_questions)]
+    pub max_questions: usize,
+    /// Request body size in bytes, at most (413 beyond).
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+    /// Seconds from a request's arrival to its answer, at most (504 beyond).
+    #[arg(long, default_value_t = Limits::default().timeout.as_secs_f64())]
+    pub timeout: f64,
+    /// Milliseconds a batch of less than --batch-size questions waits, from its oldest request's
+    /// arrival, for more requests (0: start at once).
+    #[arg(long, default_value_t = ServeOptions::default().batch_wait.as_secs_f64() * 1000.0)]
+    pub batch_wait_ms: f64,
+    /// Beams (and candidates) a request may ask for, at most.
+    #[arg(long, default_value_t = Limits::default().max_beams)]
+    pub max_beams: usize,
+    /// max_new_tokens a request may ask for, at most.
+    #[arg(long, default_value_t = Limits::default().max_new_tokens)]
+    pub max_new_tokens_limit: usize,
+    /// The defaults of every request (--beams, --max-new-tokens, --prefix, …) and the engine.
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -691,6 +734,13 @@ pub fn flag_of_setting(setting: &str) -> Option<&'static str> {
         "inputs_length" => "--inputs-length",
         "noise_density" => "--noise-density",
         "mean_noise_span" => "--mean-noise-span",
+        // serving (serve::Limits)
+        "max_queue" => "--max-queue",
+        "max_questions" => "--max-questions",
+        "max_body_bytes" => "--max-body-bytes",
+        "timeout" => "--timeout",
+        "max_beams" => "--max-beams",
+        "max_new_tokens_limit" => "--max-new-tokens-limit",
         // export and validation (ExportOptions, ValidateOptions)
         "force" => "--force",
         "merged" => "--merged",

@@ -63,6 +63,7 @@ pub mod pretrain;
 pub mod progress;
 pub(crate) mod pyjson;
 pub mod runtime;
+pub mod serve;
 pub mod tokenizer;
 #[cfg(feature = "train")]
 pub mod train;

@@ -29,6 +29,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => app::inspect::run(args),
         Command::Convert(args) => app::convert::run(args),
         Command::Predict(args) => app::predict::run(args),
+        Command::Serve(args) => app::serve::run(args),
         Command::Eval(args) => app::eval::run(args),
         Command::Score(args) => app::score::run(args),
         Command::Bench(args) => app::bench::run(args),

@@ -13,6 +13,7 @@ pub mod predict;
 #[cfg(feature = "train")]
 pub mod pretrain;
 pub mod score;
+pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod validate;

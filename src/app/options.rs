@@ -4,7 +4,7 @@
 
 use crate::cli::{
     BackendArg, ComputeArg, DataArgs, ExportArgs, NormalizerArg, PrecisionArg, QuantizeArg,
-    RuntimeArgs, ValidateArgs,
+    RuntimeArgs, ServeArgs, ValidateArgs,
 };
 use anyhow::Result;
 use cbqa::data::{DataFormat, ReadOptions};
@@ -12,6 +12,7 @@ use cbqa::eval::Normalizer;
 use cbqa::export::{ExportOptions, Precision, Quantize};
 use cbqa::generate::{BatchPolicy, GenerateOptions};
 use cbqa::runtime::{BackendKind, BackendOptions, Compute};
+use cbqa::serve::{Limits, ServeOptions};
 use cbqa::validate::ValidateOptions;
 use cbqa::AnswererOptions;
 
@@ -78,6 +79,35 @@ fn batch_policy(r: &RuntimeArgs) -> BatchPolicy {
         max_batch_tokens: r.batch_tokens,
         ..BatchPolicy::default()
     }
+}
+
+/// Where `cbqa serve` listens and its limits, checked.
+pub fn serve_options(args: &ServeArgs) -> Result<ServeOptions> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout < 1e9) {
+        anyhow::bail!("--timeout {}: expected seconds, more than 0", args.timeout);
+    }
+    if !(args.batch_wait_ms.is_finite() && (0.0..=60_000.0).contains(&args.batch_wait_ms)) {
+        anyhow::bail!(
+            "--batch-wait-ms {}: expected 0 to 60000",
+            args.batch_wait_ms
+        );
+    }
+    let limits = Limits {
+        max_queue: args.max_queue,
+        max_questions: args.max_questions,
+        max_body_bytes: args.max_body_bytes,
+        timeout: std::time::Duration::from_secs_f64(args.timeout),
+        max_beams: args.max_beams,
+        max_new_tokens: args.max_new_tokens_limit,
+    };
+    limits.check()?;
+    Ok(ServeOptions {
+        host: args.host.clone(),
+        port: args.port,
+        limits,
+        batch_wait: std::time::Duration::from_secs_f64(args.batch_wait_ms / 1000.0),
+        model_dir: args.model.clone(),
+    })
 }
 
 /// How a data file is read.
