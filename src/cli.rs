@@ -243,9 +243,14 @@ pub struct EvalArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Output directory: predictions.csv is written, a row is appended to metrics.csv.
+    /// Output directory: predictions.csv is written, a row is appended to metrics.csv. Answers
+    /// are journaled in predictions.partial.KEY.jsonl as they are made, so an interrupted eval
+    /// run again with the same settings continues where it stopped.
     #[arg(long)]
     pub out: PathBuf,
+    /// Discard the journal of an unfinished evaluation in --out and start over.
+    #[arg(long)]
+    pub restart: bool,
     /// Dataset split name for metrics.csv (default: from the file name).
     #[arg(long)]
     pub split: Option<String>,

@@ -22,6 +22,7 @@
 mod dpr;
 mod metrics;
 mod normalize;
+pub mod journal;
 pub mod overlap;
 pub mod report;
 mod score;
