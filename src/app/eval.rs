@@ -40,11 +40,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     );
     let beams = opts.generate.num_beams;
     let chunk = opts.batch.max_batch_size.max(1) * CHUNK_BATCHES;
-    let answerer = Answerer::load(&args.model, opts)
-        .with_context(|| format!("loading {}", args.model.display()))?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    // Before the model loads: a run of the same evaluation going on now is refused at once.
     let (mut journal, done) = open_journal(&args, &examples, chunk)?;
+    let answerer = Answerer::load(&args.model, opts)
+        .with_context(|| format!("loading {}", args.model.display()))?;
     let resumed = done.len();
     let (entries, wall) = answer_rest(&answerer, &examples, done, &mut journal)?;
     let preds = predictions(&entries);
@@ -113,7 +114,7 @@ fn open_journal(
     }
     let header = JournalHeader::new(examples.len(), chunk, settings);
     let (journal, done, resumed) = Journal::open(&path, header)?;
-    if resumed {
+    if resumed && !done.is_empty() {
         eprintln!(
             "resuming the unfinished evaluation in {}: {} of {} questions already answered",
             args.out.display(),

@@ -18,6 +18,7 @@ mod model_parity;
 #[cfg(feature = "train")]
 mod optim;
 mod pickle;
+mod reliability;
 mod runtime;
 mod serve;
 mod spiece;
