@@ -56,8 +56,14 @@ pub struct TrainSettings {
     pub precision: Precision,
     /// Evaluate on the dev set every this many steps (0: only at the end).
     pub eval_every: u64,
-    /// Write a checkpoint every this many steps (0: only at the end, on SIGINT and at new bests).
+    /// Write a checkpoint every this many steps (0: only at the end, on SIGINT/SIGTERM, at new
+    /// bests and on the time cadence).
     pub save_every: u64,
+    /// Also write a checkpoint after a step that ends this many minutes after the last one (or
+    /// the start), so a SIGKILL loses at most that much work (0: no time cadence). Runs from
+    /// before this setting existed get the default.
+    #[serde(default = "default_save_every_minutes")]
+    pub save_every_minutes: f64,
     /// Dev questions decoded at once.
     pub eval_batch_size: usize,
     /// Longest answer generated on the dev set, in tokens.
@@ -72,6 +78,11 @@ pub struct TrainSettings {
     pub threads: Option<usize>,
     /// Print a progress line every this many steps when stderr is not a terminal.
     pub log_every: u64,
+}
+
+/// Ten minutes: at most that much training is lost to a SIGKILL or a power cut.
+fn default_save_every_minutes() -> f64 {
+    10.0
 }
 
 impl TrainSettings {
@@ -97,6 +108,7 @@ impl TrainSettings {
             precision: Precision::Fp32,
             eval_every: 0,
             save_every: 0,
+            save_every_minutes: default_save_every_minutes(),
             eval_batch_size: 64,
             eval_max_new_tokens: 32,
             eval_limit: None,

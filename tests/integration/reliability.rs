@@ -300,3 +300,141 @@ fn concurrent_writers_lose_no_row() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(data_rows(&out.join("metrics.csv")), 11);
 }
+
+/// `cbqa train` arguments on the t5_v1_1 fixture: small batches, one thread.
+#[cfg(feature = "train")]
+fn train_args(data: &Path, run: &Path, steps: &str, extra: &[&str]) -> Vec<String> {
+    let model = fixture("t5_v1_1");
+    let mut args: Vec<String> = [
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--train",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--batch-tokens",
+        "200",
+        "--micro-batch-tokens",
+        "120",
+        "--threads",
+        "1",
+        "--max-steps",
+        steps,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The first 24 questions of the bundled NQ sample, as a file in `dir`.
+#[cfg(feature = "train")]
+fn train_data(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("eval/demo/nq-open-200.jsonl")).unwrap();
+    let p = dir.join("nq24.jsonl");
+    std::fs::write(&p, text.lines().take(24).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    p
+}
+
+/// The `checkpoint-N` directories of a run, sorted by step.
+#[cfg(feature = "train")]
+fn checkpoints(run: &Path) -> Vec<u64> {
+    let mut steps: Vec<u64> = std::fs::read_dir(run)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("checkpoint-")?.parse().ok()
+        })
+        .collect();
+    steps.sort();
+    steps
+}
+
+/// Issue 18 items 5 and 6: while a training runs, a second one into its directory (fresh or
+/// `--resume`) is refused naming the holder; SIGTERM (what job schedulers send) checkpoints the
+/// step reached and exits with 130, as SIGINT does.
+#[cfg(feature = "train")]
+#[test]
+fn sigterm_checkpoints_and_a_second_training_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = train_data(tmp.path());
+    let run = tmp.path().join("run");
+    let mut child = cbqa()
+        .args(train_args(&data, &run, "100000", &["--save-every-minutes", "0"]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = run.join("train_log.csv");
+    let t0 = Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(300), "training did not start");
+        assert!(child.try_wait().unwrap().is_none(), "training exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    for second in [
+        train_args(&data, &run, "5", &[]),
+        vec!["train".into(), "--resume".into(), run.to_str().unwrap().into()],
+    ] {
+        let (ok, _, e) = run_cbqa(&second.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            !ok && e.contains("another cbqa train") && e.contains(&pid),
+            "{second:?}: {e}"
+        );
+    }
+    assert!(checkpoints(&run).is_empty(), "no cadence was asked for");
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "exit status after SIGTERM: {stdout}");
+    assert!(stdout.contains("cbqa train --resume"), "{stdout}");
+    let rows = std::fs::read_to_string(&log).unwrap().lines().count() as u64 - 1;
+    assert_eq!(checkpoints(&run), vec![rows], "one checkpoint, at the last logged step");
+}
+
+/// Issue 18 item 6: the time cadence checkpoints without any --save-every, so a SIGKILL loses
+/// little: here every step (each takes longer than the 6 ms asked for), so the checkpoint left
+/// after a SIGKILL is at most one step behind the log. Its default is 10 minutes.
+#[cfg(feature = "train")]
+#[test]
+fn training_checkpoints_on_a_time_cadence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = train_data(tmp.path());
+    let run = tmp.path().join("run");
+    let args = train_args(&data, &run, "100000", &["--save-every-minutes", "0.0001"]);
+    let mut child = spawn(&args);
+    let log = run.join("train_log.csv");
+    let t0 = Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 4 {
+        assert!(t0.elapsed() < Duration::from_secs(300), "training did not start");
+        assert!(child.try_wait().unwrap().is_none(), "training exited early");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let rows = std::fs::read_to_string(&log).unwrap().lines().count() as u64 - 1;
+    let kept = checkpoints(&run);
+    assert!(
+        rows >= 3 && kept.len() == 1 && kept[0] + 1 >= rows,
+        "after a SIGKILL at step {rows}: checkpoints {kept:?}"
+    );
+    let settings = cbqa::train::load_settings(&run).unwrap();
+    assert_eq!(settings.save_every_minutes, 0.0001);
+    let defaults = cbqa::train::TrainSettings::new(PathBuf::new(), PathBuf::new(), PathBuf::new());
+    assert_eq!(defaults.save_every_minutes, 10.0);
+    let (ok, _, e) = run_cbqa(
+        &train_args(&data, &tmp.path().join("bad"), "3", &["--save-every-minutes=-1"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(!ok && e.contains("--save-every-minutes"), "{e}");
+}
