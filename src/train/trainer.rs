@@ -211,6 +211,7 @@ impl Dev {
 /// `RUN/train_log.csv`, one row per step.
 struct Log {
     file: std::fs::File,
+    path: PathBuf,
 }
 
 impl Log {
@@ -236,12 +237,12 @@ impl Log {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io("open", &path, e))?;
-        Ok(Log { file })
+        Ok(Log { file, path })
     }
 
     fn row(&mut self, cols: [String; 7]) -> Result<()> {
         writeln!(self.file, "{}", cols.join(","))
-            .map_err(|e| Error::io("write", "train_log.csv", e))
+            .map_err(|e| Error::io("write", &self.path, e))
     }
 }
 

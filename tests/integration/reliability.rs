@@ -438,3 +438,206 @@ fn training_checkpoints_on_a_time_cadence() {
     );
     assert!(!ok && e.contains("--save-every-minutes"), "{e}");
 }
+
+/// Run `script` (sh) with a fresh tmpfs of `kb` KiB mounted at `$FS`, in a mount namespace of its
+/// own (`unshare --user --map-root-user --mount`: no root needed where unprivileged user
+/// namespaces are allowed). `$CBQA` is the binary; the script copies what the test inspects to
+/// `$WITNESS` (outside the tmpfs, which vanishes with the namespace). Returns stdout, stderr.
+fn on_small_fs(kb: usize, script: &str, witness: &Path, vars: &[(&str, &Path)]) -> String {
+    std::fs::create_dir_all(witness).unwrap();
+    let fs = witness.with_extension("mnt");
+    std::fs::create_dir_all(&fs).unwrap();
+    let full = format!("mount -t tmpfs -o size={kb}k tmpfs \"$FS\"\n{script}");
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "--mount", "sh", "-euc", &full])
+        .env("FS", &fs)
+        .env("WITNESS", witness)
+        .env("CBQA", env!("CARGO_BIN_EXE_cbqa"));
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run unshare (util-linux) to mount a small tmpfs: {e}")
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "the small-filesystem script failed (a tmpfs mount in a user namespace needs \
+         unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1, or run as \
+         root):\n{stderr}"
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fill `$FS` and free `$1` bytes again (sh function for the scripts).
+const FILL: &str = "fill() { head -c 100000000 /dev/zero > \"$FS/filler\" 2>/dev/null || true; \
+                    truncate -s -\"$1\" \"$FS/filler\"; }\n";
+
+/// Every file under `dir` (relative path → bytes).
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Issue 18 item 4: eval, export and convert on a small filesystem that fills up fail with an
+/// error naming the path and "No space left on device", leave no partial file at the target and
+/// leave the earlier outputs (an earlier eval's predictions.csv and metrics.csv, an earlier
+/// export) intact.
+#[test]
+fn full_disks_fail_cleanly_and_keep_earlier_outputs() {
+    let model = cbqa_export("t5_v1_0");
+    let tmp = tempfile::tempdir().unwrap();
+    let earlier = tmp.path().join("earlier");
+    run_ok(&eval_args(&model, 16, &earlier, &[]));
+    let data = data_dir().join("nq-open").join("NQ-open.dev.jsonl");
+    let witness = tmp.path().join("witness");
+    // eval: no space at all, room for part of the journal, room for the journal but not for
+    // predictions.csv
+    let script = format!(
+        "{FILL}for free in 0 12000 40000; do\n\
+         rm -f \"$FS/filler\"; rm -rf \"$FS/out\"; cp -r \"$EARLIER\" \"$FS/out\"; fill $free\n\
+         set +e; \"$CBQA\" eval --model \"$MODEL\" --data \"$DATA\" --limit 128 --batch-size 4 \
+         --out \"$FS/out\" > /dev/null 2> \"$WITNESS/eval-$free.err\"; echo $? > \"$WITNESS/eval-$free.rc\"; set -e\n\
+         rm -f \"$FS/out\"/*.jsonl; cp -r \"$FS/out\" \"$WITNESS/eval-$free\"\n\
+         done\n\
+         rm -f \"$FS/filler\"; cp -r \"$MODEL\" \"$FS/old\"; fill 300000\n\
+         for target in new old; do\n\
+         set +e; \"$CBQA\" export --model \"$FIXTURE\" --out \"$FS/$target\" --no-validate --force \
+         > /dev/null 2> \"$WITNESS/export-$target.err\"; echo $? > \"$WITNESS/export-$target.rc\"\n\
+         \"$CBQA\" convert --model \"$FLAX\" --out \"$FS/conv-$target\" --force \
+         > /dev/null 2> \"$WITNESS/convert-$target.err\"; echo $? > \"$WITNESS/convert-$target.rc\"; set -e\n\
+         done\n\
+         rm -f \"$FS/filler\"; ls -a \"$FS\" > \"$WITNESS/ls\"; cp -r \"$FS/old\" \"$WITNESS/old\"\n"
+    );
+    on_small_fs(
+        2048,
+        &script,
+        &witness,
+        &[
+            ("EARLIER", &earlier),
+            ("MODEL", &model),
+            ("DATA", &data),
+            ("FIXTURE", &fixture("t5_v1_0")),
+            ("FLAX", &fixture("flax").join("t5_v1_0")),
+        ],
+    );
+    let read = |name: &str| std::fs::read_to_string(witness.join(name)).unwrap();
+    let before = tree(&earlier);
+    for free in [0, 12000, 40000] {
+        let err = read(&format!("eval-{free}.err"));
+        assert_ne!(read(&format!("eval-{free}.rc")).trim(), "0", "eval with {free} B free: {err}");
+        assert!(
+            err.contains("No space left on device") && err.contains("/out/"),
+            "eval with {free} B free: {err}"
+        );
+        let mut after = tree(&witness.join(format!("eval-{free}")));
+        after.retain(|name, _| !name.ends_with(".lock"));
+        let mut expected = before.clone();
+        expected.retain(|name, _| !name.ends_with(".lock"));
+        assert!(
+            after == expected,
+            "eval with {free} B free changed or left files: {:?}",
+            after.keys().collect::<Vec<_>>()
+        );
+    }
+    for target in ["new", "old"] {
+        for what in ["export", "convert"] {
+            let err = read(&format!("{what}-{target}.err"));
+            assert_ne!(read(&format!("{what}-{target}.rc")).trim(), "0", "{what}: {err}");
+            assert!(err.contains("No space left on device"), "{what} --out {target}: {err}");
+        }
+    }
+    let ls = read("ls");
+    assert!(
+        !ls.contains("tmp") && !ls.contains("new") && !ls.contains("conv"),
+        "partial outputs left on the full disk: {ls}"
+    );
+    assert!(tree(&witness.join("old")) == tree(&model), "the earlier export was changed");
+}
+
+#[path = "../../fuzz/src/entries.rs"]
+mod fuzz_entries;
+
+/// Issue 18 item 1: the committed fuzz corpora (fuzz/seeds, and fuzz/regressions: every crash
+/// input found) replayed through the fuzz targets' own entry functions: none may panic. Every
+/// target has seeds.
+#[test]
+fn fuzz_corpora_replay_without_panics() {
+    let model = cbqa_export("t5_v1_0");
+    let scratch = tempfile::tempdir().unwrap();
+    let inputs = fuzz_entries::Inputs {
+        fixtures: root().join("tests").join("fixtures"),
+        export: Some(model),
+    };
+    for (name, target) in fuzz_entries::TARGETS {
+        let mut files = Vec::new();
+        assert_eq!(fuzz_entries::Target::from_name(name), Some(target));
+        for dir in ["seeds", "regressions"] {
+            let d = root().join("fuzz").join(dir).join(name);
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                files.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_file()));
+            }
+        }
+        assert!(
+            files.iter().any(|f| f.starts_with(root().join("fuzz/seeds"))),
+            "fuzz/seeds/{name} is empty"
+        );
+        for f in &files {
+            let data = std::fs::read(f).unwrap();
+            let ran = std::panic::catch_unwind(|| {
+                fuzz_entries::run(target, &data, &scratch.path().join(name), &inputs)
+            });
+            assert!(ran.is_ok(), "fuzz target {name} panicked on {}", f.display());
+        }
+    }
+}
+
+/// Issue 18 item 4 for training: a run resumed on a filesystem that fills up fails naming the
+/// path and "No space left on device", and its earlier checkpoint stays whole and published.
+#[cfg(feature = "train")]
+#[test]
+fn training_on_a_full_disk_keeps_the_earlier_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = train_data(tmp.path());
+    let witness = tmp.path().join("witness");
+    let first = train_args(&data, Path::new("$FS/run"), "1", &[]);
+    let quoted: Vec<String> = first
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    let script = format!(
+        "{FILL}\"$CBQA\" {} > /dev/null 2>&1\n\
+         cp -r \"$FS/run\" \"$WITNESS/before\"; fill 100000\n\
+         set +e; \"$CBQA\" train --resume \"$FS/run\" --max-steps 3 > /dev/null \
+         2> \"$WITNESS/train.err\"; echo $? > \"$WITNESS/train.rc\"; set -e\n\
+         rm -f \"$FS/filler\"; cp -r \"$FS/run\" \"$WITNESS/after\"; ls -a \"$FS/run\" > \"$WITNESS/ls\"\n",
+        quoted.join(" ")
+    );
+    on_small_fs(4096, &script, &witness, &[]);
+    let read = |name: &str| std::fs::read_to_string(witness.join(name)).unwrap();
+    let err = read("train.err");
+    assert_ne!(read("train.rc").trim(), "0", "{err}");
+    assert!(err.contains("No space left on device") && err.contains("/run"), "{err}");
+    let (mut before, mut after) = (tree(&witness.join("before")), tree(&witness.join("after")));
+    for t in [&mut before, &mut after] {
+        t.retain(|name, _| name.starts_with("checkpoint-1/") || name == "state.json");
+    }
+    assert!(!before.is_empty() && before == after, "the earlier checkpoint changed");
+    let ls = read("ls");
+    assert!(
+        !ls.contains("checkpoint-2") && !ls.contains("checkpoint-3") && !ls.contains("tmp"),
+        "partial checkpoints left: {ls}"
+    );
+}
