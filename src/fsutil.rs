@@ -13,7 +13,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_sibling(path);
     let res = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io("write", path, e))?;
+        f.write_all(bytes)
+            .map_err(|e| Error::io("write", path, e))?;
         f.sync_all().map_err(|e| Error::io("write", path, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io("rename into place", path, e))?;
         sync_parent(path);
@@ -303,7 +304,10 @@ mod tests {
         let target = root.path().join("out");
         // a dead process's leftovers (pid 2^22 + 1 is above Linux's pid_max) and a live one's
         let dead = root.path().join(format!(".out.tmp-{}-0", (1 << 22) + 1));
-        let live = root.path().join(format!(".out.tmp-{}-0", std::os::unix::process::parent_id()));
+        let live = root.path().join(format!(
+            ".out.tmp-{}-0",
+            std::os::unix::process::parent_id()
+        ));
         let other = root.path().join(format!(".other.tmp-{}-0", (1 << 22) + 1));
         for d in [&dead, &live, &other] {
             std::fs::create_dir(d).unwrap();

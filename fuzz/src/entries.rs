@@ -124,7 +124,12 @@ fn fixture_config(inputs: &Inputs) -> cbqa::T5Config {
 }
 
 fn weights_file(file: &str, data: &[u8], scratch: &Path, inputs: &Inputs) {
-    let dir = prepared(scratch, file, &inputs.fixtures.join("t5_v1_0"), &["config.json"]);
+    let dir = prepared(
+        scratch,
+        file,
+        &inputs.fixtures.join("t5_v1_0"),
+        &["config.json"],
+    );
     std::fs::write(dir.join(file), data).unwrap();
     let _ = cbqa::checkpoint::Weights::open(&dir, &fixture_config(inputs));
 }

@@ -114,7 +114,11 @@ impl Journal {
         Ok((journal, entries, true))
     }
 
-    fn create(path: &Path, header: JournalHeader, lock: crate::fsutil::FileLock) -> Result<Journal> {
+    fn create(
+        path: &Path,
+        header: JournalHeader,
+        lock: crate::fsutil::FileLock,
+    ) -> Result<Journal> {
         let mut line = serde_json::to_vec(&header).map_err(|e| json_write(path, e))?;
         line.push(b'\n');
         // The header appears whole or not at all.
@@ -248,7 +252,11 @@ fn check_same_run(path: &Path, old: &JournalHeader, new: &JournalHeader) -> Resu
     }
     if old.questions != new.questions {
         let n = |q: usize| q.to_string();
-        return Err(differs("questions".into(), n(old.questions), n(new.questions)));
+        return Err(differs(
+            "questions".into(),
+            n(old.questions),
+            n(new.questions),
+        ));
     }
     if old.chunk != new.chunk {
         let c = |q: usize| q.to_string();

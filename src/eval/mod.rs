@@ -20,9 +20,9 @@
 //! NQ-open dev and TriviaQA test.
 
 mod dpr;
+pub mod journal;
 mod metrics;
 mod normalize;
-pub mod journal;
 pub mod overlap;
 pub mod report;
 mod score;

@@ -96,7 +96,10 @@ pub fn append_row_once(
     let (mut header, rows) = read_table(path)?;
     if let Some((col, value)) = key {
         if let Some(c) = header.iter().position(|h| h == col) {
-            if rows.iter().any(|r| r.get(c).map(String::as_str) == Some(value)) {
+            if rows
+                .iter()
+                .any(|r| r.get(c).map(String::as_str) == Some(value))
+            {
                 return Ok(false);
             }
         }

@@ -241,8 +241,7 @@ impl Log {
     }
 
     fn row(&mut self, cols: [String; 7]) -> Result<()> {
-        writeln!(self.file, "{}", cols.join(","))
-            .map_err(|e| Error::io("write", &self.path, e))
+        writeln!(self.file, "{}", cols.join(",")).map_err(|e| Error::io("write", &self.path, e))
     }
 }
 

@@ -97,8 +97,9 @@ fn data_rows(csv_path: &Path) -> usize {
     csv::Reader::from_path(csv_path)
         .unwrap_or_else(|e| panic!("{}: {e}", csv_path.display()))
         .records()
-        .map(|r| r.unwrap())
-        .count()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_else(|e| panic!("{}: {e}", csv_path.display()))
+        .len()
 }
 
 fn journals(dir: &Path) -> Vec<PathBuf> {
@@ -116,7 +117,13 @@ fn journals(dir: &Path) -> Vec<PathBuf> {
 fn journal_entries(dir: &Path) -> usize {
     journals(dir)
         .first()
-        .map(|j| std::fs::read_to_string(j).unwrap().lines().count().saturating_sub(1))
+        .map(|j| {
+            std::fs::read_to_string(j)
+                .unwrap()
+                .lines()
+                .count()
+                .saturating_sub(1)
+        })
         .unwrap_or(0)
 }
 
@@ -137,8 +144,16 @@ fn eval_killed_at_random_moments_resumes_to_the_same_predictions() {
     let mut rng = Lcg::from_env();
     let (mut mid_run, mut resumed_entries) = (0, 0);
     for trial in 0..20 {
-        let shard: &[&str] = if trial % 4 == 3 { &["--shard", "1/2"] } else { &[] };
-        let reference = if shard.is_empty() { &full_ref } else { &shard_ref };
+        let shard: &[&str] = if trial % 4 == 3 {
+            &["--shard", "1/2"]
+        } else {
+            &[]
+        };
+        let reference = if shard.is_empty() {
+            &full_ref
+        } else {
+            &shard_ref
+        };
         let out = tmp.path().join(format!("trial-{trial}"));
         let args = eval_args(&model, n, &out, shard);
         let at = wall.mul_f64(0.1 + 0.85 * rng.next());
@@ -211,7 +226,11 @@ fn score_merge_killed_and_rerun_records_one_row() {
     run_ok(&score_args(&reference));
     let wall = started.elapsed();
     run_ok(&score_args(&reference));
-    assert_eq!(data_rows(&reference.join("metrics.csv")), 1, "a rerun adds a row");
+    assert_eq!(
+        data_rows(&reference.join("metrics.csv")),
+        1,
+        "a rerun adds a row"
+    );
     let mut rng = Lcg::from_env();
     for trial in 0..10 {
         let out = tmp.path().join(format!("merged-{trial}"));
@@ -336,7 +355,11 @@ fn train_args(data: &Path, run: &Path, steps: &str, extra: &[&str]) -> Vec<Strin
 fn train_data(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(root().join("eval/demo/nq-open-200.jsonl")).unwrap();
     let p = dir.join("nq24.jsonl");
-    std::fs::write(&p, text.lines().take(24).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    std::fs::write(
+        &p,
+        text.lines().take(24).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
     p
 }
 
@@ -365,7 +388,12 @@ fn sigterm_checkpoints_and_a_second_training_is_refused() {
     let data = train_data(tmp.path());
     let run = tmp.path().join("run");
     let mut child = cbqa()
-        .args(train_args(&data, &run, "100000", &["--save-every-minutes", "0"]))
+        .args(train_args(
+            &data,
+            &run,
+            "100000",
+            &["--save-every-minutes", "0"],
+        ))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -373,14 +401,21 @@ fn sigterm_checkpoints_and_a_second_training_is_refused() {
     let log = run.join("train_log.csv");
     let t0 = Instant::now();
     while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 3 {
-        assert!(t0.elapsed() < Duration::from_secs(300), "training did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "training did not start"
+        );
         assert!(child.try_wait().unwrap().is_none(), "training exited early");
         std::thread::sleep(Duration::from_millis(20));
     }
     let pid = child.id().to_string();
     for second in [
         train_args(&data, &run, "5", &[]),
-        vec!["train".into(), "--resume".into(), run.to_str().unwrap().into()],
+        vec![
+            "train".into(),
+            "--resume".into(),
+            run.to_str().unwrap().into(),
+        ],
     ] {
         let (ok, _, e) = run_cbqa(&second.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(
@@ -393,10 +428,18 @@ fn sigterm_checkpoints_and_a_second_training_is_refused() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(130), "exit status after SIGTERM: {stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "exit status after SIGTERM: {stdout}"
+    );
     assert!(stdout.contains("cbqa train --resume"), "{stdout}");
     let rows = std::fs::read_to_string(&log).unwrap().lines().count() as u64 - 1;
-    assert_eq!(checkpoints(&run), vec![rows], "one checkpoint, at the last logged step");
+    assert_eq!(
+        checkpoints(&run),
+        vec![rows],
+        "one checkpoint, at the last logged step"
+    );
 }
 
 /// Issue 18 item 6: the time cadence checkpoints without any --save-every, so a SIGKILL loses
@@ -413,7 +456,10 @@ fn training_checkpoints_on_a_time_cadence() {
     let log = run.join("train_log.csv");
     let t0 = Instant::now();
     while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 4 {
-        assert!(t0.elapsed() < Duration::from_secs(300), "training did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "training did not start"
+        );
         assert!(child.try_wait().unwrap().is_none(), "training exited early");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -431,10 +477,15 @@ fn training_checkpoints_on_a_time_cadence() {
     let defaults = cbqa::train::TrainSettings::new(PathBuf::new(), PathBuf::new(), PathBuf::new());
     assert_eq!(defaults.save_every_minutes, 10.0);
     let (ok, _, e) = run_cbqa(
-        &train_args(&data, &tmp.path().join("bad"), "3", &["--save-every-minutes=-1"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+        &train_args(
+            &data,
+            &tmp.path().join("bad"),
+            "3",
+            &["--save-every-minutes=-1"],
+        )
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
     );
     assert!(!ok && e.contains("--save-every-minutes"), "{e}");
 }
@@ -456,9 +507,9 @@ fn on_small_fs(kb: usize, script: &str, witness: &Path, vars: &[(&str, &Path)]) 
     for (k, v) in vars {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run unshare (util-linux) to mount a small tmpfs: {e}")
-    });
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run unshare (util-linux) to mount a small tmpfs: {e}"));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
@@ -537,7 +588,11 @@ fn full_disks_fail_cleanly_and_keep_earlier_outputs() {
     let before = tree(&earlier);
     for free in [0, 12000, 40000] {
         let err = read(&format!("eval-{free}.err"));
-        assert_ne!(read(&format!("eval-{free}.rc")).trim(), "0", "eval with {free} B free: {err}");
+        assert_ne!(
+            read(&format!("eval-{free}.rc")).trim(),
+            "0",
+            "eval with {free} B free: {err}"
+        );
         assert!(
             err.contains("No space left on device") && err.contains("/out/"),
             "eval with {free} B free: {err}"
@@ -555,8 +610,15 @@ fn full_disks_fail_cleanly_and_keep_earlier_outputs() {
     for target in ["new", "old"] {
         for what in ["export", "convert"] {
             let err = read(&format!("{what}-{target}.err"));
-            assert_ne!(read(&format!("{what}-{target}.rc")).trim(), "0", "{what}: {err}");
-            assert!(err.contains("No space left on device"), "{what} --out {target}: {err}");
+            assert_ne!(
+                read(&format!("{what}-{target}.rc")).trim(),
+                "0",
+                "{what}: {err}"
+            );
+            assert!(
+                err.contains("No space left on device"),
+                "{what} --out {target}: {err}"
+            );
         }
     }
     let ls = read("ls");
@@ -564,7 +626,10 @@ fn full_disks_fail_cleanly_and_keep_earlier_outputs() {
         !ls.contains("tmp") && !ls.contains("new") && !ls.contains("conv"),
         "partial outputs left on the full disk: {ls}"
     );
-    assert!(tree(&witness.join("old")) == tree(&model), "the earlier export was changed");
+    assert!(
+        tree(&witness.join("old")) == tree(&model),
+        "the earlier export was changed"
+    );
 }
 
 #[path = "../../fuzz/src/entries.rs"]
@@ -591,7 +656,9 @@ fn fuzz_corpora_replay_without_panics() {
             }
         }
         assert!(
-            files.iter().any(|f| f.starts_with(root().join("fuzz/seeds"))),
+            files
+                .iter()
+                .any(|f| f.starts_with(root().join("fuzz/seeds"))),
             "fuzz/seeds/{name} is empty"
         );
         for f in &files {
@@ -599,7 +666,11 @@ fn fuzz_corpora_replay_without_panics() {
             let ran = std::panic::catch_unwind(|| {
                 fuzz_entries::run(target, &data, &scratch.path().join(name), &inputs)
             });
-            assert!(ran.is_ok(), "fuzz target {name} panicked on {}", f.display());
+            assert!(
+                ran.is_ok(),
+                "fuzz target {name} panicked on {}",
+                f.display()
+            );
         }
     }
 }
@@ -613,10 +684,7 @@ fn training_on_a_full_disk_keeps_the_earlier_checkpoint() {
     let data = train_data(tmp.path());
     let witness = tmp.path().join("witness");
     let first = train_args(&data, Path::new("$FS/run"), "1", &[]);
-    let quoted: Vec<String> = first
-        .iter()
-        .map(|a| format!("\"{a}\""))
-        .collect();
+    let quoted: Vec<String> = first.iter().map(|a| format!("\"{a}\"")).collect();
     let script = format!(
         "{FILL}\"$CBQA\" {} > /dev/null 2>&1\n\
          cp -r \"$FS/run\" \"$WITNESS/before\"; fill 100000\n\
@@ -629,12 +697,18 @@ fn training_on_a_full_disk_keeps_the_earlier_checkpoint() {
     let read = |name: &str| std::fs::read_to_string(witness.join(name)).unwrap();
     let err = read("train.err");
     assert_ne!(read("train.rc").trim(), "0", "{err}");
-    assert!(err.contains("No space left on device") && err.contains("/run"), "{err}");
+    assert!(
+        err.contains("No space left on device") && err.contains("/run"),
+        "{err}"
+    );
     let (mut before, mut after) = (tree(&witness.join("before")), tree(&witness.join("after")));
     for t in [&mut before, &mut after] {
         t.retain(|name, _| name.starts_with("checkpoint-1/") || name == "state.json");
     }
-    assert!(!before.is_empty() && before == after, "the earlier checkpoint changed");
+    assert!(
+        !before.is_empty() && before == after,
+        "the earlier checkpoint changed"
+    );
     let ls = read("ls");
     assert!(
         !ls.contains("checkpoint-2") && !ls.contains("checkpoint-3") && !ls.contains("tmp"),
