@@ -291,9 +291,14 @@ pub struct EvalArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Output directory: predictions.csv is written, a row is appended to metrics.csv.
+    /// Output directory: predictions.csv is written, a row is appended to metrics.csv. Answers
+    /// are journaled in predictions.partial.KEY.jsonl as they are made, so an interrupted eval
+    /// run again with the same settings continues where it stopped.
     #[arg(long)]
     pub out: PathBuf,
+    /// Discard the journal of an unfinished evaluation in --out and start over.
+    #[arg(long)]
+    pub restart: bool,
     /// Dataset split name for metrics.csv (default: from the file name).
     #[arg(long)]
     pub split: Option<String>,
@@ -540,9 +545,15 @@ pub struct TrainerArgs {
     /// Dev exact match every N steps (and at the end); 0: only at the end.
     #[arg(long)]
     pub eval_every: Option<u64>,
-    /// Checkpoint every N steps (also at the end, at a new best dev EM and on Ctrl-C).
+    /// Checkpoint every N steps (also at the end, at a new best dev EM, on the time cadence of
+    /// --save-every-minutes, and on SIGINT/SIGTERM).
     #[arg(long)]
     pub save_every: Option<u64>,
+    /// Checkpoint after the first step that ends M minutes (fractions allowed) after the last
+    /// checkpoint, so a SIGKILL loses at most about M minutes; 0: no time cadence.
+    /// [default: 10]
+    #[arg(long)]
+    pub save_every_minutes: Option<f64>,
     /// libtorch threads (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -575,7 +586,7 @@ pub struct TrainArgs {
     pub out: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint, with its settings
     /// (only --max-steps, --epochs, --device, --threads, --eval-every, --save-every,
-    /// --log-every and --micro-batch-tokens may change).
+    /// --save-every-minutes, --log-every and --micro-batch-tokens may change).
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Text put before every question (the paper's T5 inputs look like "nq question: ...").
@@ -720,6 +731,7 @@ pub fn flag_of_setting(setting: &str) -> Option<&'static str> {
         "precision" => "--precision",
         "eval_every" => "--eval-every",
         "save_every" => "--save-every",
+        "save_every_minutes" => "--save-every-minutes",
         "log_every" => "--log-every",
         "eval_batch_size" => "--eval-batch-size",
         "eval_max_new_tokens" => "--eval-max-new-tokens",
@@ -820,6 +832,7 @@ mod tests {
                 "dropout",
                 "eval_every",
                 "save_every",
+                "save_every_minutes",
                 "log_every",
                 "eval_batch_size",
                 "eval_max_new_tokens",

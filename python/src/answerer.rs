@@ -287,6 +287,8 @@ impl Answerer {
 #[pyfunction]
 #[pyo3(signature = (onnx_dir, questions, *, batch_size=None, batch_tokens=None, prefix=None,
     max_input_tokens=None, beams=None))]
+// one parameter per Python keyword argument
+#[allow(clippy::too_many_arguments)]
 pub fn plan_batches(
     py: Python<'_>,
     onnx_dir: PathBuf,

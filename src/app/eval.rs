@@ -1,12 +1,20 @@
 //! `cbqa eval`: answer the questions of a benchmark file with an exported model, score them,
 //! write predictions.csv and a metrics.csv row. The scoring columns are shared with `cbqa score`.
+//!
+//! Answers go to the journal `OUT/predictions.partial.<key>.jsonl` (the key: a fingerprint of
+//! what decides the answers) as they are made, chunk by chunk, in input order, synced; so a
+//! killed eval loses at most one chunk: the same command run again continues after the last whole
+//! chunk (`--restart` discards the journal instead), and ends with the predictions.csv an
+//! uninterrupted run writes and one metrics.csv row. Evaluations with other settings into the
+//! same `--out` have journals of their own and may run at the same time.
 
 use super::options::answerer_options;
 use crate::cli::EvalArgs;
 use anyhow::{Context, Result};
 use cbqa::data::QaExample;
+use cbqa::eval::journal::{fingerprint, Journal, JournalEntry, JournalHeader};
 use cbqa::eval::report::{
-    append_row, metric_columns, peak_rss_mb, recall_ks, utc_timestamp, write_predictions,
+    append_row_once, metric_columns, peak_rss_mb, recall_ks, utc_timestamp, write_predictions,
     PredictionRow,
 };
 use cbqa::eval::{score_examples_with, Prediction, ScoreOptions, Scores};
@@ -16,7 +24,14 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Answer the selected questions, score them, write predictions.csv and a metrics.csv row.
+/// The journal of an unfinished evaluation in `--out` is `<JOURNAL_PREFIX><key>.jsonl`.
+pub const JOURNAL_PREFIX: &str = "predictions.partial.";
+
+/// Batches per journal chunk: a chunk is this many `--batch-size` batches of questions.
+const CHUNK_BATCHES: usize = 8;
+
+/// Answer the selected questions (continuing an unfinished run in `--out`), score them, write
+/// predictions.csv and a metrics.csv row.
 pub fn run(args: EvalArgs) -> Result<()> {
     let (ds, examples, normalizer) = super::load_data(&args.data)?;
     let opts = answerer_options(&args.runtime)?;
@@ -25,17 +40,21 @@ pub fn run(args: EvalArgs) -> Result<()> {
         opts.generate.num_beams, opts.batch.max_batch_size, opts.batch.max_batch_tokens
     );
     let beams = opts.generate.num_beams;
-    let answerer = Answerer::load(&args.model, opts)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let chunk = opts.batch.max_batch_size.max(1) * CHUNK_BATCHES;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let (answers, wall) = answer_all(&answerer, &examples);
-    let preds = predictions(&examples, &answers);
-    let errors = answers.iter().filter(|a| a.is_err()).count();
+    // Before the model loads: a run of the same evaluation going on now is refused at once.
+    let (mut journal, done) = open_journal(&args, &examples, chunk)?;
+    let answerer = Answerer::load(&args.model, opts)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let resumed = done.len();
+    let (entries, wall) = answer_rest(&answerer, &examples, done, &mut journal)?;
+    let preds = predictions(&entries);
+    let errors = entries.iter().filter(|a| a.error.is_some()).count();
     let mut sopts = ScoreOptions::new(normalizer);
     sopts.recall_ks = recall_ks(beams);
     let scores = score_examples_with(&preds, &examples, &sopts)?;
-    let rows = prediction_rows(&examples, &preds, &answers);
+    let rows = prediction_rows(&examples, &preds, &entries);
     write_predictions(&args.out.join("predictions.csv"), &rows, &scores)?;
     let mut row = dataset_columns(&args, &ds.path);
     row.extend(metric_columns(&scores, examples.len()));
@@ -49,14 +68,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
         answerer: &answerer,
         policy,
         errors,
-        questions: examples.len(),
+        questions: examples.len() - resumed,
+        resumed,
         wall,
     };
     row.extend(run_columns(&args, &run));
-    append_row(&args.out.join("metrics.csv"), &row)?;
+    let run_id = journal.header().run_id.clone();
+    row.push(("run_id".into(), run_id.clone()));
+    let metrics = args.out.join("metrics.csv");
+    append_row_once(&metrics, &row, Some(("run_id", &run_id)))?;
+    journal.remove()?;
     println!(
         "{:.1} questions/s over {:.1}s with {}; wrote {}/predictions.csv and metrics.csv",
-        examples.len() as f64 / wall.max(1e-9),
+        run.questions as f64 / wall.max(1e-9),
         wall,
         answerer.describe(),
         args.out.display()
@@ -67,44 +91,145 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Every answer, in order, with the wall time in seconds; progress goes to stderr.
-fn answer_all(answerer: &Answerer, examples: &[QaExample]) -> (Vec<cbqa::Result<Answer>>, f64) {
-    let questions: Vec<&str> = examples.iter().map(|e| e.question.as_str()).collect();
-    let start = Instant::now();
-    let progress = Mutex::new(Progress::new(
-        "eval",
-        "questions",
-        questions.len() as u64,
-        0,
-    ));
-    let answers = answerer.answer_batch_with(&questions, &|done, _| {
-        if let Ok(mut p) = progress.lock() {
-            p.set(done as u64, "");
+/// The journal in `--out`: the unfinished run's when it has these settings (an error when it
+/// has others), else a new one; `--restart` discards an old one first. Also the entries it
+/// already holds.
+fn open_journal(
+    args: &EvalArgs,
+    examples: &[QaExample],
+    chunk: usize,
+) -> Result<(Journal, Vec<JournalEntry>)> {
+    let settings = answer_settings(args, examples);
+    let key = {
+        let mut parts: Vec<&[u8]> = Vec::new();
+        for (k, v) in &settings {
+            parts.extend([k.as_bytes(), v.as_bytes()]);
         }
-    });
+        let chunk = chunk.to_string();
+        parts.push(chunk.as_bytes());
+        fingerprint(&parts)
+    };
+    let path = args.out.join(format!("{JOURNAL_PREFIX}{key}.jsonl"));
+    if args.restart && path.exists() {
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    let header = JournalHeader::new(examples.len(), chunk, settings);
+    let (journal, done, resumed) = Journal::open(&path, header)?;
+    if resumed && !done.is_empty() {
+        eprintln!(
+            "resuming the unfinished evaluation in {}: {} of {} questions already answered",
+            args.out.display(),
+            done.len(),
+            examples.len()
+        );
+    }
+    Ok((journal, done))
+}
+
+/// What decides the answers, as `(flag, value)`: a journal is only continued with the same.
+fn answer_settings(args: &EvalArgs, examples: &[QaExample]) -> Vec<(String, String)> {
+    let r = &args.runtime;
+    let mut selected = Vec::new();
+    for e in examples {
+        selected.push(e.id.as_bytes().to_vec());
+        selected.push(e.question.as_bytes().to_vec());
+        selected.push(e.answers.join("\u{1f}").into_bytes());
+    }
+    let parts: Vec<&[u8]> = selected.iter().map(Vec::as_slice).collect();
+    [
+        ("--model", args.model.display().to_string()),
+        ("--data", args.data.data.display().to_string()),
+        ("questions (ids, texts, answers)", fingerprint(&parts)),
+        ("--backend", format!("{:?}", r.backend).to_lowercase()),
+        ("--device", r.device.clone()),
+        ("--compute", format!("{:?}", r.compute).to_lowercase()),
+        ("--opt-level", r.opt_level.to_string()),
+        ("--beams", r.beams.to_string()),
+        ("--candidates", format!("{:?}", r.candidates)),
+        ("--max-new-tokens", r.max_new_tokens.to_string()),
+        ("--length-penalty", r.length_penalty.to_string()),
+        ("--batch-size", r.batch_size.to_string()),
+        ("--batch-tokens", r.batch_tokens.to_string()),
+        ("--prefix", format!("{:?}", r.prefix)),
+        ("--max-input-tokens", r.max_input_tokens.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Every question's entry, in order: `done` (the journal's), then the rest answered chunk by
+/// chunk, each chunk appended to the journal. Also the wall time of this run's answering in
+/// seconds; progress goes to stderr.
+fn answer_rest(
+    answerer: &Answerer,
+    examples: &[QaExample],
+    done: Vec<JournalEntry>,
+    journal: &mut Journal,
+) -> Result<(Vec<JournalEntry>, f64)> {
+    let mut entries = done;
+    let resumed = entries.len();
+    let chunk = journal.header().chunk;
+    let start = Instant::now();
+    let total = examples.len() as u64;
+    let progress = Mutex::new(Progress::new("eval", "questions", total, resumed as u64));
+    while entries.len() < examples.len() {
+        let from = entries.len();
+        let part = &examples[from..(from + chunk).min(examples.len())];
+        let questions: Vec<&str> = part.iter().map(|e| e.question.as_str()).collect();
+        let answers = answerer.answer_batch_with(&questions, &|done, _| {
+            if let Ok(mut p) = progress.lock() {
+                p.set((from + done) as u64, "");
+            }
+        });
+        let new: Vec<JournalEntry> = part
+            .iter()
+            .zip(answers)
+            .enumerate()
+            .map(|(k, (e, a))| entry(from + k, e, a))
+            .collect();
+        journal.append(&new)?;
+        entries.extend(new);
+    }
     let wall = start.elapsed().as_secs_f64();
     if let Ok(p) = progress.into_inner() {
         p.finish();
     }
-    (answers, wall)
+    Ok((entries, wall))
 }
 
-/// The prediction scored for each question: its answer, or an empty one where it failed.
-fn predictions(examples: &[QaExample], answers: &[cbqa::Result<Answer>]) -> Vec<Prediction> {
-    examples
+/// The journal entry of question `index`: its answer, or the error that stopped it.
+fn entry(index: usize, e: &QaExample, a: cbqa::Result<Answer>) -> JournalEntry {
+    match a {
+        Ok(a) => JournalEntry {
+            index,
+            id: e.id.clone(),
+            prediction: a.text,
+            candidates: a.candidates.into_iter().map(|c| c.text).collect(),
+            score: Some(a.score.to_string()),
+            truncated: a.truncated,
+            error: None,
+        },
+        Err(err) => JournalEntry {
+            index,
+            id: e.id.clone(),
+            prediction: String::new(),
+            candidates: Vec::new(),
+            score: None,
+            truncated: false,
+            error: Some(super::error_chain(&err)),
+        },
+    }
+}
+
+/// The prediction scored for each question (empty where it failed).
+fn predictions(entries: &[JournalEntry]) -> Vec<Prediction> {
+    entries
         .iter()
-        .zip(answers)
-        .map(|(e, a)| match a {
-            Ok(a) => Prediction {
-                id: Some(e.id.clone()),
-                text: a.text.clone(),
-                candidates: a.candidates.iter().map(|c| c.text.clone()).collect(),
-            },
-            Err(_) => Prediction {
-                id: Some(e.id.clone()),
-                text: String::new(),
-                candidates: Vec::new(),
-            },
+        .map(|e| Prediction {
+            id: Some(e.id.clone()),
+            text: e.prediction.clone(),
+            candidates: e.candidates.clone(),
         })
         .collect()
 }
@@ -113,19 +238,19 @@ fn predictions(examples: &[QaExample], answers: &[cbqa::Result<Answer>]) -> Vec<
 fn prediction_rows<'a>(
     examples: &'a [QaExample],
     preds: &'a [Prediction],
-    answers: &[cbqa::Result<Answer>],
+    entries: &[JournalEntry],
 ) -> Vec<PredictionRow<'a>> {
     examples
         .iter()
         .zip(preds)
-        .zip(answers)
-        .map(|((e, p), a)| PredictionRow {
+        .zip(entries)
+        .map(|((e, p), j)| PredictionRow {
             example: e,
             prediction: &p.text,
             candidates: &p.candidates,
-            score: a.as_ref().ok().map(|a| a.score),
-            truncated: a.as_ref().map(|a| a.truncated).unwrap_or(false),
-            error: a.as_ref().err().map(|e| super::error_chain(e)),
+            score: j.score.as_deref().and_then(|s| s.parse().ok()),
+            truncated: j.truncated,
+            error: j.error.clone(),
         })
         .collect()
 }
@@ -149,8 +274,11 @@ struct RunFacts<'a> {
     policy: String,
     /// Questions that could not be answered.
     errors: usize,
+    /// Questions answered by this run (not taken from a journal).
     questions: usize,
-    /// Wall time of the answering, in seconds.
+    /// Questions taken from the journal of an unfinished run.
+    resumed: usize,
+    /// Wall time of this run's answering, in seconds.
     wall: f64,
 }
 
@@ -180,6 +308,7 @@ fn run_columns(args: &EvalArgs, run: &RunFacts<'_>) -> Vec<(String, String)> {
             format!("{:.3}", run.questions as f64 / run.wall.max(1e-9)),
         ),
         ("wall_s".into(), format!("{:.3}", run.wall)),
+        ("resumed_questions".into(), run.resumed.to_string()),
         (
             "peak_rss_mb".into(),
             peak_rss_mb().map(|m| format!("{m:.1}")).unwrap_or_default(),

@@ -329,6 +329,9 @@ mod train {
         if let Some(n) = args.save_every {
             s.save_every = n;
         }
+        if let Some(m) = args.save_every_minutes {
+            s.save_every_minutes = m;
+        }
         if let Some(n) = args.log_every {
             s.log_every = n;
         }

@@ -5,8 +5,9 @@ use super::eval::{overlap_columns, print_summary, split_name};
 use crate::cli::ScoreArgs;
 use anyhow::{bail, Context, Result};
 use cbqa::data::{Dataset, QaExample};
+use cbqa::eval::journal::fingerprint;
 use cbqa::eval::report::{
-    append_row, metric_columns, recall_ks, utc_timestamp, write_predictions, PredictionRow,
+    append_row_once, metric_columns, recall_ks, utc_timestamp, write_predictions, PredictionRow,
 };
 use cbqa::eval::{score_examples_with, Prediction, ScoreOptions, Scores};
 use std::collections::HashMap;
@@ -139,8 +140,27 @@ fn write_outputs(
         ("git_commit".into(), env!("CBQA_GIT_COMMIT").into()),
         ("timestamp".into(), utc_timestamp()),
     ]);
-    append_row(&out.join("metrics.csv"), &row)?;
+    // The same scoring recorded twice (a rerun after a kill) adds one row only.
+    let run_id = score_id(&row, s.preds);
+    row.push(("run_id".into(), run_id.clone()));
+    append_row_once(&out.join("metrics.csv"), &row, Some(("run_id", &run_id)))?;
     Ok(())
+}
+
+/// The id of a scoring in metrics.csv: a fingerprint of its columns but the timestamp (what was
+/// scored against what, and the numbers) and of the predictions themselves.
+fn score_id(row: &[(String, String)], preds: &[Prediction]) -> String {
+    let mut parts: Vec<&[u8]> = row
+        .iter()
+        .filter(|(k, _)| k != "timestamp")
+        .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()])
+        .collect();
+    for p in preds {
+        parts.push(p.id.as_deref().unwrap_or_default().as_bytes());
+        parts.push(p.text.as_bytes());
+        parts.extend(p.candidates.iter().map(|c| c.as_bytes()));
+    }
+    format!("score-{}", fingerprint(&parts))
 }
 
 /// Read predictions of any system: JSON lines or CSV (cbqa's predictions.csv included).

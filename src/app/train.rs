@@ -1,5 +1,5 @@
 //! `cbqa train`: resolve the arguments into [`cbqa::train::TrainSettings`] once, install the
-//! SIGINT handler, run, report.
+//! SIGINT/SIGTERM handler, run, report.
 
 use super::options::train_settings;
 use crate::cli::TrainArgs;
@@ -7,25 +7,27 @@ use anyhow::{Context, Result};
 use cbqa::train as tr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Set by the SIGINT handler; the trainer checkpoints and returns when it sees it.
+/// Set by the SIGINT/SIGTERM handler; the trainer checkpoints and returns when it sees it.
 static STOP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_sigint(_: libc::c_int) {
-    // A second Ctrl-C while the checkpoint is written falls through to the default action.
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    // A second signal while the checkpoint is written falls through to the default action.
     if STOP.swap(true, Ordering::SeqCst) {
         // SAFETY: async-signal-safe calls only.
         unsafe {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            libc::raise(libc::SIGINT);
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
         }
     }
 }
 
+/// Ctrl-C (SIGINT) and a job scheduler's SIGTERM both stop the run after a checkpoint.
 fn install_sigint() {
-    let handler = on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: the handler only touches an atomic (and re-raises), which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
     }
 }
 

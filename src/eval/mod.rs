@@ -20,6 +20,7 @@
 //! NQ-open dev and TriviaQA test.
 
 mod dpr;
+pub mod journal;
 mod metrics;
 mod normalize;
 pub mod overlap;

@@ -1,6 +1,7 @@
 //! CSV reports of an evaluation: `predictions.csv` (one row per question) and `metrics.csv`
 //! (one row per run, appended). Both are written to a temp file and renamed, so a crash never
-//! leaves a half-written table, and an append rewrites the whole table atomically.
+//! leaves a half-written table, and an append rewrites the whole table atomically, holding the
+//! table's lock file (`.metrics.csv.lock`), so concurrent appends lose no row.
 
 use crate::data::QaExample;
 use crate::error::{Error, Result};
@@ -110,28 +111,29 @@ pub fn recall_ks(beams: usize) -> Vec<usize> {
 /// Append `row` (column → value, in order) to the table at `path`, creating it if needed. A
 /// table with other columns is extended: old rows get empty cells for the new columns.
 pub fn append_row(path: &Path, row: &[(String, String)]) -> Result<()> {
-    let mut header: Vec<String> = Vec::new();
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    if path.exists() {
-        let mut r = csv::Reader::from_path(path).map_err(|e| Error::Output {
-            path: path.to_path_buf(),
-            msg: format!("existing table is not readable CSV ({e}); not touching it"),
-        })?;
-        header = r
-            .headers()
-            .map_err(|e| csv_err(path, e))?
-            .iter()
-            .map(str::to_string)
-            .collect();
-        for (i, rec) in r.records().enumerate() {
-            let rec = rec.map_err(|e| Error::Output {
-                path: path.to_path_buf(),
-                msg: format!(
-                    "existing table row {} is malformed ({e}); not touching it",
-                    i + 2
-                ),
-            })?;
-            rows.push(rec.iter().map(str::to_string).collect());
+    append_row_once(path, row, None).map(|_| ())
+}
+
+/// As [`append_row`], but with `key = Some((column, value))` only when no row of the table has
+/// that value in that column yet (a resumed run whose row was already written adds none).
+/// Returns whether the row was added. The read-extend-rewrite holds the table's lock file
+/// ([`crate::fsutil::lock_path`]), so concurrent appenders (two evals into one directory) lose
+/// no row.
+pub fn append_row_once(
+    path: &Path,
+    row: &[(String, String)],
+    key: Option<(&str, &str)>,
+) -> Result<bool> {
+    let _lock = crate::fsutil::FileLock::acquire(&crate::fsutil::lock_path(path))?;
+    let (mut header, rows) = read_table(path)?;
+    if let Some((col, value)) = key {
+        if let Some(c) = header.iter().position(|h| h == col) {
+            if rows
+                .iter()
+                .any(|r| r.get(c).map(String::as_str) == Some(value))
+            {
+                return Ok(false);
+            }
         }
     }
     for (k, _) in row {
@@ -156,7 +158,39 @@ pub fn append_row(path: &Path, row: &[(String, String)]) -> Result<()> {
         .collect();
     w.write_record(&new).map_err(|e| csv_err(path, e))?;
     let bytes = w.into_inner().map_err(|e| csv_err(path, e))?;
-    crate::fsutil::write_atomic(path, &bytes)
+    crate::fsutil::write_atomic(path, &bytes)?;
+    Ok(true)
+}
+
+/// The header and rows of the table at `path` (none when it does not exist); a table that is
+/// not well-formed CSV is an error, never rewritten.
+fn read_table(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+    let mut header: Vec<String> = Vec::new();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    if !path.exists() {
+        return Ok((header, rows));
+    }
+    let mut r = csv::Reader::from_path(path).map_err(|e| Error::Output {
+        path: path.to_path_buf(),
+        msg: format!("existing table is not readable CSV ({e}); not touching it"),
+    })?;
+    header = r
+        .headers()
+        .map_err(|e| csv_err(path, e))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    for (i, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| Error::Output {
+            path: path.to_path_buf(),
+            msg: format!(
+                "existing table row {} is malformed ({e}); not touching it",
+                i + 2
+            ),
+        })?;
+        rows.push(rec.iter().map(str::to_string).collect());
+    }
+    Ok((header, rows))
 }
 
 /// Peak resident set size of this process in MB (Linux `VmHWM`), if known.

@@ -67,8 +67,14 @@ pub struct TrainSettings {
     pub precision: Precision,
     /// Evaluate on the dev set every this many steps (0: only at the end).
     pub eval_every: u64,
-    /// Write a checkpoint every this many steps (0: only at the end, on SIGINT and at new bests).
+    /// Write a checkpoint every this many steps (0: only at the end, on SIGINT/SIGTERM, at new
+    /// bests and on the time cadence).
     pub save_every: u64,
+    /// Also write a checkpoint after a step that ends this many minutes after the last one (or
+    /// the start), so a SIGKILL loses at most that much work (0: no time cadence). Runs from
+    /// before this setting existed get the default.
+    #[serde(default = "default_save_every_minutes")]
+    pub save_every_minutes: f64,
     /// Dev questions decoded at once.
     pub eval_batch_size: usize,
     /// Longest answer generated on the dev set, in tokens.
@@ -95,6 +101,11 @@ pub struct TrainSettings {
     pub pretrain: Option<PretrainSettings>,
 }
 
+/// Ten minutes: at most that much training is lost to a SIGKILL or a power cut.
+fn default_save_every_minutes() -> f64 {
+    10.0
+}
+
 impl TrainSettings {
     /// Defaults of the paper where it has them (AdaFactor, lr 1e-3, 196,608-token batches,
     /// dropout 0.1, first answer), for `model`, `train` and `out`.
@@ -118,6 +129,7 @@ impl TrainSettings {
             precision: Precision::Fp32,
             eval_every: 0,
             save_every: 0,
+            save_every_minutes: default_save_every_minutes(),
             eval_batch_size: 64,
             eval_max_new_tokens: 32,
             eval_limit: None,

@@ -43,7 +43,7 @@ pub struct TrainOutcome {
     pub last_loss: Option<f64>,
     /// Training tokens per second over this invocation.
     pub tokens_per_s: f64,
-    /// Stopped by the `stop` flag (SIGINT) before the planned end.
+    /// Stopped by the `stop` flag (SIGINT/SIGTERM) before the planned end.
     pub interrupted: bool,
     /// Malformed data lines that were skipped (`file:line: reason`).
     pub skipped_lines: Vec<String>,
@@ -51,7 +51,7 @@ pub struct TrainOutcome {
 
 /// Train as `settings` says. With `resume`, continue the run in `settings.out` from its last
 /// checkpoint (an error if there is none or it is unreadable). `stop` is checked after every step
-/// (the binary sets it on SIGINT): the run then writes a checkpoint and returns.
+/// (the binary sets it on SIGINT and SIGTERM): the run then writes a checkpoint and returns.
 pub fn train(settings: &TrainSettings, resume: bool, stop: &AtomicBool) -> Result<TrainOutcome> {
     let trainer = if resume {
         Trainer::resume(settings)?
@@ -91,6 +91,10 @@ fn validate(s: &TrainSettings) -> Result<()> {
     if !(0.0..1.0).contains(&s.dropout) {
         let msg = format!("must be in [0, 1), got {}", s.dropout);
         return Err(Error::setting("dropout", msg));
+    }
+    if !(s.save_every_minutes >= 0.0 && s.save_every_minutes.is_finite()) {
+        let msg = format!("must be 0 (off) or more, got {}", s.save_every_minutes);
+        return Err(Error::setting("save_every_minutes", msg));
     }
     if s.max_input_len < 2 {
         let msg = format!("must be at least 2, got {}", s.max_input_len);
@@ -211,6 +215,7 @@ impl Dev {
 /// `RUN/train_log.csv`, one row per step.
 struct Log {
     file: std::fs::File,
+    path: PathBuf,
 }
 
 impl Log {
@@ -236,12 +241,11 @@ impl Log {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io("open", &path, e))?;
-        Ok(Log { file })
+        Ok(Log { file, path })
     }
 
     fn row(&mut self, cols: [String; 7]) -> Result<()> {
-        writeln!(self.file, "{}", cols.join(","))
-            .map_err(|e| Error::io("write", "train_log.csv", e))
+        writeln!(self.file, "{}", cols.join(",")).map_err(|e| Error::io("write", &self.path, e))
     }
 }
 
@@ -338,6 +342,10 @@ pub struct Trainer<'s> {
     evaluated_at: Option<u64>,
     last_checkpoint: Option<PathBuf>,
     best_dir: Option<PathBuf>,
+    /// When the last checkpoint was written (or the run started), for the time cadence.
+    last_save: Instant,
+    /// Held while the run lives: a second `cbqa train` into the same directory is refused.
+    _run_lock: crate::fsutil::FileLock,
 }
 
 impl<'s> Trainer<'s> {
@@ -354,6 +362,7 @@ impl<'s> Trainer<'s> {
     fn open(s: &'s TrainSettings, resume: bool) -> Result<Self> {
         let device = resolve_device(&s.device)?;
         validate(s)?;
+        let run_lock = lock_run_dir(&s.out)?;
         if let Some(n) = s.threads {
             tch::set_num_threads(n as i32);
         }
@@ -408,6 +417,8 @@ impl<'s> Trainer<'s> {
             evaluated_at: None,
             last_checkpoint: None,
             best_dir,
+            last_save: Instant::now(),
+            _run_lock: run_lock,
         })
     }
 
@@ -416,6 +427,7 @@ impl<'s> Trainer<'s> {
         let mut progress = Progress::new("train", "steps", self.total_steps(), self.state.step)
             .also_every(self.settings.log_every);
         self.started = Instant::now();
+        self.last_save = self.started;
         let interrupted = self.run_steps(stop, &mut progress);
         progress.finish();
         let interrupted = interrupted?;
@@ -518,9 +530,13 @@ impl<'s> Trainer<'s> {
         every > 0 && self.state.step.is_multiple_of(every)
     }
 
+    /// A checkpoint is due every `save_every` steps, and after the first step that ends
+    /// `save_every_minutes` after the last checkpoint.
     fn save_due(&self) -> bool {
         let every = self.settings.save_every;
-        every > 0 && self.state.step.is_multiple_of(every)
+        let minutes = self.settings.save_every_minutes;
+        (every > 0 && self.state.step.is_multiple_of(every))
+            || (minutes > 0.0 && self.last_save.elapsed().as_secs_f64() >= minutes * 60.0)
     }
 
     fn model(&self) -> MutexGuard<'_, T5> {
@@ -668,6 +684,7 @@ impl<'s> Trainer<'s> {
             },
         )?;
         self.last_checkpoint = Some(dir.clone());
+        self.last_save = Instant::now();
         Ok(dir)
     }
 
@@ -776,6 +793,27 @@ fn first_non_finite(params: &[(String, Tensor)]) -> Result<Option<&str>> {
         }
     }
     Ok(None)
+}
+
+/// The lock of the run directory `run` (its hidden sibling `.NAME.lock`, so a fresh run's
+/// directory stays empty until the run claims it), or the error that another `cbqa train` holds
+/// it.
+fn lock_run_dir(run: &Path) -> Result<crate::fsutil::FileLock> {
+    let lock = crate::fsutil::lock_path(run);
+    if let Some(parent) = lock.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+    }
+    crate::fsutil::FileLock::try_acquire(&lock)?.map_err(|pid| {
+        let holder = pid.map_or("another process".into(), |p| format!("process {p}"));
+        Error::Output {
+            path: run.to_path_buf(),
+            msg: format!(
+                "another cbqa train ({holder}) is writing this run directory (it holds {}); \
+                 wait for it to end, or train into another directory",
+                lock.display()
+            ),
+        }
+    })
 }
 
 /// A fresh run's directory must not hold another run.

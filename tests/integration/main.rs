@@ -20,6 +20,7 @@ mod optim;
 mod pickle;
 #[cfg(feature = "train")]
 mod pretrain;
+mod reliability;
 mod runtime;
 mod serve;
 mod spiece;
