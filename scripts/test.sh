@@ -26,7 +26,7 @@ grep 'cpu (int8)' <<<"$doctor" || true
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
-# The HTTP example's test starts the built example binary (target/debug/examples/serve).
+# The examples (examples/serve.rs, the embedding example over cbqa::serve) must keep building.
 cargo build --examples
 cargo test --all-targets "$@"
 cargo test --doc

@@ -82,6 +82,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+# As `cbqa eval`: batches per journal chunk (CHUNK_BATCHES in src/app/eval.rs) and the default
+# --batch-size (BatchPolicy::default()); tests/test_ray.py checks the predictions stay identical.
+CHUNK_BATCHES = 8
+DEFAULT_BATCH_SIZE = 32
+
 def answerer_settings(args):
     """The Answerer keywords the command line set (the rest keep the library's defaults)."""
     names = ["beams", "candidates", "max_new_tokens", "length_penalty", "batch_size",
@@ -94,7 +99,14 @@ def planned_batches(args, questions):
     (the actor returns their error)."""
     s = answerer_settings(args)
     plan_keys = ("batch_size", "batch_tokens", "prefix", "max_input_tokens", "beams")
-    batches = cbqa.plan_batches(args.model, questions, **{k: s[k] for k in plan_keys if k in s})
+    keys = {k: s[k] for k in plan_keys if k in s}
+    # `cbqa eval` answers (and journals) its questions in chunks of CHUNK_BATCHES batches, in input
+    # order, and plans the batches inside each chunk; the same chunks here give the same batches.
+    chunk = s.get("batch_size", DEFAULT_BATCH_SIZE) * CHUNK_BATCHES
+    batches = []
+    for start in range(0, len(questions), chunk):
+        part = cbqa.plan_batches(args.model, questions[start:start + chunk], **keys)
+        batches += [[start + i for i in b] for b in part]
     planned = {i for b in batches for i in b}
     batches += [[i] for i in range(len(questions)) if i not in planned]
     return batches

@@ -145,6 +145,13 @@ fn write_files(
     ];
     row.extend(metric_columns(&scores, examples.len()));
     row.extend(run_columns(run, answers, &scores));
+    // as `cbqa eval`'s journal id: one per run (the table's last column)
+    let run_id = cbqa::eval::journal::fingerprint(&[
+        dataset.display().to_string().as_bytes(),
+        utc_timestamp().as_bytes(),
+        std::process::id().to_string().as_bytes(),
+    ]);
+    row.push(("run_id".into(), run_id));
     append_row(&out.join("metrics.csv"), &row)?;
     Ok(row)
 }
@@ -198,6 +205,8 @@ fn run_columns(run: &RunFacts, answers: &[Answer], scores: &Scores) -> Vec<(Stri
             format!("{:.3}", n as f64 / run.wall_s.max(1e-9)),
         ),
         ("wall_s".into(), format!("{:.3}", run.wall_s)),
+        // answered in one go: nothing resumed from a journal
+        ("resumed_questions".into(), "0".into()),
         (
             "peak_rss_mb".into(),
             run.peak_rss_mb

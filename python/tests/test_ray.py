@@ -19,7 +19,7 @@ FLAGS = ["--limit", "48", "--beams", "2", "--threads", "1", "--batch-size", "4"]
 # what differs between any two runs: speed, memory, time; and the commit each build was stamped
 # with (checked against the package's own below: builds sharing a target directory across
 # worktrees can carry another checkout's stamp)
-RUN_DEPENDENT = {"questions_per_s", "wall_s", "peak_rss_mb", "timestamp", "git_commit"}
+RUN_DEPENDENT = {"questions_per_s", "wall_s", "peak_rss_mb", "timestamp", "git_commit", "run_id"}
 
 
 def cbqa_eval(cbqa_bin, export, data, out):
