@@ -91,6 +91,22 @@ struct Shared {
 }
 
 impl Shared {
+    /// An open, empty queue.
+    fn new(max_queue: usize, batch_wait: Duration, metrics: Arc<Metrics>) -> Self {
+        Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                questions: 0,
+                closed: false,
+                seconds_per_question: 0.0,
+            }),
+            wake: Condvar::new(),
+            max_queue,
+            batch_wait,
+            metrics,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -112,18 +128,7 @@ impl Batcher {
         batch_wait: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                jobs: VecDeque::new(),
-                questions: 0,
-                closed: false,
-                seconds_per_question: 0.0,
-            }),
-            wake: Condvar::new(),
-            max_queue,
-            batch_wait,
-            metrics,
-        });
+        let shared = Arc::new(Shared::new(max_queue, batch_wait, metrics));
         let loop_shared = Arc::clone(&shared);
         let worker = std::thread::Builder::new()
             .name("cbqa-decode".into())
@@ -293,18 +298,7 @@ mod tests {
     use super::*;
 
     fn shared(batch_wait: Duration) -> Shared {
-        Shared {
-            queue: Mutex::new(Queue {
-                jobs: VecDeque::new(),
-                questions: 0,
-                closed: false,
-                seconds_per_question: 0.0,
-            }),
-            wake: Condvar::new(),
-            max_queue: 100,
-            batch_wait,
-            metrics: Arc::new(Metrics::default()),
-        }
+        Shared::new(100, batch_wait, Arc::new(Metrics::default()))
     }
 
     fn push(s: &Shared, questions: usize, len: usize, beams: usize) {
