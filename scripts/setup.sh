@@ -35,8 +35,17 @@ if [ "$gpu" = 1 ]; then
 else
   "$venv/bin/python" -m pip uninstall --quiet -y onnxruntime-gpu 2>/dev/null || true
 fi
+# The installed stack takes ~6 GB (torch's CUDA wheels from PyPI are most of it); the test suite's
+# builds add ~8 GB. Say so before pip fails half-way with "No space left on device".
+free_gb=$(df -Pk "$root" | awk 'NR==2 {print int($4 / 1048576)}')
+if [ "${free_gb:-0}" -lt 8 ]; then
+  echo "setup.sh: warning: only ${free_gb} GB free on $(df -P "$root" | awk 'NR==2 {print $6}');" \
+    "the venv needs ~6 GB and make test's builds ~8 GB more" >&2
+fi
 echo "setup.sh: installing the pinned Python stack into $venv (first run downloads ~3 GB of wheels)"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" "$ort_pkg"
+# --no-cache-dir: no second copy of the wheels in ~/.cache/pip (the venv is the cache).
+"$venv/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check \
+  -r "$req" "$ort_pkg"
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 ln -sfn "$site/torch" "$venv/libtorch"
 ortlib="$(ls "$site"/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n1 || true)"
