@@ -12,7 +12,7 @@ secs=${1:-600}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(data config_json safetensors pickle msgpack tf_bundle spiece onnx_dir)
+  targets=(data config_json safetensors pickle msgpack tf_bundle spiece onnx_dir predictions corpus serve_request)
 fi
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz missing: cargo install cargo-fuzz --locked" >&2; exit 1; }
 rustup toolchain list | grep -q nightly || { echo "the nightly toolchain is missing: rustup toolchain install nightly" >&2; exit 1; }

@@ -36,10 +36,17 @@ pub enum Target {
     /// An ONNX export's metadata: the first byte picks which file (graph protobuf,
     /// cbqa_export.json, config.json, generation_config.json, tokenizer.json) is replaced.
     OnnxDir,
+    /// `cbqa score`'s predictions of any system (JSON lines or CSV).
+    Predictions,
+    /// `cbqa pretrain`'s corpora: the first byte picks the file name, hence the reader (plain
+    /// text, JSON lines with code-point spans, REALM's TFRecord plain or gzip).
+    Corpus,
+    /// `cbqa serve`'s request body (`POST /v1/answer`) against the default limits.
+    ServeRequest,
 }
 
 /// Every target with its name (the fuzz binary's and the corpus folder's).
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 11] = [
     ("data", Target::Data),
     ("config_json", Target::ConfigJson),
     ("safetensors", Target::Safetensors),
@@ -48,6 +55,9 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("tf_bundle", Target::TfBundle),
     ("spiece", Target::Spiece),
     ("onnx_dir", Target::OnnxDir),
+    ("predictions", Target::Predictions),
+    ("corpus", Target::Corpus),
+    ("serve_request", Target::ServeRequest),
 ];
 
 impl Target {
@@ -78,7 +88,42 @@ pub fn run(target: Target, data: &[u8], scratch: &Path, inputs: &Inputs) {
             let _ = cbqa::tokenizer::load_spiece(&model, &dir.join("no-config.json"));
         }
         Target::OnnxDir => onnx_dir(data, scratch, inputs),
+        Target::Predictions => {
+            let _ = cbqa::eval::predictions::parse_predictions(Path::new("predictions"), data);
+        }
+        Target::Corpus => corpus(data, scratch),
+        Target::ServeRequest => {
+            let _ = cbqa::serve::api::parse_request(data, &cbqa::serve::Limits::default());
+        }
     }
+}
+
+/// The corpus file names the `corpus` target writes, one per value of the first byte.
+const CORPUS_FILES: [&str; 4] = [
+    "corpus.txt",
+    "corpus.jsonl",
+    "corpus.tfrecord",
+    "corpus.tfrecord.gz",
+];
+
+/// Documents a corpus input may yield before the target stops reading (a bound on the work per
+/// input, far above what 64 KB can hold in any format but plain text).
+const MAX_CORPUS_DOCUMENTS: usize = 100_000;
+
+fn corpus(data: &[u8], scratch: &Path) {
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    std::fs::create_dir_all(scratch).unwrap();
+    let path = scratch.join(CORPUS_FILES[pick as usize % CORPUS_FILES.len()]);
+    std::fs::write(&path, body).unwrap();
+    let files = [path];
+    for doc in cbqa::pretrain::corpus::documents(&files).take(MAX_CORPUS_DOCUMENTS) {
+        if doc.is_err() {
+            break;
+        }
+    }
+    std::fs::remove_file(&files[0]).unwrap();
 }
 
 fn data_file(data: &[u8], scratch: &Path) {

@@ -6,6 +6,7 @@ use crate::cli::ScoreArgs;
 use anyhow::{bail, Context, Result};
 use cbqa::data::{Dataset, QaExample};
 use cbqa::eval::journal::fingerprint;
+use cbqa::eval::predictions::read_predictions;
 use cbqa::eval::report::{
     append_row_once, metric_columns, recall_ks, utc_timestamp, write_predictions, PredictionRow,
 };
@@ -17,14 +18,14 @@ use std::path::Path;
 pub fn run(args: ScoreArgs) -> Result<()> {
     let (ds, examples, normalizer) = super::load_data(&args.data)?;
     let mut all = Vec::new();
-    for p in &args.predictions {
-        all.extend(read_predictions(p)?);
+    for (file, p) in args.predictions.iter().enumerate() {
+        all.extend(read_predictions(p)?.into_iter().map(|pred| (pred, file)));
     }
     // Align by id when every prediction has one (merging shards), else by position.
-    let preds = if all.iter().all(|p| p.id.is_some()) {
-        align_by_id(all, &examples, &ds.path)?
+    let preds = if all.iter().all(|(p, _)| p.id.is_some()) {
+        align_by_id(all, &examples, &ds.path, &args.predictions)?
     } else {
-        all
+        all.into_iter().map(|(p, _)| p).collect()
     };
     let beams = preds
         .iter()
@@ -34,7 +35,14 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         .max(1);
     let mut sopts = ScoreOptions::new(normalizer);
     sopts.recall_ks = recall_ks(beams);
-    let scores = score_examples_with(&preds, &examples, &sopts)?;
+    let scores = score_examples_with(&preds, &examples, &sopts).with_context(|| {
+        let files: Vec<String> = args
+            .predictions
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        format!("scoring {} against {}", files.join(", "), ds.path.display())
+    })?;
     print_summary(&scores);
     let overlap = overlap_columns(args.overlap_with.as_deref(), &examples, &scores)?;
     if let Some(out) = &args.out {
@@ -49,39 +57,54 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
-/// The prediction of every question, by id; every question must have one, once.
+/// The prediction of every question, by id; every question must have one, once. `all` holds
+/// each prediction with the index of its file in `files`.
 fn align_by_id(
-    all: Vec<Prediction>,
+    all: Vec<(Prediction, usize)>,
     examples: &[QaExample],
     data: &Path,
+    files: &[std::path::PathBuf],
 ) -> Result<Vec<Prediction>> {
-    let mut by_id: HashMap<String, Prediction> = HashMap::new();
-    for p in all {
+    let mut by_id: HashMap<String, (Prediction, usize)> = HashMap::new();
+    for (p, file) in all {
         let id = p.id.clone().unwrap_or_default();
-        if by_id.insert(id.clone(), p).is_some() {
-            bail!("prediction id {id:?} appears twice in the prediction files");
+        if let Some((_, first)) = by_id.insert(id.clone(), (p, file)) {
+            bail!(
+                "{}: prediction id {id:?} appears twice (also in {})",
+                files[file].display(),
+                files[first].display()
+            );
         }
     }
     let mut v = Vec::with_capacity(examples.len());
     let mut missing = Vec::new();
     for e in examples {
         match by_id.remove(&e.id) {
-            Some(p) => v.push(p),
+            Some((p, _)) => v.push(p),
             None => missing.push(e.id.clone()),
         }
     }
+    let names = || {
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if !missing.is_empty() {
         bail!(
-            "{} question(s) of {} have no prediction (first ids: {:?})",
+            "{} question(s) of {} have no prediction in {} (first ids: {:?})",
             missing.len(),
             data.display(),
+            names(),
             &missing[..missing.len().min(5)]
         );
     }
     if !by_id.is_empty() {
         eprintln!(
-            "warning: {} prediction(s) match no question of the data file",
-            by_id.len()
+            "warning: {} prediction(s) of {} match no question of the data file",
+            by_id.len(),
+            names()
         );
     }
     Ok(v)
@@ -161,88 +184,4 @@ fn score_id(row: &[(String, String)], preds: &[Prediction]) -> String {
         parts.extend(p.candidates.iter().map(|c| c.as_bytes()));
     }
     format!("score-{}", fingerprint(&parts))
-}
-
-/// Read predictions of any system: JSON lines or CSV (cbqa's predictions.csv included).
-fn read_predictions(path: &Path) -> Result<Vec<Prediction>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    if text.trim_start().starts_with('{') {
-        read_jsonl_predictions(path, &text)
-    } else {
-        read_csv_predictions(path)
-    }
-}
-
-/// JSON lines with `prediction` (or `answer`/`text`), optional `id` and `candidates`.
-fn read_jsonl_predictions(path: &Path, text: &str) -> Result<Vec<Prediction>> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("{}:{}", path.display(), i + 1);
-        let v: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("{}: invalid JSON", at()))?;
-        out.push(prediction_of_json(&v).with_context(|| {
-            format!(
-                "{}: no string field \"prediction\" (or \"answer\"/\"text\")",
-                at()
-            )
-        })?);
-    }
-    Ok(out)
-}
-
-/// One JSON line's prediction; `None` without a text field.
-fn prediction_of_json(v: &serde_json::Value) -> Option<Prediction> {
-    let text = ["prediction", "answer", "text"]
-        .iter()
-        .find_map(|k| v.get(*k).and_then(|x| x.as_str()))?;
-    let id = v.get("id").map(|x| match x {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    });
-    let candidates = v
-        .get("candidates")
-        .and_then(|c| c.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| {
-                    c.as_str()
-                        .or_else(|| c.get("text").and_then(|t| t.as_str()))
-                })
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    Some(Prediction {
-        id,
-        text: text.to_string(),
-        candidates,
-    })
-}
-
-/// A CSV with a `prediction` column, optional `id` and `candidates` (a JSON list) columns.
-fn read_csv_predictions(path: &Path) -> Result<Vec<Prediction>> {
-    let mut r =
-        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-    let headers = r.headers()?.clone();
-    let col = |name: &str| headers.iter().position(|h| h == name);
-    let p = col("prediction")
-        .with_context(|| format!("{}: no \"prediction\" column", path.display()))?;
-    let (id, cands) = (col("id"), col("candidates"));
-    let mut out = Vec::new();
-    for (i, rec) in r.records().enumerate() {
-        let rec = rec.with_context(|| format!("{}:{}: malformed CSV", path.display(), i + 2))?;
-        out.push(Prediction {
-            id: id.and_then(|c| rec.get(c)).map(str::to_string),
-            text: rec.get(p).unwrap_or_default().to_string(),
-            candidates: cands
-                .and_then(|c| rec.get(c))
-                .and_then(|c| serde_json::from_str::<Vec<String>>(c).ok())
-                .unwrap_or_default(),
-        });
-    }
-    Ok(out)
 }

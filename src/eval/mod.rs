@@ -24,6 +24,7 @@ pub mod journal;
 mod metrics;
 mod normalize;
 pub mod overlap;
+pub mod predictions;
 pub mod report;
 mod score;
 

@@ -252,10 +252,21 @@ impl T5 {
     ) -> Result<Self> {
         let mut t5 = T5::with_compute(config, device, compute)?;
         if kind != Kind::Float {
-            t5.vs.set_kind(kind);
+            t5.convert_parameters(kind)?;
         }
         t5.load_weights(weights)?;
         Ok(t5)
+    }
+
+    /// Every parameter converted to `kind` in place, through libtorch's fallible calls (tch's
+    /// `VarStore::set_kind` panics on an allocation failure, e.g. out of device memory).
+    fn convert_parameters(&mut self, kind: Kind) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        for (_, mut var) in self.vs.variables() {
+            let converted = var.f_to_kind(kind)?;
+            var.f_set_data(&converted)?;
+        }
+        Ok(())
     }
 
     /// Open a model directory's weights into a new T5.

@@ -13,6 +13,7 @@ mod export;
 mod foundation;
 #[cfg(feature = "train")]
 mod gpu_check;
+mod malformed_inputs;
 #[cfg(feature = "train")]
 mod model_parity;
 #[cfg(feature = "train")]

@@ -1,0 +1,6 @@
+//! Fuzz target `predictions`: see [`cbqa_fuzz::Target`].
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    cbqa_fuzz::fuzz(cbqa_fuzz::Target::from_name("predictions").unwrap(), data);
+});
