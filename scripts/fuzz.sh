@@ -25,7 +25,8 @@ if [ ! -f "$CBQA_FUZZ_EXPORT/decoder_with_past_model.onnx" ]; then
   "${lock[@]}" cargo run --quiet --release -- export --model tests/fixtures/t5_v1_0 --out "$CBQA_FUZZ_EXPORT" --no-validate --force
 fi
 # CBQA_FUZZ_NO_BUILD=1: run the binaries already built.
-[ -n "${CBQA_FUZZ_NO_BUILD:-}" ] || "${lock[@]}" nice -n 19 cargo +nightly fuzz build -O
+# Not niced: a build holding a shared lock at nice 19 starves every waiter behind it.
+[ -n "${CBQA_FUZZ_NO_BUILD:-}" ] || "${lock[@]}" cargo +nightly fuzz build -O
 bin=fuzz/target/x86_64-unknown-linux-gnu/release
 results=fuzz/results.tsv
 [ -f "$results" ] || printf 'target\tseconds\texecutions\tcrashes\tfinished\n' > "$results"

@@ -8,6 +8,10 @@ _Normalizer = Literal["squad", "trivia_qa"]
 
 __version__: str
 GIT_COMMIT: str
+EVAL_CHUNK_BATCHES: int
+"""Batches per journal chunk of ``cbqa eval`` (the Ray driver plans the same chunks)."""
+DEFAULT_BATCH_SIZE: int
+"""The default ``batch_size``: decoder rows per batch (questions x beams)."""
 
 class CbqaError(Exception):
     """A cbqa failure; the message is the whole error chain (file, line, tensor or argument)."""

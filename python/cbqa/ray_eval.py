@@ -82,10 +82,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-# As `cbqa eval`: batches per journal chunk (CHUNK_BATCHES in src/app/eval.rs) and the default
-# --batch-size (BatchPolicy::default()); tests/test_ray.py checks the predictions stay identical.
-CHUNK_BATCHES = 8
-DEFAULT_BATCH_SIZE = 32
+# As `cbqa eval`: batches per journal chunk and the default --batch-size, from the library itself
+# (cbqa::eval::journal::CHUNK_BATCHES, BatchPolicy::default()); tests/test_ray.py checks the
+# predictions stay identical.
+CHUNK_BATCHES = cbqa._native.EVAL_CHUNK_BATCHES
+DEFAULT_BATCH_SIZE = cbqa._native.DEFAULT_BATCH_SIZE
 
 def answerer_settings(args):
     """The Answerer keywords the command line set (the rest keep the library's defaults)."""

@@ -18,6 +18,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CbqaError", m.py().get_type::<errors::CbqaError>())?;
     m.add("__version__", cbqa::VERSION)?;
     m.add("GIT_COMMIT", cbqa::GIT_COMMIT)?;
+    m.add("EVAL_CHUNK_BATCHES", cbqa::eval::journal::CHUNK_BATCHES)?;
+    m.add(
+        "DEFAULT_BATCH_SIZE",
+        cbqa::generate::BatchPolicy::default().max_batch_size,
+    )?;
     m.add_class::<answerer::Answerer>()?;
     m.add_class::<answerer::Answer>()?;
     m.add_class::<answerer::Candidate>()?;

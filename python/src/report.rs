@@ -1,32 +1,22 @@
 //! `cbqa.write_eval`: predictions.csv and the metrics.csv row of answers made anywhere (one
 //! process, a pool of Ray actors), written as `cbqa eval` writes them.
 //!
-//! The columns follow `src/app/eval.rs` (`dataset_columns`, `run_columns`); the metric columns
-//! and the predictions table are the library's own (`cbqa::eval::report`). The Python tests
-//! compare both files with `cbqa eval`'s.
+//! Every column and the predictions table are the library's own (`cbqa::eval::report`:
+//! `dataset_columns`, `metric_columns`, `EvalRun::columns`), as `cbqa eval` writes them. The
+//! Python tests compare both files with `cbqa eval`'s.
 
 use crate::answerer::Answer;
 use crate::scoring::{parse_normalizer, read_options};
 use cbqa::data::{Dataset, QaExample};
 use cbqa::eval::report::{
-    append_row, metric_columns, recall_ks, utc_timestamp, write_predictions, PredictionRow,
+    append_row, batch_policy, dataset_columns, metric_columns, recall_ks, utc_timestamp,
+    write_predictions, EvalRun, PredictionRow,
 };
-use cbqa::eval::{score_examples_with, Normalizer, Prediction, ScoreOptions, Scores};
+use cbqa::eval::{score_examples_with, Normalizer, Prediction, ScoreOptions};
 use cbqa::AnswererOptions;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use std::path::{Path, PathBuf};
-
-/// How the answers were made, for the run columns of metrics.csv.
-struct RunFacts {
-    model: PathBuf,
-    backend: String,
-    device: String,
-    threads: usize,
-    policy: String,
-    wall_s: f64,
-    peak_rss_mb: Option<f64>,
-}
 
 /// Write `out/predictions.csv` and append a row to `out/metrics.csv` for `answers` (one per
 /// selected question of `data`, in order), exactly as `cbqa eval` with the same settings does;
@@ -81,23 +71,40 @@ pub fn write_eval(
     };
     let defaults = AnswererOptions::default();
     let beams = beams.unwrap_or(defaults.generate.num_beams);
-    let run = RunFacts {
+    let errors = answers.iter().filter(|a| a.error.is_some()).count();
+    let truncated = answers
+        .iter()
+        .filter(|a| a.error.is_none() && a.truncated)
+        .count();
+    let run = EvalRun {
+        precision: cbqa::runtime::precision_of(&model),
         model,
         backend: backend.to_string(),
         device: device.to_string(),
-        threads,
-        policy: format!(
-            "beams={beams} batch_size={} batch_tokens={} sorted",
+        batch_policy: batch_policy(
+            beams,
             batch_size.unwrap_or(defaults.batch.max_batch_size),
-            batch_tokens.unwrap_or(defaults.batch.max_batch_tokens)
+            batch_tokens.unwrap_or(defaults.batch.max_batch_tokens),
         ),
+        threads,
+        errors,
+        // answered in one go: nothing resumed from a journal
+        questions: examples.len(),
+        resumed: 0,
         wall_s,
         peak_rss_mb,
+        truncated,
     };
-    let split = split.unwrap_or_else(|| split_name(&ds.path));
     py.detach(|| {
         write_files(
-            &out, &ds.path, &split, &examples, &answers, normalizer, beams, &run,
+            &out,
+            &ds.path,
+            split.as_deref(),
+            &examples,
+            &answers,
+            normalizer,
+            beams,
+            &run,
         )
     })
     .map_err(crate::errors::to_py)
@@ -108,12 +115,12 @@ pub fn write_eval(
 fn write_files(
     out: &Path,
     dataset: &Path,
-    split: &str,
+    split: Option<&str>,
     examples: &[QaExample],
     answers: &[Answer],
     normalizer: Normalizer,
     beams: usize,
-    run: &RunFacts,
+    run: &EvalRun,
 ) -> cbqa::Result<Vec<(String, String)>> {
     std::fs::create_dir_all(out).map_err(|source| cbqa::Error::Io {
         action: "create",
@@ -138,13 +145,9 @@ fn write_files(
         })
         .collect();
     write_predictions(&out.join("predictions.csv"), &rows, &scores)?;
-    let mut row = vec![
-        ("dataset".to_string(), dataset.display().to_string()),
-        ("split".into(), split.to_string()),
-        ("shard".into(), String::new()),
-    ];
+    let mut row = dataset_columns(dataset, split, None);
     row.extend(metric_columns(&scores, examples.len()));
-    row.extend(run_columns(run, answers, &scores));
+    row.extend(run.columns());
     // as `cbqa eval`'s journal id: one per run (the table's last column)
     let run_id = cbqa::eval::journal::fingerprint(&[
         dataset.display().to_string().as_bytes(),
@@ -175,54 +178,4 @@ fn predictions(examples: &[QaExample], answers: &[Answer]) -> Vec<Prediction> {
             },
         })
         .collect()
-}
-
-/// The last columns of the metrics.csv row: how the answers were made and how fast.
-fn run_columns(run: &RunFacts, answers: &[Answer], scores: &Scores) -> Vec<(String, String)> {
-    let n = scores.rows.len();
-    let errors = answers.iter().filter(|a| a.error.is_some()).count();
-    let truncated = answers
-        .iter()
-        .filter(|a| a.error.is_none() && a.truncated)
-        .count();
-    vec![
-        ("errors".to_string(), errors.to_string()),
-        ("model".into(), run.model.display().to_string()),
-        ("backend".into(), run.backend.clone()),
-        ("device".into(), run.device.clone()),
-        ("precision".into(), cbqa::runtime::precision_of(&run.model)),
-        ("batch_policy".into(), run.policy.clone()),
-        (
-            "threads".into(),
-            if run.threads == 0 {
-                "auto".into()
-            } else {
-                run.threads.to_string()
-            },
-        ),
-        (
-            "questions_per_s".into(),
-            format!("{:.3}", n as f64 / run.wall_s.max(1e-9)),
-        ),
-        ("wall_s".into(), format!("{:.3}", run.wall_s)),
-        // answered in one go: nothing resumed from a journal
-        ("resumed_questions".into(), "0".into()),
-        (
-            "peak_rss_mb".into(),
-            run.peak_rss_mb
-                .map(|m| format!("{m:.1}"))
-                .unwrap_or_default(),
-        ),
-        ("truncated".into(), truncated.to_string()),
-        ("cbqa_version".into(), cbqa::VERSION.into()),
-        ("git_commit".into(), cbqa::GIT_COMMIT.into()),
-        ("timestamp".into(), utc_timestamp()),
-    ]
-}
-
-/// The split name metrics.csv gets by default: the data file's name.
-fn split_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }

@@ -12,10 +12,10 @@ use super::options::answerer_options;
 use crate::cli::EvalArgs;
 use anyhow::{Context, Result};
 use cbqa::data::QaExample;
-use cbqa::eval::journal::{fingerprint, Journal, JournalEntry, JournalHeader};
+use cbqa::eval::journal::{fingerprint, Journal, JournalEntry, JournalHeader, CHUNK_BATCHES};
 use cbqa::eval::report::{
-    append_row_once, metric_columns, peak_rss_mb, recall_ks, utc_timestamp, write_predictions,
-    PredictionRow,
+    append_row_once, batch_policy, dataset_columns, metric_columns, peak_rss_mb, recall_ks,
+    write_predictions, EvalRun, PredictionRow,
 };
 use cbqa::eval::{score_examples_with, Prediction, ScoreOptions, Scores};
 use cbqa::progress::Progress;
@@ -27,17 +27,15 @@ use std::time::Instant;
 /// The journal of an unfinished evaluation in `--out` is `<JOURNAL_PREFIX><key>.jsonl`.
 pub const JOURNAL_PREFIX: &str = "predictions.partial.";
 
-/// Batches per journal chunk: a chunk is this many `--batch-size` batches of questions.
-const CHUNK_BATCHES: usize = 8;
-
 /// Answer the selected questions (continuing an unfinished run in `--out`), score them, write
 /// predictions.csv and a metrics.csv row.
 pub fn run(args: EvalArgs) -> Result<()> {
     let (ds, examples, normalizer) = super::load_data(&args.data)?;
     let opts = answerer_options(&args.runtime)?;
-    let policy = format!(
-        "beams={} batch_size={} batch_tokens={} sorted",
-        opts.generate.num_beams, opts.batch.max_batch_size, opts.batch.max_batch_tokens
+    let policy = batch_policy(
+        opts.generate.num_beams,
+        opts.batch.max_batch_size,
+        opts.batch.max_batch_tokens,
     );
     let beams = opts.generate.num_beams;
     let chunk = opts.batch.max_batch_size.max(1) * CHUNK_BATCHES;
@@ -56,7 +54,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let scores = score_examples_with(&preds, &examples, &sopts)?;
     let rows = prediction_rows(&examples, &preds, &entries);
     write_predictions(&args.out.join("predictions.csv"), &rows, &scores)?;
-    let mut row = dataset_columns(&args, &ds.path);
+    let mut row = dataset_columns(&ds.path, args.split.as_deref(), args.data.shard.as_deref());
     row.extend(metric_columns(&scores, examples.len()));
     print_summary(&scores);
     row.extend(overlap_columns(
@@ -64,15 +62,21 @@ pub fn run(args: EvalArgs) -> Result<()> {
         &examples,
         &scores,
     )?);
-    let run = RunFacts {
-        answerer: &answerer,
-        policy,
+    let run = EvalRun {
+        model: args.model.clone(),
+        backend: format!("{:?}", args.runtime.backend).to_lowercase(),
+        device: args.runtime.device.clone(),
+        precision: cbqa::runtime::precision_of(&args.model),
+        batch_policy: policy,
+        threads: args.runtime.threads,
         errors,
         questions: examples.len() - resumed,
         resumed,
-        wall,
+        wall_s: wall,
+        peak_rss_mb: peak_rss_mb(),
+        truncated: answerer.truncations(),
     };
-    row.extend(run_columns(&args, &run));
+    row.extend(run.columns());
     let run_id = journal.header().run_id.clone();
     row.push(("run_id".into(), run_id.clone()));
     let metrics = args.out.join("metrics.csv");
@@ -253,78 +257,6 @@ fn prediction_rows<'a>(
             error: j.error.clone(),
         })
         .collect()
-}
-
-/// The first columns of the metrics.csv row: which data.
-fn dataset_columns(args: &EvalArgs, dataset: &Path) -> Vec<(String, String)> {
-    vec![
-        ("dataset".to_string(), dataset.display().to_string()),
-        (
-            "split".into(),
-            args.split.clone().unwrap_or_else(|| split_name(dataset)),
-        ),
-        ("shard".into(), args.data.shard.clone().unwrap_or_default()),
-    ]
-}
-
-/// What a run measured, for its metrics.csv columns.
-struct RunFacts<'a> {
-    answerer: &'a Answerer,
-    /// The batch policy in words.
-    policy: String,
-    /// Questions that could not be answered.
-    errors: usize,
-    /// Questions answered by this run (not taken from a journal).
-    questions: usize,
-    /// Questions taken from the journal of an unfinished run.
-    resumed: usize,
-    /// Wall time of this run's answering, in seconds.
-    wall: f64,
-}
-
-/// The last columns of the metrics.csv row: how the answers were made and how fast.
-fn run_columns(args: &EvalArgs, run: &RunFacts<'_>) -> Vec<(String, String)> {
-    let threads = args.runtime.threads;
-    vec![
-        ("errors".to_string(), run.errors.to_string()),
-        ("model".into(), args.model.display().to_string()),
-        (
-            "backend".into(),
-            format!("{:?}", args.runtime.backend).to_lowercase(),
-        ),
-        ("device".into(), args.runtime.device.clone()),
-        ("precision".into(), cbqa::runtime::precision_of(&args.model)),
-        ("batch_policy".into(), run.policy.clone()),
-        (
-            "threads".into(),
-            if threads == 0 {
-                "auto".into()
-            } else {
-                threads.to_string()
-            },
-        ),
-        (
-            "questions_per_s".into(),
-            format!("{:.3}", run.questions as f64 / run.wall.max(1e-9)),
-        ),
-        ("wall_s".into(), format!("{:.3}", run.wall)),
-        ("resumed_questions".into(), run.resumed.to_string()),
-        (
-            "peak_rss_mb".into(),
-            peak_rss_mb().map(|m| format!("{m:.1}")).unwrap_or_default(),
-        ),
-        ("truncated".into(), run.answerer.truncations().to_string()),
-        ("cbqa_version".into(), env!("CARGO_PKG_VERSION").into()),
-        ("git_commit".into(), env!("CBQA_GIT_COMMIT").into()),
-        ("timestamp".into(), utc_timestamp()),
-    ]
-}
-
-/// The split name metrics.csv gets by default: the data file's name.
-pub(super) fn split_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// Overlap subsets: columns for metrics.csv, printed too.

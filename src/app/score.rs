@@ -1,14 +1,15 @@
 //! `cbqa score`: score predictions made by any system against a benchmark file; shards are merged
 //! by id.
 
-use super::eval::{overlap_columns, print_summary, split_name};
+use super::eval::{overlap_columns, print_summary};
 use crate::cli::ScoreArgs;
 use anyhow::{bail, Context, Result};
 use cbqa::data::{Dataset, QaExample};
 use cbqa::eval::journal::fingerprint;
 use cbqa::eval::predictions::read_predictions;
 use cbqa::eval::report::{
-    append_row_once, metric_columns, recall_ks, utc_timestamp, write_predictions, PredictionRow,
+    append_row_once, metric_columns, recall_ks, split_name, utc_timestamp, write_predictions,
+    PredictionRow,
 };
 use cbqa::eval::{score_examples_with, Prediction, ScoreOptions, Scores};
 use std::collections::HashMap;

@@ -43,6 +43,10 @@ impl JournalHeader {
 
 const MAGIC: &str = "cbqa eval journal";
 
+/// Batches per journal chunk: `cbqa eval` answers and journals its questions in chunks of this
+/// many `--batch-size` batches, in input order (the Python package's Ray driver plans the same).
+pub const CHUNK_BATCHES: usize = 8;
+
 /// One answered question, as `predictions.csv` will show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JournalEntry {

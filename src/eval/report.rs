@@ -260,3 +260,95 @@ mod tests {
         assert!(t.starts_with("20") && t.ends_with('Z'));
     }
 }
+
+/// The first columns of an evaluation's metrics.csv row: which data (`split` defaults to the
+/// data file's name, `shard` to none).
+pub fn dataset_columns(
+    dataset: &Path,
+    split: Option<&str>,
+    shard: Option<&str>,
+) -> Vec<(String, String)> {
+    vec![
+        ("dataset".to_string(), dataset.display().to_string()),
+        (
+            "split".into(),
+            split.map_or_else(|| split_name(dataset), str::to_string),
+        ),
+        ("shard".into(), shard.unwrap_or_default().to_string()),
+    ]
+}
+
+/// The split name metrics.csv gets by default: the data file's name.
+pub fn split_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The batch policy of an evaluation in words, as the `batch_policy` column holds it.
+pub fn batch_policy(beams: usize, batch_size: usize, batch_tokens: usize) -> String {
+    format!("beams={beams} batch_size={batch_size} batch_tokens={batch_tokens} sorted")
+}
+
+/// How an evaluation's answers were made and how fast: the run columns of its metrics.csv row,
+/// the same whoever made the answers (`cbqa eval`, the Python package's `write_eval`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalRun {
+    /// The ONNX export (or checkpoint) answered with.
+    pub model: std::path::PathBuf,
+    /// `ort`, `tract` or `tch`.
+    pub backend: String,
+    pub device: String,
+    /// The export's precision label (`runtime::precision_of`).
+    pub precision: String,
+    /// [`batch_policy`].
+    pub batch_policy: String,
+    /// Intra-op threads; 0 is the engine's default ("auto").
+    pub threads: usize,
+    /// Questions that could not be answered.
+    pub errors: usize,
+    /// Questions answered by this run (not taken from a journal).
+    pub questions: usize,
+    /// Questions taken from the journal of an unfinished run.
+    pub resumed: usize,
+    /// Wall time of this run's answering, in seconds.
+    pub wall_s: f64,
+    pub peak_rss_mb: Option<f64>,
+    /// Answers whose question was truncated to the model's input limit.
+    pub truncated: usize,
+}
+
+impl EvalRun {
+    /// The columns after the metrics: errors, model … truncated, versions, timestamp.
+    pub fn columns(&self) -> Vec<(String, String)> {
+        let threads = match self.threads {
+            0 => "auto".to_string(),
+            n => n.to_string(),
+        };
+        vec![
+            ("errors".to_string(), self.errors.to_string()),
+            ("model".into(), self.model.display().to_string()),
+            ("backend".into(), self.backend.clone()),
+            ("device".into(), self.device.clone()),
+            ("precision".into(), self.precision.clone()),
+            ("batch_policy".into(), self.batch_policy.clone()),
+            ("threads".into(), threads),
+            (
+                "questions_per_s".into(),
+                format!("{:.3}", self.questions as f64 / self.wall_s.max(1e-9)),
+            ),
+            ("wall_s".into(), format!("{:.3}", self.wall_s)),
+            ("resumed_questions".into(), self.resumed.to_string()),
+            (
+                "peak_rss_mb".into(),
+                self.peak_rss_mb
+                    .map(|m| format!("{m:.1}"))
+                    .unwrap_or_default(),
+            ),
+            ("truncated".into(), self.truncated.to_string()),
+            ("cbqa_version".into(), crate::VERSION.into()),
+            ("git_commit".into(), crate::GIT_COMMIT.into()),
+            ("timestamp".into(), utc_timestamp()),
+        ]
+    }
+}
