@@ -243,7 +243,11 @@ def pretrain_args(cfg, init, objective, out):
 
 
 def finetune_args(cfg, model, out):
-    return (["train", "--model", model, "--train", cfg.out / "data" / "qa_a.jsonl",
+    """Fine-tuning on A; the trainer's dev EM on B every quarter of the run is only the curve
+    (the table's EM is the last checkpoint's, never the best one, which would select on B)."""
+    data = cfg.out / "data"
+    return (["train", "--model", model, "--train", data / "qa_a.jsonl", "--dev", data / "qa_b.jsonl",
+             "--eval-every", max(1, cfg.finetune_steps // 4), "--eval-max-new-tokens", 16,
              "--out", out, "--lr", cfg.finetune_lr, "--batch-tokens", cfg.finetune_batch_tokens]
             + trainer_flags(cfg, cfg.finetune_steps))
 
@@ -254,11 +258,18 @@ def eval_args(cfg, model, data, out, limit):
             "--limit", limit]
 
 
-def tokens_seen(run_dir):
-    """Steps and real tokens (inputs + targets) the run trained on, from its train_log.csv."""
+def train_log(run_dir):
+    """The rows of a run's train_log.csv (step, epoch, loss, lr, tokens_per_s, dev_em, ...)."""
     with open(run_dir / "train_log.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return rows
+        return list(csv.DictReader(f))
+
+
+def run_facts(run_dir):
+    """What the table says about a training run: epochs reached, last loss, the dev-EM curve."""
+    rows = train_log(run_dir)
+    curve = [(int(r["step"]), float(r["dev_em"])) for r in rows if r["dev_em"]]
+    return {"epochs": int(rows[-1]["epoch"]) + 1, "last_loss": float(rows[-1]["loss"]),
+            "dev_em_curve": curve}
 
 
 def read_predictions(eval_dir):
@@ -279,7 +290,8 @@ def run_arm(cfg, cbqa, init, arm, log):
                                  cfg.nice)
     tuned = last_checkpoint(arm_dir / "finetune")
     data = cfg.out / "data"
-    result = {"arm": arm, "walls": walls}
+    result = {"arm": arm, "walls": walls, "finetune": run_facts(arm_dir / "finetune"),
+              "pretrain": run_facts(arm_dir / "pretrain") if arm != "none" else None}
     for side, limit in (("b", len(cfg.qa_b)), ("a", min(len(cfg.qa_a), cfg.a_eval))):
         start = time.monotonic()
         run_cbqa(cbqa, eval_args(cfg, tuned, data / f"qa_{side}.jsonl", arm_dir / f"eval_{side}",
@@ -324,16 +336,25 @@ def cpu_facts():
 
 def results_table(results, floor):
     lines = ["| arm | EM on B (facts only pre-trained) | EM on A (fine-tuned questions) | "
-             "B: year | B: city | B: occupation | B: employer | wall (pre-train / fine-tune / "
-             "eval) |", "|---|---|---|---|---|---|---|---|"]
+             "B: year | B: city | B: occupation | B: employer | pre-training: epochs, last loss "
+             "| fine-tuning: last loss, EM on B along it (step: EM) "
+             "| wall: pre-train / fine-tune / eval |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        w = r["walls"]
-        walls = f"{w.get('pretrain', 0):.0f} s / {w['finetune']:.0f} s / " \
-                f"{w['eval_a'] + w['eval_b']:.0f} s"
-        attrs = " | ".join(f"{r['by_attr_b'][a]:.1f}" for a in ATTRIBUTES)
-        lines.append(f"| {r['arm']} | {r['em_b']:.1f} | {r['em_a']:.1f} | {attrs} | {walls} |")
-    lines.append(f"| majority answer per attribute (chance floor) | {floor:.1f} | | | | | | |")
+        lines.append("| " + " | ".join(result_cells(r)) + " |")
+    lines.append(f"| majority answer per attribute (chance floor) | {floor:.1f} "
+                 + "| " * 8 + "|")
     return "\n".join(lines)
+
+
+def result_cells(r):
+    w, pre, fine = r["walls"], r["pretrain"], r["finetune"]
+    curve = ", ".join(f"{step}: {em:.1f}" for step, em in fine["dev_em_curve"])
+    return [r["arm"], f"{r['em_b']:.1f}", f"{r['em_a']:.1f}",
+            *(f"{r['by_attr_b'][a]:.1f}" for a in ATTRIBUTES),
+            f"{pre['epochs']}, {pre['last_loss']:.3f}" if pre else "none",
+            f"{fine['last_loss']:.3f}; {curve}",
+            f"{w.get('pretrain', 0):.0f} s / {w['finetune']:.0f} s / "
+            f"{w['eval_a'] + w['eval_b']:.0f} s"]
 
 
 def write_summary(cfg, results, floor, total_wall):
@@ -362,9 +383,9 @@ def settings_of(cfg):
 
 # ---- main -----------------------------------------------------------------------------------
 
-FULL = {"people": 300, "pretrain_steps": 300, "finetune_steps": 60, "batch_tokens": 4000,
+FULL = {"people": 100, "pretrain_steps": 450, "finetune_steps": 40, "batch_tokens": 4000,
         "finetune_batch_tokens": 2000, "vocab_size": 1024, "a_eval": 300}
-SMOKE = {"people": 12, "pretrain_steps": 2, "finetune_steps": 2, "batch_tokens": 600,
+SMOKE = {"people": 12, "pretrain_steps": 2, "finetune_steps": 1, "batch_tokens": 600,
          "finetune_batch_tokens": 300, "vocab_size": 300, "a_eval": 16}
 
 
