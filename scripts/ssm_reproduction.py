@@ -147,7 +147,32 @@ def make_dataset(seed, people_count):
     qa_b = [q for p in people[half:] for q in questions_about(rng, p)]
     return {"people_a": [p["name"] for p in people[:half]],
             "people_b": [p["name"] for p in people[half:]],
-            "corpus": corpus, "qa_a": qa_a, "qa_b": qa_b}
+            "corpus": corpus, "qa_a": qa_a, "qa_b": qa_b,
+            "probes_b": [probe for p in people[half:] for probe in probes_about(p)]}
+
+
+# The mask each objective's pre-training examples put where a value was: SSM's "nem: ... _X_"
+# (mask_salient_spans), span corruption's first sentinel.
+PROBE_MASKS = {"ssm": ("nem: ", "_X_"), "span-corruption": ("", "<extra_id_0>")}
+
+
+def probes_about(person):
+    """A memorisation probe per attribute: the first corpus sentence stating it, the value cut
+    out; as text before and after the value, so each objective masks it its own way."""
+    out = []
+    for attr in ATTRIBUTES:
+        doc = fill(SENTENCES[attr][0], {"n": person["name"], "v": person[attr]},
+                   {"n": "PERSON", "v": SPAN_TYPES[attr]})
+        value = next(s for s in doc["spans"] if s["type"] == SPAN_TYPES[attr])
+        out.append({"before": doc["text"][:value["start"]], "after": doc["text"][value["end"]:],
+                    "answer": [person[attr]], "attribute": attr})
+    return out
+
+
+def probe_questions(probes, objective):
+    prefix, mask = PROBE_MASKS[objective]
+    return [{"question": prefix + p["before"] + mask + p["after"], "answer": p["answer"],
+             "attribute": p["attribute"]} for p in probes]
 
 
 def person_of(question, names):
@@ -189,6 +214,10 @@ def write_jsonl(path, rows):
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
 def write_dataset(data, out):
     """The files cbqa reads: corpus.jsonl (spans), qa_a.jsonl, qa_b.jsonl (NQ-open; the extra
     "attribute" key is ignored by cbqa, used for the per-attribute table), tokenizer_text.jsonl
@@ -197,6 +226,9 @@ def write_dataset(data, out):
     write_jsonl(out / "corpus.jsonl", data["corpus"])
     write_jsonl(out / "qa_a.jsonl", data["qa_a"])
     write_jsonl(out / "qa_b.jsonl", data["qa_b"])
+    for objective in PROBE_MASKS:
+        write_jsonl(out / f"probe_{objective}_b.jsonl",
+                    probe_questions(data["probes_b"], objective))
     write_jsonl(out / "people.jsonl", [{"name": n, "side": side}
                                        for side in ("a", "b") for n in data[f"people_{side}"]])
     # cbqa init trains its tokenizer on QA JSON lines only: the corpus goes in as "questions".
@@ -278,28 +310,43 @@ def read_predictions(eval_dir):
 
 
 def run_arm(cfg, cbqa, init, arm, log):
-    """One arm: pre-training (unless "none"), fine-tuning on A, EM on B and on A. Its walls (s),
-    EMs, per-attribute EM on B and the pre-training run directory."""
+    """One arm: pre-training (unless "none") and its probe, fine-tuning on A, EM on B and on A;
+    its walls (s), EMs, per-attribute EMs and the runs' losses."""
     arm_dir = cfg.out / arm
-    walls, model = {}, init
-    if arm != "none":
-        walls["pretrain"] = run_cbqa(cbqa, pretrain_args(cfg, init, arm, arm_dir / "pretrain"),
-                                     log, cfg.nice)
-        model = last_checkpoint(arm_dir / "pretrain")
-    walls["finetune"] = run_cbqa(cbqa, finetune_args(cfg, model, arm_dir / "finetune"), log,
-                                 cfg.nice)
+    result = {"arm": arm, "walls": {}, "probe_b": None, "pretrain": None}
+    model = init if arm == "none" else pretrain_and_probe(cfg, cbqa, init, arm, log, result)
+    result["walls"]["finetune"] = run_cbqa(
+        cbqa, finetune_args(cfg, model, arm_dir / "finetune"), log, cfg.nice)
+    result["finetune"] = run_facts(arm_dir / "finetune")
     tuned = last_checkpoint(arm_dir / "finetune")
-    data = cfg.out / "data"
-    result = {"arm": arm, "walls": walls, "finetune": run_facts(arm_dir / "finetune"),
-              "pretrain": run_facts(arm_dir / "pretrain") if arm != "none" else None}
-    for side, limit in (("b", len(cfg.qa_b)), ("a", min(len(cfg.qa_a), cfg.a_eval))):
-        start = time.monotonic()
-        run_cbqa(cbqa, eval_args(cfg, tuned, data / f"qa_{side}.jsonl", arm_dir / f"eval_{side}",
-                                 limit), log, cfg.nice)
-        walls[f"eval_{side}"] = time.monotonic() - start
-        result[f"em_{side}"], result[f"by_attr_{side}"] = score(
-            read_predictions(arm_dir / f"eval_{side}"), cfg.qa_b if side == "b" else cfg.qa_a)
+    for side in ("b", "a"):
+        evaluate_side(cfg, cbqa, tuned, side, arm_dir, log, result)
     return result
+
+
+def pretrain_and_probe(cfg, cbqa, init, arm, log, result):
+    """Pre-train with objective `arm`, then ask the checkpoint B's facts in the objective's own
+    mask format (did pre-training store them at all?); the checkpoint."""
+    run_dir = cfg.out / arm / "pretrain"
+    result["walls"]["pretrain"] = run_cbqa(cbqa, pretrain_args(cfg, init, arm, run_dir), log,
+                                           cfg.nice)
+    result["pretrain"] = run_facts(run_dir)
+    model = last_checkpoint(run_dir)
+    probes = cfg.out / "data" / f"probe_{arm}_b.jsonl"
+    run_cbqa(cbqa, eval_args(cfg, model, probes, cfg.out / arm / "probe_b", len(cfg.qa_b)), log,
+             cfg.nice)
+    result["probe_b"], _ = score(read_predictions(cfg.out / arm / "probe_b"), read_jsonl(probes))
+    return model
+
+
+def evaluate_side(cfg, cbqa, tuned, side, arm_dir, log, result):
+    """EM of the fine-tuned checkpoint on B (all) or A (the first --a-eval fine-tuned questions)."""
+    questions = cfg.qa_b if side == "b" else cfg.qa_a[:cfg.a_eval]
+    out = arm_dir / f"eval_{side}"
+    result["walls"][f"eval_{side}"] = run_cbqa(
+        cbqa, eval_args(cfg, tuned, cfg.out / "data" / f"qa_{side}.jsonl", out, len(questions)),
+        log, cfg.nice)
+    result[f"em_{side}"], result[f"by_attr_{side}"] = score(read_predictions(out), questions)
 
 
 def score(predictions, questions):
@@ -336,13 +383,14 @@ def cpu_facts():
 
 def results_table(results, floor):
     lines = ["| arm | EM on B (facts only pre-trained) | EM on A (fine-tuned questions) | "
-             "B: year | B: city | B: occupation | B: employer | pre-training: epochs, last loss "
+             "B: year | B: city | B: occupation | B: employer | after pre-training: EM filling "
+             "B's facts in its own mask format | pre-training: epochs, last loss "
              "| fine-tuning: last loss, EM on B along it (step: EM) "
-             "| wall: pre-train / fine-tune / eval |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| wall: pre-train / fine-tune / eval |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append("| " + " | ".join(result_cells(r)) + " |")
     lines.append(f"| majority answer per attribute (chance floor) | {floor:.1f} "
-                 + "| " * 8 + "|")
+                 + "| " * 9 + "|")
     return "\n".join(lines)
 
 
@@ -351,6 +399,7 @@ def result_cells(r):
     curve = ", ".join(f"{step}: {em:.1f}" for step, em in fine["dev_em_curve"])
     return [r["arm"], f"{r['em_b']:.1f}", f"{r['em_a']:.1f}",
             *(f"{r['by_attr_b'][a]:.1f}" for a in ATTRIBUTES),
+            "none" if r["probe_b"] is None else f"{r['probe_b']:.1f}",
             f"{pre['epochs']}, {pre['last_loss']:.3f}" if pre else "none",
             f"{fine['last_loss']:.3f}; {curve}",
             f"{w.get('pretrain', 0):.0f} s / {w['finetune']:.0f} s / "
