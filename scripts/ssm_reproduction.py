@@ -15,11 +15,16 @@ script tests the mechanism on invented facts, where nothing leaks in from real-w
 3. It runs cbqa for three arms from the same `cbqa init` (same weights, same tokenizer):
    (a) no pre-training, (b) span corruption, (c) SSM, with the same pre-training steps and token
    budget, then the same fine-tuning on A, and evaluates exact match on B (the claim) and on A's
-   fine-tuning questions (that fine-tuning worked).
+   fine-tuning questions (that fine-tuning worked). After pre-training it also probes B's facts
+   in the objective's own mask format (did pre-training store them at all?). A fourth arm,
+   span-corruption-fresh, gives span corruption new chunks and masks on every pass (cbqa draws
+   them once per run; see ARM_OBJECTIVES).
 
-Stdlib + numpy only; every draw comes from one seeded generator.
+Stdlib + numpy only; every draw comes from a generator seeded by --seed. The results, commands
+and reading: eval/results/ssm-reproduction.md.
 
-    python scripts/ssm_reproduction.py --out runs/ssm            # the experiment (~25 min, 2 cores)
+    python scripts/ssm_reproduction.py --out runs/ssm            # a, b, c (~20 min on 2 idle
+                                                                 # cores by the pilot; 54 loaded)
     python scripts/ssm_reproduction.py --out /tmp/s --smoke      # tiny corpus, a few steps each
     python scripts/ssm_reproduction.py --out /tmp/s --data-only  # corpus and QA files only
 """
@@ -299,7 +304,8 @@ def finetune_args(cfg, model, out):
     """Fine-tuning on A; the trainer's dev EM on B every quarter of the run is only the curve
     (the table's EM is the last checkpoint's, never the best one, which would select on B)."""
     data = cfg.out / "data"
-    return (["train", "--model", model, "--train", data / "qa_a.jsonl", "--dev", data / "qa_b.jsonl",
+    return (["train", "--model", model, "--train", data / "qa_a.jsonl",
+             "--dev", data / "qa_b.jsonl",
              "--eval-every", max(1, cfg.finetune_steps // 4), "--eval-max-new-tokens", 16,
              "--out", out, "--lr", cfg.finetune_lr, "--batch-tokens", cfg.finetune_batch_tokens]
             + trainer_flags(cfg, cfg.finetune_steps))
@@ -414,10 +420,11 @@ def cpu_facts():
 
 def results_table(results, floor):
     lines = ["| arm | EM on B (facts only pre-trained) | EM on A (fine-tuned questions) | "
-             "B: year | B: city | B: occupation | B: employer | after pre-training: EM filling "
-             "B's facts in its own mask format | pre-training: epochs, last loss "
+             "B: year | B: city | B: occupation | B: employer | after pre-training: B's facts "
+             "filled in its own mask format (starts with the value) "
+             "| pre-training: epochs, last loss "
              "| fine-tuning: last loss, EM on B along it (step: EM) "
-             "| wall: pre-train / fine-tune / eval |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| wall: pre-train / fine-tune / eval |", "|---" * 11 + "|"]
     for r in results:
         lines.append("| " + " | ".join(result_cells(r)) + " |")
     lines.append(f"| majority answer per attribute (chance floor) | {floor:.1f} "
