@@ -578,7 +578,8 @@ pub struct TrainArgs {
     #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
     pub train: Vec<PathBuf>,
     /// Dev data in the same format; exact match is computed on it with greedy decoding (in a
-    /// mixture, with the prefix of the training file of the same benchmark).
+    /// mixture, with the prefix of the training file of the same benchmark), and the dev loss
+    /// on its first answers; both go to train_log.csv at every evaluation.
     #[arg(long, conflicts_with = "resume")]
     pub dev: Option<PathBuf>,
     /// The run directory (checkpoints, train_log.csv); must not exist or be empty.
@@ -657,6 +658,11 @@ pub struct PretrainArgs {
         conflicts_with = "resume"
     )]
     pub objective: Option<ObjectiveArg>,
+    /// A held-out corpus (any --corpus format, or a shard pattern) made into examples of the
+    /// same objective once, masks drawn from --seed, so every evaluation (every --eval-every
+    /// steps and at the end) reports the dev loss of the same examples in train_log.csv.
+    #[arg(long, conflicts_with = "resume")]
+    pub dev: Option<PathBuf>,
     /// The run directory (checkpoints, train_log.csv); must not exist or be empty.
     #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
     pub out: Option<PathBuf>,

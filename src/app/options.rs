@@ -291,6 +291,7 @@ mod train {
         let mut s = TrainSettings::new(model.clone(), first.to_path_buf(), out.clone());
         (s.max_input_len, s.max_target_len) = p.lengths();
         s.pretrain = Some(p);
+        s.dev = args.dev.clone();
         apply_trainer(&args.trainer, &mut s);
         Ok(s)
     }

@@ -6,6 +6,7 @@ pub mod adafactor;
 pub mod adamw;
 pub mod batching;
 pub mod data;
+mod dev;
 pub mod dump;
 pub mod mixture;
 pub mod optim;
