@@ -9,7 +9,7 @@ use super::dev::{Dev, DevScores};
 use super::mixture::Source;
 use super::optim::{Optimizer, STATE_FILE};
 use super::settings::{OptimizerChoice, Precision, TrainSettings};
-use super::state::{self, CheckpointParts, RunState, TrainerState};
+use super::state::{self, CheckpointParts, RunState, TrainerState, TrainingRecord};
 use crate::config::T5Config;
 use crate::error::{Error, Result};
 use crate::generate::{run_batches, BatchPolicy, EarlyStopping, GenerateOptions, Prepared};
@@ -275,6 +275,8 @@ pub struct Trainer<'s> {
     generation: GenerationConfig,
     tokenizer_files: Vec<(String, Vec<u8>)>,
     train_data: Vec<Tokenized>,
+    /// What trained the checkpoints, written into each.
+    training: TrainingRecord,
     /// Where the training examples come from (one source unless a mixture).
     sources: Vec<Source>,
     dev: Option<Dev>,
@@ -336,6 +338,8 @@ impl<'s> Trainer<'s> {
         let log = Log::open(&s.out, start.state.step)?;
         let plan = data.plan(s, start.state.epoch);
         warn_if_one_batch_is_an_epoch(s, &data, &plan);
+        let training = TrainingRecord::new(s, &data.prefixes);
+        eprintln!("{}", training.describe());
         let best_dir = start
             .state
             .best_step
@@ -352,6 +356,7 @@ impl<'s> Trainer<'s> {
             generation: model_dir.generation,
             tokenizer_files,
             train_data: data.examples,
+            training,
             sources: data.sources,
             dev,
             skipped: data.skipped,
@@ -634,6 +639,7 @@ impl<'s> Trainer<'s> {
                 run,
                 &CheckpointParts {
                     t5: &t5,
+                    training: &self.training,
                     optimizer: &*self.optimizer,
                     state: &self.state,
                     generation: &self.generation,
