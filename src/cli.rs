@@ -174,9 +174,11 @@ pub struct RuntimeArgs {
     /// Padded encoder tokens per batch, at most (questions are sorted by length first).
     #[arg(long, default_value_t = BatchPolicy::default().max_batch_tokens)]
     pub batch_tokens: usize,
-    /// Text put before every question, e.g. "nq question: ".
-    #[arg(long, default_value = "")]
-    pub prefix: String,
+    /// Text put before every question, e.g. "nq question: ". [default: the prefix the model was
+    /// trained with, from its cbqa_export.json or cbqa_training.json — for `cbqa eval`, the
+    /// one of the data file's benchmark when it was trained on several —, else none]
+    #[arg(long)]
+    pub prefix: Option<String>,
     /// Questions longer than this many tokens are cut (with a warning count).
     #[arg(long, default_value_t = AnswererOptions::default().max_input_tokens)]
     pub max_input_tokens: usize,
@@ -492,6 +494,13 @@ pub enum OptimizerArg {
     Adamw,
 }
 
+/// A preset of training settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecipeArg {
+    /// Roberts, Raffel & Shazeer (2020): the paper's fine-tuning settings.
+    Roberts2020,
+}
+
 /// Precision of the forward and backward passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TrainPrecisionArg {
@@ -511,15 +520,21 @@ fn train_defaults() -> cbqa::train::TrainSettings {
 #[cfg(feature = "train")]
 #[derive(Debug, Args)]
 pub struct TrainerArgs {
-    /// The optimizer.
-    #[arg(long, value_enum, default_value_t = OptimizerArg::Adafactor, conflicts_with = "resume")]
-    pub optimizer: OptimizerArg,
-    /// Learning rate (constant; the paper used 1e-3 with AdaFactor).
-    #[arg(long, default_value_t = train_defaults().lr, conflicts_with = "resume")]
-    pub lr: f64,
-    /// Tokens (input + target) per optimizer step; the paper used 196,608.
-    #[arg(long, default_value_t = train_defaults().batch_tokens, conflicts_with = "resume")]
-    pub batch_tokens: usize,
+    /// A preset of the paper's settings, resolved for the model and the data and printed at
+    /// the start: roberts2020 = AdaFactor, constant lr 1e-3, 196,608 tokens per batch, dropout
+    /// 0.1 (0.05 for T5.1.1 checkpoints); WebQuestions halves the batch and doubles the dropout.
+    /// --optimizer, --lr, --batch-tokens and --dropout given explicitly win.
+    #[arg(long, value_enum, conflicts_with = "resume")]
+    pub recipe: Option<RecipeArg>,
+    /// The optimizer. [default: adafactor]
+    #[arg(long, value_enum, conflicts_with = "resume")]
+    pub optimizer: Option<OptimizerArg>,
+    /// Learning rate (constant; the paper used 1e-3 with AdaFactor). [default: 0.001]
+    #[arg(long, conflicts_with = "resume")]
+    pub lr: Option<f64>,
+    /// Tokens (input + target) per optimizer step; the paper used 196,608. [default: 196608]
+    #[arg(long, conflicts_with = "resume")]
+    pub batch_tokens: Option<usize>,
     /// Padded tokens processed at once; each step accumulates gradients over micro-batches of
     /// this size, so memory does not change the effective batch. [default: 16384]
     #[arg(long)]
@@ -530,9 +545,9 @@ pub struct TrainerArgs {
     /// Stop after this many epochs.
     #[arg(long)]
     pub epochs: Option<u64>,
-    /// Dropout rate during training.
-    #[arg(long, default_value_t = train_defaults().dropout, conflicts_with = "resume")]
-    pub dropout: f64,
+    /// Dropout rate during training. [default: 0.1]
+    #[arg(long, conflicts_with = "resume")]
+    pub dropout: Option<f64>,
     /// Seed of the data order, answer choice, masks and dropout.
     #[arg(long, default_value_t = train_defaults().seed, conflicts_with = "resume")]
     pub seed: u64,
@@ -578,7 +593,8 @@ pub struct TrainArgs {
     #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
     pub train: Vec<PathBuf>,
     /// Dev data in the same format; exact match is computed on it with greedy decoding (in a
-    /// mixture, with the prefix of the training file of the same benchmark).
+    /// mixture, with the prefix of the training file of the same benchmark), and the dev loss
+    /// on its first answers; both go to train_log.csv at every evaluation.
     #[arg(long, conflicts_with = "resume")]
     pub dev: Option<PathBuf>,
     /// The run directory (checkpoints, train_log.csv); must not exist or be empty.
@@ -657,6 +673,11 @@ pub struct PretrainArgs {
         conflicts_with = "resume"
     )]
     pub objective: Option<ObjectiveArg>,
+    /// A held-out corpus (any --corpus format, or a shard pattern) made into examples of the
+    /// same objective once, masks drawn from --seed, so every evaluation (every --eval-every
+    /// steps and at the end) reports the dev loss of the same examples in train_log.csv.
+    #[arg(long, conflicts_with = "resume")]
+    pub dev: Option<PathBuf>,
     /// The run directory (checkpoints, train_log.csv); must not exist or be empty.
     #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
     pub out: Option<PathBuf>,
@@ -740,6 +761,7 @@ pub fn flag_of_setting(setting: &str) -> Option<&'static str> {
         "max_target_len" => "--max-target-len",
         "mixing_max" => "--mixing-max",
         "mixing_temperature" => "--mixing-temperature",
+        "recipe" => "--recipe",
         // pre-training (PretrainSettings)
         "corpus" => "--corpus",
         "objective" => "--objective",
@@ -841,6 +863,7 @@ mod tests {
                 "max_target_len",
                 "mixing_max",
                 "mixing_temperature",
+                "recipe",
                 "corpus",
                 "objective",
                 "inputs_length",

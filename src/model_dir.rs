@@ -133,3 +133,58 @@ impl ModelDir {
         })
     }
 }
+
+/// `cbqa_training.json` in a checkpoint written by `cbqa train`/`cbqa pretrain`: the settings
+/// that trained it and the question prefixes it was trained with ([`EvalPrefixes`]).
+pub const TRAINING_FILE: &str = "cbqa_training.json";
+
+/// The key of the eval prefixes in an export's `cbqa_export.json` (`cbqa export` copies them
+/// from the checkpoint's [`TRAINING_FILE`]).
+pub const EVAL_PREFIXES_KEY: &str = "eval_prefixes";
+
+/// The question prefixes a model was fine-tuned with, so evaluation puts the same text before
+/// its questions: one per benchmark of the training data, by the paper's task name (`nq`,
+/// `trivia_qa`, `wq`; see `data::Benchmark::task_name`), and the default for any other question
+/// (the first training file's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvalPrefixes {
+    pub default: String,
+    #[serde(default)]
+    pub by_benchmark: std::collections::BTreeMap<String, String>,
+}
+
+impl EvalPrefixes {
+    /// The prefix for questions of benchmark `task` (`None` or unknown: the default).
+    pub fn for_task(&self, task: Option<&str>) -> &str {
+        task.and_then(|t| self.by_benchmark.get(t))
+            .unwrap_or(&self.default)
+    }
+}
+
+/// The eval prefixes `dir` records: an export's (`cbqa_export.json`'s `eval_prefixes`), else a
+/// checkpoint's (`cbqa_training.json`); `None` when it records none. A file that is there but
+/// not JSON is an error naming it.
+pub fn stored_prefixes(dir: &Path) -> Result<Option<EvalPrefixes>> {
+    for name in [crate::onnx::layout::METADATA_FILE, TRAINING_FILE] {
+        let path = dir.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
+        let v: Value = serde_json::from_str(&text).map_err(|source| Error::Json {
+            path: path.clone(),
+            source,
+        })?;
+        match v.get(EVAL_PREFIXES_KEY) {
+            None | Some(Value::Null) => continue,
+            Some(p) => {
+                let p = serde_json::from_value(p.clone()).map_err(|source| Error::Json {
+                    path: path.clone(),
+                    source,
+                })?;
+                return Ok(Some(p));
+            }
+        }
+    }
+    Ok(None)
+}

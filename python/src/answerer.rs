@@ -161,6 +161,20 @@ impl Settings {
         o.generate.check().map_err(to_py)?;
         Ok(o)
     }
+
+    /// [`Settings::options`] for the export in `dir`: without a `prefix`, the one the model was
+    /// trained with (its cbqa_export.json), as `cbqa predict` does.
+    fn options_for(&self, dir: &std::path::Path) -> PyResult<AnswererOptions> {
+        let mut o = self.options()?;
+        if self.prefix.is_none() {
+            let stored = cbqa::model_dir::stored_prefixes(dir)
+                .map_err(|e| crate::errors::to_py_in(&format!("loading {}", dir.display()), &e))?;
+            if let Some(p) = stored {
+                o.prefix = p.default;
+            }
+        }
+        Ok(o)
+    }
 }
 
 /// A loaded ONNX export (`cbqa export`'s or optimum's) that answers questions.
@@ -209,7 +223,7 @@ impl Answerer {
             prefix,
             max_input_tokens,
         };
-        let opts = settings.options()?;
+        let opts = settings.options_for(&onnx_dir)?;
         let loaded = py.detach(|| cbqa::Answerer::load(&onnx_dir, opts));
         let inner = loaded
             .map_err(|e| crate::errors::to_py_in(&format!("loading {}", onnx_dir.display()), &e))?;
@@ -307,7 +321,7 @@ pub fn plan_batches(
         beams,
         ..Settings::default()
     };
-    let opts = settings.options()?;
+    let opts = settings.options_for(&onnx_dir)?;
     py.detach(move || {
         let dir = OnnxDir::open(&onnx_dir)?;
         let generate = GenerateOptions::default().for_model(&dir.generation, &dir.config)?;

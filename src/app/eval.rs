@@ -8,7 +8,7 @@
 //! uninterrupted run writes and one metrics.csv row. Evaluations with other settings into the
 //! same `--out` have journals of their own and may run at the same time.
 
-use super::options::answerer_options;
+use super::options::{answerer_options, question_prefix};
 use crate::cli::EvalArgs;
 use anyhow::{Context, Result};
 use cbqa::data::QaExample;
@@ -31,7 +31,8 @@ pub const JOURNAL_PREFIX: &str = "predictions.partial.";
 /// predictions.csv and a metrics.csv row.
 pub fn run(args: EvalArgs) -> Result<()> {
     let (ds, examples, normalizer) = super::load_data(&args.data)?;
-    let opts = answerer_options(&args.runtime)?;
+    let mut opts = answerer_options(&args.runtime)?;
+    opts.prefix = question_prefix(&args.runtime, &args.model, Some(ds.benchmark))?;
     let policy = batch_policy(
         opts.generate.num_beams,
         opts.batch.max_batch_size,

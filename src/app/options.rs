@@ -22,11 +22,34 @@ pub fn answerer_options(r: &RuntimeArgs) -> Result<AnswererOptions> {
         backend: backend_options(r)?,
         generate: generate_options(r),
         batch: batch_policy(r),
-        prefix: r.prefix.clone(),
+        prefix: r.prefix.clone().unwrap_or_default(),
         max_input_tokens: r.max_input_tokens,
     };
     opts.generate.check()?;
     Ok(opts)
+}
+
+/// The text put before every question: `--prefix` when given, else the prefix `model` records
+/// (for questions of `benchmark`, when it was trained on several), else none. Says so on stderr
+/// when it is the model's.
+pub fn question_prefix(
+    r: &RuntimeArgs,
+    model: &std::path::Path,
+    benchmark: Option<cbqa::data::Benchmark>,
+) -> Result<String> {
+    if let Some(p) = &r.prefix {
+        return Ok(p.clone());
+    }
+    let Some(stored) = cbqa::model_dir::stored_prefixes(model)? else {
+        return Ok(String::new());
+    };
+    let prefix = stored
+        .for_task(benchmark.and_then(|b| b.task_name()))
+        .to_string();
+    if !prefix.is_empty() {
+        eprintln!("prefix {prefix:?}: the one the model was trained with (--prefix overrides)");
+    }
+    Ok(prefix)
 }
 
 /// The engine and where it runs.
@@ -180,8 +203,8 @@ pub use train::{pretrain_settings, train_settings};
 #[cfg(feature = "train")]
 mod train {
     use crate::cli::{
-        AnswerArg, ObjectiveArg, OptimizerArg, PretrainArgs, TrainArgs, TrainPrecisionArg,
-        TrainerArgs,
+        AnswerArg, ObjectiveArg, OptimizerArg, PretrainArgs, RecipeArg, TrainArgs,
+        TrainPrecisionArg, TrainerArgs,
     };
     use anyhow::{bail, Result};
     use cbqa::pretrain::span_corruption::SpanCorruptionSettings;
@@ -254,7 +277,7 @@ mod train {
         s.max_input_len = args.max_input_len;
         s.max_target_len = args.max_target_len;
         s.skip_bad = args.skip_bad;
-        apply_trainer(&args.trainer, &mut s);
+        apply_trainer(&args.trainer, &mut s)?;
         Ok(s)
     }
 
@@ -291,24 +314,44 @@ mod train {
         let mut s = TrainSettings::new(model.clone(), first.to_path_buf(), out.clone());
         (s.max_input_len, s.max_target_len) = p.lengths();
         s.pretrain = Some(p);
-        apply_trainer(&args.trainer, &mut s);
+        s.dev = args.dev.clone();
+        apply_trainer(&args.trainer, &mut s)?;
         Ok(s)
     }
 
-    /// The trainer's flags of a new run.
-    fn apply_trainer(t: &TrainerArgs, s: &mut TrainSettings) {
-        s.optimizer = match t.optimizer {
-            OptimizerArg::Adafactor => OptimizerChoice::Adafactor,
-            OptimizerArg::Adamw => OptimizerChoice::Adamw,
-        };
-        s.lr = t.lr;
-        s.batch_tokens = t.batch_tokens;
-        s.dropout = t.dropout;
+    /// The trainer's flags of a new run: the recipe's settings (for the model and data `s`
+    /// names), under the flags given explicitly.
+    fn apply_trainer(t: &TrainerArgs, s: &mut TrainSettings) -> Result<()> {
+        if let Some(o) = t.optimizer {
+            s.optimizer = match o {
+                OptimizerArg::Adafactor => OptimizerChoice::Adafactor,
+                OptimizerArg::Adamw => OptimizerChoice::Adamw,
+            };
+        }
+        if let Some(lr) = t.lr {
+            s.lr = lr;
+        }
+        if let Some(n) = t.batch_tokens {
+            s.batch_tokens = n;
+        }
+        if let Some(d) = t.dropout {
+            s.dropout = d;
+        }
+        if let Some(RecipeArg::Roberts2020) = t.recipe {
+            let given = tr::Given {
+                optimizer: t.optimizer.is_some(),
+                lr: t.lr.is_some(),
+                batch_tokens: t.batch_tokens.is_some(),
+                dropout: t.dropout.is_some(),
+            };
+            tr::apply_recipe(s, tr::Recipe::Roberts2020, given)?;
+        }
         s.seed = t.seed;
         s.precision = match t.precision {
             TrainPrecisionArg::Fp32 => Precision::Fp32,
             TrainPrecisionArg::Bf16 => Precision::Bf16,
         };
+        Ok(())
     }
 
     /// What may change on `--resume`: how long, where, how often to report.

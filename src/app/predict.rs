@@ -1,6 +1,6 @@
 //! `cbqa predict`: answers for questions on the command line or stdin, streamed as batches finish.
 
-use super::options::answerer_options;
+use super::options::{answerer_options, question_prefix};
 use crate::cli::{PredictArgs, PredictFormat};
 use anyhow::{Context, Result};
 use cbqa::{Answer, Answerer};
@@ -44,7 +44,8 @@ fn print(
 
 /// Answer the questions of the command line, or of stdin as lines arrive.
 pub fn run(args: PredictArgs) -> Result<()> {
-    let opts = answerer_options(&args.runtime)?;
+    let mut opts = answerer_options(&args.runtime)?;
+    opts.prefix = question_prefix(&args.runtime, &args.model, None)?;
     let chunk = opts.batch.max_batch_size.max(1) * 4;
     let answerer = Answerer::load(&args.model, opts)
         .with_context(|| format!("loading {}", args.model.display()))?;

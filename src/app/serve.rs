@@ -1,7 +1,7 @@
 //! `cbqa serve`: load the model as `cbqa predict` does, then serve it over HTTP until SIGTERM or
 //! SIGINT.
 
-use super::options::{answerer_options, serve_options};
+use super::options::{answerer_options, question_prefix, serve_options};
 use crate::cli::ServeArgs;
 use anyhow::{Context, Result};
 use cbqa::Answerer;
@@ -10,7 +10,8 @@ use std::io::Write;
 /// Load the model and serve it; the bound address is printed on stdout once it accepts requests.
 pub fn run(args: ServeArgs) -> Result<()> {
     let serve = serve_options(&args)?;
-    let opts = answerer_options(&args.runtime)?;
+    let mut opts = answerer_options(&args.runtime)?;
+    opts.prefix = question_prefix(&args.runtime, &args.model, None)?;
     let answerer = Answerer::load(&args.model, opts)
         .with_context(|| format!("loading {}", args.model.display()))?;
     eprintln!(

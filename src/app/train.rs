@@ -71,6 +71,9 @@ pub fn run_settings(
     if let Some(em) = out.final_em {
         println!("dev exact match {em:.2}");
     }
+    if let Some(loss) = out.final_dev_loss {
+        println!("dev loss {loss:.4}");
+    }
     if let Some((dir, em)) = &out.best {
         println!("best checkpoint {} (dev EM {em:.2})", dir.display());
     }

@@ -145,6 +145,17 @@ pub enum Benchmark {
 }
 
 impl Benchmark {
+    /// The paper's task name of the benchmark (`nq`, `trivia_qa`, `wq`, as in its input
+    /// prefixes `nq question: ` …); `None` for another file.
+    pub fn task_name(self) -> Option<&'static str> {
+        match self {
+            Benchmark::NaturalQuestions => Some("nq"),
+            Benchmark::TriviaQa => Some("trivia_qa"),
+            Benchmark::WebQuestions => Some("wq"),
+            Benchmark::Unknown => None,
+        }
+    }
+
     /// Guesses from the file name and parent directory (`trivia`, `wq`/`webquestions`,
     /// `nq`/`natural`), falling back to the format (a JSON array is brmson WebQuestions).
     pub fn guess(path: &Path, format: DataFormat) -> Benchmark {

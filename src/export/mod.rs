@@ -168,7 +168,11 @@ pub fn stage(opts: &ExportOptions) -> Result<StagedExport> {
             std::fs::copy(&src, &dst).map_err(|e| Error::io("copy", &src, e))?;
         }
     }
-    let meta = metadata(opts, &model);
+    let mut meta = metadata(opts, &model);
+    // The question prefixes the checkpoint was trained with go with the export.
+    if let Some(prefixes) = crate::model_dir::stored_prefixes(&model.dir)? {
+        meta[crate::model_dir::EVAL_PREFIXES_KEY] = serde_json::json!(prefixes);
+    }
     Ok(StagedExport {
         out,
         model,

@@ -30,6 +30,10 @@ pub struct Document {
     pub spans: Vec<Span>,
     /// `file:line` (or `file: record N`), for messages.
     pub origin: String,
+    /// Why salient span masking cannot use this sentence (e.g. REALM spans that overlap): it
+    /// is counted as a skip, with its origin, instead of stopping the run. Span corruption,
+    /// which ignores spans, still uses the text.
+    pub skip: Option<String>,
 }
 
 /// How a corpus file is read, from its name.
@@ -252,6 +256,7 @@ impl LineDocuments {
                 text: text.to_string(),
                 spans: Vec::new(),
                 origin,
+                skip: None,
             }));
         }
         let doc: JsonDocument = serde_json::from_str(text).map_err(|e| {
@@ -262,6 +267,7 @@ impl LineDocuments {
             text: doc.text,
             spans,
             origin,
+            skip: None,
         }))
     }
 }

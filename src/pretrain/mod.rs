@@ -123,21 +123,24 @@ pub fn build_examples(
         Objective::Ssm => None,
     };
     let mut batch = Vec::with_capacity(BATCH);
-    let mut docs = corpus::documents(&files).peekable();
-    while let Some(doc) = docs.next() {
+    for doc in corpus::documents(&files) {
         let mut doc = doc?;
+        if let (Objective::Ssm, Some(reason)) = (s.objective, doc.skip.take()) {
+            out.documents += 1;
+            out.skip(&doc.origin, reason);
+            continue;
+        }
         if s.tag_dates && doc.spans.is_empty() {
             doc.spans = dates::tag_dates(&doc.text);
         }
         batch.push(doc);
-        if batch.len() == BATCH || docs.peek().is_none() {
-            out.documents += batch.len();
-            match &mut corruptor {
-                Some(c) => corrupt_batch(c, tokenizer, &batch, &mut out)?,
-                None => ssm_batch(s, tokenizer, eos, &batch, &mut out)?,
-            }
+        if batch.len() == BATCH {
+            process_batch(s, tokenizer, eos, corruptor.as_mut(), &batch, &mut out)?;
             batch.clear();
         }
+    }
+    if !batch.is_empty() {
+        process_batch(s, tokenizer, eos, corruptor.as_mut(), &batch, &mut out)?;
     }
     if let Some(c) = &mut corruptor {
         out.examples.extend(c.finish().into_iter().map(|d| Example {
@@ -147,6 +150,23 @@ pub fn build_examples(
     }
     check_not_empty(s, &files, &out)?;
     Ok(out)
+}
+
+/// Make the examples of one batch of documents by the objective (a corruptor: span
+/// corruption).
+fn process_batch(
+    s: &PretrainSettings,
+    tokenizer: &Tokenizer,
+    eos: u32,
+    corruptor: Option<&mut SpanCorruptor>,
+    batch: &[corpus::Document],
+    out: &mut Examples,
+) -> Result<()> {
+    out.documents += batch.len();
+    match corruptor {
+        Some(c) => corrupt_batch(c, tokenizer, batch, out),
+        None => ssm_batch(s, tokenizer, eos, batch, out),
+    }
 }
 
 /// An empty corpus, or one that gave no example, is an error saying why.
@@ -277,4 +297,38 @@ fn ssm_batch(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlapping_realm_sentence_is_counted_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("wiki.tfrecord");
+        let text = "Ada Lovelace wrote notes. Paris is big.";
+        tfrecord::tests::write_article(
+            &p,
+            text,
+            &[(0, 25), (26, 39)],
+            &[(0, 12), (4, 12), (26, 31)],
+        );
+        let tok_file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/t5_v1_0/tokenizer.json"
+        );
+        let tok = Tokenizer::from_file(tok_file).unwrap();
+        let s = PretrainSettings::new(vec![p.clone()], Objective::Ssm);
+        let out = build_examples(&s, &tok, 1, 0).unwrap();
+        assert_eq!(
+            (out.examples.len(), out.documents, out.skipped_total),
+            (1, 2, 1)
+        );
+        let msg = &out.skipped[0];
+        assert!(
+            msg.contains("wiki.tfrecord: record 1, sentence 0: spans") && msg.contains("overlap"),
+            "{msg}"
+        );
+    }
 }

@@ -247,11 +247,13 @@ fn split_sentences(bytes: &[u8], origin: &str) -> std::result::Result<Vec<Docume
                     .unwrap_or_default(),
             })
             .collect();
-        check_overlaps(&inside).map_err(|m| format!("sentence {k}: {m}"))?;
+        // Overlapping spans cannot all be masked in one sentence: a counted skip (SSM).
+        let skip = check_overlaps(&inside).err();
         out.push(Document {
             text: text[s..l].to_string(),
-            spans: inside,
+            spans: if skip.is_some() { Vec::new() } else { inside },
             origin: format!("{origin}, sentence {k}"),
+            skip,
         });
     }
     Ok(out)
@@ -286,4 +288,96 @@ pub fn sentences(path: &Path) -> Result<Box<dyn Iterator<Item = Result<Document>
             }
         }
     })))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn ints(v: &[i64]) -> Feature {
+        Feature {
+            kind: Some(Kind::Ints(Int64List { value: v.to_vec() })),
+        }
+    }
+
+    fn bytes(v: &[&str]) -> Feature {
+        let value = v.iter().map(|s| s.as_bytes().to_vec()).collect();
+        Feature {
+            kind: Some(Kind::Bytes(BytesList { value })),
+        }
+    }
+
+    /// A TFRecord file of one article: `text`, its sentences and spans (byte offsets).
+    pub(crate) fn write_article(
+        path: &Path,
+        text: &str,
+        sentences: &[(i64, i64)],
+        spans: &[(i64, i64)],
+    ) {
+        let feature: HashMap<String, Feature> = [
+            ("text", bytes(&[text])),
+            (
+                "sentence_byte_start",
+                ints(&sentences.iter().map(|s| s.0).collect::<Vec<_>>()),
+            ),
+            (
+                "sentence_byte_limit",
+                ints(&sentences.iter().map(|s| s.1).collect::<Vec<_>>()),
+            ),
+            (
+                "span_byte_start",
+                ints(&spans.iter().map(|s| s.0).collect::<Vec<_>>()),
+            ),
+            (
+                "span_byte_limit",
+                ints(&spans.iter().map(|s| s.1).collect::<Vec<_>>()),
+            ),
+            ("span_type", bytes(&vec!["ENT"; spans.len()])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let data = Example {
+            features: Some(Features { feature }),
+        }
+        .encode_to_vec();
+        // TFRecord framing with TF's masked CRC-32C.
+        let mask = |c: u32| c.rotate_right(15).wrapping_add(0xa282_ead8);
+        let len = (data.len() as u64).to_le_bytes();
+        let mut out = len.to_vec();
+        out.extend(mask(crc32c::value(&len)).to_le_bytes());
+        out.extend(&data);
+        out.extend(mask(crc32c::value(&data)).to_le_bytes());
+        std::fs::write(path, out).unwrap();
+    }
+
+    #[test]
+    fn overlapping_spans_make_the_sentence_a_counted_skip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.tfrecord");
+        let text = "Ada Lovelace wrote notes. Paris is big.";
+        // "Ada Lovelace" and "Lovelace" overlap in sentence 0; "Paris" is fine.
+        write_article(
+            &p,
+            text,
+            &[(0, 25), (26, 39)],
+            &[(0, 12), (4, 12), (26, 31)],
+        );
+        let docs: Vec<Document> = sentences(&p).unwrap().map(|d| d.unwrap()).collect();
+        assert_eq!(docs.len(), 2);
+        let skip = docs[0].skip.as_deref().unwrap_or_default();
+        assert!(skip.contains("overlap"), "{skip}");
+        assert!(docs[0].origin.ends_with("w.tfrecord: record 1, sentence 0"));
+        assert!(docs[0].spans.is_empty());
+        assert_eq!((docs[1].skip.clone(), docs[1].spans.len()), (None, 1));
+        // A span outside the text stops the run, naming the record.
+        write_article(&p, "short", &[(0, 5)], &[(2, 9)]);
+        let e = sentences(&p)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("record 1") && e.contains("span 0 [2, 9)"), "{e}");
+    }
 }

@@ -3,6 +3,7 @@
 
 use super::batching::AnswerChoice;
 use super::mixture::MixingRates;
+use super::recipe::RecipeChoice;
 use crate::pretrain::PretrainSettings;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -99,6 +100,9 @@ pub struct TrainSettings {
     /// Pre-train on this corpus instead of QA pairs (`cbqa pretrain`; `train` is then unused).
     #[serde(default)]
     pub pretrain: Option<PretrainSettings>,
+    /// The preset the optimizer, lr, batch and dropout came from, with why (`--recipe`).
+    #[serde(default)]
+    pub recipe: Option<RecipeChoice>,
 }
 
 /// Ten minutes: at most that much training is lost to a SIGKILL or a power cut.
@@ -141,6 +145,7 @@ impl TrainSettings {
             mixture: Vec::new(),
             mixing: MixingRates::default(),
             pretrain: None,
+            recipe: None,
         }
     }
 }

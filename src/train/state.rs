@@ -6,7 +6,8 @@
 //! RUN/train_log.csv            step, epoch, loss, lr, tokens/s, dev EM, elapsed
 //! RUN/checkpoint-N/            a Hugging Face model directory (config.json, model.safetensors,
 //!                              tokenizer.json, generation_config.json) that transformers loads,
-//!                              plus optimizer.safetensors and trainer_state.json
+//!                              plus optimizer.safetensors, trainer_state.json and
+//!                              cbqa_training.json (settings, recipe, eval prefixes)
 //! ```
 //!
 //! A checkpoint is built in a temporary sibling directory and renamed into place; `state.json` is
@@ -15,10 +16,11 @@
 
 use super::optim::Optimizer;
 use super::settings::{OptimizerChoice, TrainSettings};
+use crate::data::Benchmark;
 use crate::error::{Error, Result};
 use crate::fsutil::{write_atomic, OutputDir};
 use crate::model::{tensor_to_owned, T5};
-use crate::model_dir::GenerationConfig;
+use crate::model_dir::{EvalPrefixes, GenerationConfig, TRAINING_FILE};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -71,9 +73,67 @@ pub(crate) fn read_tokenizer_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>>
     Ok(out)
 }
 
+/// `checkpoint-N/cbqa_training.json` ([`crate::model_dir::TRAINING_FILE`]): the settings that
+/// trained the checkpoint (the recipe's choice with why, when one was used) and the question
+/// prefixes evaluation should use (`cbqa export` carries them on; `cbqa eval`/`predict`/`serve`
+/// and the Python `Answerer` default to them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    pub optimizer: OptimizerChoice,
+    pub lr: f64,
+    pub batch_tokens: usize,
+    pub dropout: f64,
+    /// The pre-training objective (`None`: fine-tuned on QA pairs).
+    pub objective: Option<crate::pretrain::Objective>,
+    pub recipe: Option<super::recipe::RecipeChoice>,
+    /// `None` for pre-training, which puts no prefix before questions.
+    pub eval_prefixes: Option<EvalPrefixes>,
+}
+
+impl TrainingRecord {
+    /// The record of a run of `s` whose QA sources have these (benchmark, prefix) pairs.
+    pub fn new(s: &TrainSettings, prefixes: &[(Benchmark, String)]) -> Self {
+        let eval_prefixes = prefixes.first().map(|(_, first)| EvalPrefixes {
+            default: first.clone(),
+            by_benchmark: prefixes
+                .iter()
+                .filter_map(|(b, p)| Some((b.task_name()?.to_string(), p.clone())))
+                .collect(),
+        });
+        TrainingRecord {
+            optimizer: s.optimizer,
+            lr: s.lr,
+            batch_tokens: s.batch_tokens,
+            dropout: s.dropout,
+            objective: s.pretrain.as_ref().map(|p| p.objective),
+            recipe: s.recipe.clone(),
+            eval_prefixes,
+        }
+    }
+
+    /// One line for the start of a run: the settings, and the recipe's reasons.
+    pub fn describe(&self) -> String {
+        match &self.recipe {
+            Some(r) => format!(
+                "recipe {}: {}",
+                serde_json::to_value(r.recipe)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                r.settings.join(", ")
+            ),
+            None => format!(
+                "settings: optimizer {:?}, lr {}, batch_tokens {}, dropout {}",
+                self.optimizer, self.lr, self.batch_tokens, self.dropout
+            ),
+        }
+    }
+}
+
 /// Everything a checkpoint is written from.
 pub(crate) struct CheckpointParts<'a> {
     pub t5: &'a T5,
+    pub training: &'a TrainingRecord,
     pub optimizer: &'a dyn Optimizer,
     pub state: &'a TrainerState,
     pub generation: &'a GenerationConfig,
@@ -106,6 +166,7 @@ pub(crate) fn write_checkpoint(run: &Path, parts: &CheckpointParts<'_>) -> Resul
     }
     crate::checkpoint::save_safetensors(&dir.join("optimizer.safetensors"), &opt)?;
     write_json(&dir.join("trainer_state.json"), parts.state)?;
+    write_json(&dir.join(TRAINING_FILE), parts.training)?;
     out.commit()
 }
 

@@ -4,17 +4,15 @@
 use super::adafactor::{Adafactor, AdafactorConfig};
 use super::adamw::{AdamW, AdamWConfig};
 use super::batching::{collate, micro_batches, EpochPlan};
-use super::data::{read_qa, read_train, Tokenized, TrainData};
+use super::data::{read_train, Tokenized, TrainData};
+use super::dev::{Dev, DevScores};
 use super::mixture::Source;
 use super::optim::{Optimizer, STATE_FILE};
 use super::settings::{OptimizerChoice, Precision, TrainSettings};
-use super::state::{self, CheckpointParts, RunState, TrainerState};
+use super::state::{self, CheckpointParts, RunState, TrainerState, TrainingRecord};
 use crate::config::T5Config;
-use crate::data::QaExample;
 use crate::error::{Error, Result};
-use crate::generate::{
-    encode_questions, run_batches, BatchPolicy, EarlyStopping, GenerateOptions, Prepared,
-};
+use crate::generate::{run_batches, BatchPolicy, EarlyStopping, GenerateOptions, Prepared};
 use crate::model::{resolve_device, T5};
 use crate::model_dir::{GenerationConfig, ModelDir};
 use crate::progress::Progress;
@@ -37,8 +35,10 @@ pub struct TrainOutcome {
     pub last_checkpoint: PathBuf,
     /// The best checkpoint by dev exact match, with its EM.
     pub best: Option<(PathBuf, f64)>,
-    /// Dev EM at the end (when there is a dev set).
+    /// Dev EM at the end (when there is a QA dev set).
     pub final_em: Option<f64>,
+    /// Dev loss (token-mean cross-entropy) at the end (when there is a dev set).
+    pub final_dev_loss: Option<f64>,
     /// Mean training loss of the last step.
     pub last_loss: Option<f64>,
     /// Training tokens per second over this invocation.
@@ -158,60 +158,6 @@ pub fn predict<B: Seq2Seq>(
         .collect()
 }
 
-/// The dev set: its examples, their encoder inputs and the benchmark's answer normaliser.
-struct Dev {
-    examples: Vec<QaExample>,
-    inputs: Vec<Prepared>,
-    normalizer: crate::eval::Normalizer,
-}
-
-impl Dev {
-    /// Read `path` (at most `limit` examples) and encode its questions as `cbqa eval` does.
-    /// Its questions get the prefix of the training source of the same benchmark.
-    fn read(
-        path: &Path,
-        s: &TrainSettings,
-        train: &TrainData,
-        tokenizer: &Tokenizer,
-        eos: u32,
-    ) -> Result<(Dev, Vec<String>)> {
-        let report = read_qa(path, s.skip_bad, false)?;
-        let prefix = train.prefix_for(report.benchmark, &s.prefix);
-        let mut examples = report.examples;
-        if let Some(n) = s.eval_limit {
-            examples.truncate(n);
-        }
-        let questions: Vec<&str> = examples.iter().map(|ex| ex.question.as_str()).collect();
-        let inputs = encode_questions(tokenizer, &questions, &prefix, s.max_input_len, eos)
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
-        let dev = Dev {
-            examples,
-            inputs,
-            normalizer: report.normalizer,
-        };
-        Ok((dev, report.skipped))
-    }
-
-    /// Exact match ×100 of greedy answers against every reference, computed by the same code
-    /// as `cbqa eval` (T5's `qa_utils` semantics, with the benchmark's normaliser).
-    fn exact_match<B: Seq2Seq>(
-        &self,
-        backend: &B,
-        tokenizer: &Tokenizer,
-        opts: &GenerateOptions,
-        batch_size: usize,
-    ) -> Result<f64> {
-        let answers = predict(backend, tokenizer, &self.inputs, opts, batch_size)?;
-        let preds: Vec<crate::eval::Prediction> = answers
-            .into_iter()
-            .map(crate::eval::Prediction::new)
-            .collect();
-        let scores = crate::eval::score_examples(&preds, &self.examples, self.normalizer)?;
-        Ok(scores.aggregate.em)
-    }
-}
-
 /// `RUN/train_log.csv`, one row per step.
 struct Log {
     file: std::fs::File,
@@ -219,7 +165,7 @@ struct Log {
 }
 
 impl Log {
-    const HEADER: &'static str = "step,epoch,loss,lr,tokens_per_s,dev_em,elapsed_s";
+    const HEADER: &'static str = "step,epoch,loss,lr,tokens_per_s,dev_em,dev_loss,elapsed_s";
 
     /// Open `train_log.csv`, keeping only rows up to `keep_until` (a resumed run rewrites the
     /// steps after its checkpoint).
@@ -244,7 +190,7 @@ impl Log {
         Ok(Log { file, path })
     }
 
-    fn row(&mut self, cols: [String; 7]) -> Result<()> {
+    fn row(&mut self, cols: [String; 8]) -> Result<()> {
         writeln!(self.file, "{}", cols.join(",")).map_err(|e| Error::io("write", &self.path, e))
     }
 }
@@ -329,6 +275,8 @@ pub struct Trainer<'s> {
     generation: GenerationConfig,
     tokenizer_files: Vec<(String, Vec<u8>)>,
     train_data: Vec<Tokenized>,
+    /// What trained the checkpoints, written into each.
+    training: TrainingRecord,
     /// Where the training examples come from (one source unless a mixture).
     sources: Vec<Source>,
     dev: Option<Dev>,
@@ -339,6 +287,7 @@ pub struct Trainer<'s> {
     tokens_this_run: u64,
     last_loss: Option<f64>,
     final_em: Option<f64>,
+    final_dev_loss: Option<f64>,
     evaluated_at: Option<u64>,
     last_checkpoint: Option<PathBuf>,
     best_dir: Option<PathBuf>,
@@ -389,6 +338,8 @@ impl<'s> Trainer<'s> {
         let log = Log::open(&s.out, start.state.step)?;
         let plan = data.plan(s, start.state.epoch);
         warn_if_one_batch_is_an_epoch(s, &data, &plan);
+        let training = TrainingRecord::new(s, &data.prefixes);
+        eprintln!("{}", training.describe());
         let best_dir = start
             .state
             .best_step
@@ -405,6 +356,7 @@ impl<'s> Trainer<'s> {
             generation: model_dir.generation,
             tokenizer_files,
             train_data: data.examples,
+            training,
             sources: data.sources,
             dev,
             skipped: data.skipped,
@@ -414,6 +366,7 @@ impl<'s> Trainer<'s> {
             tokens_this_run: 0,
             last_loss: None,
             final_em: None,
+            final_dev_loss: None,
             evaluated_at: None,
             last_checkpoint: None,
             best_dir,
@@ -452,12 +405,13 @@ impl<'s> Trainer<'s> {
                 progress.note(&self.first_step_line(&report, step_started.elapsed()));
             }
             let done = self.finished();
-            let em = match self.dev.is_some() && (done || self.eval_due()) {
+            let scores = match self.dev.is_some() && (done || self.eval_due()) {
                 true => Some(self.evaluate()?),
                 false => None,
             };
+            let em = scores.and_then(|d| d.em);
             let new_best = em.is_some_and(|e| self.record_em(e));
-            self.log_step(&report, em)?;
+            self.log_step(&report, scores)?;
             if done {
                 // With epochs of different lengths the planned total was an estimate.
                 progress.set_total(self.state.step);
@@ -466,8 +420,8 @@ impl<'s> Trainer<'s> {
                 self.state.step,
                 &format!("loss {:.4}  {:.0} tok/s", report.loss, report.tokens_per_s),
             );
-            if let Some(e) = em {
-                progress.note(&format!("step {}: dev EM {e:.2}", self.state.step));
+            if let Some(d) = scores {
+                progress.note(&dev_line(self.state.step, d));
             }
             let stop_now = stop.load(Ordering::SeqCst);
             if new_best || self.save_due() || done || stop_now {
@@ -596,22 +550,38 @@ impl<'s> Trainer<'s> {
         Ok(StepReport { loss, tokens_per_s })
     }
 
-    /// Dev exact match of the model as it is now, decoded by [`crate::generate`] through the
-    /// tch backend borrowing the model. 0 without a dev set.
-    fn evaluate(&mut self) -> Result<f64> {
+    /// The dev loss of the model as it is now (`None` without a dev set): what
+    /// [`Trainer::run`] logs at each evaluation, also before any step.
+    pub fn dev_loss(&self) -> Result<Option<f64>> {
         let Some(dev) = &self.dev else {
-            return Ok(0.0);
+            return Ok(None);
+        };
+        let loss = dev.loss(&self.t5, self.device, self.settings.micro_batch_tokens)?;
+        Ok(Some(loss))
+    }
+
+    /// Dev loss and (for a QA dev set) exact match of the model as it is now, decoded by
+    /// [`crate::generate`] through the tch backend borrowing the model. Without a dev set, a
+    /// loss of 0 and no EM.
+    fn evaluate(&mut self) -> Result<DevScores> {
+        let Some(dev) = &self.dev else {
+            return Ok(DevScores {
+                em: None,
+                loss: 0.0,
+            });
         };
         let s = self.settings;
         let opts = {
             let t5 = self.model();
             greedy_options(&t5.config, &self.generation, s.eval_max_new_tokens)
         };
+        let loss = dev.loss(&self.t5, self.device, s.micro_batch_tokens)?;
         let backend = TchSeq2Seq::borrowing(&self.t5);
         let em = dev.exact_match(&backend, &self.tokenizer, &opts, s.eval_batch_size)?;
-        self.final_em = Some(em);
+        self.final_em = em;
+        self.final_dev_loss = Some(loss);
         self.evaluated_at = Some(self.state.step);
-        Ok(em)
+        Ok(DevScores { em, loss })
     }
 
     /// Track the best dev EM; whether `em` is a new best.
@@ -625,7 +595,8 @@ impl<'s> Trainer<'s> {
         false
     }
 
-    fn log_step(&mut self, report: &StepReport, em: Option<f64>) -> Result<()> {
+    fn log_step(&mut self, report: &StepReport, dev: Option<DevScores>) -> Result<()> {
+        let em = dev.and_then(|d| d.em);
         self.log.row([
             self.state.step.to_string(),
             self.state.epoch.to_string(),
@@ -633,6 +604,7 @@ impl<'s> Trainer<'s> {
             format!("{:e}", self.optimizer.lr()),
             format!("{:.1}", report.tokens_per_s),
             em.map(|e| format!("{e:.2}")).unwrap_or_default(),
+            dev.map(|d| format!("{:.6}", d.loss)).unwrap_or_default(),
             format!("{:.3}", self.started.elapsed().as_secs_f64()),
         ])
     }
@@ -667,6 +639,7 @@ impl<'s> Trainer<'s> {
                 run,
                 &CheckpointParts {
                     t5: &t5,
+                    training: &self.training,
                     optimizer: &*self.optimizer,
                     state: &self.state,
                     generation: &self.generation,
@@ -706,7 +679,7 @@ impl<'s> Trainer<'s> {
             Some(p) => p,
             None => self.save()?,
         };
-        let never_evaluated = self.final_em.is_none() && self.evaluated_at.is_none();
+        let never_evaluated = self.evaluated_at.is_none();
         if never_evaluated && !interrupted && self.dev.is_some() {
             self.evaluate()?;
         }
@@ -716,6 +689,7 @@ impl<'s> Trainer<'s> {
             last_checkpoint,
             best: self.best_dir.zip(self.state.best_em),
             final_em: self.final_em,
+            final_dev_loss: self.final_dev_loss,
             last_loss: self.last_loss,
             tokens_per_s: self.tokens_this_run as f64 / elapsed,
             interrupted,
@@ -744,10 +718,9 @@ fn read_data(
 ) -> Result<(TrainData, Option<Dev>)> {
     let tokenizer = &model_dir.tokenizer;
     let mut data = read_train(s, tokenizer, config.eos_id())?;
-    let dev = match &s.dev {
-        Some(path) => {
-            let opts = greedy_options(config, &model_dir.generation, s.eval_max_new_tokens);
-            let (dev, dev_skipped) = Dev::read(path, s, &data, tokenizer, opts.eos_token_id)?;
+    let eos = greedy_options(config, &model_dir.generation, s.eval_max_new_tokens).eos_token_id;
+    let dev = match Dev::read(s, &data, tokenizer, eos)? {
+        Some((dev, dev_skipped)) => {
             data.skipped.extend(dev_skipped);
             Some(dev)
         }
@@ -773,6 +746,14 @@ fn warn_if_one_batch_is_an_epoch(s: &TrainSettings, data: &TrainData, plan: &Epo
             plan.items.len(),
             (tokens / 8).max(1)
         );
+    }
+}
+
+/// The progress note of an evaluation at `step`.
+fn dev_line(step: u64, d: DevScores) -> String {
+    match d.em {
+        Some(em) => format!("step {step}: dev EM {em:.2}, dev loss {:.4}", d.loss),
+        None => format!("step {step}: dev loss {:.4}", d.loss),
     }
 }
 

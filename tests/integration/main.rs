@@ -21,6 +21,8 @@ mod optim;
 mod pickle;
 #[cfg(feature = "train")]
 mod pretrain;
+#[cfg(feature = "train")]
+mod pretrain_recipe;
 mod reliability;
 mod runtime;
 mod serve;

@@ -10,7 +10,7 @@ use cbqa::T5Config;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-fn nq200() -> PathBuf {
+pub(super) fn nq200() -> PathBuf {
     root().join("eval/demo/nq-open-200.jsonl")
 }
 
@@ -28,7 +28,7 @@ fn nq_pairs() -> Vec<(String, String)> {
 }
 
 /// A tiny T5 whose tokenizer (trained on the NQ questions) has 100 sentinels.
-fn tiny_model(dir: &Path) -> PathBuf {
+pub(super) fn tiny_model(dir: &Path) -> PathBuf {
     let model = dir.join("model");
     init_model(&InitOptions {
         config: T5Config::preset("tiny").unwrap(),
@@ -46,7 +46,7 @@ fn tiny_model(dir: &Path) -> PathBuf {
 }
 
 /// A plain-text corpus: one short "document" per NQ pair.
-fn text_corpus(dir: &Path) -> PathBuf {
+pub(super) fn text_corpus(dir: &Path) -> PathBuf {
     let p = dir.join("facts.txt");
     let lines: Vec<String> = nq_pairs()
         .iter()
@@ -56,13 +56,13 @@ fn text_corpus(dir: &Path) -> PathBuf {
     p
 }
 
-fn run_ok(args: &[&str]) -> (String, String) {
+pub(super) fn run_ok(args: &[&str]) -> (String, String) {
     let (ok, out, err) = run_cbqa(args);
     assert!(ok, "cbqa {args:?} failed:\n{err}");
     (out, err)
 }
 
-fn dumped(out: &str) -> Vec<Value> {
+pub(super) fn dumped(out: &str) -> Vec<Value> {
     out.lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -76,7 +76,7 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-const TRAINER: &[&str] = &[
+pub(super) const TRAINER: &[&str] = &[
     "--device",
     "cpu",
     "--threads",
@@ -97,6 +97,7 @@ fn span_corruption_pretrains_resumes_exactly_and_fine_tunes() {
         let mut args = vec!["pretrain", "--model", m, "--corpus", c];
         args.extend(["--objective", "span-corruption", "--inputs-length", "64"]);
         args.extend(["--out", out.to_str().unwrap(), "--max-steps", steps]);
+        args.extend(["--dev", c, "--eval-every", "2"]);
         args.extend(TRAINER);
         run_ok(&args)
     };
@@ -118,6 +119,13 @@ fn span_corruption_pretrains_resumes_exactly_and_fine_tunes() {
             "{f} differs between the resumed and the uninterrupted run"
         );
     }
+    // The dev loss is logged at steps 2 and 4, the same after a resume.
+    let dev_losses = |run: &Path| log_column(&run.join("train_log.csv"), "dev_loss");
+    let logged = dev_losses(&full);
+    assert_eq!(logged.len(), 4, "{logged:?}");
+    assert!(logged[0].is_empty() && logged[2].is_empty(), "{logged:?}");
+    assert!(logged[1].parse::<f64>().unwrap() > 0.0, "{logged:?}");
+    assert_eq!(logged, dev_losses(&part), "dev loss after a resume");
     // `cbqa train` fine-tunes the pre-trained checkpoint.
     let ckpt = full.join("checkpoint-4");
     let ft = tmp.path().join("ft");
@@ -199,6 +207,17 @@ fn span_corruption_examples_are_t5s() {
     rebuilt.sort();
     pieces.sort();
     assert_eq!(rebuilt, pieces);
+}
+
+/// The values of column `name` of a CSV file with a header, one per row.
+pub(super) fn log_column(csv: &Path, name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let k = header.iter().position(|h| *h == name).unwrap();
+    lines
+        .map(|l| l.split(',').nth(k).unwrap_or_default().to_string())
+        .collect()
 }
 
 /// The raw piece back from a span-corruption example.
