@@ -175,7 +175,7 @@ pub fn validate_options(args: &ValidateArgs) -> ValidateOptions {
 }
 
 #[cfg(feature = "train")]
-pub use train::{pretrain_settings, train_settings};
+pub use train::{export_examples_options, pretrain_settings, train_settings};
 
 #[cfg(feature = "train")]
 mod train {
@@ -187,8 +187,8 @@ mod train {
     use cbqa::pretrain::span_corruption::SpanCorruptionSettings;
     use cbqa::pretrain::{Objective, PretrainSettings};
     use cbqa::train::{
-        self as tr, AnswerChoice, MixingRates, OptimizerChoice, Precision, TrainSettings,
-        TrainSource,
+        self as tr, AnswerChoice, ExportExamplesOptions, MixingRates, OptimizerChoice, Precision,
+        TrainSettings, TrainSource,
     };
     use std::path::Path;
 
@@ -309,6 +309,15 @@ mod train {
             TrainPrecisionArg::Fp32 => Precision::Fp32,
             TrainPrecisionArg::Bf16 => Precision::Bf16,
         };
+    }
+
+    /// `--export-examples DIR [--export-epochs E] [--force]`, when given.
+    pub fn export_examples_options(t: &TrainerArgs) -> Option<ExportExamplesOptions> {
+        t.export_examples.as_ref().map(|dir| ExportExamplesOptions {
+            dir: dir.clone(),
+            epochs: t.export_epochs,
+            force: t.force,
+        })
     }
 
     /// What may change on `--resume`: how long, where, how often to report.
