@@ -268,6 +268,8 @@ def main():
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
                           if args.backend == "nccl" else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     data = CbqaExamples(args.examples)
     manifest = data.manifest
     batches = read_batches(args.examples, data)
