@@ -63,7 +63,10 @@ pub fn export_examples(s: &TrainSettings, opts: &ExportExamplesOptions) -> Resul
     let out = OutputDir::create(&opts.dir, opts.force)?;
     let (model, data) = run_examples(s)?;
     if data.examples.is_empty() {
-        return Err(Error::setting("train", "the run has no training examples"));
+        return Err(Error::Data(crate::data::DataError::Empty {
+            path: s.train.clone(),
+            detail: " (no training examples to export)".into(),
+        }));
     }
     write_examples(&out.path().join("examples.jsonl"), &data)?;
     let plans = epoch_plans(&data, s, opts.epochs);
@@ -121,6 +124,9 @@ fn epoch_plans(data: &TrainData, s: &TrainSettings, epochs: Option<u64>) -> Vec<
     let mut steps = 0u64;
     while steps < max_steps.max(1) {
         let p = plan(plans.len() as u64);
+        if p.batches.is_empty() {
+            break;
+        }
         steps += p.batches.len() as u64;
         plans.push(p);
     }
@@ -200,4 +206,108 @@ impl Lines {
 /// `p` made absolute (as given when that fails), so the manifest names the model from anywhere.
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed t5_v1_1 fixture and 12 questions with two answers each.
+    fn settings(dir: &Path) -> TrainSettings {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let train = dir.join("train.jsonl");
+        let lines: Vec<String> = (0..12)
+            .map(|i| {
+                format!("{{\"question\": \"who is number {i}\", \"answer\": [\"n{i}\", \"m{i}\"]}}")
+            })
+            .collect();
+        std::fs::write(&train, lines.join("\n") + "\n").unwrap();
+        let mut s = TrainSettings::new(root.join("tests/fixtures/t5_v1_1"), train, dir.join("run"));
+        s.answer = super::super::AnswerChoice::Random;
+        s.batch_tokens = 60;
+        s
+    }
+
+    fn lines(path: &Path) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(path).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_export_holds_the_trainers_plans_and_refuses_to_overwrite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = settings(tmp.path());
+        let (_, data) = run_examples(&s).unwrap();
+        let per_epoch = plan_of(&data.examples, &data.sources, &s, 0).batches.len();
+        assert!(per_epoch > 1, "{per_epoch}");
+        // max_steps one past the first epoch: two epochs are written, the run trains max_steps
+        s.max_steps = Some(per_epoch as u64 + 1);
+        let dir = tmp.path().join("ex");
+        let opts = ExportExamplesOptions {
+            dir: dir.clone(),
+            epochs: None,
+            force: false,
+        };
+        let done = export_examples(&s, &opts).unwrap();
+        assert_eq!(
+            (done.epochs, done.steps, done.examples),
+            (2, per_epoch + 1, 12)
+        );
+        let records = lines(&dir.join("examples.jsonl"));
+        assert_eq!(records[3]["target_ids"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            records[3]["input_ids"],
+            serde_json::json!(data.examples[3].input)
+        );
+        let batches = lines(&dir.join("batches.jsonl"));
+        assert_eq!(batches.len(), done.batches);
+        for epoch in 0..2u64 {
+            let plan = plan_of(&data.examples, &data.sources, &s, epoch);
+            let items: Vec<(usize, usize)> = batches
+                .iter()
+                .filter(|b| b["epoch"] == epoch)
+                .flat_map(|b| {
+                    serde_json::from_value::<Vec<(usize, usize)>>(b["items"].clone()).unwrap()
+                })
+                .collect();
+            assert_eq!(items, plan.items, "epoch {epoch}");
+        }
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(manifest["format_version"], FORMAT_VERSION);
+        assert_eq!(manifest["settings"], serde_json::to_value(&s).unwrap());
+        // an existing directory is refused and kept; with force it is replaced
+        let err = export_examples(&s, &opts).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::OutputExists {
+                    setting: "force",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let three = ExportExamplesOptions {
+            epochs: Some(3),
+            force: true,
+            ..opts.clone()
+        };
+        assert_eq!(export_examples(&s, &three).unwrap().epochs, 3);
+        let zero = ExportExamplesOptions {
+            epochs: Some(0),
+            ..three
+        };
+        assert!(matches!(
+            export_examples(&s, &zero),
+            Err(Error::Setting {
+                setting: "export_epochs",
+                ..
+            })
+        ));
+        assert!(!tmp.path().join("run").exists());
+    }
 }
