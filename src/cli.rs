@@ -579,6 +579,19 @@ pub struct TrainerArgs {
     /// exactly as the trainer would feed them, and exit without training.
     #[arg(long, value_name = "N", conflicts_with = "resume")]
     pub dump_examples: Option<usize>,
+    /// Write the processed, tokenized examples and the trainer's batches of each epoch (its
+    /// order, mixture and answer draws, with --seed) to DIR — examples.jsonl, batches.jsonl,
+    /// manifest.json, for scripts/train_distributed.py --examples DIR — and exit without
+    /// training. DIR is refused if it exists and is not empty, unless --force.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["resume", "dump_examples"])]
+    pub export_examples: Option<PathBuf>,
+    /// With --export-examples: the epochs of batches to write. [default: --epochs, else enough
+    /// epochs for --max-steps, else 1]
+    #[arg(long, value_name = "E", requires = "export_examples")]
+    pub export_epochs: Option<u64>,
+    /// With --export-examples: replace an existing DIR (once the new one is complete).
+    #[arg(long, requires = "export_examples")]
+    pub force: bool,
 }
 
 #[cfg(feature = "train")]
@@ -747,6 +760,7 @@ pub fn flag_of_setting(setting: &str) -> Option<&'static str> {
         "micro_batch_tokens" => "--micro-batch-tokens",
         "max_steps" => "--max-steps",
         "epochs" => "--epochs",
+        "export_epochs" => "--export-epochs",
         "dropout" => "--dropout",
         "seed" => "--seed",
         "precision" => "--precision",
@@ -851,6 +865,7 @@ mod tests {
                 "micro_batch_tokens",
                 "max_steps",
                 "epochs",
+                "export_epochs",
                 "dropout",
                 "eval_every",
                 "save_every",

@@ -198,7 +198,7 @@ pub fn validate_options(args: &ValidateArgs) -> ValidateOptions {
 }
 
 #[cfg(feature = "train")]
-pub use train::{pretrain_settings, train_settings};
+pub use train::{export_examples_options, pretrain_settings, train_settings};
 
 #[cfg(feature = "train")]
 mod train {
@@ -210,8 +210,8 @@ mod train {
     use cbqa::pretrain::span_corruption::SpanCorruptionSettings;
     use cbqa::pretrain::{Objective, PretrainSettings};
     use cbqa::train::{
-        self as tr, AnswerChoice, MixingRates, OptimizerChoice, Precision, TrainSettings,
-        TrainSource,
+        self as tr, AnswerChoice, ExportExamplesOptions, MixingRates, OptimizerChoice, Precision,
+        TrainSettings, TrainSource,
     };
     use std::path::Path;
 
@@ -352,6 +352,15 @@ mod train {
             TrainPrecisionArg::Bf16 => Precision::Bf16,
         };
         Ok(())
+    }
+
+    /// `--export-examples DIR [--export-epochs E] [--force]`, when given.
+    pub fn export_examples_options(t: &TrainerArgs) -> Option<ExportExamplesOptions> {
+        t.export_examples.as_ref().map(|dir| ExportExamplesOptions {
+            dir: dir.clone(),
+            epochs: t.export_epochs,
+            force: t.force,
+        })
     }
 
     /// What may change on `--resume`: how long, where, how often to report.

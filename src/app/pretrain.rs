@@ -5,8 +5,9 @@ use super::options::pretrain_settings;
 use crate::cli::PretrainArgs;
 use anyhow::Result;
 
-/// Pre-train (or resume), or dump the first examples with `--dump-examples`.
+/// Pre-train (or resume), or dump (`--dump-examples`) or export (`--export-examples`) the
+/// examples.
 pub fn run(args: PretrainArgs) -> Result<()> {
     let (s, resume) = pretrain_settings(&args)?;
-    super::train::run_settings("pretrain", s, resume, args.trainer.dump_examples)
+    super::train::run_settings("pretrain", s, resume, &args.trainer)
 }

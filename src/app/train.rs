@@ -1,8 +1,8 @@
 //! `cbqa train`: resolve the arguments into [`cbqa::train::TrainSettings`] once, install the
 //! SIGINT/SIGTERM handler, run, report.
 
-use super::options::train_settings;
-use crate::cli::TrainArgs;
+use super::options::{export_examples_options, train_settings};
+use crate::cli::{TrainArgs, TrainerArgs};
 use anyhow::{Context, Result};
 use cbqa::train as tr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,21 +34,38 @@ fn install_sigint() {
 /// Train (or resume) and print how it ended; exits with 130 when interrupted.
 pub fn run(args: TrainArgs) -> Result<()> {
     let (s, resume) = train_settings(&args)?;
-    run_settings("train", s, resume, args.trainer.dump_examples)
+    run_settings("train", s, resume, &args.trainer)
 }
 
-/// Run `cbqa <command>` with resolved settings: dump `dump` examples to stdout and stop, or
-/// train and report.
+/// Run `cbqa <command>` with resolved settings: dump examples to stdout (`--dump-examples`) or
+/// export them (`--export-examples`) and stop, or train and report.
 pub fn run_settings(
     command: &str,
     s: tr::TrainSettings,
     resume: bool,
-    dump: Option<usize>,
+    trainer: &TrainerArgs,
 ) -> Result<()> {
-    if let Some(n) = dump {
+    if let Some(n) = trainer.dump_examples {
         let mut stdout = std::io::stdout().lock();
         tr::dump_examples(&s, n, &mut stdout)
             .with_context(|| format!("cbqa {command}: cannot dump examples"))?;
+        return Ok(());
+    }
+    if let Some(opts) = export_examples_options(trainer) {
+        let done = tr::export_examples(&s, &opts).with_context(|| {
+            format!(
+                "cbqa {command}: cannot export examples to {}",
+                opts.dir.display()
+            )
+        })?;
+        println!(
+            "wrote {} examples and {} batches ({} epochs; the run trains {} steps) to {}",
+            done.examples,
+            done.batches,
+            done.epochs,
+            done.steps,
+            done.dir.display()
+        );
         return Ok(());
     }
     install_sigint();
