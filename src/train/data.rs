@@ -204,8 +204,14 @@ pub fn read_train(s: &TrainSettings, tok: &Tokenizer, eos: u32) -> Result<TrainD
     Ok(data)
 }
 
-/// A pre-training corpus as one source.
-fn read_corpus(p: &PretrainSettings, tok: &Tokenizer, eos: u32, seed: u64) -> Result<TrainData> {
+/// A pre-training corpus built into examples (`build_examples`), and what it skipped: the first
+/// messages, then "… and N more".
+pub(super) fn corpus_examples(
+    p: &PretrainSettings,
+    tok: &Tokenizer,
+    eos: u32,
+    seed: u64,
+) -> Result<(Vec<Tokenized>, Vec<String>)> {
     let built = build_examples(p, tok, eos, seed)?;
     let ids = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<i64>>();
     let examples: Vec<Tokenized> = built
@@ -223,6 +229,12 @@ fn read_corpus(p: &PretrainSettings, tok: &Tokenizer, eos: u32, seed: u64) -> Re
             built.skipped_total - skipped.len()
         ));
     }
+    Ok((examples, skipped))
+}
+
+/// A pre-training corpus as one source.
+fn read_corpus(p: &PretrainSettings, tok: &Tokenizer, eos: u32, seed: u64) -> Result<TrainData> {
+    let (examples, skipped) = corpus_examples(p, tok, eos, seed)?;
     let names: Vec<String> = p.corpus.iter().map(|c| c.display().to_string()).collect();
     let objective = serde_json::to_value(p.objective).ok();
     let objective = objective

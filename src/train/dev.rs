@@ -7,14 +7,14 @@
 //! same ones — for span corruption the same noise masks.
 
 use super::batching::{collate, micro_batches};
-use super::data::{encode_texts, read_qa, Tokenized, TrainData};
+use super::data::{corpus_examples, encode_texts, read_qa, Tokenized, TrainData};
 use super::settings::TrainSettings;
 use super::trainer::predict;
 use crate::data::QaExample;
 use crate::error::{Error, Result};
 use crate::generate::{encode_questions, GenerateOptions, Prepared};
 use crate::model::T5;
-use crate::pretrain::{build_examples, PretrainSettings};
+use crate::pretrain::PretrainSettings;
 use crate::runtime::Seq2Seq;
 use std::path::Path;
 use std::sync::Mutex;
@@ -81,21 +81,8 @@ impl Dev {
             corpus: vec![path.to_path_buf()],
             ..p.clone()
         };
-        let built = build_examples(&dev, tokenizer, eos, seed)?;
-        let ids = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<i64>>();
-        let loss_examples = built
-            .examples
-            .into_iter()
-            .map(|e| Tokenized {
-                input: ids(e.inputs),
-                targets: vec![ids(e.targets)],
-            })
-            .collect();
-        let mut skipped: Vec<String> = built.skipped.iter().map(|m| format!("dev {m}")).collect();
-        if built.skipped_total > built.skipped.len() {
-            let more = built.skipped_total - built.skipped.len();
-            skipped.push(format!("dev: … and {more} more"));
-        }
+        let (loss_examples, skipped) = corpus_examples(&dev, tokenizer, eos, seed)?;
+        let skipped = skipped.iter().map(|m| format!("dev: {m}")).collect();
         let dev = Dev {
             qa: None,
             loss_examples,
