@@ -610,8 +610,13 @@ pub struct TrainArgs {
     /// on its first answers; both go to train_log.csv at every evaluation.
     #[arg(long, conflicts_with = "resume")]
     pub dev: Option<PathBuf>,
-    /// The run directory (checkpoints, train_log.csv); must not exist or be empty.
-    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+    /// The run directory (checkpoints, train_log.csv); must not exist or be empty. Not needed
+    /// with --dump-examples or --export-examples, which train nothing.
+    #[arg(
+        long,
+        required_unless_present_any = ["resume", "dump_examples", "export_examples"],
+        conflicts_with = "resume"
+    )]
     pub out: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint, with its settings
     /// (only --max-steps, --epochs, --device, --threads, --eval-every, --save-every,
@@ -691,8 +696,13 @@ pub struct PretrainArgs {
     /// steps and at the end) reports the dev loss of the same examples in train_log.csv.
     #[arg(long, conflicts_with = "resume")]
     pub dev: Option<PathBuf>,
-    /// The run directory (checkpoints, train_log.csv); must not exist or be empty.
-    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+    /// The run directory (checkpoints, train_log.csv); must not exist or be empty. Not needed
+    /// with --dump-examples or --export-examples, which train nothing.
+    #[arg(
+        long,
+        required_unless_present_any = ["resume", "dump_examples", "export_examples"],
+        conflicts_with = "resume"
+    )]
     pub out: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint, with its settings.
     #[arg(long)]

@@ -244,12 +244,12 @@ mod train {
 
     /// The settings of a new run, from the flags.
     fn new_run_settings(args: &TrainArgs) -> Result<TrainSettings> {
-        // clap requires these without --resume.
-        let (Some(model), Some(train), Some(out)) = (&args.model, args.train.first(), &args.out)
-        else {
+        // clap requires these without --resume (--out only when training).
+        let (Some(model), Some(train)) = (&args.model, args.train.first()) else {
             bail!("--model, --train and --out are required (or --resume RUN)");
         };
-        let mut s = TrainSettings::new(model.clone(), train.clone(), out.clone());
+        let out = args.out.clone().unwrap_or_default();
+        let mut s = TrainSettings::new(model.clone(), train.clone(), out);
         let prefixes = prefixes_of(&args.train, &args.prefix)?;
         s.prefix = prefixes[0].clone().unwrap_or_default();
         s.mixture = args.train[1..]
@@ -294,10 +294,10 @@ mod train {
 
     /// The settings of a new pre-training run, from the flags.
     fn new_pretrain_settings(args: &PretrainArgs) -> Result<TrainSettings> {
-        let (Some(model), Some(objective), Some(out)) = (&args.model, args.objective, &args.out)
-        else {
+        let (Some(model), Some(objective)) = (&args.model, args.objective) else {
             bail!("--model, --corpus, --objective and --out are required (or --resume RUN)");
         };
+        let out = args.out.clone().unwrap_or_default();
         let objective = match objective {
             ObjectiveArg::Ssm => Objective::Ssm,
             ObjectiveArg::SpanCorruption => Objective::SpanCorruption,
@@ -311,7 +311,7 @@ mod train {
         p.max_target_len = args.max_target_len;
         p.tag_dates = args.tag_dates;
         let first = args.corpus.first().map_or(Path::new(""), |c| c.as_path());
-        let mut s = TrainSettings::new(model.clone(), first.to_path_buf(), out.clone());
+        let mut s = TrainSettings::new(model.clone(), first.to_path_buf(), out);
         (s.max_input_len, s.max_target_len) = p.lengths();
         s.pretrain = Some(p);
         s.dev = args.dev.clone();
