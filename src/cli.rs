@@ -520,6 +520,14 @@ fn train_defaults() -> cbqa::train::TrainSettings {
 #[cfg(feature = "train")]
 #[derive(Debug, Args)]
 pub struct TrainerArgs {
+    /// The run directory (checkpoints, train_log.csv); must not exist or be empty. Not needed
+    /// with --dump-examples or --export-examples, which train nothing.
+    #[arg(
+        long,
+        required_unless_present_any = ["resume", "dump_examples", "export_examples"],
+        conflicts_with = "resume"
+    )]
+    pub out: Option<PathBuf>,
     /// A preset of the paper's settings, resolved for the model and the data and printed at
     /// the start: roberts2020 = AdaFactor, constant lr 1e-3, 196,608 tokens per batch, dropout
     /// 0.1 (0.05 for T5.1.1 checkpoints); WebQuestions halves the batch and doubles the dropout.
@@ -610,14 +618,6 @@ pub struct TrainArgs {
     /// on its first answers; both go to train_log.csv at every evaluation.
     #[arg(long, conflicts_with = "resume")]
     pub dev: Option<PathBuf>,
-    /// The run directory (checkpoints, train_log.csv); must not exist or be empty. Not needed
-    /// with --dump-examples or --export-examples, which train nothing.
-    #[arg(
-        long,
-        required_unless_present_any = ["resume", "dump_examples", "export_examples"],
-        conflicts_with = "resume"
-    )]
-    pub out: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint, with its settings
     /// (only --max-steps, --epochs, --device, --threads, --eval-every, --save-every,
     /// --save-every-minutes, --log-every and --micro-batch-tokens may change).
@@ -696,14 +696,6 @@ pub struct PretrainArgs {
     /// steps and at the end) reports the dev loss of the same examples in train_log.csv.
     #[arg(long, conflicts_with = "resume")]
     pub dev: Option<PathBuf>,
-    /// The run directory (checkpoints, train_log.csv); must not exist or be empty. Not needed
-    /// with --dump-examples or --export-examples, which train nothing.
-    #[arg(
-        long,
-        required_unless_present_any = ["resume", "dump_examples", "export_examples"],
-        conflicts_with = "resume"
-    )]
-    pub out: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint, with its settings.
     #[arg(long)]
     pub resume: Option<PathBuf>,

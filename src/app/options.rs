@@ -248,7 +248,7 @@ mod train {
         let (Some(model), Some(train)) = (&args.model, args.train.first()) else {
             bail!("--model, --train and --out are required (or --resume RUN)");
         };
-        let out = args.out.clone().unwrap_or_default();
+        let out = args.trainer.out.clone().unwrap_or_default();
         let mut s = TrainSettings::new(model.clone(), train.clone(), out);
         let prefixes = prefixes_of(&args.train, &args.prefix)?;
         s.prefix = prefixes[0].clone().unwrap_or_default();
@@ -297,7 +297,7 @@ mod train {
         let (Some(model), Some(objective)) = (&args.model, args.objective) else {
             bail!("--model, --corpus, --objective and --out are required (or --resume RUN)");
         };
-        let out = args.out.clone().unwrap_or_default();
+        let out = args.trainer.out.clone().unwrap_or_default();
         let objective = match objective {
             ObjectiveArg::Ssm => Objective::Ssm,
             ObjectiveArg::SpanCorruption => Objective::SpanCorruption,
