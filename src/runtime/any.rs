@@ -333,6 +333,39 @@ impl Seq2Seq for Backend {
         }
     }
 
+    fn concat(&self, first: BackendState, second: BackendState) -> Result<BackendState> {
+        match (self, first, second) {
+            #[cfg(feature = "ort")]
+            (Backend::Ort(b), BackendState::Ort(x), BackendState::Ort(y)) => {
+                b.concat(x, y).map(BackendState::Ort)
+            }
+            #[cfg(feature = "tract")]
+            (Backend::Tract(b), BackendState::Tract(x), BackendState::Tract(y)) => {
+                b.concat(x, y).map(BackendState::Tract)
+            }
+            #[cfg(feature = "train")]
+            (Backend::Tch(b), BackendState::Tch(x), BackendState::Tch(y)) => {
+                b.concat(x, y).map(BackendState::Tch)
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(mismatch()),
+        }
+    }
+
+    fn joins_any_position(&self) -> bool {
+        match self {
+            #[cfg(feature = "ort")]
+            Backend::Ort(b) => b.joins_any_position(),
+            #[cfg(feature = "tract")]
+            Backend::Tract(b) => b.joins_any_position(),
+            #[cfg(feature = "train")]
+            Backend::Tch(b) => b.joins_any_position(),
+            // With no backend compiled in, `Backend` has no values.
+            #[cfg(not(any(feature = "ort", feature = "tract", feature = "train")))]
+            _ => match *self {},
+        }
+    }
+
     fn rows(&self, state: &BackendState) -> usize {
         match (self, state) {
             #[cfg(feature = "ort")]

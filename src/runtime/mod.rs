@@ -101,6 +101,28 @@ pub trait Seq2Seq: Send + Sync {
     /// Keep rows `rows` of `state`, in that order (a row may appear more than once).
     fn select(&self, state: Self::State, rows: &[usize]) -> Result<Self::State>;
 
+    /// Join two states into one: the rows of `first`, then the rows of `second` (the inverse of
+    /// `select`; the continuous batcher adds new questions to a running batch this way). Both
+    /// must have taken at least one `step`. They may be at different positions: the shorter
+    /// self-attention cache is padded on the left and masked out (T5's relative position bias
+    /// depends only on the distance from query to key, so the padding changes no logit), and the
+    /// shorter encoder output on the right, masked by the encoder mask. States at different
+    /// positions fail unless [`joins_any_position`](Self::joins_any_position).
+    fn concat(&self, first: Self::State, second: Self::State) -> Result<Self::State> {
+        let _ = (first, second);
+        Err(crate::error::Error::input(
+            "decoding state",
+            format!("{} cannot join decoding states yet", self.describe()),
+        ))
+    }
+
+    /// Whether [`concat`](Self::concat) joins states at different positions (the decoder takes a
+    /// self-attention mask: cbqa's own exports and the tch model); an optimum export only joins
+    /// states at the same position.
+    fn joins_any_position(&self) -> bool {
+        false
+    }
+
     /// Number of rows in `state`.
     fn rows(&self, state: &Self::State) -> usize;
 
