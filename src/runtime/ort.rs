@@ -352,6 +352,17 @@ pub struct OrtState {
     padding: CachePadding,
 }
 
+impl OrtState {
+    /// The length of the self-attention cache (positions, padding included) as its tensors
+    /// hold it: 0 before the first step.
+    pub fn cache_len(&self) -> usize {
+        match self.cache.first().map(|layer| layer[0].dtype()) {
+            Some(ValueType::Tensor { shape, .. }) => shape.get(2).map_or(0, |&d| d.max(0) as usize),
+            _ => 0,
+        }
+    }
+}
+
 fn check_names(
     session: &Session,
     file: &Path,

@@ -28,6 +28,14 @@ pub struct TchState {
     padding: CachePadding,
 }
 
+impl TchState {
+    /// The length of the self-attention cache (positions, padding included) as its tensors
+    /// hold it: 0 before the first step.
+    pub fn cache_len(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.past_len() as usize)
+    }
+}
+
 impl TchSeq2Seq {
     /// Open a Hugging Face checkpoint directory on `device` (fp32).
     pub fn load(dir: &crate::ModelDir, device: Device) -> Result<Self> {

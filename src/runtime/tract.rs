@@ -188,6 +188,17 @@ pub struct TractState {
     padding: CachePadding,
 }
 
+impl TractState {
+    /// The length of the self-attention cache (positions, padding included) as its tensors
+    /// hold it: 0 before the first step.
+    pub fn cache_len(&self) -> usize {
+        self.cache
+            .first()
+            .and_then(|layer| layer[0].shape().get(2).copied())
+            .unwrap_or(0)
+    }
+}
+
 /// Load and optimise `file` of `dir`, checking it has the (inputs, outputs) `names`.
 fn load_checked(dir: &OnnxDir, file: &str, names: (Vec<String>, Vec<String>)) -> Result<Graph> {
     let graph = Graph::load(&dir.graph(file))?;
