@@ -112,7 +112,14 @@ fn export_validates_in_both_runtimes_and_stores_weights_once() {
         let v = done.validation.as_ref().unwrap();
         let report = &done.export;
         for rt in ["onnxruntime", "tract"] {
-            for graph in [export::ENCODER, export::DECODER, export::DECODER_WITH_PAST] {
+            // The masked decoder with past too: on left-padded caches, against the reference's
+            // shorter prefixes (validate::graphs).
+            for graph in [
+                export::ENCODER,
+                export::DECODER,
+                export::DECODER_WITH_PAST,
+                export::DECODER_WITH_PAST_MASKED,
+            ] {
                 let worst = v.worst(rt, graph).unwrap_or_else(|| panic!("{rt} {graph}"));
                 eprintln!(
                     "{name}: {rt:<11} {graph:<28} worst {:<26} {:.2e} (max|ref| {:.1})",
@@ -130,6 +137,7 @@ fn export_validates_in_both_runtimes_and_stores_weights_once() {
             export::ENCODER,
             export::DECODER,
             export::DECODER_WITH_PAST,
+            export::DECODER_WITH_PAST_MASKED,
             export::DATA_FILE,
             "config.json",
             "generation_config.json",
@@ -288,7 +296,8 @@ fn onnx_checker_and_optimum_accept_the_export() {
                 String::from_utf8_lossy(&out.stderr)
             );
             let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-            assert_eq!(v["checker"].as_object().unwrap().len(), 4);
+            // encoder, decoder, decoder with past, its masked twin, merged decoder
+            assert_eq!(v["checker"].as_object().unwrap().len(), 5);
             let o = &v["optimum"];
             assert_eq!(o["greedy_equal"], true);
             assert_eq!(o["beam4_equal"], true);
@@ -312,7 +321,12 @@ fn tract_runs_every_graph_with_symbolic_axes() {
     .unwrap();
     let model = ModelDir::open(&fixture("t5_v1_1")).unwrap();
     let (h, dkv, layers) = (4usize, 12usize, 2usize);
-    for file in [export::ENCODER, export::DECODER, export::DECODER_WITH_PAST] {
+    for file in [
+        export::ENCODER,
+        export::DECODER,
+        export::DECODER_WITH_PAST,
+        export::DECODER_WITH_PAST_MASKED,
+    ] {
         let plan = tract_onnx::onnx()
             .model_for_path(report.dir.join(file))
             .and_then(|m| m.into_optimized())
@@ -328,6 +342,10 @@ fn tract_runs_every_graph_with_symbolic_axes() {
                 export::DECODER => tvec![mask.into(), dec.into(), enc.into()],
                 _ => {
                     let mut v: TVec<TValue> = tvec![mask.into(), dec.into()];
+                    if file == export::DECODER_WITH_PAST_MASKED {
+                        let keys = ndarray::Array2::<i64>::ones((b, 4 + t));
+                        v.push(Tensor::from(keys).into());
+                    }
                     for _ in 0..layers {
                         for len in [4, 4, s, s] {
                             v.push(
@@ -455,6 +473,13 @@ fn fp16_and_int8_exports_validate() {
             panic!("{precision:?} {quantize:?}: {e}\ncpu: {cpu}")
         });
         let v = report.validation.unwrap();
+        for rt in ["onnxruntime", "tract"] {
+            let masked = v.worst(rt, export::DECODER_WITH_PAST_MASKED);
+            assert!(
+                masked.is_some(),
+                "{precision:?} {quantize:?}: {rt} did not check the masked decoder"
+            );
+        }
         for c in &v.checks {
             if c.output == "logits" || c.output == "last_hidden_state" {
                 eprintln!(
@@ -503,7 +528,12 @@ fn int8_export_validates_under_avx2_saturation() {
     // The export's files, then its graphs replaced by their AVX2 rewrites (self-contained).
     let emulated = tmp.path().join("int8-avx2");
     copy_dir(&int8, &emulated);
-    for g in [export::ENCODER, export::DECODER, export::DECODER_WITH_PAST] {
+    for g in [
+        export::ENCODER,
+        export::DECODER,
+        export::DECODER_WITH_PAST,
+        export::DECODER_WITH_PAST_MASKED,
+    ] {
         let (src, dst) = (int8.join(g), emulated.join(g));
         run_python(
             "avx2_u8s8.py",
