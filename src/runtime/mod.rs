@@ -154,6 +154,7 @@ impl CachePadding {
     }
 
     /// Whether some row has padding (the decoder then needs the self-attention mask).
+    #[cfg_attr(not(feature = "train"), allow(dead_code))]
     pub fn padded(&self) -> bool {
         self.pads.iter().any(|&p| p > 0)
     }
