@@ -263,8 +263,9 @@ pub fn validate(
     Ok(report)
 }
 
-/// The runtimes `opts` asks for, each opened on `dir` as `cbqa eval` opens it (ONNX Runtime
-/// with the merged decoder too, where the export has one).
+/// The runtimes `opts` asks for, each opened on `dir` as `cbqa eval` opens it, and with the
+/// graphs decoding does not use (the merged decoder in ONNX Runtime, the plain decoder with past
+/// beside the masked one), where the export has them.
 fn backends(dir: &Path, opts: &ValidateOptions) -> Result<Vec<Backend>> {
     let mut kinds = Vec::new();
     if opts.ort {
