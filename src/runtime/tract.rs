@@ -475,7 +475,10 @@ impl Seq2Seq for TractSeq2Seq {
     fn concat(&self, first: TractState, second: TractState) -> Result<TractState> {
         let any = self.joins_any_position();
         super::check_join(&first.padding, &second.padding, any, &self.dir)?;
-        if first.cache.len() != second.cache.len() || first.mask.rank() != 2 {
+        if first.cache.len() != second.cache.len()
+            || first.mask.rank() != 2
+            || second.mask.rank() != 2
+        {
             return Err(Error::input(
                 "decoding state",
                 "the two states hold different tensors (states of different models?)",
