@@ -59,11 +59,14 @@ class Server:
     def __init__(self, args, extra):
         cmd = [args.bin, "serve", "--model", args.model, "--port", "0", "--threads",
                str(args.threads), "--max-new-tokens", str(args.max_new_tokens)] + extra
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("listening on http://"):
             self.proc.kill()
-            sys.exit(f"cbqa serve did not start: {line!r}")
+            self.proc.wait()
+            self.log.seek(0)
+            sys.exit(f"cbqa serve did not start: {line!r}\n{' '.join(cmd)}\n{self.log.read()}")
         host, port = line.strip().removeprefix("listening on http://").rsplit(":", 1)
         self.host, self.port = host, int(port)
         conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
@@ -115,7 +118,9 @@ def run_clients(server, questions, clients, seconds):
 
 
 def scenario(args, name, clients, max_queue, questions, extra=()):
-    server = Server(args, ["--max-queue", str(max_queue), *extra])
+    # one question per request: a request limit the queue can hold
+    limits = ["--max-queue", str(max_queue), "--max-questions", str(min(max_queue, 64))]
+    server = Server(args, [*limits, *extra])
     run_clients(server, questions, clients, args.warmup)
     rss_before = rss_mb(server.proc.pid)
     t0 = time.monotonic()
