@@ -63,6 +63,16 @@ impl<B: Seq2Seq> Seq2Seq for Timed<'_, B> {
         add(&self.select_ns, t);
         r
     }
+    fn concat(&self, first: B::State, second: B::State) -> Result<B::State> {
+        // Joining moves rows as selecting does: timed with it.
+        let t = Instant::now();
+        let r = self.inner.concat(first, second);
+        add(&self.select_ns, t);
+        r
+    }
+    fn joins_any_position(&self) -> bool {
+        self.inner.joins_any_position()
+    }
     fn rows(&self, state: &B::State) -> usize {
         self.inner.rows(state)
     }

@@ -22,8 +22,8 @@ use crate::config::{FeedForward, T5Config};
 use crate::error::Result;
 use crate::onnx::builder::{model, Attr, Dim, Graph, Value};
 use crate::onnx::layout::{
-    self, Part, ATTENTION_MASK, CACHE_ORDER, ENCODER_ATTENTION_MASK, ENCODER_HIDDEN_STATES,
-    INPUT_IDS, LAST_HIDDEN_STATE, LOGITS,
+    self, Part, ATTENTION_MASK, CACHE_ORDER, DECODER_ATTENTION_MASK, ENCODER_ATTENTION_MASK,
+    ENCODER_HIDDEN_STATES, INPUT_IDS, LAST_HIDDEN_STATE, LOGITS,
 };
 use crate::onnx::proto::{data_type, ModelProto};
 
@@ -372,15 +372,37 @@ pub(crate) fn encoder(cfg: &T5Config, p: &mut Params<'_>) -> Result<ModelProto> 
     Ok(finish(c, "T5 encoder (cbqa export, optimum layout)"))
 }
 
-/// `decoder_model.onnx` (`with_past = false`: computes the cross-attention keys and values from
-/// `encoder_hidden_states` and outputs them) or `decoder_with_past_model.onnx` (`with_past = true`:
-/// takes `past_key_values.*`, and the query position is the past length).
-pub(crate) fn decoder(cfg: &T5Config, p: &mut Params<'_>, with_past: bool) -> Result<ModelProto> {
-    let g = decoder_graph(cfg, p, with_past, None)?;
-    let doc = if with_past {
-        "T5 decoder step with past key/values (cbqa export, optimum layout)"
-    } else {
-        "T5 decoder (cbqa export, optimum layout)"
+/// Which decoder graph to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DecoderStep {
+    /// `decoder_model.onnx`: computes the cross-attention keys and values from
+    /// `encoder_hidden_states` and outputs them.
+    First,
+    /// `decoder_with_past_model.onnx`: takes `past_key_values.*`; the query position is the past
+    /// length.
+    WithPast,
+    /// `decoder_with_past_masked_model.onnx`: as [`DecoderStep::WithPast`], with the
+    /// self-attention key mask `decoder_attention_mask` (cbqa's, for joining decoding states).
+    WithPastMasked,
+}
+
+impl DecoderStep {
+    fn with_past(self) -> bool {
+        self != DecoderStep::First
+    }
+}
+
+/// One of the decoder graphs (see [`DecoderStep`]).
+pub(crate) fn decoder(cfg: &T5Config, p: &mut Params<'_>, step: DecoderStep) -> Result<ModelProto> {
+    let g = decoder_graph(cfg, p, step, None)?;
+    let doc = match step {
+        DecoderStep::First => "T5 decoder (cbqa export, optimum layout)",
+        DecoderStep::WithPast => {
+            "T5 decoder step with past key/values (cbqa export, optimum layout)"
+        }
+        DecoderStep::WithPastMasked => {
+            "T5 decoder step with past key/values and a self-attention key mask (cbqa export)"
+        }
     };
     Ok(finish_graph(g, cfg, doc))
 }
@@ -393,6 +415,8 @@ struct DecoderInputs {
     enc_states: Option<Value>,
     /// Per layer, the four `past_key_values` in [`CACHE_ORDER`] (the decoder with past).
     past: Vec<Vec<Value>>,
+    /// `decoder_attention_mask` (the masked decoder with past).
+    self_mask: Option<Value>,
 }
 
 /// The two attention biases of every decoder block.
@@ -409,13 +433,14 @@ struct DecoderBiases {
 pub(crate) fn decoder_graph(
     cfg: &T5Config,
     p: &mut Params<'_>,
-    with_past: bool,
+    step: DecoderStep,
     branch: Option<&str>,
 ) -> Result<Graph> {
-    let name = if with_past {
-        "t5_decoder_with_past"
-    } else {
-        "t5_decoder"
+    let with_past = step.with_past();
+    let name = match step {
+        DecoderStep::First => "t5_decoder",
+        DecoderStep::WithPast => "t5_decoder_with_past",
+        DecoderStep::WithPastMasked => "t5_decoder_with_past_masked",
     };
     let prefix = branch.unwrap_or("");
     let mut c = Ctx {
@@ -423,7 +448,7 @@ pub(crate) fn decoder_graph(
         p,
         cfg,
     };
-    let inputs = decoder_inputs(&mut c, with_past);
+    let inputs = decoder_inputs(&mut c, step);
     let biases = decoder_biases(&mut c, &inputs)?;
     let enc_states_c = inputs.enc_states.as_ref().map(|e| c.as_compute(e));
     let mut h = c.embed(&inputs.ids)?;
@@ -450,17 +475,19 @@ pub(crate) fn decoder_graph(
     Ok(c.g)
 }
 
-/// The graph inputs: the encoder mask and decoder ids, then the past keys/values (with past)
-/// or the encoder states (without).
-fn decoder_inputs(c: &mut Ctx<'_, '_>, with_past: bool) -> DecoderInputs {
+/// The graph inputs: the encoder mask and decoder ids (and the self-attention key mask of the
+/// masked step), then the past keys/values (with past) or the encoder states (without).
+fn decoder_inputs(c: &mut Ctx<'_, '_>, step: DecoderStep) -> DecoderInputs {
     let cfg = c.cfg;
     let h_dim = Dim::Fixed(cfg.num_heads as i64);
     let kv_dim = Dim::Fixed(cfg.d_kv as i64);
     let enc_mask = c.g.input(ENCODER_ATTENTION_MASK, I64, &[BATCH, ENC_LEN]);
     let ids = c.g.input(INPUT_IDS, I64, &[BATCH, DEC_LEN]);
+    let self_mask = (step == DecoderStep::WithPastMasked)
+        .then(|| c.g.input(DECODER_ATTENTION_MASK, I64, &[BATCH, TOTAL_LEN]));
     let mut enc_states = None;
     let mut past = Vec::new();
-    if with_past {
+    if step.with_past() {
         for i in 0..cfg.decoder_layers() {
             let mut four = Vec::new();
             for (part, kv) in CACHE_ORDER {
@@ -478,6 +505,7 @@ fn decoder_inputs(c: &mut Ctx<'_, '_>, with_past: bool) -> DecoderInputs {
         ids,
         enc_states,
         past,
+        self_mask,
     }
 }
 
@@ -502,7 +530,12 @@ fn decoder_biases(c: &mut Ctx<'_, '_>, inputs: &DecoderInputs) -> Result<Decoder
     let future = c.cast(&future, F32);
     let min = c.g.scalar_f(f32::MIN, F32);
     let causal = c.g.op("Mul", &[&future, &min], vec![]);
-    let self_attention = c.g.op("Add", &[&pos_bias, &causal], vec![]);
+    let mut self_attention = c.g.op("Add", &[&pos_bias, &causal], vec![]);
+    if let Some(mask) = &inputs.self_mask {
+        // Padding keys of a joined state: `[B, 1, 1, past + len]`, as the encoder mask.
+        let padding = c.padding_bias(mask);
+        self_attention = c.g.op("Add", &[&self_attention, &padding], vec![]);
+    }
     let cross_attention = c.padding_bias(&inputs.enc_mask);
     Ok(DecoderBiases {
         self_attention,

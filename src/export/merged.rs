@@ -15,7 +15,8 @@
 //! them.
 
 use super::graphs::{
-    cache_len, decoder_graph, finish_graph, present_len, BATCH, DEC_LEN, ENC_LEN, F32, I64,
+    cache_len, decoder_graph, finish_graph, present_len, DecoderStep, BATCH, DEC_LEN, ENC_LEN, F32,
+    I64,
 };
 use super::weights::Params;
 use crate::config::T5Config;
@@ -30,8 +31,8 @@ use crate::onnx::proto::{data_type, GraphProto, ModelProto};
 const HEAD_DIM: Dim = Dim::Sym("past_head_size");
 
 pub(crate) fn decoder_merged(cfg: &T5Config, p: &mut Params<'_>) -> Result<ModelProto> {
-    let mut no_past = decoder_graph(cfg, p, false, Some("/no_past"))?;
-    let mut with_past = decoder_graph(cfg, p, true, Some("/with_past"))?;
+    let mut no_past = decoder_graph(cfg, p, DecoderStep::First, Some("/no_past"))?;
+    let mut with_past = decoder_graph(cfg, p, DecoderStep::WithPast, Some("/with_past"))?;
     let mut g = Graph::new("t5_decoder_merged");
     let h = Dim::Fixed(cfg.num_heads as i64);
     let kv_dim = Dim::Fixed(cfg.d_kv as i64);

@@ -11,6 +11,9 @@
 //!                                 → logits, present.{i}.{decoder,encoder}.{key,value}
 //! decoder_with_past_model.onnx  input_ids, encoder_attention_mask, past_key_values.{i}.*
 //!                                 → logits, present.{i}.decoder.{key,value}
+//! decoder_with_past_masked_model.onnx
+//!                               the same with decoder_attention_mask (self-attention key mask:
+//!                                 cbqa's runtimes join decoding states at different positions)
 //! decoder_model_merged.onnx     (with --merged) both decoders behind an If on use_cache_branch
 //! model.onnx_data               the weights, once, referenced by offset from every graph
 //! config.json, generation_config.json, tokenizer.json (+ tokenizer_config.json, ...)
@@ -27,7 +30,9 @@ mod weights;
 
 // The ONNX contract lives in `crate::onnx`; these re-exports keep the paths users and tests
 // have always had (`cbqa::export::ENCODER`, `cbqa::export::proto::ModelProto`, ...).
-pub use crate::onnx::layout::{DATA_FILE, DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER};
+pub use crate::onnx::layout::{
+    DATA_FILE, DECODER, DECODER_MERGED, DECODER_WITH_PAST, DECODER_WITH_PAST_MASKED, ENCODER,
+};
 pub use crate::onnx::proto;
 pub use crate::onnx::{IR_VERSION, OPSET};
 pub use position::BucketTable;
@@ -38,6 +43,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::OutputDir;
 use crate::model_dir::ModelDir;
 use crate::onnx::layout::METADATA_FILE;
+use graphs::DecoderStep;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -186,11 +192,17 @@ fn write_graphs(model: &ModelDir, dir: &Path, opts: &ExportOptions) -> Result<()
     let cfg = &model.config;
     let mut params = weights::Params::create(&model.weights, dir, opts.precision, opts.quantize)?;
     write_model(dir, ENCODER, &graphs::encoder(cfg, &mut params)?)?;
-    write_model(dir, DECODER, &graphs::decoder(cfg, &mut params, false)?)?;
+    let decoder = |step, params: &mut weights::Params<'_>| graphs::decoder(cfg, params, step);
+    write_model(dir, DECODER, &decoder(DecoderStep::First, &mut params)?)?;
     write_model(
         dir,
         DECODER_WITH_PAST,
-        &graphs::decoder(cfg, &mut params, true)?,
+        &decoder(DecoderStep::WithPast, &mut params)?,
+    )?;
+    write_model(
+        dir,
+        DECODER_WITH_PAST_MASKED,
+        &decoder(DecoderStep::WithPastMasked, &mut params)?,
     )?;
     if opts.merged {
         write_model(
@@ -216,6 +228,8 @@ fn metadata(opts: &ExportOptions, model: &ModelDir) -> serde_json::Value {
         "quantize": format!("{:?}", opts.quantize).to_lowercase(),
         "weights_dtype": format!("{:?}", opts.precision).to_lowercase(),
         "merged": opts.merged,
+        // The runtimes step with it in place of decoder_with_past_model.onnx.
+        "decoder_with_past_masked": true,
         "source": model.dir.display().to_string(),
         "cbqa_version": env!("CARGO_PKG_VERSION"),
         "opset": OPSET,

@@ -25,6 +25,13 @@ pub struct LayerCache {
 #[derive(Debug, Default)]
 pub struct KvCache {
     pub layers: Vec<LayerCache>,
+    /// Which cached self-attention positions are real keys (1) and which are padding (0),
+    /// `[B, past_len]` i64; `None`: all are real (training, and decoding of one batch). Set when
+    /// decoding states at different positions are joined (the shorter cache padded on the left,
+    /// see `runtime::Seq2Seq::concat`): the decoder then masks the padding out of self-attention
+    /// as transformers masks padding (`(1 - mask) * finfo.min`), and extends the mask by the new
+    /// positions.
+    pub key_mask: Option<Tensor>,
 }
 
 impl KvCache {
@@ -39,6 +46,10 @@ impl KvCache {
     /// Keep only the batch rows `index` (i64 `[N]`), in that order (beam search reordering,
     /// dropping finished sequences).
     pub fn index_select(&self, index: &Tensor) -> Result<KvCache> {
+        let key_mask = match &self.key_mask {
+            Some(m) => Some(m.f_index_select(0, index)?),
+            None => None,
+        };
         let sel = |t: &Tensor| t.f_index_select(0, index);
         let layers = self
             .layers
@@ -52,7 +63,7 @@ impl KvCache {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(KvCache { layers })
+        Ok(KvCache { layers, key_mask })
     }
 }
 
@@ -251,8 +262,15 @@ impl T5Stack {
         let kind = hidden.kind();
         let device = input_ids.device();
         let past = cache.as_ref().map_or(0, KvCache::past_len);
-        let (_, t) = input_ids.size2()?;
+        let (b, t) = input_ids.size2()?;
         let key_len = past + t;
+        let key_mask = match cache.as_ref().and_then(|c| c.key_mask.as_ref()) {
+            Some(m) => Some(Tensor::f_cat(
+                &[m, &Tensor::f_ones([b, t], (Kind::Int64, device))?],
+                1,
+            )?),
+            None => None,
+        };
         let positions = Tensor::f_arange_start(past, key_len, (Kind::Int64, device))?;
         // Causal mask: query at absolute position p sees keys 0..=p.
         let keys = Tensor::f_arange(key_len, (Kind::Int64, device))?.f_unsqueeze(0)?;
@@ -260,9 +278,13 @@ impl T5Stack {
             .f_gt_tensor(&positions.f_unsqueeze(1)?)?
             .f_to_kind(kind)?
             .f_mul_scalar(dtype_min(kind))?;
-        let self_bias = self
+        let mut self_bias = self
             .position_bias(&positions, key_len)?
             .f_add(&causal.f_unsqueeze(0)?.f_unsqueeze(0)?)?;
+        if let Some(m) = &key_mask {
+            // Padding keys of a joined state, `[B, 1, 1, key_len]`.
+            self_bias = self_bias.f_add(&extended_mask(m, kind)?)?;
+        }
         // Cross-attention has no position bias: only the encoder padding mask.
         let cross_bias = extended_mask(encoder_attention_mask, kind)?;
         let ctx = DecoderContext {
@@ -283,6 +305,6 @@ impl T5Stack {
             .final_layer_norm
             .forward(&hidden)?
             .f_dropout(self.dropout, train)?;
-        Ok((hidden, KvCache { layers }))
+        Ok((hidden, KvCache { layers, key_mask }))
     }
 }

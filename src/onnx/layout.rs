@@ -11,6 +11,13 @@ pub const ENCODER: &str = "encoder_model.onnx";
 pub const DECODER: &str = "decoder_model.onnx";
 /// Every later decoder step: takes the whole cache, returns its self-attention half.
 pub const DECODER_WITH_PAST: &str = "decoder_with_past_model.onnx";
+/// cbqa's own addition (not optimum's): [`DECODER_WITH_PAST`] with one more input,
+/// [`DECODER_ATTENTION_MASK`], which masks keys of the self-attention cache out. Decoding states
+/// at different positions can then be joined (the shorter cache padded on the left and masked);
+/// the runtimes use it in place of [`DECODER_WITH_PAST`] where an export has it. It shares
+/// [`DATA_FILE`] with the other graphs; optimum never loads it (it picks its graphs by their
+/// standard names).
+pub const DECODER_WITH_PAST_MASKED: &str = "decoder_with_past_masked_model.onnx";
 /// Both decoders behind an `If` on [`USE_CACHE_BRANCH`] (optional, `cbqa export --merged`).
 pub const DECODER_MERGED: &str = "decoder_model_merged.onnx";
 /// The graph files every export has (optimum's unmerged layout).
@@ -31,6 +38,10 @@ pub const LAST_HIDDEN_STATE: &str = "last_hidden_state";
 pub const ENCODER_ATTENTION_MASK: &str = "encoder_attention_mask";
 /// Decoder input (first step only): the encoder output.
 pub const ENCODER_HIDDEN_STATES: &str = "encoder_hidden_states";
+/// Input of [`DECODER_WITH_PAST_MASKED`]: the self-attention key mask, int64
+/// `[batch, past_decoder_sequence_length + 1]` (1 = a real key, 0 = padding), added to the scores
+/// as `(1 - mask) * finfo(float32).min`, as transformers adds a padding mask.
+pub const DECODER_ATTENTION_MASK: &str = "decoder_attention_mask";
 /// Merged decoder input: bool `[1]`, true to run the with-past branch.
 pub const USE_CACHE_BRANCH: &str = "use_cache_branch";
 /// Decoder output, float32 `[batch, decoder_len, vocab]`.
@@ -146,6 +157,14 @@ impl IoNames {
         (ins, outs)
     }
 
+    /// (inputs, outputs) of [`DECODER_WITH_PAST_MASKED`]: those of [`DECODER_WITH_PAST`] and
+    /// [`DECODER_ATTENTION_MASK`].
+    pub fn decoder_with_past_masked(&self) -> (Vec<String>, Vec<String>) {
+        let (mut ins, outs) = self.decoder_with_past();
+        ins.insert(2, DECODER_ATTENTION_MASK.to_string());
+        (ins, outs)
+    }
+
     /// The decoder half (self-attention key and value) of every layer's present outputs: what
     /// [`DECODER_WITH_PAST`] returns besides the logits.
     pub fn self_attention_outputs(&self) -> impl Iterator<Item = &String> {
@@ -175,6 +194,10 @@ mod tests {
         );
         let (ins, outs) = IoNames::new(2).decoder_with_past();
         assert_eq!(ins.len(), 2 + 8);
+        let (masked, masked_outs) = IoNames::new(2).decoder_with_past_masked();
+        assert_eq!(masked.len(), 2 + 8 + 1);
+        assert!(masked.iter().any(|n| n == DECODER_ATTENTION_MASK));
+        assert_eq!(masked_outs, outs);
         assert_eq!(
             outs[1..],
             [

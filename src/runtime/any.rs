@@ -151,9 +151,11 @@ impl Backend {
         Self::load_graphs(dir, opts, false)
     }
 
-    /// As [`Backend::load`]; with `merged`, ONNX Runtime also opens `decoder_model_merged.onnx`
-    /// where the export has it, the same way, for [`Backend::run_graph`] (validation).
-    pub fn load_graphs(dir: &OnnxDir, opts: &BackendOptions, merged: bool) -> Result<Self> {
+    /// As [`Backend::load`]; with `every_graph`, the graphs decoding does not use are also
+    /// opened, the same way, for [`Backend::run_graph`] (validation): ONNX Runtime's
+    /// `decoder_model_merged.onnx` where the export has it, and for both ONNX backends
+    /// `decoder_with_past_model.onnx` when decoding uses `decoder_with_past_masked_model.onnx`.
+    pub fn load_graphs(dir: &OnnxDir, opts: &BackendOptions, every_graph: bool) -> Result<Self> {
         if opts.compute != Compute::Fp32 {
             return Err(Error::setting(
                 "compute",
@@ -166,7 +168,9 @@ impl Backend {
             BackendKind::Ort => {
                 let o = ort_options(dir, opts);
                 Ok(Backend::Ort(super::ort::OrtSeq2Seq::load_graphs(
-                    dir, &o, merged,
+                    dir,
+                    &o,
+                    every_graph,
                 )?))
             }
             #[cfg(feature = "tract")]
@@ -177,7 +181,10 @@ impl Backend {
                         msg: "tract runs on the CPU only; use the ort backend".into(),
                     });
                 }
-                Ok(Backend::Tract(super::tract::TractSeq2Seq::load(dir)?))
+                Ok(Backend::Tract(super::tract::TractSeq2Seq::load_graphs(
+                    dir,
+                    every_graph,
+                )?))
             }
             #[allow(unreachable_patterns)]
             other => Err(Error::setting(

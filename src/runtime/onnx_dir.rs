@@ -3,7 +3,9 @@
 use crate::config::T5Config;
 use crate::error::{Error, Result};
 use crate::model_dir::GenerationConfig;
-use crate::onnx::layout::{GRAPHS, METADATA_FILE};
+use crate::onnx::layout::{
+    IoNames, DECODER_WITH_PAST, DECODER_WITH_PAST_MASKED, GRAPHS, METADATA_FILE,
+};
 use std::path::{Path, PathBuf};
 
 /// The files of an ONNX export: three graphs plus config, generation config and tokenizer.
@@ -82,6 +84,17 @@ impl OnnxDir {
     /// e.g. for optimum's exports).
     pub fn precision(&self) -> String {
         precision_of(&self.dir)
+    }
+
+    /// The graph of every decoding step after the first, and its (inputs, outputs):
+    /// `decoder_with_past_masked_model.onnx` where the export has it (cbqa's exports: it takes
+    /// the self-attention key mask, so decoding states at any position can be joined), else
+    /// `decoder_with_past_model.onnx` (optimum's exports). The runtimes open one of the two.
+    pub(crate) fn step_graph(&self, names: &IoNames) -> (&'static str, (Vec<String>, Vec<String>)) {
+        match self.graph(DECODER_WITH_PAST_MASKED).is_file() {
+            true => (DECODER_WITH_PAST_MASKED, names.decoder_with_past_masked()),
+            false => (DECODER_WITH_PAST, names.decoder_with_past()),
+        }
     }
 
     /// Path of one of the graphs.

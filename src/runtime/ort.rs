@@ -7,7 +7,15 @@
 //! next step's inputs as the same values, also without copies. Rows are gathered (a copy) only
 //! when `select` changes them: beam reordering, or finished rows leaving the batch. That gather
 //! is itself an ONNX graph (`select_rows_model`) run on the model's execution provider, so on
-//! a GPU the state is reordered on the device.
+//! a GPU the state is reordered on the device; so is `concat`, which joins two states
+//! (`join_states_model`: the shorter self-attention cache padded on the left, the shorter encoder
+//! mask and cross-attention keys/values on the right, then one `Concat` each).
+//!
+//! Later steps run `decoder_with_past_masked_model.onnx` in place of
+//! `decoder_with_past_model.onnx` where the export has it (cbqa's exports): it takes the
+//! self-attention key mask, built on the host each step from the state's `CachePadding`, so
+//! states at different positions can be joined. optimum's exports lack it and join only states
+//! at the same position.
 //!
 //! Every run goes through an `IoBinding` that places the outputs: logits in host memory (they
 //! are read every step), the encoder output and the caches in `cache_mem` — GPU memory under the
@@ -20,11 +28,14 @@
 
 use super::onnx_dir::{check_io, OnnxDir};
 use super::ort_weights::{fail, SharedWeights, ORT};
-use super::{is_identity, EncoderInput, GraphInput, GraphOutputs, Logits, Seq2Seq};
+use super::{
+    is_identity, CachePadding, EncoderInput, GraphInput, GraphOutputs, JoinPads, Logits, Seq2Seq,
+};
 use crate::error::{Error, Result};
 use crate::onnx::layout::{
-    IoNames, ATTENTION_MASK, DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER,
-    ENCODER_ATTENTION_MASK, ENCODER_HIDDEN_STATES, INPUT_IDS, LAST_HIDDEN_STATE, LOGITS,
+    IoNames, ATTENTION_MASK, DECODER, DECODER_ATTENTION_MASK, DECODER_MERGED, DECODER_WITH_PAST,
+    DECODER_WITH_PAST_MASKED, ENCODER, ENCODER_ATTENTION_MASK, ENCODER_HIDDEN_STATES, INPUT_IDS,
+    LAST_HIDDEN_STATE, LOGITS,
 };
 use ort::ep::ExecutionProviderDispatch;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
@@ -194,18 +205,88 @@ fn open_session(
 }
 
 /// An ONNX model that gathers the rows `rows` (int64 `[n]`) of its inputs `x0, x1, ...` (of
-/// element types `elems`, any rank) into its outputs `y0, y1, ...`: one `Gather` on axis 0 each.
-fn select_rows_model(elems: &[i32]) -> Vec<u8> {
+/// element types `elems[i].0`, any rank) into its outputs `y0, y1, ...`: one `Gather` on axis 0
+/// each. Where `elems[i].1` (self-attention caches, `[B, H, len, d]`), the first `trim` (int64
+/// `[1]`) positions are then sliced off (columns that are padding in every kept row).
+fn select_rows_model(elems: &[(i32, bool)]) -> Vec<u8> {
     use crate::onnx::builder::{model, Attr, Dim, Graph};
     use crate::onnx::proto::data_type::INT64;
     let mut g = Graph::new("cbqa_select_rows");
     let rows = g.input("rows", INT64, &[Dim::Sym("rows")]);
-    for (i, &elem) in elems.iter().enumerate() {
+    let trims = elems.iter().any(|&(_, trim)| trim);
+    let slice = trims.then(|| {
+        let start = g.input("trim", INT64, &[Dim::Fixed(1)]);
+        (start, g.ints(&[i64::MAX]), g.ints(&[2]))
+    });
+    for (i, &(elem, trim)) in elems.iter().enumerate() {
         let x = g.input_unranked(&format!("x{i}"), elem);
-        let y = g.op("Gather", &[&x, &rows], vec![Attr::Int("axis", 0)]);
+        let mut y = g.op("Gather", &[&x, &rows], vec![Attr::Int("axis", 0)]);
+        if let (true, Some((start, end, axis))) = (trim, &slice) {
+            y = g.op("Slice", &[&y, start, end, axis], vec![]);
+        }
         g.output_unranked(&y, &format!("y{i}"), elem);
     }
     model(g.into_proto(), "cbqa: rows of the decoding state", &[]).encode_to_vec()
+}
+
+/// How [`join_states_model`] pads one state tensor before joining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum JoinAs {
+    /// The encoder mask `[B, S]`: zeros on the right of axis 1.
+    EncoderMask,
+    /// A self-attention cache `[B, H, len, d]`: zeros on the left of axis 2.
+    SelfCache,
+    /// A cross-attention key/value `[B, H, S, d]`: zeros on the right of axis 2.
+    CrossCache,
+}
+
+impl JoinAs {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The `Pad` amounts (ONNX's `[begin per axis..., end per axis...]`) of one state and one
+/// [`JoinAs`] kind, given its left padding of the self cache and right padding of the encoder.
+fn join_pads(kind: JoinAs, left: usize, right: usize) -> Vec<i64> {
+    let (left, right) = (left as i64, right as i64);
+    match kind {
+        JoinAs::EncoderMask => vec![0, 0, 0, right],
+        JoinAs::SelfCache => vec![0, 0, left, 0, 0, 0, 0, 0],
+        JoinAs::CrossCache => vec![0, 0, 0, 0, 0, 0, right, 0],
+    }
+}
+
+/// The names of the `Pad` amount inputs of [`join_states_model`]: per [`JoinAs`], the first
+/// state's and the second's.
+const JOIN_PADS: [[&str; 2]; 3] = [
+    ["mask_pads_a", "mask_pads_b"],
+    ["self_pads_a", "self_pads_b"],
+    ["cross_pads_a", "cross_pads_b"],
+];
+
+/// An ONNX model that joins two decoding states: inputs `a0, a1, ...` (the first state's
+/// tensors) and `b0, b1, ...` (the second's), of element types and [`JoinAs`] kinds `elems`, and
+/// the `Pad` amounts of [`JOIN_PADS`]; output `y{i}` = `Concat(Pad(a{i}), Pad(b{i}))` on axis 0.
+fn join_states_model(elems: &[(i32, JoinAs)]) -> Vec<u8> {
+    use crate::onnx::builder::{model, Attr, Dim, Graph};
+    use crate::onnx::proto::data_type::INT64;
+    let mut g = Graph::new("cbqa_join_states");
+    let pads: Vec<[_; 2]> = [4, 8, 8]
+        .iter()
+        .zip(JOIN_PADS)
+        .map(|(&n, names)| names.map(|name| g.input(name, INT64, &[Dim::Fixed(n)])))
+        .collect();
+    for (i, &(elem, kind)) in elems.iter().enumerate() {
+        let [pa, pb] = &pads[kind.index()];
+        let a = g.input_unranked(&format!("a{i}"), elem);
+        let b = g.input_unranked(&format!("b{i}"), elem);
+        let a = g.op("Pad", &[&a, pa], vec![]);
+        let b = g.op("Pad", &[&b, pb], vec![]);
+        let y = g.op("Concat", &[&a, &b], vec![Attr::Int("axis", 0)]);
+        g.output_unranked(&y, &format!("y{i}"), elem);
+    }
+    model(g.into_proto(), "cbqa: two decoding states joined", &[]).encode_to_vec()
 }
 
 /// The ONNX element type of a tensor value.
@@ -223,9 +304,15 @@ fn elem_of(value: &DynValue) -> Result<i32> {
 pub struct OrtSeq2Seq {
     encoder: Mutex<Session>,
     decoder: Mutex<Session>,
+    /// The session of every later step: [`OrtSeq2Seq::step_graph`].
     decoder_past: Mutex<Session>,
-    /// `decoder_model_merged.onnx`, where it was asked for and is present (validation).
-    merged: Option<Mutex<Session>>,
+    /// `decoder_with_past_masked_model.onnx` where the export has it (it takes the
+    /// self-attention key mask, so states at any position join), else
+    /// `decoder_with_past_model.onnx`.
+    step_graph: &'static str,
+    /// Graphs decoding does not use, opened for validation ([`OrtSeq2Seq::load_graphs`]): the
+    /// unmasked decoder with past when the masked one is used, the merged decoder.
+    unused: Vec<(&'static str, Mutex<Session>)>,
     /// The export directory (errors name its graph files).
     dir: PathBuf,
     layers: usize,
@@ -237,25 +324,43 @@ pub struct OrtSeq2Seq {
     cache_mem: MemoryInfo<'static>,
     /// Host memory, for the logits (read every step).
     host_mem: MemoryInfo<'static>,
-    /// Row-selection sessions (see [`select_rows_model`]), one per list of state element types.
-    select: Mutex<HashMap<Vec<i32>, Session>>,
+    /// Row-selection sessions (see [`select_rows_model`]), one per list of state element types
+    /// and trimmed tensors.
+    select: Mutex<HashMap<Vec<(i32, bool)>, Session>>,
+    /// State-joining sessions (see [`join_states_model`]), one per list of state tensor kinds.
+    join: Mutex<HashMap<Vec<(i32, JoinAs)>, Session>>,
     /// Options of the row-selection sessions: the model's, with CUDA in place of TensorRT.
     select_opts: OrtOptions,
     /// Input and output names of the row-selection graphs (`x0..`, `y0..`), made once: one per
     /// state tensor at most (mask, encoder output, four per layer).
     select_names: (Vec<String>, Vec<String>),
+    /// The first and second state's input names of the joining graphs (`a0..`, `b0..`).
+    join_names: (Vec<String>, Vec<String>),
     /// The mapped weights the sessions use; declared after them so it is dropped after them.
     _weights: Option<SharedWeights>,
 }
 
 /// Decoding state: the encoder mask, the encoder output (until the first step), the cross
-/// attention keys/values and the self-attention cache, all as ONNX Runtime values.
+/// attention keys/values and the self-attention cache, all as ONNX Runtime values, and on the
+/// host the cache's length and each row's left padding.
 pub struct OrtState {
     rows: usize,
     mask: DynValue,
     hidden: Option<DynValue>,
     /// Per layer: [decoder key, decoder value, encoder key, encoder value].
     cache: Vec<[DynValue; 4]>,
+    padding: CachePadding,
+}
+
+impl OrtState {
+    /// The length of the self-attention cache (positions, padding included) as its tensors
+    /// hold it: 0 before the first step.
+    pub fn cache_len(&self) -> usize {
+        match self.cache.first().map(|layer| layer[0].dtype()) {
+            Some(ValueType::Tensor { shape, .. }) => shape.get(2).map_or(0, |&d| d.max(0) as usize),
+            _ => 0,
+        }
+    }
 }
 
 fn check_names(
@@ -340,9 +445,11 @@ impl OrtSeq2Seq {
         Self::load_graphs(dir, opts, false)
     }
 
-    /// As [`OrtSeq2Seq::load`], and with `merged` also `decoder_model_merged.onnx` where the
-    /// export has it, opened the same way (for [`OrtSeq2Seq::run_graph`]).
-    pub fn load_graphs(dir: &OnnxDir, opts: &OrtOptions, merged: bool) -> Result<Self> {
+    /// As [`OrtSeq2Seq::load`], and with `every_graph` also the graphs decoding does not use,
+    /// where the export has them, opened the same way (for [`OrtSeq2Seq::run_graph`]:
+    /// validation): `decoder_model_merged.onnx`, and `decoder_with_past_model.onnx` when
+    /// decoding uses `decoder_with_past_masked_model.onnx`.
+    pub fn load_graphs(dir: &OnnxDir, opts: &OrtOptions, every_graph: bool) -> Result<Self> {
         let layers = dir.config.decoder_layers();
         crate::native::ort_environment()?; // loads the library before any other ort call
         let mut opener = Opener {
@@ -356,13 +463,18 @@ impl OrtSeq2Seq {
         let names = IoNames::new(layers);
         let encoder = opener.open_checked(&dir.graph(ENCODER), names.encoder())?;
         let decoder = opener.open_checked(&dir.graph(DECODER), names.decoder())?;
-        let decoder_past =
-            opener.open_checked(&dir.graph(DECODER_WITH_PAST), names.decoder_with_past())?;
+        let (step_graph, step_names) = dir.step_graph(&names);
+        let decoder_past = opener.open_checked(&dir.graph(step_graph), step_names)?;
+        let mut unused = Vec::new();
+        if every_graph && step_graph != DECODER_WITH_PAST {
+            let past =
+                opener.open_checked(&dir.graph(DECODER_WITH_PAST), names.decoder_with_past())?;
+            unused.push((DECODER_WITH_PAST, Mutex::new(past)));
+        }
         let merged_path = dir.graph(DECODER_MERGED);
-        let merged = match merged && merged_path.is_file() {
-            true => Some(Mutex::new(opener.open(&merged_path)?)),
-            false => None,
-        };
+        if every_graph && merged_path.is_file() {
+            unused.push((DECODER_MERGED, Mutex::new(opener.open(&merged_path)?)));
+        }
         let (host_mem, cache_mem) = memories(&opts.device)?;
         Ok(OrtSeq2Seq {
             cache_mem,
@@ -370,15 +482,20 @@ impl OrtSeq2Seq {
             encoder: Mutex::new(encoder),
             decoder: Mutex::new(decoder),
             decoder_past: Mutex::new(decoder_past),
-            merged,
+            step_graph,
+            unused,
             dir: dir.dir.clone(),
             layers,
             vocab: dir.config.vocab_size,
             names,
             describe: describe(opts, opener.shared.as_ref()),
             select: Mutex::new(HashMap::new()),
+            join: Mutex::new(HashMap::new()),
             select_names: (0..2 + 4 * layers)
                 .map(|i| (format!("x{i}"), format!("y{i}")))
+                .unzip(),
+            join_names: (0..1 + 4 * layers)
+                .map(|i| (format!("a{i}"), format!("b{i}")))
                 .unzip(),
             select_opts: OrtOptions {
                 device: match &opts.device {
@@ -478,13 +595,24 @@ impl OrtSeq2Seq {
 
     /// The session of one graph file of the export.
     fn session(&self, graph: &str) -> Result<&Mutex<Session>> {
+        if graph == self.step_graph {
+            return Ok(&self.decoder_past);
+        }
         match graph {
             ENCODER => Ok(&self.encoder),
             DECODER => Ok(&self.decoder),
-            DECODER_WITH_PAST => Ok(&self.decoder_past),
-            DECODER_MERGED => self.merged.as_ref().ok_or_else(|| {
-                Error::input(graph, "not loaded (OrtSeq2Seq::load_graphs with merged)")
-            }),
+            DECODER_WITH_PAST | DECODER_MERGED | DECODER_WITH_PAST_MASKED => self
+                .unused
+                .iter()
+                .find(|(name, _)| *name == graph)
+                .map(|(_, session)| session)
+                .ok_or_else(|| {
+                    Error::input(
+                        graph,
+                        "not loaded (absent from the export, or OrtSeq2Seq::load_graphs without \
+                         every_graph)",
+                    )
+                }),
             _ => Err(Error::input(graph, "not a graph of the export")),
         }
     }
@@ -528,6 +656,17 @@ impl OrtSeq2Seq {
         let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
         super::last_position(&self.dir.join(graph), &shape, data, rows, self.vocab)
     }
+}
+
+/// The per-layer caches (four values each) of a run's remaining outputs.
+fn layers_of(mut out: impl Iterator<Item = DynValue>, layers: usize) -> Vec<[DynValue; 4]> {
+    let mut cache = Vec::with_capacity(layers);
+    while let (Some(a), Some(b), Some(c), Some(d)) =
+        (out.next(), out.next(), out.next(), out.next())
+    {
+        cache.push([a, b, c, d]);
+    }
+    cache
 }
 
 /// The int64 tensor `[shape]` over `data`, as an input of `graph`.
@@ -576,15 +715,31 @@ impl OrtSeq2Seq {
             cache.push([a, b, c, d]);
         }
         state.cache = cache;
+        state.padding = state.padding.stepped();
         Ok((logits, state))
     }
 
-    /// A later step: `decoder_with_past_model.onnx` on the cache, which returns the new
-    /// self-attention keys/values.
+    /// A later step: the step graph (see [`OrtSeq2Seq::step_graph`]) on the cache, which
+    /// returns the new self-attention keys/values.
     fn past_step(&self, mut state: OrtState, ids: DynValue) -> Result<(Logits, OrtState)> {
-        let mut inputs: Vec<(&str, &DynValue)> = Vec::with_capacity(2 + 4 * self.layers);
+        let graph = self.step_graph;
+        let self_mask = match graph {
+            DECODER_WITH_PAST_MASKED => {
+                let shape = vec![state.rows as i64, state.padding.len as i64 + 1];
+                Some(i64_value(
+                    DECODER_ATTENTION_MASK,
+                    shape,
+                    state.padding.next_mask(),
+                )?)
+            }
+            _ => None,
+        };
+        let mut inputs: Vec<(&str, &DynValue)> = Vec::with_capacity(3 + 4 * self.layers);
         inputs.push((INPUT_IDS, &ids));
         inputs.push((ENCODER_ATTENTION_MASK, &state.mask));
+        if let Some(mask) = &self_mask {
+            inputs.push((DECODER_ATTENTION_MASK, mask));
+        }
         for (layer, n) in state.cache.iter().zip(&self.names.past_inputs) {
             for (v, name) in layer.iter().zip(n) {
                 inputs.push((name.as_str(), v));
@@ -594,23 +749,22 @@ impl OrtSeq2Seq {
         outputs.extend(self.names.self_attention_outputs().map(String::as_str));
         let out = self.run(
             &self.decoder_past,
-            DECODER_WITH_PAST,
+            graph,
             &inputs,
             &outputs,
             Placement::Decoding,
         )?;
         drop(inputs);
         let mut out = out.into_iter();
-        let logits = out
-            .next()
-            .ok_or_else(|| self.missing(DECODER_WITH_PAST, LOGITS))?;
-        let logits = self.logits_of(DECODER_WITH_PAST, &logits, state.rows)?;
+        let logits = out.next().ok_or_else(|| self.missing(graph, LOGITS))?;
+        let logits = self.logits_of(graph, &logits, state.rows)?;
         for layer in state.cache.iter_mut() {
             if let (Some(k), Some(v)) = (out.next(), out.next()) {
                 layer[0] = k;
                 layer[1] = v;
             }
         }
+        state.padding = state.padding.stepped();
         Ok((logits, state))
     }
 
@@ -623,24 +777,68 @@ impl OrtSeq2Seq {
         }
     }
 
-    /// The row-selection session for state tensors of element types `elems`, made once.
-    fn select_session<'a>(
+    /// The session of a small state graph (row selection, joining) for `key`, made once from
+    /// `model(key)`.
+    fn state_session<'a, K: std::hash::Hash + Eq>(
         &self,
-        sessions: &'a mut HashMap<Vec<i32>, Session>,
-        elems: Vec<i32>,
+        sessions: &'a mut HashMap<K, Session>,
+        key: K,
+        label: &str,
+        model: impl FnOnce(&K) -> Vec<u8>,
     ) -> Result<&'a mut Session> {
         use std::collections::hash_map::Entry;
-        Ok(match sessions.entry(elems) {
+        Ok(match sessions.entry(key) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                let model = select_rows_model(e.key());
-                let session =
-                    builder("row selection", &self.select_opts, &self.select_opts.device)?
-                        .commit_from_memory(&model)
-                        .map_err(fail("row selection: load the graph"))?;
+                let model = model(e.key());
+                let session = builder(label, &self.select_opts, &self.select_opts.device)?
+                    .commit_from_memory(&model)
+                    .map_err(fail(format!("{label}: load the graph")))?;
                 e.insert(session)
             }
         })
+    }
+
+    /// The tensors of a stepped state, the encoder mask first, then per layer the cache in
+    /// [`crate::onnx::layout::CACHE_ORDER`], each with how it is padded when joined.
+    fn join_values(state: &OrtState) -> Result<Vec<(&DynValue, (i32, JoinAs))>> {
+        let kinds = [
+            JoinAs::SelfCache,
+            JoinAs::SelfCache,
+            JoinAs::CrossCache,
+            JoinAs::CrossCache,
+        ];
+        let mut values = vec![(&state.mask, JoinAs::EncoderMask)];
+        for layer in &state.cache {
+            values.extend(layer.iter().zip(kinds));
+        }
+        values
+            .into_iter()
+            .map(|(v, kind)| Ok((v, (elem_of(v)?, kind))))
+            .collect()
+    }
+
+    /// The encoder length of a state (its mask's second axis).
+    fn encoder_len(state: &OrtState) -> Result<usize> {
+        match state.mask.dtype() {
+            ValueType::Tensor { shape, .. } if shape.len() == 2 => Ok(shape[1].max(0) as usize),
+            other => Err(Error::input(
+                "decoding state",
+                format!("encoder mask of type {other}, expected int64 [rows, encoder_len]"),
+            )),
+        }
+    }
+
+    /// The `Pad` amounts of [`JOIN_PADS`] for the two states.
+    fn join_pad_values(left: JoinPads, right: JoinPads) -> Result<Vec<DynValue>> {
+        let mut values = Vec::with_capacity(6);
+        for kind in [JoinAs::EncoderMask, JoinAs::SelfCache, JoinAs::CrossCache] {
+            for (l, r) in [(left.first, right.first), (left.second, right.second)] {
+                let pads = join_pads(kind, l, r);
+                values.push(i64_value("pads", vec![pads.len() as i64], pads)?);
+            }
+        }
+        Ok(values)
     }
 }
 
@@ -663,6 +861,7 @@ impl Seq2Seq for OrtSeq2Seq {
             mask,
             hidden: out.pop(),
             cache: Vec::new(),
+            padding: CachePadding::new(input.batch),
         })
     }
 
@@ -680,17 +879,22 @@ impl Seq2Seq for OrtSeq2Seq {
             return Ok(state);
         }
         super::check_rows(rows, state.rows)?;
+        let (padding, trim) = state.padding.select(rows);
         // Every state tensor, gathered in one run of the row-selection graph, on the device the
-        // state lives on (nothing goes through the host under CUDA).
-        let mut values: Vec<&DynValue> = vec![&state.mask];
-        values.extend(&state.hidden);
-        values.extend(state.cache.iter().flatten());
+        // state lives on (nothing goes through the host under CUDA); self-attention caches lose
+        // the `trim` leading columns that are padding in every kept row.
+        let mut values: Vec<(&DynValue, bool)> = vec![(&state.mask, false)];
+        values.extend(state.hidden.iter().map(|h| (h, false)));
+        for layer in &state.cache {
+            values.extend(layer.iter().zip([trim > 0, trim > 0, false, false]));
+        }
         let elems = values
             .iter()
-            .map(|v| elem_of(v))
-            .collect::<Result<Vec<i32>>>()?;
+            .map(|&(v, trims)| Ok((elem_of(v)?, trims)))
+            .collect::<Result<Vec<_>>>()?;
         let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
         let idx = i64_value("rows", vec![rows.len() as i64], idx)?;
+        let trim_value = i64_value("trim", vec![1], vec![trim as i64])?;
         let (xs, ys) = &self.select_names;
         if values.len() > xs.len() {
             return Err(Error::input(
@@ -703,39 +907,80 @@ impl Seq2Seq for OrtSeq2Seq {
             ));
         }
         let mut inputs: Vec<(&str, &DynValue)> = vec![("rows", &idx)];
-        inputs.extend(xs.iter().map(String::as_str).zip(values));
-        let outputs: Vec<&str> = ys[..inputs.len() - 1].iter().map(String::as_str).collect();
+        if trim > 0 {
+            inputs.push(("trim", &trim_value));
+        }
+        let outputs: Vec<&str> = ys[..values.len()].iter().map(String::as_str).collect();
+        inputs.extend(
+            xs.iter()
+                .map(String::as_str)
+                .zip(values.iter().map(|v| v.0)),
+        );
         let mut sessions = lock(&self.select);
-        let session = self.select_session(&mut sessions, elems)?;
+        let label = "row selection";
+        let session = self.state_session(&mut sessions, elems, label, |k| select_rows_model(k))?;
         let mut out = self
-            .run_on(
-                session,
-                "row selection",
-                &inputs,
-                &outputs,
-                Placement::Decoding,
-            )?
+            .run_on(session, label, &inputs, &outputs, Placement::Decoding)?
             .into_iter();
         drop(sessions);
-        let mask = out
-            .next()
-            .ok_or_else(|| self.missing("row selection", "y0"))?;
+        let mask = out.next().ok_or_else(|| self.missing(label, "y0"))?;
         let hidden = match state.hidden {
             Some(_) => out.next(),
             None => None,
         };
-        let mut cache = Vec::with_capacity(state.cache.len());
-        while let (Some(a), Some(b), Some(c), Some(d)) =
-            (out.next(), out.next(), out.next(), out.next())
-        {
-            cache.push([a, b, c, d]);
-        }
         Ok(OrtState {
             rows: rows.len(),
             mask,
             hidden,
-            cache,
+            cache: layers_of(out, state.cache.len()),
+            padding,
         })
+    }
+
+    fn concat(&self, first: OrtState, second: OrtState) -> Result<OrtState> {
+        let any = self.joins_any_position();
+        super::check_join(&first.padding, &second.padding, any, &self.dir)?;
+        let (padding, left) = first.padding.join(&second.padding);
+        let (_, right) =
+            super::encoder_join(Self::encoder_len(&first)?, Self::encoder_len(&second)?);
+        let a = Self::join_values(&first)?;
+        let b = Self::join_values(&second)?;
+        let kinds: Vec<(i32, JoinAs)> = a.iter().map(|(_, k)| *k).collect();
+        if kinds != b.iter().map(|(_, k)| *k).collect::<Vec<_>>()
+            || a.len() > self.join_names.0.len()
+        {
+            return Err(Error::input(
+                "decoding state",
+                "the two states hold different tensors (states of different models?)",
+            ));
+        }
+        let pads = Self::join_pad_values(left, right)?;
+        let mut inputs: Vec<(&str, &DynValue)> =
+            JOIN_PADS.iter().flatten().copied().zip(&pads).collect();
+        let (an, bn) = &self.join_names;
+        inputs.extend(an.iter().map(String::as_str).zip(a.iter().map(|v| v.0)));
+        inputs.extend(bn.iter().map(String::as_str).zip(b.iter().map(|v| v.0)));
+        let ys = &self.select_names.1;
+        let outputs: Vec<&str> = ys[..a.len()].iter().map(String::as_str).collect();
+        let mut sessions = lock(&self.join);
+        let label = "joining states";
+        let session = self.state_session(&mut sessions, kinds, label, |k| join_states_model(k))?;
+        let mut out = self
+            .run_on(session, label, &inputs, &outputs, Placement::Decoding)?
+            .into_iter();
+        drop(sessions);
+        let mask = out.next().ok_or_else(|| self.missing(label, "y0"))?;
+        Ok(OrtState {
+            rows: first.rows + second.rows,
+            mask,
+            hidden: None,
+            cache: layers_of(out, first.cache.len()),
+            padding,
+        })
+    }
+
+    fn joins_any_position(&self) -> bool {
+        self.step_graph == DECODER_WITH_PAST_MASKED
     }
 
     fn rows(&self, state: &OrtState) -> usize {

@@ -1,9 +1,9 @@
 //! The tch backend (feature `train`): the eager libtorch model behind the same trait, used as the
 //! reference, for evaluating checkpoints without exporting them, and for the trainer's dev set.
 
-use super::{EncoderInput, Logits, Seq2Seq};
+use super::{CachePadding, EncoderInput, JoinPads, Logits, Seq2Seq};
 use crate::error::{Error, Result};
-use crate::model::{DecoderInput, KvCache, T5};
+use crate::model::{DecoderInput, KvCache, LayerCache, T5};
 use std::borrow::Borrow;
 use std::sync::{Mutex, MutexGuard};
 use tch::{Device, Kind, Tensor};
@@ -18,12 +18,22 @@ pub struct TchSeq2Seq<M = Mutex<T5>> {
     device: Device,
 }
 
-/// Decoding state: encoder output and mask, and the model's explicit KV cache.
+/// Decoding state: encoder output and mask, the model's explicit KV cache, and on the host the
+/// cache's length and each row's left padding (the cache's `key_mask` where there is any).
 pub struct TchState {
     rows: usize,
     hidden: Tensor,
     mask: Tensor,
     cache: Option<KvCache>,
+    padding: CachePadding,
+}
+
+impl TchState {
+    /// The length of the self-attention cache (positions, padding included) as its tensors
+    /// hold it: 0 before the first step.
+    pub fn cache_len(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.past_len() as usize)
+    }
 }
 
 impl TchSeq2Seq {
@@ -96,6 +106,7 @@ impl<M: Borrow<Mutex<T5>> + Send + Sync> Seq2Seq for TchSeq2Seq<M> {
             hidden,
             mask,
             cache: None,
+            padding: CachePadding::new(input.batch),
         })
     }
 
@@ -125,6 +136,7 @@ impl<M: Borrow<Mutex<T5>> + Send + Sync> Seq2Seq for TchSeq2Seq<M> {
                 hidden: state.hidden,
                 mask: state.mask,
                 cache: Some(out.cache),
+                padding: state.padding.stepped(),
             },
         ))
     }
@@ -133,10 +145,13 @@ impl<M: Borrow<Mutex<T5>> + Send + Sync> Seq2Seq for TchSeq2Seq<M> {
         if super::is_identity(rows, state.rows) {
             return Ok(state);
         }
+        super::check_rows(rows, state.rows)?;
         let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
         let index = Tensor::f_from_slice(&idx)?.f_to_device(self.device)?;
+        // Leading cache columns that are padding in every kept row are dropped.
+        let (padding, trim) = state.padding.select(rows);
         let cache = match state.cache {
-            Some(c) => Some(c.index_select(&index)?),
+            Some(c) => Some(self.with_key_mask(trimmed(c.index_select(&index)?, trim)?, &padding)?),
             None => None,
         };
         Ok(TchState {
@@ -144,7 +159,55 @@ impl<M: Borrow<Mutex<T5>> + Send + Sync> Seq2Seq for TchSeq2Seq<M> {
             hidden: state.hidden.f_index_select(0, &index)?,
             mask: state.mask.f_index_select(0, &index)?,
             cache,
+            padding,
         })
+    }
+
+    fn concat(&self, first: TchState, second: TchState) -> Result<TchState> {
+        let export = std::path::Path::new("tch model");
+        super::check_join(&first.padding, &second.padding, true, export)?;
+        let (padding, left) = first.padding.join(&second.padding);
+        let (_, right) = super::encoder_join(
+            first.mask.size2()?.1 as usize,
+            second.mask.size2()?.1 as usize,
+        );
+        let (Some(a), Some(b)) = (first.cache, second.cache) else {
+            return Err(Error::input(
+                "decoding state",
+                "a stepped state without a cache",
+            ));
+        };
+        let cache = self.with_key_mask(join_caches(a, b, left, right)?, &padding)?;
+        let pad_right = |x: &Tensor, n: usize, axis_from_end: usize| {
+            let mut spec = vec![0i64; 2 * axis_from_end + 2];
+            spec[2 * axis_from_end + 1] = n as i64;
+            x.f_constant_pad_nd(spec.as_slice())
+        };
+        let hidden = Tensor::f_cat(
+            &[
+                pad_right(&first.hidden, right.first, 1)?,
+                pad_right(&second.hidden, right.second, 1)?,
+            ],
+            0,
+        )?;
+        let mask = Tensor::f_cat(
+            &[
+                pad_right(&first.mask, right.first, 0)?,
+                pad_right(&second.mask, right.second, 0)?,
+            ],
+            0,
+        )?;
+        Ok(TchState {
+            rows: first.rows + second.rows,
+            hidden,
+            mask,
+            cache: Some(cache),
+            padding,
+        })
+    }
+
+    fn joins_any_position(&self) -> bool {
+        true
     }
 
     fn rows(&self, state: &TchState) -> usize {
@@ -154,6 +217,71 @@ impl<M: Borrow<Mutex<T5>> + Send + Sync> Seq2Seq for TchSeq2Seq<M> {
     fn describe(&self) -> String {
         format!("tch (libtorch) {:?}", self.device)
     }
+}
+
+impl<M: Borrow<Mutex<T5>>> TchSeq2Seq<M> {
+    /// `cache` with the key mask of `padding` (none where no row has padding: the decoder then
+    /// runs exactly as without joining).
+    fn with_key_mask(&self, mut cache: KvCache, padding: &CachePadding) -> Result<KvCache> {
+        cache.key_mask = match padding.padded() {
+            true => Some(ids(
+                &padding.cache_mask(),
+                padding.pads.len(),
+                padding.len,
+                self.device,
+            )?),
+            false => None,
+        };
+        Ok(cache)
+    }
+}
+
+/// `cache` without the first `trim` self-attention positions.
+fn trimmed(mut cache: KvCache, trim: usize) -> Result<KvCache> {
+    if trim == 0 {
+        return Ok(cache);
+    }
+    for l in &mut cache.layers {
+        let len = l.self_key.size()[2];
+        let keep = len - trim as i64;
+        l.self_key = l.self_key.f_narrow(2, trim as i64, keep)?.f_contiguous()?;
+        l.self_value = l
+            .self_value
+            .f_narrow(2, trim as i64, keep)?
+            .f_contiguous()?;
+    }
+    Ok(cache)
+}
+
+/// Two caches joined on the batch axis: self-attention keys/values padded with zeros on the
+/// left by `left`, cross-attention ones on the right by `right` (the key mask is set apart).
+fn join_caches(a: KvCache, b: KvCache, left: JoinPads, right: JoinPads) -> Result<KvCache> {
+    // constant_pad_nd's spec runs from the last axis: [d before, d after, len before, len after].
+    let pad = |x: &Tensor, before: usize, after: usize| {
+        x.f_constant_pad_nd([0, 0, before as i64, after as i64])
+    };
+    let join = |x: &Tensor, y: &Tensor, xp: (usize, usize), yp: (usize, usize)| {
+        Tensor::f_cat(&[pad(x, xp.0, xp.1)?, pad(y, yp.0, yp.1)?], 0)
+    };
+    let (sa, sb) = ((left.first, 0), (left.second, 0));
+    let (ca, cb) = ((0, right.first), (0, right.second));
+    let layers = a
+        .layers
+        .iter()
+        .zip(&b.layers)
+        .map(|(x, y)| {
+            Ok(LayerCache {
+                self_key: join(&x.self_key, &y.self_key, sa, sb)?,
+                self_value: join(&x.self_value, &y.self_value, sa, sb)?,
+                cross_key: join(&x.cross_key, &y.cross_key, ca, cb)?,
+                cross_value: join(&x.cross_value, &y.cross_value, ca, cb)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(KvCache {
+        layers,
+        key_mask: None,
+    })
 }
 
 /// The fp32 logits of the last position of `[rows, steps, vocab]` decoder logits, on the CPU.

@@ -1,13 +1,18 @@
 //! The tract backend: optimum's three unmerged graphs, optimised once with symbolic batch and
 //! length dimensions and reused for every batch (plans are shared `Arc`s, so independent batches
-//! can run on several threads at once).
+//! can run on several threads at once). Later steps run `decoder_with_past_masked_model.onnx`
+//! where the export has it (see [`OnnxDir::step_graph`]), so states at different positions
+//! join (`concat`, on the host).
 
 use super::onnx_dir::{check_io, OnnxDir};
-use super::{gather_rows, EncoderInput, GraphInput, GraphOutputs, Logits, Seq2Seq};
+use super::{
+    gather_rows, CachePadding, EncoderInput, GraphInput, GraphOutputs, JoinPads, Logits, Seq2Seq,
+};
 use crate::error::{BoxError, Error, Result};
 use crate::onnx::layout::{
-    IoNames, ATTENTION_MASK, DECODER, DECODER_WITH_PAST, ENCODER, ENCODER_ATTENTION_MASK,
-    ENCODER_HIDDEN_STATES, INPUT_IDS, LAST_HIDDEN_STATE, LOGITS,
+    IoNames, ATTENTION_MASK, DECODER, DECODER_ATTENTION_MASK, DECODER_WITH_PAST,
+    DECODER_WITH_PAST_MASKED, ENCODER, ENCODER_ATTENTION_MASK, ENCODER_HIDDEN_STATES, INPUT_IDS,
+    LAST_HIDDEN_STATE, LOGITS,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -157,39 +162,81 @@ impl Graph {
 pub struct TractSeq2Seq {
     encoder: Graph,
     decoder: Graph,
+    /// The plan of every later step: [`TractSeq2Seq::step_graph`].
     decoder_past: Graph,
+    /// `decoder_with_past_masked_model.onnx` where the export has it, else
+    /// `decoder_with_past_model.onnx`.
+    step_graph: &'static str,
+    /// `decoder_with_past_model.onnx` when decoding uses the masked one, loaded for validation
+    /// ([`TractSeq2Seq::load_graphs`]).
+    unused: Option<Graph>,
+    /// The export directory (errors name it).
+    dir: PathBuf,
     layers: usize,
     vocab: usize,
     names: IoNames,
 }
 
-/// Decoding state: the encoder mask, the encoder output (until the first step) and the per-layer
-/// [decoder key, decoder value, encoder key, encoder value] cache.
+/// Decoding state: the encoder mask, the encoder output (until the first step), the per-layer
+/// [decoder key, decoder value, encoder key, encoder value] cache, and the cache's length and
+/// each row's left padding.
 pub struct TractState {
     rows: usize,
     mask: TValue,
     hidden: Option<TValue>,
     cache: Vec<[TValue; 4]>,
+    padding: CachePadding,
+}
+
+impl TractState {
+    /// The length of the self-attention cache (positions, padding included) as its tensors
+    /// hold it: 0 before the first step.
+    pub fn cache_len(&self) -> usize {
+        self.cache
+            .first()
+            .and_then(|layer| layer[0].shape().get(2).copied())
+            .unwrap_or(0)
+    }
+}
+
+/// Load and optimise `file` of `dir`, checking it has the (inputs, outputs) `names`.
+fn load_checked(dir: &OnnxDir, file: &str, names: (Vec<String>, Vec<String>)) -> Result<Graph> {
+    let graph = Graph::load(&dir.graph(file))?;
+    graph.check(&names.0, &names.1)?;
+    Ok(graph)
 }
 
 impl TractSeq2Seq {
-    /// Load and optimise the three graphs of `dir`.
+    /// Load and optimise the three graphs of `dir` decoding uses.
     pub fn load(dir: &OnnxDir) -> Result<Self> {
+        Self::load_graphs(dir, false)
+    }
+
+    /// As [`TractSeq2Seq::load`], and with `every_graph` also `decoder_with_past_model.onnx`
+    /// when decoding uses `decoder_with_past_masked_model.onnx` (for
+    /// [`TractSeq2Seq::run_graph`]: validation).
+    pub fn load_graphs(dir: &OnnxDir, every_graph: bool) -> Result<Self> {
         let layers = dir.config.decoder_layers();
         let names = IoNames::new(layers);
-        let encoder = Graph::load(&dir.graph(ENCODER))?;
-        let (i, o) = names.encoder();
-        encoder.check(&i, &o)?;
-        let decoder = Graph::load(&dir.graph(DECODER))?;
-        let (i, o) = names.decoder();
-        decoder.check(&i, &o)?;
-        let decoder_past = Graph::load(&dir.graph(DECODER_WITH_PAST))?;
-        let (i, o) = names.decoder_with_past();
-        decoder_past.check(&i, &o)?;
+        let encoder = load_checked(dir, ENCODER, names.encoder())?;
+        let decoder = load_checked(dir, DECODER, names.decoder())?;
+        let (step_graph, step_names) = dir.step_graph(&names);
+        let decoder_past = load_checked(dir, step_graph, step_names)?;
+        let unused = match every_graph && step_graph != DECODER_WITH_PAST {
+            true => Some(load_checked(
+                dir,
+                DECODER_WITH_PAST,
+                names.decoder_with_past(),
+            )?),
+            false => None,
+        };
         Ok(TractSeq2Seq {
             encoder,
             decoder,
             decoder_past,
+            step_graph,
+            unused,
+            dir: dir.dir.clone(),
             layers,
             vocab: dir.config.vocab_size,
             names,
@@ -203,17 +250,20 @@ impl TractSeq2Seq {
         graph: &str,
         inputs: Vec<(String, GraphInput)>,
     ) -> Result<GraphOutputs> {
-        let plan = match graph {
-            ENCODER => &self.encoder,
-            DECODER => &self.decoder,
-            DECODER_WITH_PAST => &self.decoder_past,
-            _ => {
-                return Err(Error::input(
+        let plan =
+            match graph {
+                ENCODER => &self.encoder,
+                DECODER => &self.decoder,
+                g if g == self.step_graph => &self.decoder_past,
+                DECODER_WITH_PAST if self.unused.is_some() => {
+                    self.unused.as_ref().unwrap_or(&self.decoder_past)
+                }
+                _ => return Err(Error::input(
                     graph,
-                    "not a graph the tract backend loads (encoder, decoder, decoder-with-past)",
-                ))
-            }
-        };
+                    "not a graph the tract backend loaded (encoder, decoder, the decoders with \
+                     past the export has; the unmasked one only with every_graph)",
+                )),
+            };
         plan.run_arrays(inputs)
     }
 }
@@ -256,6 +306,69 @@ fn gather(v: &TValue, rows: &[usize]) -> Result<TValue> {
     Ok(t.into_tvalue())
 }
 
+/// Rows `rows` of a self-attention cache `[B, H, len, d]`, without its first `trim` positions.
+fn gather_trimmed(v: &TValue, rows: &[usize], trim: usize) -> Result<TValue> {
+    let t = gather(v, rows)?;
+    if trim == 0 {
+        return Ok(t);
+    }
+    let len = t.shape().get(2).copied().unwrap_or(0);
+    Ok(t.slice(2, trim.min(len), len)
+        .map_err(fail("trim the self-attention cache"))?
+        .into_tvalue())
+}
+
+/// `v` with `before` zero columns before and `after` after on `axis`.
+fn pad_axis(v: &TValue, axis: usize, before: usize, after: usize) -> Result<Tensor> {
+    let zeros = |n: usize| {
+        let mut shape = v.shape().to_vec();
+        shape[axis] = n;
+        Tensor::zero_dt(v.datum_type(), &shape).map_err(fail("pad the decoding state"))
+    };
+    let parts = [zeros(before)?, v.clone().into_tensor(), zeros(after)?];
+    Tensor::stack_tensors(axis, &parts).map_err(fail("pad the decoding state"))
+}
+
+/// The rows of `a` then those of `b`, each padded on `axis` by its (before, after).
+fn join(
+    a: &TValue,
+    b: &TValue,
+    axis: usize,
+    pa: (usize, usize),
+    pb: (usize, usize),
+) -> Result<TValue> {
+    let parts = [
+        pad_axis(a, axis, pa.0, pa.1)?,
+        pad_axis(b, axis, pb.0, pb.1)?,
+    ];
+    Ok(Tensor::stack_tensors(0, &parts)
+        .map_err(fail("join decoding states"))?
+        .into_tvalue())
+}
+
+/// The per-layer caches of two states joined: self-attention caches padded on the left by
+/// `left`, cross-attention ones on the right by `right`.
+fn join_caches(
+    a: &[[TValue; 4]],
+    b: &[[TValue; 4]],
+    left: JoinPads,
+    right: JoinPads,
+) -> Result<Vec<[TValue; 4]>> {
+    let (sa, sb) = ((left.first, 0), (left.second, 0));
+    let (ca, cb) = ((0, right.first), (0, right.second));
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            Ok([
+                join(&x[0], &y[0], 2, sa, sb)?,
+                join(&x[1], &y[1], 2, sa, sb)?,
+                join(&x[2], &y[2], 2, ca, cb)?,
+                join(&x[3], &y[3], 2, ca, cb)?,
+            ])
+        })
+        .collect()
+}
+
 impl Seq2Seq for TractSeq2Seq {
     type State = TractState;
 
@@ -272,6 +385,7 @@ impl Seq2Seq for TractSeq2Seq {
             mask,
             hidden: Some(hidden),
             cache: Vec::new(),
+            padding: CachePadding::new(input.batch),
         })
     }
 
@@ -296,6 +410,7 @@ impl Seq2Seq for TractSeq2Seq {
                 cache.push([out(&p[0])?, out(&p[1])?, out(&p[2])?, out(&p[3])?]);
             }
             state.cache = cache;
+            state.padding = state.padding.stepped();
             return Ok((logits, state));
         }
 
@@ -303,6 +418,11 @@ impl Seq2Seq for TractSeq2Seq {
             (INPUT_IDS, ids),
             (ENCODER_ATTENTION_MASK, state.mask.clone()),
         ];
+        if self.step_graph == DECODER_WITH_PAST_MASKED {
+            let shape = [state.rows, state.padding.len + 1];
+            let mask = i64_tensor(&shape, &state.padding.next_mask())?;
+            inputs.push((DECODER_ATTENTION_MASK, mask));
+        }
         for (layer, n) in state.cache.iter().zip(&self.names.past_inputs) {
             for (v, name) in layer.iter().zip(n) {
                 inputs.push((name.as_str(), v.clone()));
@@ -319,6 +439,7 @@ impl Seq2Seq for TractSeq2Seq {
             layer[0] = self.decoder_past.output(&outs, &p[0])?;
             layer[1] = self.decoder_past.output(&outs, &p[1])?;
         }
+        state.padding = state.padding.stepped();
         Ok((logits, state))
     }
 
@@ -327,6 +448,8 @@ impl Seq2Seq for TractSeq2Seq {
             return Ok(state);
         }
         super::check_rows(rows, state.rows)?;
+        // Leading self-attention cache columns that are padding in every kept row are dropped.
+        let (padding, trim) = state.padding.select(rows);
         let hidden = match &state.hidden {
             Some(h) => Some(gather(h, rows)?),
             None => None,
@@ -334,8 +457,8 @@ impl Seq2Seq for TractSeq2Seq {
         let mut cache = Vec::with_capacity(state.cache.len());
         for l in &state.cache {
             cache.push([
-                gather(&l[0], rows)?,
-                gather(&l[1], rows)?,
+                gather_trimmed(&l[0], rows, trim)?,
+                gather_trimmed(&l[1], rows, trim)?,
                 gather(&l[2], rows)?,
                 gather(&l[3], rows)?,
             ]);
@@ -345,7 +468,40 @@ impl Seq2Seq for TractSeq2Seq {
             mask: gather(&state.mask, rows)?,
             hidden,
             cache,
+            padding,
         })
+    }
+
+    fn concat(&self, first: TractState, second: TractState) -> Result<TractState> {
+        let any = self.joins_any_position();
+        super::check_join(&first.padding, &second.padding, any, &self.dir)?;
+        if first.cache.len() != second.cache.len() || first.mask.rank() != 2 {
+            return Err(Error::input(
+                "decoding state",
+                "the two states hold different tensors (states of different models?)",
+            ));
+        }
+        let (padding, left) = first.padding.join(&second.padding);
+        let enc_len = |s: &TractState| s.mask.shape()[1];
+        let (_, right) = super::encoder_join(enc_len(&first), enc_len(&second));
+        let mask = join(
+            &first.mask,
+            &second.mask,
+            1,
+            (0, right.first),
+            (0, right.second),
+        )?;
+        Ok(TractState {
+            rows: first.rows + second.rows,
+            mask,
+            hidden: None,
+            cache: join_caches(&first.cache, &second.cache, left, right)?,
+            padding,
+        })
+    }
+
+    fn joins_any_position(&self) -> bool {
+        self.step_graph == DECODER_WITH_PAST_MASKED
     }
 
     fn rows(&self, state: &TractState) -> usize {

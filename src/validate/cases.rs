@@ -4,7 +4,7 @@
 use crate::config::T5Config;
 use crate::export::DecoderOutput;
 use crate::onnx::layout::{Kv, Part};
-use ndarray::{s, Array2, ArrayD};
+use ndarray::{s, Array2, Array3, Array4, ArrayD};
 use rand::Rng;
 
 /// A random right-padded batch: encoder ids and mask, and a decoder prefix starting with the
@@ -132,4 +132,44 @@ pub(super) fn past_before_last(
         Part::Decoder => x.slice(s![.., .., ..t - 1, ..]).to_owned().into_dyn(),
         Part::Encoder => x.clone().into_dyn(),
     }
+}
+
+/// What a left-padded cache row holds before its real keys/values: any value works, since the
+/// masked decoder must ignore it (not zero, so that a missing mask changes the outputs).
+pub(super) const PADDING_FILLER: f32 = 0.5;
+
+/// The left padding of row `i` of a case with `t` target positions in the masked decoder's check:
+/// 0 for the first row, others 2, 4, ... (mod `t`): row `i` holds only its first `t - pad`
+/// positions, as a row that joined a longer-running batch.
+pub(super) fn left_padding(rows: usize, t: usize) -> Vec<usize> {
+    (0..rows).map(|i| (2 * i) % t.max(1)).collect()
+}
+
+/// Self-attention keys or values `x` `[B, H, T, d]` as a left-padded cache of length `len`: row
+/// `i` holds `pads[i]` columns of [`PADDING_FILLER`], then its first `len - pads[i]` positions.
+pub(super) fn left_padded(x: &Array4<f32>, pads: &[usize], len: usize) -> ArrayD<f32> {
+    let (b, h, _, d) = x.dim();
+    let mut out = Array4::from_elem((b, h, len, d), PADDING_FILLER);
+    for (i, &pad) in pads.iter().enumerate() {
+        out.slice_mut(s![i, .., pad.., ..])
+            .assign(&x.slice(s![i, .., ..len - pad, ..]));
+    }
+    out.into_dyn()
+}
+
+/// The decoder's self-attention key mask of a left-padded cache of length `len` plus one new
+/// position: `pads[i]` zeros, then ones.
+pub(super) fn padding_mask(pads: &[usize], len: usize) -> Array2<i64> {
+    Array2::from_shape_fn((pads.len(), len + 1), |(i, j)| i64::from(j >= pads[i]))
+}
+
+/// Per row `i`, the reference logits at its last real position `t - 1 - pads[i]`, `[B, 1, V]`.
+pub(super) fn logits_at_last_real(logits: &Array3<f32>, pads: &[usize]) -> ArrayD<f32> {
+    let (b, t, v) = logits.dim();
+    let mut out = Array3::zeros((b, 1, v));
+    for (i, &pad) in pads.iter().enumerate() {
+        out.slice_mut(s![i, 0, ..])
+            .assign(&logits.slice(s![i, t - 1 - pad, ..]));
+    }
+    out.into_dyn()
 }

@@ -3,16 +3,21 @@
 //!
 //! Each graph is checked on its own: the decoder gets the reference encoder states, and the
 //! decoder-with-past gets the reference keys and values of all but the last target position, so
-//! a failure names the graph and output that is wrong.
+//! a failure names the graph and output that is wrong. The masked decoder-with-past gets a
+//! left-padded cache in which each row holds fewer real positions (as a row that joined a
+//! longer-running batch), and must give each row the reference outputs of its own shorter prefix.
 
-use super::cases::{argmax_agreement, max_abs, max_abs_diff, past_before_last, Case, Expected};
+use super::cases::{
+    argmax_agreement, left_padded, left_padding, logits_at_last_real, max_abs, max_abs_diff,
+    padding_mask, past_before_last, Case, Expected,
+};
 use super::ValidationReport;
 use crate::config::T5Config;
 use crate::error::Result;
 use crate::onnx::layout::{
-    past, present, Kv, Part, ATTENTION_MASK, CACHE_ORDER, DECODER, DECODER_MERGED,
-    DECODER_WITH_PAST, ENCODER, ENCODER_ATTENTION_MASK, ENCODER_HIDDEN_STATES, INPUT_IDS,
-    LAST_HIDDEN_STATE, LOGITS, USE_CACHE_BRANCH,
+    past, present, Kv, Part, ATTENTION_MASK, CACHE_ORDER, DECODER, DECODER_ATTENTION_MASK,
+    DECODER_MERGED, DECODER_WITH_PAST, DECODER_WITH_PAST_MASKED, ENCODER, ENCODER_ATTENTION_MASK,
+    ENCODER_HIDDEN_STATES, INPUT_IDS, LAST_HIDDEN_STATE, LOGITS, USE_CACHE_BRANCH,
 };
 use crate::progress::Progress;
 use crate::runtime::{Backend, GraphInput, GraphOutputs};
@@ -28,6 +33,22 @@ fn ids(a: &Array2<i64>) -> GraphInput {
 /// Argmax agreement summed over the logits checked: (same, decisive, near-ties).
 pub(super) type Agreement = (usize, usize, usize);
 
+/// Which graphs a backend validates besides the encoder, decoder and decoder-with-past.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct OptionalGraphs {
+    /// Both branches of `decoder_model_merged.onnx`.
+    pub merged: bool,
+    /// `decoder_with_past_masked_model.onnx`.
+    pub masked: bool,
+}
+
+impl OptionalGraphs {
+    /// The number of graph runs per case.
+    pub fn runs(self) -> usize {
+        crate::onnx::layout::GRAPHS.len() + 2 * usize::from(self.merged) + usize::from(self.masked)
+    }
+}
+
 /// The checks of one case in one backend; the differences go to `report`.
 pub(super) struct CaseCheck<'a> {
     pub backend: &'a Backend,
@@ -40,14 +61,17 @@ pub(super) struct CaseCheck<'a> {
 }
 
 impl CaseCheck<'_> {
-    /// Every graph the backend validates: the three unmerged ones, and both branches of the
-    /// merged decoder when `merged`.
-    pub fn run_all(mut self, merged: bool) -> Result<Agreement> {
+    /// Every graph the backend validates: the three unmerged ones, the masked decoder with past
+    /// and both branches of the merged decoder as `optional` says.
+    pub fn run_all(mut self, optional: OptionalGraphs) -> Result<Agreement> {
         let mut agree = (0, 0, 0);
         self.encoder()?;
         self.decoder(&mut agree)?;
         self.decoder_with_past(&mut agree)?;
-        if merged {
+        if optional.masked {
+            self.decoder_with_past_masked(&mut agree)?;
+        }
+        if optional.merged {
             // Fed the way optimum feeds it: the first step with empty pasts and
             // use_cache_branch = false, a later step with real pasts and use_cache_branch = true.
             self.merged(false)?;
@@ -163,6 +187,47 @@ impl CaseCheck<'_> {
                 let want = self.exp.dec.cache(i, Part::Decoder, kv).clone().into_dyn();
                 let name = present(i, Part::Decoder, kv);
                 self.compare(DECODER_WITH_PAST, &out, &name, &want);
+            }
+        }
+        Ok(())
+    }
+
+    /// One masked step with a left-padded past: row `i` holds `pad_i` filler columns (masked
+    /// out) and the reference keys/values of its first `t - 1 - pad_i` positions, and is fed its
+    /// token at position `t - 1 - pad_i`; its logits must be the reference's at that position,
+    /// its present cache the padded past plus the reference's new keys/values.
+    fn decoder_with_past_masked(&mut self, agree: &mut Agreement) -> Result<()> {
+        let t = self.steps();
+        let pads = left_padding(self.case.dec.nrows(), t);
+        let tokens = ndarray::Array2::from_shape_fn((pads.len(), 1), |(i, _)| {
+            self.case.dec[[i, t - 1 - pads[i]]]
+        });
+        let mut inputs = vec![
+            (ENCODER_ATTENTION_MASK.into(), ids(&self.case.mask)),
+            (INPUT_IDS.into(), ids(&tokens)),
+            (
+                DECODER_ATTENTION_MASK.into(),
+                ids(&padding_mask(&pads, t - 1)),
+            ),
+        ];
+        for i in 0..self.cfg.decoder_layers() {
+            for (part, kv) in CACHE_ORDER {
+                let value = match part {
+                    Part::Decoder => left_padded(self.exp.dec.cache(i, part, kv), &pads, t - 1),
+                    Part::Encoder => past_before_last(self.exp, i, part, kv, t),
+                };
+                inputs.push((past(i, part, kv), GraphInput::F32(value)));
+            }
+        }
+        let out = self.run(DECODER_WITH_PAST_MASKED, inputs)?;
+        let logits = logits_at_last_real(&self.exp.dec.logits, &pads);
+        self.compare(DECODER_WITH_PAST_MASKED, &out, LOGITS, &logits);
+        self.agree(agree, &out, &logits);
+        for i in 0..self.cfg.decoder_layers() {
+            for kv in [Kv::Key, Kv::Value] {
+                let want = left_padded(self.exp.dec.cache(i, Part::Decoder, kv), &pads, t);
+                let name = present(i, Part::Decoder, kv);
+                self.compare(DECODER_WITH_PAST_MASKED, &out, &name, &want);
             }
         }
         Ok(())

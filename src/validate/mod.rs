@@ -11,7 +11,7 @@ use crate::checkpoint::Weights;
 use crate::config::T5Config;
 use crate::error::{Error, Result};
 use crate::export::{ExportOptions, ExportReport, Precision, Quantize, ReferenceT5};
-use crate::onnx::layout::{DECODER_MERGED, GRAPHS, LOGITS};
+use crate::onnx::layout::{DECODER_MERGED, DECODER_WITH_PAST_MASKED, LOGITS};
 use crate::progress::Progress;
 use crate::runtime::{Backend, BackendKind, BackendOptions, OnnxDir};
 use cases::{random_case, Case, Expected};
@@ -301,9 +301,13 @@ fn backends(dir: &Path, opts: &ValidateOptions) -> Result<Vec<Backend>> {
         .collect()
 }
 
-/// Whether validation runs the merged decoder in `backend` (ONNX Runtime, when present).
-fn runs_merged(backend: &Backend, dir: &Path) -> bool {
-    backend.name() == "onnxruntime" && dir.join(DECODER_MERGED).exists()
+/// The optional graphs validation runs in `backend`: the merged decoder (ONNX Runtime, when
+/// present) and the masked decoder with past (every runtime, when present).
+fn optional_graphs(backend: &Backend, dir: &Path) -> graphs::OptionalGraphs {
+    graphs::OptionalGraphs {
+        merged: backend.name() == "onnxruntime" && dir.join(DECODER_MERGED).exists(),
+        masked: dir.join(DECODER_WITH_PAST_MASKED).exists(),
+    }
 }
 
 /// Run every comparison of [`validate`] and return the report, whether or not the outputs are
@@ -327,7 +331,7 @@ pub fn validation_report(
     let backends = backends(dir, opts)?;
     let runs_per_case: usize = backends
         .iter()
-        .map(|b| GRAPHS.len() + if runs_merged(b, dir) { 2 } else { 0 })
+        .map(|b| optional_graphs(b, dir).runs())
         .sum();
     let mut progress = Progress::new(
         "validate",
@@ -352,7 +356,7 @@ pub fn validation_report(
                 report: &mut report,
                 progress: &mut progress,
             };
-            let (same, total, ties) = check.run_all(runs_merged(backend, dir))?;
+            let (same, total, ties) = check.run_all(optional_graphs(backend, dir))?;
             let e = argmax.entry(backend.name()).or_default();
             *e = (e.0 + same, e.1 + total, e.2 + ties);
         }
