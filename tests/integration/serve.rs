@@ -470,7 +470,14 @@ fn wait_for(server: &Server, name: &str, value: f64) {
 
 #[test]
 fn serve_times_out_slow_requests_and_finishes_in_flight_ones_on_sigterm() {
-    let model = optimum_export("t5_v1_1");
+    // dynamic batching (optimum's export), then continuous batching (cbqa's), where a request
+    // that times out leaves the running batch at the next step
+    check_timeout_and_sigterm(&optimum_export("t5_v1_1"));
+    check_timeout_and_sigterm(&crate::runtime::cbqa_export("t5_v1_1"));
+}
+
+fn check_timeout_and_sigterm(model: &Path) {
+    let model = model.to_path_buf();
     let slow = json!({ "questions": questions(16), "beams": 16, "max_new_tokens": 64 });
     let server = Server::start(&model, &["--timeout", "0.2"]);
     let start = Instant::now();
