@@ -14,7 +14,7 @@ pub mod tfrecord;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use span_corruption::{SpanCorruptionSettings, SpanCorruptor};
+use span_corruption::{Denoiser, MaskDraw, SpanCorruptionSettings, SpanCorruptor};
 use std::path::PathBuf;
 use tokenizers::Tokenizer;
 
@@ -41,10 +41,20 @@ pub struct PretrainSettings {
     /// Give documents without spans the dates [`dates::tag_dates`] finds.
     #[serde(default)]
     pub tag_dates: bool,
+    /// Span corruption: how the training pieces' masks are drawn over the epochs. Runs from
+    /// before this setting existed drew them once ([`MaskDraw::Fixed`]) and resume so.
+    #[serde(default = "fixed_masks")]
+    pub masks: MaskDraw,
+}
+
+/// What a `run.json` without `masks` trained with.
+fn fixed_masks() -> MaskDraw {
+    MaskDraw::Fixed
 }
 
 impl PretrainSettings {
-    /// The paper's settings (512 inputs, density 0.15, mean span 3) on `corpus`.
+    /// The paper's settings (512 inputs, density 0.15, mean span 3) on `corpus`, with new masks
+    /// every epoch.
     pub fn new(corpus: Vec<PathBuf>, objective: Objective) -> Self {
         PretrainSettings {
             corpus,
@@ -52,6 +62,7 @@ impl PretrainSettings {
             span_corruption: SpanCorruptionSettings::default(),
             max_target_len: 128,
             tag_dates: false,
+            masks: MaskDraw::PerEpoch,
         }
     }
 
@@ -74,10 +85,38 @@ pub struct Example {
     pub targets: Vec<u32>,
 }
 
+/// Span corruption's raw pieces of a corpus, in corpus order, and what makes them examples:
+/// [`Pieces::examples`] draws every piece's mask from a seed.
+#[derive(Debug, Clone)]
+pub struct Pieces {
+    pub raw: Vec<Vec<u32>>,
+    pub denoiser: Denoiser,
+}
+
+impl Pieces {
+    /// Every piece's example, piece `i` masked by the draw of (`seed`, `i`).
+    pub fn examples(&self, seed: u64) -> Vec<Example> {
+        self.raw
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| {
+                let d = self.denoiser.denoise(piece, seed, i as u64);
+                Example {
+                    inputs: d.inputs,
+                    targets: d.targets,
+                }
+            })
+            .collect()
+    }
+}
+
 /// What a corpus gave.
 #[derive(Debug, Default)]
 pub struct Examples {
+    /// The examples; for span corruption those of the masks of the seed `build_examples` got.
     pub examples: Vec<Example>,
+    /// Span corruption: the raw pieces the examples were masked from (to draw other masks).
+    pub pieces: Option<Pieces>,
     /// Documents (sentences) read.
     pub documents: usize,
     /// SSM: sentences without a salient span (dropped, as `mask_salient_spans` drops them).
@@ -119,7 +158,10 @@ pub fn build_examples(
     }
     let mut out = Examples::default();
     let mut corruptor = match s.objective {
-        Objective::SpanCorruption => Some(corruptor(s, tokenizer, eos, seed)?),
+        Objective::SpanCorruption => Some(Corrupting {
+            corruptor: corruptor(s, tokenizer, eos, seed)?,
+            pieces: Vec::new(),
+        }),
         Objective::Ssm => None,
     };
     let mut batch = Vec::with_capacity(BATCH);
@@ -142,11 +184,14 @@ pub fn build_examples(
     if !batch.is_empty() {
         process_batch(s, tokenizer, eos, corruptor.as_mut(), &batch, &mut out)?;
     }
-    if let Some(c) = &mut corruptor {
-        out.examples.extend(c.finish().into_iter().map(|d| Example {
-            inputs: d.inputs,
-            targets: d.targets,
-        }));
+    if let Some(mut c) = corruptor {
+        c.pieces.extend(c.corruptor.finish());
+        let pieces = Pieces {
+            raw: c.pieces,
+            denoiser: c.corruptor.denoiser(),
+        };
+        out.examples = pieces.examples(seed);
+        out.pieces = Some(pieces);
     }
     check_not_empty(s, &files, &out)?;
     Ok(out)
@@ -158,13 +203,13 @@ fn process_batch(
     s: &PretrainSettings,
     tokenizer: &Tokenizer,
     eos: u32,
-    corruptor: Option<&mut SpanCorruptor>,
+    corruptor: Option<&mut Corrupting>,
     batch: &[corpus::Document],
     out: &mut Examples,
 ) -> Result<()> {
     out.documents += batch.len();
     match corruptor {
-        Some(c) => corrupt_batch(c, tokenizer, batch, out),
+        Some(c) => corrupt_batch(c, tokenizer, batch),
         None => ssm_batch(s, tokenizer, eos, batch, out),
     }
 }
@@ -232,19 +277,17 @@ fn encode(tok: &Tokenizer, texts: Vec<&str>) -> Result<Vec<Vec<u32>>> {
         .collect())
 }
 
-fn corrupt_batch(
-    c: &mut SpanCorruptor,
-    tok: &Tokenizer,
-    batch: &[corpus::Document],
-    out: &mut Examples,
-) -> Result<()> {
+/// Span corruption under way: the corruptor and the pieces it completed.
+struct Corrupting {
+    corruptor: SpanCorruptor,
+    pieces: Vec<Vec<u32>>,
+}
+
+fn corrupt_batch(c: &mut Corrupting, tok: &Tokenizer, batch: &[corpus::Document]) -> Result<()> {
     let ids = encode(tok, batch.iter().map(|d| d.text.as_str()).collect())?;
     for doc in &ids {
-        let done = c.push(doc);
-        out.examples.extend(done.into_iter().map(|d| Example {
-            inputs: d.inputs,
-            targets: d.targets,
-        }));
+        let done = c.corruptor.push(doc);
+        c.pieces.extend(done);
     }
     Ok(())
 }

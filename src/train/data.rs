@@ -7,7 +7,8 @@ use super::settings::TrainSettings;
 use crate::data::{Benchmark, DataError, Dataset, QaExample, ReadOptions};
 use crate::error::{Error, Result};
 use crate::generate::encode_questions;
-use crate::pretrain::{build_examples, PretrainSettings};
+use crate::pretrain::span_corruption::{epoch_seed, MaskDraw};
+use crate::pretrain::{build_examples, Example, Pieces, PretrainSettings};
 use std::path::Path;
 use tokenizers::Tokenizer;
 
@@ -129,6 +130,26 @@ pub struct TrainData {
     pub skipped: Vec<String>,
     /// The benchmark and question prefix of each QA source.
     pub prefixes: Vec<(Benchmark, String)>,
+    /// Span corruption with [`MaskDraw::PerEpoch`]: what draws each epoch's examples
+    /// (`examples` holds epoch 0's).
+    pub redraw: Option<Redraw>,
+}
+
+/// The raw pieces of a span-corruption corpus, masked anew every epoch: epoch `e`'s examples
+/// are the pieces masked by the draws of [`epoch_seed`]`(seed, e)`. Every piece's inputs and
+/// targets have the same lengths in every epoch (the noise and span counts follow from the
+/// piece's length), so the epochs' batches depend on the epoch's order only.
+#[derive(Debug, Clone)]
+pub struct Redraw {
+    pieces: Pieces,
+    seed: u64,
+}
+
+impl Redraw {
+    /// The training examples of epoch `epoch`, in corpus order.
+    pub fn examples(&self, epoch: u64) -> Vec<Tokenized> {
+        to_tokenized(self.pieces.examples(epoch_seed(self.seed, epoch)))
+    }
 }
 
 impl TrainData {
@@ -140,6 +161,13 @@ impl TrainData {
             .find(|(b, _)| *b == benchmark && benchmark != Benchmark::Unknown)
             .map_or(fallback, |(_, p)| p.as_str())
             .to_string()
+    }
+
+    /// Make `examples` those of epoch `epoch` (a no-op unless masks are redrawn).
+    pub fn set_epoch(&mut self, epoch: u64) {
+        if let Some(r) = &self.redraw {
+            self.examples = r.examples(epoch);
+        }
     }
 
     /// Epoch `epoch`'s order and batches ([`plan_of`]).
@@ -204,24 +232,16 @@ pub fn read_train(s: &TrainSettings, tok: &Tokenizer, eos: u32) -> Result<TrainD
     Ok(data)
 }
 
-/// A pre-training corpus built into examples (`build_examples`), and what it skipped: the first
-/// messages, then "… and N more".
+/// A pre-training corpus built into examples (`build_examples`, masks of `seed`), what it
+/// skipped (the first messages, then "… and N more"), and its raw span-corruption pieces.
 pub(super) fn corpus_examples(
     p: &PretrainSettings,
     tok: &Tokenizer,
     eos: u32,
     seed: u64,
-) -> Result<(Vec<Tokenized>, Vec<String>)> {
+) -> Result<(Vec<Tokenized>, Vec<String>, Option<Pieces>)> {
     let built = build_examples(p, tok, eos, seed)?;
-    let ids = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<i64>>();
-    let examples: Vec<Tokenized> = built
-        .examples
-        .into_iter()
-        .map(|e| Tokenized {
-            input: ids(e.inputs),
-            targets: vec![ids(e.targets)],
-        })
-        .collect();
+    let examples = to_tokenized(built.examples);
     let mut skipped = built.skipped;
     if built.skipped_total > skipped.len() {
         skipped.push(format!(
@@ -229,18 +249,34 @@ pub(super) fn corpus_examples(
             built.skipped_total - skipped.len()
         ));
     }
-    Ok((examples, skipped))
+    Ok((examples, skipped, built.pieces))
 }
 
-/// A pre-training corpus as one source.
+/// Pre-training examples as the trainer's token ids, one target each.
+fn to_tokenized(examples: Vec<Example>) -> Vec<Tokenized> {
+    let ids = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<i64>>();
+    examples
+        .into_iter()
+        .map(|e| Tokenized {
+            input: ids(e.inputs),
+            targets: vec![ids(e.targets)],
+        })
+        .collect()
+}
+
+/// A pre-training corpus as one source; span corruption's pieces kept to redraw the masks when
+/// the settings say [`MaskDraw::PerEpoch`].
 fn read_corpus(p: &PretrainSettings, tok: &Tokenizer, eos: u32, seed: u64) -> Result<TrainData> {
-    let (examples, skipped) = corpus_examples(p, tok, eos, seed)?;
+    let (examples, skipped, pieces) = corpus_examples(p, tok, eos, seed)?;
     let names: Vec<String> = p.corpus.iter().map(|c| c.display().to_string()).collect();
     let objective = serde_json::to_value(p.objective).ok();
     let objective = objective
         .as_ref()
         .and_then(|v| v.as_str())
         .unwrap_or("pretrain");
+    let redraw = pieces
+        .filter(|_| p.masks == MaskDraw::PerEpoch)
+        .map(|pieces| Redraw { pieces, seed });
     Ok(TrainData {
         sources: vec![Source {
             name: format!("{objective}:{}", names.join(",")),
@@ -250,6 +286,7 @@ fn read_corpus(p: &PretrainSettings, tok: &Tokenizer, eos: u32, seed: u64) -> Re
         examples,
         skipped,
         prefixes: Vec::new(),
+        redraw,
     })
 }
 

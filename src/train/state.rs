@@ -85,6 +85,9 @@ pub struct TrainingRecord {
     pub dropout: f64,
     /// The pre-training objective (`None`: fine-tuned on QA pairs).
     pub objective: Option<crate::pretrain::Objective>,
+    /// Span corruption: whether the masks were drawn anew every epoch or once.
+    #[serde(default)]
+    pub span_masks: Option<crate::pretrain::span_corruption::MaskDraw>,
     pub recipe: Option<super::recipe::RecipeChoice>,
     /// `None` for pre-training, which puts no prefix before questions.
     pub eval_prefixes: Option<EvalPrefixes>,
@@ -106,6 +109,11 @@ impl TrainingRecord {
             batch_tokens: s.batch_tokens,
             dropout: s.dropout,
             objective: s.pretrain.as_ref().map(|p| p.objective),
+            span_masks: s
+                .pretrain
+                .as_ref()
+                .filter(|p| p.objective == crate::pretrain::Objective::SpanCorruption)
+                .map(|p| p.masks),
             recipe: s.recipe.clone(),
             eval_prefixes,
         }

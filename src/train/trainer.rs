@@ -4,7 +4,7 @@
 use super::adafactor::{Adafactor, AdafactorConfig};
 use super::adamw::{AdamW, AdamWConfig};
 use super::batching::{collate, micro_batches, EpochPlan};
-use super::data::{read_train, Tokenized, TrainData};
+use super::data::{read_train, Redraw, Tokenized, TrainData};
 use super::dev::{Dev, DevScores};
 use super::mixture::Source;
 use super::optim::{Optimizer, STATE_FILE};
@@ -274,7 +274,10 @@ pub struct Trainer<'s> {
     tokenizer: Tokenizer,
     generation: GenerationConfig,
     tokenizer_files: Vec<(String, Vec<u8>)>,
+    /// The examples of the epoch being trained.
     train_data: Vec<Tokenized>,
+    /// Span corruption's masks drawn anew every epoch: what makes each epoch's `train_data`.
+    redraw: Option<Redraw>,
     /// What trained the checkpoints, written into each.
     training: TrainingRecord,
     /// Where the training examples come from (one source unless a mixture).
@@ -325,7 +328,9 @@ impl<'s> Trainer<'s> {
         let state_file = start.weights_dir.join(STATE_FILE);
         check_optimizer_state(&*start.optimizer, &params, &state_file)?;
         let tokenizer_files = state::read_tokenizer_files(&start.weights_dir)?;
-        let (data, dev) = read_data(s, &t5.config, &model_dir)?;
+        let (mut data, dev) = read_data(s, &t5.config, &model_dir)?;
+        // A run resumed in a later epoch trains on that epoch's masks.
+        data.set_epoch(start.state.epoch);
         for line in &data.skipped {
             eprintln!("skipped {line}");
         }
@@ -356,6 +361,7 @@ impl<'s> Trainer<'s> {
             generation: model_dir.generation,
             tokenizer_files,
             train_data: data.examples,
+            redraw: data.redraw,
             training,
             sources: data.sources,
             dev,
@@ -476,6 +482,9 @@ impl<'s> Trainer<'s> {
         let s = self.settings;
         self.state.epoch += 1;
         self.state.next_batch = 0;
+        if let Some(r) = &self.redraw {
+            self.train_data = r.examples(self.state.epoch);
+        }
         self.plan = super::data::plan_of(&self.train_data, &self.sources, s, self.state.epoch);
     }
 
