@@ -25,5 +25,5 @@ pub use mixture::MixingRates;
 pub use optim::Optimizer;
 pub use recipe::{apply_recipe, Given, Recipe, RecipeChoice};
 pub use settings::{OptimizerChoice, Precision, TrainSettings, TrainSource};
-pub use state::load_settings;
+pub use state::{load_settings, BestDevLoss, BEST_DIR};
 pub use trainer::{greedy_options, predict, train, TrainOutcome, Trainer};

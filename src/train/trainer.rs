@@ -9,7 +9,7 @@ use super::dev::{Dev, DevScores};
 use super::mixture::Source;
 use super::optim::{Optimizer, STATE_FILE};
 use super::settings::{OptimizerChoice, Precision, TrainSettings};
-use super::state::{self, CheckpointParts, RunState, TrainerState, TrainingRecord};
+use super::state::{self, BestDevLoss, CheckpointParts, RunState, TrainerState, TrainingRecord};
 use crate::config::T5Config;
 use crate::error::{Error, Result};
 use crate::generate::{run_batches, BatchPolicy, EarlyStopping, GenerateOptions, Prepared};
@@ -35,6 +35,8 @@ pub struct TrainOutcome {
     pub last_checkpoint: PathBuf,
     /// The best checkpoint by dev exact match, with its EM.
     pub best: Option<(PathBuf, f64)>,
+    /// The checkpoint of the lowest dev loss (`RUN/best`), with its step and loss.
+    pub best_dev_loss: Option<(PathBuf, BestDevLoss)>,
     /// Dev EM at the end (when there is a QA dev set).
     pub final_em: Option<f64>,
     /// Dev loss (token-mean cross-entropy) at the end (when there is a dev set).
@@ -219,6 +221,7 @@ impl Start {
             best_step: None,
             optimizer: s.optimizer,
             seed: s.seed,
+            best_dev_loss: None,
         };
         Ok(Start {
             config: model.config.clone(),
@@ -294,6 +297,8 @@ pub struct Trainer<'s> {
     evaluated_at: Option<u64>,
     last_checkpoint: Option<PathBuf>,
     best_dir: Option<PathBuf>,
+    /// A new lowest dev loss that `RUN/best` does not hold yet (the next save writes it).
+    best_loss_pending: bool,
     /// When the last checkpoint was written (or the run started), for the time cadence.
     last_save: Instant,
     /// Held while the run lives: a second `cbqa train` into the same directory is refused.
@@ -376,6 +381,7 @@ impl<'s> Trainer<'s> {
             evaluated_at: None,
             last_checkpoint: None,
             best_dir,
+            best_loss_pending: false,
             last_save: Instant::now(),
             _run_lock: run_lock,
         })
@@ -430,7 +436,7 @@ impl<'s> Trainer<'s> {
                 progress.note(&dev_line(self.state.step, d));
             }
             let stop_now = stop.load(Ordering::SeqCst);
-            if new_best || self.save_due() || done || stop_now {
+            if new_best || self.best_loss_pending || self.save_due() || done || stop_now {
                 self.save_checked(new_best)?;
             }
             if stop_now {
@@ -587,6 +593,7 @@ impl<'s> Trainer<'s> {
         let loss = dev.loss(&self.t5, self.device, s.micro_batch_tokens)?;
         let backend = TchSeq2Seq::borrowing(&self.t5);
         let em = dev.exact_match(&backend, &self.tokenizer, &opts, s.eval_batch_size)?;
+        self.record_dev_loss(loss);
         self.final_em = em;
         self.final_dev_loss = Some(loss);
         self.evaluated_at = Some(self.state.step);
@@ -602,6 +609,18 @@ impl<'s> Trainer<'s> {
             return true;
         }
         false
+    }
+
+    /// Track the lowest dev loss; a new one is written to `RUN/best` by the next save.
+    fn record_dev_loss(&mut self, loss: f64) {
+        let st = &mut self.state;
+        if loss.is_finite() && st.best_dev_loss.is_none_or(|b| loss < b.dev_loss) {
+            st.best_dev_loss = Some(BestDevLoss {
+                step: st.step,
+                dev_loss: loss,
+            });
+            self.best_loss_pending = true;
+        }
     }
 
     fn log_step(&mut self, report: &StepReport, dev: Option<DevScores>) -> Result<()> {
@@ -639,7 +658,8 @@ impl<'s> Trainer<'s> {
         Ok(())
     }
 
-    /// Write `RUN/checkpoint-<step>` and publish it in `RUN/state.json` as the last one.
+    /// Write `RUN/checkpoint-<step>` (and from it `RUN/best` after a new lowest dev loss), and
+    /// publish it in `RUN/state.json` as the last one.
     fn save(&mut self) -> Result<PathBuf> {
         let run = &self.settings.out;
         let dir = {
@@ -656,6 +676,10 @@ impl<'s> Trainer<'s> {
                 },
             )?
         };
+        if let Some(best) = self.state.best_dev_loss.filter(|_| self.best_loss_pending) {
+            state::write_best(run, &dir, &self.training, best)?;
+            self.best_loss_pending = false;
+        }
         let name = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned());
         state::publish(
             run,
@@ -663,6 +687,7 @@ impl<'s> Trainer<'s> {
                 last: name(&dir).unwrap_or_default(),
                 best: self.best_dir.as_ref().and_then(name),
                 best_em: self.state.best_em,
+                best_dev_loss: self.state.best_dev_loss,
             },
         )?;
         self.last_checkpoint = Some(dir.clone());
@@ -691,12 +716,19 @@ impl<'s> Trainer<'s> {
         let never_evaluated = self.evaluated_at.is_none();
         if never_evaluated && !interrupted && self.dev.is_some() {
             self.evaluate()?;
+            if self.best_loss_pending {
+                self.save()?;
+            }
         }
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
         Ok(TrainOutcome {
             steps: self.state.step,
             last_checkpoint,
             best: self.best_dir.zip(self.state.best_em),
+            best_dev_loss: self
+                .state
+                .best_dev_loss
+                .map(|b| (self.settings.out.join(state::BEST_DIR), b)),
             final_em: self.final_em,
             final_dev_loss: self.final_dev_loss,
             last_loss: self.last_loss,
