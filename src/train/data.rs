@@ -1,14 +1,15 @@
 //! Training and dev data for `cbqa train`: every format the crate's readers take (NQ-open JSON
 //! lines, DPR TSV, WebQuestions JSON, CSV/TSV), read with file:line errors, tokenized once.
 
-use super::batching::{plan_epoch, EpochPlan};
+use super::batching::{plan_epoch, EpochPlan, ExampleLengths};
 use super::mixture::{plan_mixture_epoch, Source};
 use super::settings::TrainSettings;
+use super::store::{DiskExamples, TrainExamples};
 use crate::data::{Benchmark, DataError, Dataset, QaExample, ReadOptions};
 use crate::error::{Error, Result};
 use crate::generate::encode_questions;
 use crate::pretrain::span_corruption::{epoch_seed, MaskDraw};
-use crate::pretrain::{build_examples, Example, Pieces, PretrainSettings};
+use crate::pretrain::{build_examples, CorpusCounts, Example, Pieces, PretrainSettings};
 use std::path::Path;
 use tokenizers::Tokenizer;
 
@@ -120,7 +121,9 @@ pub fn paper_prefix(benchmark: Benchmark) -> &'static str {
     }
 }
 
-/// The training examples of a run, tokenized, with their sources.
+/// The training examples of a run, tokenized, in memory, with their sources (what
+/// `--dump-examples` and `--export-examples` read; the trainer reads
+/// [`read_train_examples`]).
 #[derive(Debug, Default)]
 pub struct TrainData {
     pub examples: Vec<Tokenized>,
@@ -162,23 +165,11 @@ impl TrainData {
             .map_or(fallback, |(_, p)| p.as_str())
             .to_string()
     }
-
-    /// Make `examples` those of epoch `epoch` (a no-op unless masks are redrawn).
-    pub fn set_epoch(&mut self, epoch: u64) {
-        if let Some(r) = &self.redraw {
-            self.examples = r.examples(epoch);
-        }
-    }
-
-    /// Epoch `epoch`'s order and batches ([`plan_of`]).
-    pub fn plan(&self, s: &TrainSettings, epoch: u64) -> EpochPlan {
-        plan_of(&self.examples, &self.sources, s, epoch)
-    }
 }
 
 /// Epoch `epoch`'s order and batches: seeded; drawn by the mixing rates for a mixture.
-pub fn plan_of(
-    examples: &[Tokenized],
+pub fn plan_of<D: ExampleLengths + ?Sized>(
+    examples: &D,
     sources: &[Source],
     s: &TrainSettings,
     epoch: u64,
@@ -242,14 +233,19 @@ pub(super) fn corpus_examples(
 ) -> Result<(Vec<Tokenized>, Vec<String>, Option<Pieces>)> {
     let built = build_examples(p, tok, eos, seed)?;
     let examples = to_tokenized(built.examples);
-    let mut skipped = built.skipped;
-    if built.skipped_total > skipped.len() {
+    Ok((examples, skip_messages(&built.counts), built.pieces))
+}
+
+/// What a corpus skipped: the first messages, then "… and N more".
+pub(super) fn skip_messages(counts: &CorpusCounts) -> Vec<String> {
+    let mut skipped = counts.skipped.clone();
+    if counts.skipped_total > skipped.len() {
         skipped.push(format!(
             "… and {} more",
-            built.skipped_total - skipped.len()
+            counts.skipped_total - skipped.len()
         ));
     }
-    Ok((examples, skipped, built.pieces))
+    skipped
 }
 
 /// Pre-training examples as the trainer's token ids, one target each.
@@ -268,26 +264,57 @@ fn to_tokenized(examples: Vec<Example>) -> Vec<Tokenized> {
 /// the settings say [`MaskDraw::PerEpoch`].
 fn read_corpus(p: &PretrainSettings, tok: &Tokenizer, eos: u32, seed: u64) -> Result<TrainData> {
     let (examples, skipped, pieces) = corpus_examples(p, tok, eos, seed)?;
+    let redraw = pieces
+        .filter(|_| p.masks == MaskDraw::PerEpoch)
+        .map(|pieces| Redraw { pieces, seed });
+    Ok(TrainData {
+        sources: vec![corpus_source(p, examples.len())],
+        examples,
+        skipped,
+        prefixes: Vec::new(),
+        redraw,
+    })
+}
+
+/// The one source of a pre-training corpus of `count` examples, named by objective and files.
+fn corpus_source(p: &PretrainSettings, count: usize) -> Source {
     let names: Vec<String> = p.corpus.iter().map(|c| c.display().to_string()).collect();
     let objective = serde_json::to_value(p.objective).ok();
     let objective = objective
         .as_ref()
         .and_then(|v| v.as_str())
         .unwrap_or("pretrain");
-    let redraw = pieces
-        .filter(|_| p.masks == MaskDraw::PerEpoch)
-        .map(|pieces| Redraw { pieces, seed });
-    Ok(TrainData {
-        sources: vec![Source {
-            name: format!("{objective}:{}", names.join(",")),
-            range: 0..examples.len(),
-            rate: 1.0,
-        }],
-        examples,
-        skipped,
-        prefixes: Vec::new(),
-        redraw,
-    })
+    Source {
+        name: format!("{objective}:{}", names.join(",")),
+        range: 0..count,
+        rate: 1.0,
+    }
+}
+
+/// The training examples `s` names, as the trainer reads them: QA sources in memory
+/// ([`read_train`]), a pre-training corpus streamed into the token file `store`
+/// ([`DiskExamples::write`], ids of a `vocab_size` vocabulary; the caller moves it into the run
+/// directory). The [`TrainData`] beside them has the sources, prefixes and skipped lines; its
+/// `examples` are empty.
+pub fn read_train_examples(
+    s: &TrainSettings,
+    tok: &Tokenizer,
+    eos: u32,
+    vocab_size: usize,
+    store: &Path,
+) -> Result<(TrainExamples, TrainData)> {
+    let Some(p) = &s.pretrain else {
+        let mut data = read_train(s, tok, eos)?;
+        let examples = std::mem::take(&mut data.examples);
+        return Ok((TrainExamples::Memory(examples), data));
+    };
+    let (disk, counts) = DiskExamples::write(p, tok, eos, s.seed, vocab_size, store)?;
+    let data = TrainData {
+        sources: vec![corpus_source(p, disk.count())],
+        skipped: skip_messages(&counts),
+        ..TrainData::default()
+    };
+    Ok((TrainExamples::Disk(disk), data))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod optim;
 pub mod recipe;
 pub mod settings;
 pub mod state;
+pub mod store;
 pub mod trainer;
 
 pub use adafactor::{Adafactor, AdafactorConfig};

@@ -7,6 +7,8 @@
 //! RUN/best/                    with a dev set: the checkpoint of the lowest dev loss so far
 //!                              (step K; its cbqa_training.json says so), outside the rotation
 //! RUN/train_log.csv            step, epoch, loss, lr, tokens/s, dev EM, elapsed
+//! RUN/train_examples.bin       a pre-training corpus's token ids (`super::store`), rewritten
+//!                              by every invocation
 //! RUN/checkpoint-N/            a Hugging Face model directory (config.json, model.safetensors,
 //!                              tokenizer.json, generation_config.json) that transformers loads,
 //!                              plus optimizer.safetensors, trainer_state.json and

@@ -3,13 +3,14 @@
 
 use super::adafactor::{Adafactor, AdafactorConfig};
 use super::adamw::{AdamW, AdamWConfig};
-use super::batching::{collate, micro_batches, EpochPlan};
-use super::data::{read_train, Redraw, Tokenized, TrainData};
+use super::batching::{item_tokens, micro_batches, EpochPlan, ExampleLengths};
+use super::data::{read_train_examples, TrainData};
 use super::dev::{Dev, DevScores};
 use super::mixture::Source;
 use super::optim::{Optimizer, STATE_FILE};
 use super::settings::{OptimizerChoice, Precision, TrainSettings};
 use super::state::{self, BestDevLoss, CheckpointParts, RunState, TrainerState, TrainingRecord};
+use super::store::TrainExamples;
 use crate::config::T5Config;
 use crate::error::{Error, Result};
 use crate::generate::{run_batches, BatchPolicy, EarlyStopping, GenerateOptions, Prepared};
@@ -277,10 +278,8 @@ pub struct Trainer<'s> {
     tokenizer: Tokenizer,
     generation: GenerationConfig,
     tokenizer_files: Vec<(String, Vec<u8>)>,
-    /// The examples of the epoch being trained.
-    train_data: Vec<Tokenized>,
-    /// Span corruption's masks drawn anew every epoch: what makes each epoch's `train_data`.
-    redraw: Option<Redraw>,
+    /// The training examples: in memory, or (a pre-training corpus) in `RUN/train_examples.bin`.
+    train_data: TrainExamples,
     /// What trained the checkpoints, written into each.
     training: TrainingRecord,
     /// Where the training examples come from (one source unless a mixture).
@@ -333,9 +332,7 @@ impl<'s> Trainer<'s> {
         let state_file = start.weights_dir.join(STATE_FILE);
         check_optimizer_state(&*start.optimizer, &params, &state_file)?;
         let tokenizer_files = state::read_tokenizer_files(&start.weights_dir)?;
-        let (mut data, dev) = read_data(s, &t5.config, &model_dir)?;
-        // A run resumed in a later epoch trains on that epoch's masks.
-        data.set_epoch(start.state.epoch);
+        let (mut train_data, data, dev) = read_data(s, &t5.config, &model_dir)?;
         for line in &data.skipped {
             eprintln!("skipped {line}");
         }
@@ -345,9 +342,12 @@ impl<'s> Trainer<'s> {
             prepare_run_dir(&s.out)?;
             state::save_settings(&s.out, s)?;
         }
+        if let TrainExamples::Disk(disk) = &mut train_data {
+            disk.move_into(&s.out)?;
+        }
         let log = Log::open(&s.out, start.state.step)?;
-        let plan = data.plan(s, start.state.epoch);
-        warn_if_one_batch_is_an_epoch(s, &data, &plan);
+        let plan = super::data::plan_of(&train_data, &data.sources, s, start.state.epoch);
+        warn_if_one_batch_is_an_epoch(s, &train_data, &plan);
         let training = TrainingRecord::new(s, &data.prefixes);
         eprintln!("{}", training.describe());
         let best_dir = start
@@ -365,8 +365,7 @@ impl<'s> Trainer<'s> {
             tokenizer: model_dir.tokenizer,
             generation: model_dir.generation,
             tokenizer_files,
-            train_data: data.examples,
-            redraw: data.redraw,
+            train_data,
             training,
             sources: data.sources,
             dev,
@@ -488,9 +487,6 @@ impl<'s> Trainer<'s> {
         let s = self.settings;
         self.state.epoch += 1;
         self.state.next_batch = 0;
-        if let Some(r) = &self.redraw {
-            self.train_data = r.examples(self.state.epoch);
-        }
         self.plan = super::data::plan_of(&self.train_data, &self.sources, s, self.state.epoch);
     }
 
@@ -531,13 +527,15 @@ impl<'s> Trainer<'s> {
         }
         let target_tokens: usize = items
             .iter()
-            .map(|&(i, a)| self.train_data[i].targets[a].len())
+            .map(|&(i, a)| self.train_data.target_len(i, a))
             .sum();
         let pad = i64::from(self.model().config.pad_id());
         let mut loss = 0.0;
         let mut tokens = 0usize;
         for mb in micro_batches(&self.train_data, items, s.micro_batch_tokens) {
-            let b = collate(&self.train_data, &mb, pad, self.device)?;
+            let b = self
+                .train_data
+                .collate(&mb, self.state.epoch, pad, self.device)?;
             tokens += b.tokens;
             let out =
                 self.model()
@@ -750,15 +748,18 @@ fn load_model(s: &TrainSettings, start: &Start, device: Device) -> Result<(T5, M
     Ok((t5, model_dir))
 }
 
-/// The training data, tokenized, with its sources and skipped lines, and the dev set when
-/// there is one.
+/// The training examples (a pre-training corpus's in a token file beside the run directory,
+/// for the caller to move in), their sources and skipped lines, and the dev set when there is
+/// one.
 fn read_data(
     s: &TrainSettings,
     config: &T5Config,
     model_dir: &ModelDir,
-) -> Result<(TrainData, Option<Dev>)> {
+) -> Result<(TrainExamples, TrainData, Option<Dev>)> {
     let tokenizer = &model_dir.tokenizer;
-    let mut data = read_train(s, tokenizer, config.eos_id())?;
+    let store = crate::fsutil::temp_sibling(&s.out);
+    let vocab = config.vocab_size.max(tokenizer.get_vocab_size(true));
+    let (examples, mut data) = read_train_examples(s, tokenizer, config.eos_id(), vocab, &store)?;
     let eos = greedy_options(config, &model_dir.generation, s.eval_max_new_tokens).eos_token_id;
     let dev = match Dev::read(s, &data, tokenizer, eos)? {
         Some((dev, dev_skipped)) => {
@@ -767,16 +768,16 @@ fn read_data(
         }
         None => None,
     };
-    Ok((data, dev))
+    Ok((examples, data, dev))
 }
 
 /// A batch budget larger than the whole training set makes every step more than an epoch:
 /// say so, with what to do.
-fn warn_if_one_batch_is_an_epoch(s: &TrainSettings, data: &TrainData, plan: &EpochPlan) {
+fn warn_if_one_batch_is_an_epoch(s: &TrainSettings, data: &TrainExamples, plan: &EpochPlan) {
     let tokens: usize = plan
         .items
         .iter()
-        .map(|&(i, a)| super::batching::example_tokens(&data.examples[i], a))
+        .map(|&(i, a)| item_tokens(data, i, a))
         .sum();
     if plan.batches.len() == 1 && tokens < s.batch_tokens {
         eprintln!(

@@ -5,7 +5,12 @@
 
 use super::common::{data_dir, fixture, root, run_cbqa, run_python};
 use cbqa::init::{init_model, InitOptions, TokenizerSource};
-use cbqa::pretrain::span_corruption::{random_spans_helper, SpanCorruptionSettings};
+use cbqa::pretrain::span_corruption::{
+    epoch_seed, random_spans_helper, MaskDraw, SpanCorruptionSettings,
+};
+use cbqa::pretrain::{build_examples, Objective, PretrainSettings};
+use cbqa::train::batching::ExampleLengths;
+use cbqa::train::store::DiskExamples;
 use cbqa::T5Config;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -769,4 +774,90 @@ fn dates_tagged_in_rust_and_by_the_annotator_script_agree() {
     let ours = dump(t, &["--tag-dates"]);
     assert_eq!(ours.len(), 4, "{ours:?}");
     assert_eq!(ours, dump(a, &[]));
+}
+
+/// Every example of `store` in epoch `epoch`, as (inputs, targets).
+fn stored_examples(store: &DiskExamples, epoch: u64) -> Vec<(Vec<i64>, Vec<i64>)> {
+    (0..store.count())
+        .map(|i| store.example(i, epoch).unwrap())
+        .collect()
+}
+
+/// In-memory examples as (inputs, targets) ids.
+fn as_rows(examples: &[cbqa::pretrain::Example]) -> Vec<(Vec<i64>, Vec<i64>)> {
+    let wide = |v: &[u32]| v.iter().map(|&t| i64::from(t)).collect::<Vec<i64>>();
+    examples
+        .iter()
+        .map(|e| (wide(&e.inputs), wide(&e.targets)))
+        .collect()
+}
+
+#[test]
+fn the_example_file_holds_the_in_memory_examples_of_every_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let tok = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).unwrap();
+    let vocab = tok.get_vocab_size(true);
+    let mut p = PretrainSettings::new(vec![text_corpus(tmp.path())], Objective::SpanCorruption);
+    p.span_corruption.inputs_length = 64;
+    let memory = build_examples(&p, &tok, 1, 9).unwrap();
+    let pieces = memory
+        .pieces
+        .clone()
+        .expect("span corruption keeps its pieces");
+    // u16 ids for this vocabulary, u32 for one past 65,536 ids: the same examples either way.
+    for (vocab_size, width) in [(vocab, 2), (65_537, 4)] {
+        let path = tmp.path().join(format!("examples-{width}.bin"));
+        let (store, counts) = DiskExamples::write(&p, &tok, 1, 9, vocab_size, &path).unwrap();
+        assert_eq!(store.id_width(), width);
+        assert_eq!(counts, memory.counts);
+        assert_eq!(store.count(), memory.examples.len());
+        let raw_tokens: usize = pieces.raw.iter().map(Vec::len).sum();
+        let bytes = std::fs::metadata(&path).unwrap().len() as usize;
+        assert_eq!(bytes, raw_tokens * width, "the raw pieces, once");
+        for epoch in 0..3 {
+            let expected = as_rows(&pieces.examples(epoch_seed(9, epoch)));
+            assert_eq!(stored_examples(&store, epoch), expected, "epoch {epoch}");
+            for (i, (input, target)) in expected.iter().enumerate() {
+                assert_eq!(
+                    (store.input_len(i), store.target_len(i, 0)),
+                    (input.len(), target.len())
+                );
+            }
+        }
+        // The temporary file goes with the store unless it was moved into a run directory.
+        drop(store);
+        assert!(!path.exists());
+    }
+    // With fixed masks every epoch reads epoch 0's examples; the moved file is kept.
+    p.masks = MaskDraw::Fixed;
+    let path = tmp.path().join("fixed.bin");
+    let (mut store, _) = DiskExamples::write(&p, &tok, 1, 9, vocab, &path).unwrap();
+    assert_eq!(stored_examples(&store, 2), as_rows(&memory.examples));
+    let run = tmp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    store.move_into(&run).unwrap();
+    assert_eq!(stored_examples(&store, 1), as_rows(&memory.examples));
+    drop(store);
+    assert!(run.join(cbqa::train::store::EXAMPLES_FILE).is_file());
+    // SSM examples are stored as inputs then targets.
+    let ssm = PretrainSettings::new(vec![span_corpus(tmp.path())], Objective::Ssm);
+    let memory = build_examples(&ssm, &tok, 1, 0).unwrap();
+    let path = tmp.path().join("ssm.bin");
+    let (store, counts) = DiskExamples::write(&ssm, &tok, 1, 0, vocab, &path).unwrap();
+    assert_eq!(counts.skipped_total, memory.counts.skipped_total);
+    assert_eq!(stored_examples(&store, 4), as_rows(&memory.examples));
+    // 65,536 ids still fit u16.
+    let (store, _) =
+        DiskExamples::write(&p, &tok, 1, 9, 65_536, &tmp.path().join("u16.bin")).unwrap();
+    assert_eq!(store.id_width(), 2);
+    // A corpus that cannot be read is an error naming it, and leaves no file.
+    let narrow = tmp.path().join("narrow.bin");
+    let bad = cbqa::pretrain::PretrainSettings {
+        corpus: vec![tmp.path().join("missing.txt")],
+        ..p.clone()
+    };
+    let e = DiskExamples::write(&bad, &tok, 1, 9, vocab, &narrow).unwrap_err();
+    assert!(e.to_string().contains("missing.txt"), "{e}");
+    assert!(!narrow.exists(), "a failed write leaves no file");
 }
