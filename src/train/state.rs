@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::{write_atomic, OutputDir};
 use crate::model::{tensor_to_owned, T5};
 use crate::model_dir::{EvalPrefixes, GenerationConfig, TRAINING_FILE};
+use crate::pretrain::span_corruption::MaskDraw;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -110,7 +111,7 @@ pub struct TrainingRecord {
     pub objective: Option<crate::pretrain::Objective>,
     /// Span corruption: whether the masks were drawn anew every epoch or once.
     #[serde(default)]
-    pub span_masks: Option<crate::pretrain::span_corruption::MaskDraw>,
+    pub span_masks: Option<MaskDraw>,
     pub recipe: Option<super::recipe::RecipeChoice>,
     /// `None` for pre-training, which puts no prefix before questions.
     pub eval_prefixes: Option<EvalPrefixes>,
@@ -148,7 +149,12 @@ impl TrainingRecord {
 
     /// One line for the start of a run: the settings, and the recipe's reasons.
     pub fn describe(&self) -> String {
-        match &self.recipe {
+        let masks = match self.span_masks {
+            Some(MaskDraw::PerEpoch) => "; span-corruption masks drawn anew every epoch",
+            Some(MaskDraw::Fixed) => "; span-corruption masks fixed (the same every epoch)",
+            None => "",
+        };
+        let settings = match &self.recipe {
             Some(r) => format!(
                 "recipe {}: {}",
                 serde_json::to_value(r.recipe)
@@ -161,7 +167,8 @@ impl TrainingRecord {
                 "settings: optimizer {:?}, lr {}, batch_tokens {}, dropout {}",
                 self.optimizer, self.lr, self.batch_tokens, self.dropout
             ),
-        }
+        };
+        settings + masks
     }
 }
 

@@ -116,6 +116,7 @@ fn span_corruption_pretrains_resumes_exactly_and_fine_tunes() {
         err.contains("step 1: loss"),
         "progress from the first step:\n{err}"
     );
+    assert!(err.contains("masks drawn anew every epoch"), "{err}");
     let epochs = log_column(&full.join("train_log.csv"), "epoch");
     let first_of_epoch_1 = epochs.iter().position(|e| e == "1");
     assert!(

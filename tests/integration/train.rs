@@ -11,10 +11,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 /// libtorch's default RNG (dropout) is global to the process and the trainer reseeds it every
-/// step, so trainings in one process must not overlap; tests that train in-process hold this.
+/// step, so trainings in one process must not overlap; tests that train in-process hold this,
+/// and so do tests that build a `Trainer` (building a T5 draws its initial weights from that
+/// RNG before loading the checkpoint's).
 static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub(super) fn serial() -> std::sync::MutexGuard<'static, ()> {
     TRAINING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
