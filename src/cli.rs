@@ -721,6 +721,11 @@ pub struct PretrainArgs {
     /// Span corruption: the mean length of a masked span.
     #[arg(long, default_value_t = 3.0, conflicts_with = "resume")]
     pub mean_noise_span: f64,
+    /// Span corruption: draw the training pieces' noise masks once, from --seed, and repeat
+    /// them every epoch (without it, epoch e's masks are drawn from a seed derived from --seed
+    /// and e, so no epoch repeats another's examples; the --dev masks are fixed either way).
+    #[arg(long, conflicts_with = "resume")]
+    pub fixed_masks: bool,
     /// SSM: spans longer than this (in tokens, </s> included) are skipped.
     #[arg(long, default_value_t = 128, conflicts_with = "resume")]
     pub max_target_len: usize,

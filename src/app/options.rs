@@ -211,7 +211,7 @@ mod train {
         TrainPrecisionArg, TrainerArgs,
     };
     use anyhow::{bail, Result};
-    use cbqa::pretrain::span_corruption::SpanCorruptionSettings;
+    use cbqa::pretrain::span_corruption::{MaskDraw, SpanCorruptionSettings};
     use cbqa::pretrain::{Objective, PretrainSettings};
     use cbqa::train::{
         self as tr, AnswerChoice, ExportExamplesOptions, MixingRates, OptimizerChoice, Precision,
@@ -314,6 +314,9 @@ mod train {
         };
         p.max_target_len = args.max_target_len;
         p.tag_dates = args.tag_dates;
+        if args.fixed_masks {
+            p.masks = MaskDraw::Fixed;
+        }
         let first = args.corpus.first().map_or(Path::new(""), |c| c.as_path());
         let mut s = TrainSettings::new(model.clone(), first.to_path_buf(), out);
         (s.max_input_len, s.max_target_len) = p.lengths();
