@@ -11,7 +11,9 @@ the same load (so RSS before is the steady state's), then the server is stopped 
     scripts/load_test.py --bin target/release/cbqa --model runs/bench-t5-small/onnx \\
         --data ../shared/data/nq-open/NQ-open.dev.jsonl --out eval/results/serve-t5-small
 
-writes OUT.csv (one row per scenario) and OUT.md (the table and the targets of issue 16).
+writes OUT.csv (one row per scenario) and OUT.md (the table and the targets of issue 16). The
+64-client scenario runs twice: with the server's default batching (continuous, for cbqa's own
+exports) and with `--batching dynamic`, for the comparison.
 """
 
 import argparse
@@ -57,13 +59,20 @@ class Server:
     def __init__(self, args, extra):
         cmd = [args.bin, "serve", "--model", args.model, "--port", "0", "--threads",
                str(args.threads), "--max-new-tokens", str(args.max_new_tokens)] + extra
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("listening on http://"):
             self.proc.kill()
-            sys.exit(f"cbqa serve did not start: {line!r}")
+            self.proc.wait()
+            self.log.seek(0)
+            sys.exit(f"cbqa serve did not start: {line!r}\n{' '.join(cmd)}\n{self.log.read()}")
         host, port = line.strip().removeprefix("listening on http://").rsplit(":", 1)
         self.host, self.port = host, int(port)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        conn.request("GET", "/v1/model")
+        self.batching = json.loads(conn.getresponse().read())["defaults"]["batching"]
+        conn.close()
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -108,8 +117,10 @@ def run_clients(server, questions, clients, seconds):
     return results
 
 
-def scenario(args, name, clients, max_queue, questions):
-    server = Server(args, ["--max-queue", str(max_queue)])
+def scenario(args, name, clients, max_queue, questions, extra=()):
+    # one question per request: a request limit the queue can hold
+    limits = ["--max-queue", str(max_queue), "--max-questions", str(min(max_queue, 64))]
+    server = Server(args, [*limits, *extra])
     run_clients(server, questions, clients, args.warmup)
     rss_before = rss_mb(server.proc.pid)
     t0 = time.monotonic()
@@ -121,7 +132,8 @@ def scenario(args, name, clients, max_queue, questions):
     ok = [lat for st, lat in flat if st == 200]
     count = lambda s: sum(1 for st, _ in flat if st == s)
     return {
-        "scenario": name, "clients": clients, "max_queue": max_queue, "seconds": round(wall, 2),
+        "scenario": name, "batching": server.batching, "clients": clients, "max_queue": max_queue,
+        "seconds": round(wall, 2),
         "requests": len(flat), "answered": len(ok), "questions_per_s": round(len(ok) / wall, 2),
         "p50_ms": round(percentile(ok, 50) * 1000, 1), "p95_ms": round(percentile(ok, 95) * 1000, 1),
         "p99_ms": round(percentile(ok, 99) * 1000, 1), "status_429": count(429), "status_504": count(504),
@@ -160,11 +172,11 @@ def write_report(args, rows, offline):
         f"Model `{args.model}`, {args.threads} threads, greedy, `--max-new-tokens {args.max_new_tokens}`, "
         f"{args.questions} NQ-open dev questions, {args.seconds:g} s per scenario after {args.warmup:g} s of warm-up, one question per request, "
         f"loopback. Written by `scripts/load_test.py`.", "",
-        "| scenario | clients | --max-queue | q/s | p50 ms | p95 ms | p99 ms | 429 | 504 | other errors | RSS before → after MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | batching | clients | --max-queue | q/s | p50 ms | p95 ms | p99 ms | 429 | 504 | other errors | RSS before → after MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['scenario']} | {r['clients']} | {r['max_queue']} | {r['questions_per_s']} | {r['p50_ms']} | "
+        lines.append(f"| {r['scenario']} | {r['batching']} | {r['clients']} | {r['max_queue']} | {r['questions_per_s']} | {r['p50_ms']} | "
                      f"{r['p95_ms']} | {r['p99_ms']} | {r['status_429']} | {r['status_504']} | {r['other_errors']} | "
                      f"{r['rss_before_mb']} → {r['rss_after_mb']} |")
     lines += ["", "Offline, same questions, model, threads and decoding:", "",
@@ -188,6 +200,11 @@ def write_report(args, rows, offline):
         growth = over["rss_after_mb"] / over["rss_before_mb"] - 1
         checks.append(f"4x overload: {over['status_429']} 429s, {over['status_504']} timeouts (target 0), "
                       f"{over['other_errors']} other errors, RSS {growth * 100:+.1f}% (target within 10%)")
+    dynamic = by.get("64 clients, dynamic batching")
+    if many and dynamic:
+        checks.append(f"64 clients, {many['batching']} batching against dynamic batching in the same run: "
+                      f"{many['questions_per_s'] / dynamic['questions_per_s']:.2f}x the throughput, "
+                      f"p50 {many['p50_ms']} against {dynamic['p50_ms']} ms")
     lines += [f"- {c}" for c in checks]
     with open(args.out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -220,6 +237,7 @@ def main():
         scenario(args, "1 client", 1, 256, questions),
         scenario(args, "64 clients", 64, 256, questions),
         scenario(args, "4x overload", 4 * args.max_queue, args.max_queue, questions),
+        scenario(args, "64 clients, dynamic batching", 64, 256, questions, ["--batching", "dynamic"]),
     ]
     # the machine may be shared: offline throughput again after the scenarios; the mean is compared
     offline["eval_qps_after"] = offline_eval(args, 32, len(questions))

@@ -18,9 +18,9 @@
 
 use crate::error::{Error, Result};
 use crate::generate::{
-    encode_questions, run_batches, BatchPolicy, GenerateOptions, Hypothesis, Prepared,
+    encode_questions, run_batches, BatchPolicy, GenerateOptions, Hypothesis, Prepared, Stream,
 };
-use crate::runtime::{Backend, BackendKind, BackendOptions, OnnxDir, Seq2Seq};
+use crate::runtime::{Backend, BackendKind, BackendOptions, EncoderInput, OnnxDir, Seq2Seq};
 use crate::{GenerationConfig, T5Config};
 use serde::Serialize;
 use std::path::Path;
@@ -153,6 +153,23 @@ impl Answerer {
             .collect()
     }
 
+    /// A running batch that prepared questions join and leave one decoder step at a time
+    /// (continuous batching), decoding with `generate` (checked; the model's special token ids,
+    /// as [`generate_options`](Self::generate_options) has them). Answers are those of
+    /// [`answer_prepared`](Self::answer_prepared).
+    pub fn stream<K>(&self, generate: &GenerateOptions) -> Result<AnswerStream<'_, K>> {
+        Ok(AnswerStream {
+            answerer: self,
+            stream: Stream::new(&self.backend, generate)?,
+        })
+    }
+
+    /// Whether questions can join a batch that is already decoding: the backend joins decoding
+    /// states at different positions (cbqa's own exports and the tch model; not optimum's).
+    pub fn joins_running_batches(&self) -> bool {
+        self.backend.joins_any_position()
+    }
+
     /// How many questions were cut to the input limit so far.
     pub fn truncations(&self) -> usize {
         self.truncations.load(Ordering::Relaxed)
@@ -253,6 +270,74 @@ impl Answerer {
             truncated,
             generated_tokens: hyps.first().map_or(0, |h| h.tokens.len()),
         })
+    }
+}
+
+/// Questions decoding together, joining and leaving at step boundaries ([`Answerer::stream`]);
+/// each is known by a key of the caller's.
+pub struct AnswerStream<'a, K> {
+    answerer: &'a Answerer,
+    /// Keys carry whether the question was cut to the input limit.
+    stream: Stream<'a, Backend, (K, bool)>,
+}
+
+/// A question that left the stream: its key and its answer.
+pub type Answered<K> = (K, Result<Answer>);
+
+impl<K> AnswerStream<'_, K> {
+    /// The decoding settings of this stream.
+    pub fn options(&self) -> &GenerateOptions {
+        self.stream.options()
+    }
+
+    /// Questions running.
+    pub fn len(&self) -> usize {
+        self.stream.len()
+    }
+
+    /// Whether no question runs.
+    pub fn is_empty(&self) -> bool {
+        self.stream.is_empty()
+    }
+
+    /// Decoder rows running (questions × beams).
+    pub fn rows(&self) -> usize {
+        self.stream.rows()
+    }
+
+    /// Whether questions can be admitted now (none runs, or the backend joins running batches).
+    pub fn can_admit(&self) -> bool {
+        self.stream.can_admit()
+    }
+
+    /// Encode `items` and add them to the running batch (their first step taken); returns the
+    /// questions already answered by that step.
+    pub fn admit(&mut self, items: Vec<(K, &Prepared)>) -> Result<Vec<Answered<K>>> {
+        let pad = self.stream.options().pad_token_id;
+        let seqs: Vec<Vec<u32>> = items.iter().map(|(_, p)| p.ids.clone()).collect();
+        let input = EncoderInput::from_sequences(&seqs, pad);
+        let keys = items.into_iter().map(|(k, p)| (k, p.truncated)).collect();
+        let finished = self.stream.admit(&input, keys)?;
+        Ok(self.answers(finished))
+    }
+
+    /// One decoder step of every running question; returns the questions it answered.
+    pub fn step(&mut self) -> Result<Vec<Answered<K>>> {
+        let finished = self.stream.step()?;
+        Ok(self.answers(finished))
+    }
+
+    /// Drop the running questions `leaves` picks, unanswered; returns their keys.
+    pub fn remove(&mut self, leaves: impl Fn(&K) -> bool) -> Result<Vec<K>> {
+        let gone = self.stream.remove(|(k, _)| leaves(k))?;
+        Ok(gone.into_iter().map(|(k, _)| k).collect())
+    }
+
+    fn answers(&self, finished: Vec<crate::generate::Finished<(K, bool)>>) -> Vec<Answered<K>> {
+        finished
+            .into_iter()
+            .map(|((key, truncated), hyps)| (key, self.answerer.decode(&hyps, truncated)))
+            .collect()
     }
 }
 

@@ -121,6 +121,13 @@ pub enum BackendArg {
     Tch,
 }
 
+/// How `cbqa serve` batches requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BatchingArg {
+    Continuous,
+    Dynamic,
+}
+
 /// Matmul precision of the tch backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ComputeArg {
@@ -227,6 +234,11 @@ pub struct ServeArgs {
     /// arrival, for more requests (0: start at once).
     #[arg(long, default_value_t = ServeOptions::default().batch_wait.as_secs_f64() * 1000.0)]
     pub batch_wait_ms: f64,
+    /// How requests are batched: `continuous` (questions join the running batch between decoder
+    /// steps; needs an export made by `cbqa export`, else dynamic) or `dynamic` (batches formed
+    /// at batch boundaries).
+    #[arg(long, value_enum, default_value_t = BatchingArg::Continuous)]
+    pub batching: BatchingArg,
     /// Beams (and candidates) a request may ask for, at most.
     #[arg(long, default_value_t = Limits::default().max_beams)]
     pub max_beams: usize,
@@ -709,6 +721,11 @@ pub struct PretrainArgs {
     /// Span corruption: the mean length of a masked span.
     #[arg(long, default_value_t = 3.0, conflicts_with = "resume")]
     pub mean_noise_span: f64,
+    /// Span corruption: draw the training pieces' noise masks once, from --seed, and repeat
+    /// them every epoch (without it, epoch e's masks are drawn from a seed derived from --seed
+    /// and e, so no epoch repeats another's examples; the --dev masks are fixed either way).
+    #[arg(long, conflicts_with = "resume")]
+    pub fixed_masks: bool,
     /// SSM: spans longer than this (in tokens, </s> included) are skipped.
     #[arg(long, default_value_t = 128, conflicts_with = "resume")]
     pub max_target_len: usize,

@@ -3,8 +3,8 @@
 //! each check is the settings type's own.
 
 use crate::cli::{
-    BackendArg, ComputeArg, DataArgs, ExportArgs, NormalizerArg, PrecisionArg, QuantizeArg,
-    RuntimeArgs, ServeArgs, ValidateArgs,
+    BackendArg, BatchingArg, ComputeArg, DataArgs, ExportArgs, NormalizerArg, PrecisionArg,
+    QuantizeArg, RuntimeArgs, ServeArgs, ValidateArgs,
 };
 use anyhow::Result;
 use cbqa::data::{DataFormat, ReadOptions};
@@ -12,7 +12,7 @@ use cbqa::eval::Normalizer;
 use cbqa::export::{ExportOptions, Precision, Quantize};
 use cbqa::generate::{BatchPolicy, GenerateOptions};
 use cbqa::runtime::{BackendKind, BackendOptions, Compute};
-use cbqa::serve::{Limits, ServeOptions};
+use cbqa::serve::{Batching, Limits, ServeOptions};
 use cbqa::validate::ValidateOptions;
 use cbqa::AnswererOptions;
 
@@ -129,6 +129,10 @@ pub fn serve_options(args: &ServeArgs) -> Result<ServeOptions> {
         port: args.port,
         limits,
         batch_wait: std::time::Duration::from_secs_f64(args.batch_wait_ms / 1000.0),
+        batching: match args.batching {
+            BatchingArg::Continuous => Batching::Continuous,
+            BatchingArg::Dynamic => Batching::Dynamic,
+        },
         model_dir: args.model.clone(),
     })
 }
@@ -207,7 +211,7 @@ mod train {
         TrainPrecisionArg, TrainerArgs,
     };
     use anyhow::{bail, Result};
-    use cbqa::pretrain::span_corruption::SpanCorruptionSettings;
+    use cbqa::pretrain::span_corruption::{MaskDraw, SpanCorruptionSettings};
     use cbqa::pretrain::{Objective, PretrainSettings};
     use cbqa::train::{
         self as tr, AnswerChoice, ExportExamplesOptions, MixingRates, OptimizerChoice, Precision,
@@ -310,6 +314,9 @@ mod train {
         };
         p.max_target_len = args.max_target_len;
         p.tag_dates = args.tag_dates;
+        if args.fixed_masks {
+            p.masks = MaskDraw::Fixed;
+        }
         let first = args.corpus.first().map_or(Path::new(""), |c| c.as_path());
         let mut s = TrainSettings::new(model.clone(), first.to_path_buf(), out);
         (s.max_input_len, s.max_target_len) = p.lengths();

@@ -94,6 +94,14 @@ pub fn run_settings(
     if let Some((dir, em)) = &out.best {
         println!("best checkpoint {} (dev EM {em:.2})", dir.display());
     }
+    if let Some((dir, best)) = &out.best_dev_loss {
+        println!(
+            "best checkpoint by dev loss {} (step {}, dev loss {:.4})",
+            dir.display(),
+            best.step,
+            best.dev_loss
+        );
+    }
     if !out.skipped_lines.is_empty() {
         println!("skipped {} malformed line(s)", out.skipped_lines.len());
     }

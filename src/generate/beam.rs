@@ -7,14 +7,16 @@
 //! `_check_early_stop_heuristic` and `_beam_search_has_unfinished_sequences`.
 //!
 //! transformers runs every question until the whole batch is done; a question's result only
-//! depends on its own beams, so here a finished question leaves the batch at once. And where
-//! transformers expands every question to `num_beams` identical rows before the first step, here
-//! the first step runs once per question (its beams would all see the same logits) and the state
-//! is expanded after it: the cross-attention keys/values are computed once per question.
+//! depends on its own beams, so here a finished question leaves the batch at once, and each
+//! question counts its own steps (questions may join a running batch: [`super::stream`]). And
+//! where transformers expands every question to `num_beams` identical rows before the first step,
+//! here the first step runs once per question (its beams would all see the same logits) and the
+//! state is expanded after it: the cross-attention keys/values are computed once per question.
+//!
+//! This file holds one question's search; [`super::stream::Stream`] runs the steps.
 
 use super::{log_softmax, EarlyStopping, GenerateOptions, Hypothesis};
-use crate::error::Result;
-use crate::runtime::{EncoderInput, Logits, Seq2Seq};
+use crate::runtime::Logits;
 
 /// transformers' stand-in for minus infinity in beam scores.
 const NEG: f32 = -1.0e9;
@@ -24,9 +26,8 @@ struct Beam {
     score: f32,
 }
 
-struct Item {
-    /// Input row this question came from.
-    row: usize,
+/// One question's beams.
+pub(super) struct Item {
     running: Vec<Beam>,
     /// Finished hypotheses, best first, at most `num_beams`.
     finished: Vec<Hypothesis>,
@@ -58,9 +59,9 @@ fn length_norm(len: usize, penalty: f32) -> f32 {
     (len as f64).powf(penalty as f64) as f32
 }
 
-/// The search's fixed quantities and scratch buffers, shared by its steps.
-struct Search<'a> {
-    opts: &'a GenerateOptions,
+/// The search's fixed quantities and scratch buffers, shared by its steps and questions.
+pub(super) struct Search {
+    opts: GenerateOptions,
     /// `num_beams`.
     nb: usize,
     /// Continuations kept per question and step: max(2, 1 + number of EOS ids) · num_beams.
@@ -69,8 +70,6 @@ struct Search<'a> {
     lp: Vec<f32>,
     /// The best continuations of one beam.
     best: Vec<(usize, f32)>,
-    /// Questions still running in the current step.
-    items_in_step: usize,
 }
 
 /// The lengths of one step.
@@ -83,9 +82,8 @@ struct StepFacts {
 
 impl Item {
     /// A question at the start: one live beam (score 0), the others at minus infinity.
-    fn new(row: usize, nb: usize, max_new: usize) -> Self {
+    pub(super) fn new(nb: usize, max_new: usize) -> Self {
         Item {
-            row,
             running: (0..nb)
                 .map(|b| Beam {
                     tokens: Vec::with_capacity(max_new),
@@ -97,6 +95,13 @@ impl Item {
         }
     }
 
+    /// The last token of every running beam: the next step's input.
+    pub(super) fn next_tokens(&self) -> impl Iterator<Item = i64> + '_ {
+        self.running
+            .iter()
+            .map(|b| *b.tokens.last().unwrap_or(&0) as i64)
+    }
+
     /// The tokens of beam `beam` followed by `token`.
     fn extended(&self, beam: usize, token: usize) -> Vec<u32> {
         let mut t = self.running[beam].tokens.clone();
@@ -105,17 +110,35 @@ impl Item {
     }
 }
 
-impl Search<'_> {
-    /// Step 1: the top `keep` continuations over all beams of question `i`, best first (ties by
-    /// the flat `beam · vocab + token` index, as transformers' `topk` over the flattened scores).
-    /// The logits hold `rows` rows per question: `num_beams`, or one (every beam's) at the first
-    /// step.
-    fn candidates(&mut self, item: &Item, logits: &Logits, i: usize, step: usize) -> Vec<Cand> {
-        let opts = self.opts;
-        let rows = logits.rows / self.items_in_step;
+/// Where a question's logits are: `rows` rows from `first` (`num_beams`, or one — every beam's —
+/// at the first step).
+#[derive(Clone, Copy)]
+pub(super) struct Rows {
+    pub first: usize,
+    pub rows: usize,
+}
+
+impl Search {
+    /// The search of `opts` (with `num_beams` ≥ 2).
+    pub(super) fn new(opts: &GenerateOptions) -> Self {
+        let nb = opts.num_beams;
+        Search {
+            opts: opts.clone(),
+            nb,
+            keep: 2 * nb,
+            lp: Vec::new(),
+            best: Vec::new(),
+        }
+    }
+
+    /// Step 1: the top `keep` continuations over all beams of the question at `at`, best first
+    /// (ties by the flat `beam · vocab + token` index, as transformers' `topk` over the
+    /// flattened scores).
+    fn candidates(&mut self, item: &Item, logits: &Logits, at: Rows, step: usize) -> Vec<Cand> {
+        let opts = &self.opts;
         let mut cands: Vec<Cand> = Vec::with_capacity(self.nb * self.keep);
         for (b, beam) in item.running.iter().enumerate() {
-            log_softmax(logits.row(i * rows + b.min(rows - 1)), &mut self.lp);
+            log_softmax(logits.row(at.first + b.min(at.rows - 1)), &mut self.lp);
             if step < opts.min_new_tokens {
                 // applied to the log-probabilities, as transformers' logits processors are
                 if let Some(x) = self.lp.get_mut(opts.eos_token_id as usize) {
@@ -163,7 +186,7 @@ impl Search<'_> {
     /// Step 3: among the first `num_beams` candidates, those that stopped join the finished
     /// hypotheses (length-normalised), unless the question can no longer take any.
     fn add_finished(&self, item: &mut Item, cands: &[Cand], hits: &[bool], facts: &StepFacts) {
-        let opts = self.opts;
+        let opts = &self.opts;
         let full = item.finished.len() == self.nb;
         let blocked = (full && opts.early_stopping == EarlyStopping::True) || !item.improvable;
         if blocked {
@@ -186,7 +209,7 @@ impl Search<'_> {
     /// Step 4: whether the question can still improve (`_check_early_stop_heuristic`), and
     /// whether it is done.
     fn is_done(&self, item: &mut Item, facts: &StepFacts) -> bool {
-        let opts = self.opts;
+        let opts = &self.opts;
         let best_len = if opts.early_stopping == EarlyStopping::Never && opts.length_penalty > 0.0 {
             opts.max_new_tokens
         } else {
@@ -206,13 +229,13 @@ impl Search<'_> {
         !item.improvable || (full && opts.early_stopping == EarlyStopping::True) || facts.at_limit
     }
 
-    /// One step of question `i`: its new running beams (with their parents) and finished
-    /// hypotheses; true when the question is done.
-    fn advance(
+    /// Step `step` (from 0) of the question at `at`: its new running beams (with the beam each
+    /// came from) and finished hypotheses; true when the question is done.
+    pub(super) fn advance(
         &mut self,
         item: &mut Item,
         logits: &Logits,
-        i: usize,
+        at: Rows,
         step: usize,
     ) -> (bool, Vec<usize>) {
         let max_new = self.opts.max_new_tokens;
@@ -220,7 +243,7 @@ impl Search<'_> {
             gen_len: step + 1,
             at_limit: step + 1 >= max_new,
         };
-        let cands = self.candidates(item, logits, i, step);
+        let cands = self.candidates(item, logits, at, step);
         let eos = self.opts.eos_token_id;
         let hits: Vec<bool> = cands
             .iter()
@@ -234,62 +257,9 @@ impl Search<'_> {
 }
 
 /// The finished hypotheses a question returns, best first.
-fn results_of(item: &mut Item, opts: &GenerateOptions) -> Vec<Hypothesis> {
+pub(super) fn results_of(item: &mut Item, opts: &GenerateOptions) -> Vec<Hypothesis> {
     item.finished
         .drain(..)
         .take(opts.num_return_sequences)
         .collect()
-}
-
-/// Beam search over a padded batch; per input row up to `num_return_sequences` hypotheses.
-pub fn beam_search<B: Seq2Seq>(
-    backend: &B,
-    input: &EncoderInput,
-    opts: &GenerateOptions,
-) -> Result<Vec<Vec<Hypothesis>>> {
-    let nb = opts.num_beams;
-    let mut search = Search {
-        opts,
-        nb,
-        keep: 2 * nb,
-        lp: Vec::new(),
-        best: Vec::new(),
-        items_in_step: input.batch,
-    };
-    let mut results: Vec<Vec<Hypothesis>> = vec![Vec::new(); input.batch];
-    let mut items: Vec<Item> = (0..input.batch)
-        .map(|row| Item::new(row, nb, opts.max_new_tokens))
-        .collect();
-    let mut state = backend.encode(input)?;
-    // one row per question at the first step, `nb` after it
-    let mut tokens: Vec<i64> = vec![opts.decoder_start_token_id as i64; input.batch];
-    for step in 0..opts.max_new_tokens {
-        let (logits, next) = backend.step(state, &tokens)?;
-        state = next;
-        search.items_in_step = items.len();
-        let rows = if step == 0 { 1 } else { nb };
-        let mut select_rows = Vec::with_capacity(items.len() * nb);
-        let mut still: Vec<Item> = Vec::with_capacity(items.len());
-        tokens.clear();
-        for (i, mut item) in items.into_iter().enumerate() {
-            let (done, parents) = search.advance(&mut item, &logits, i, step);
-            if done {
-                results[item.row] = results_of(&mut item, opts);
-            } else {
-                select_rows.extend(parents.iter().map(|p| i * rows + p.min(&(rows - 1))));
-                tokens.extend(
-                    item.running
-                        .iter()
-                        .map(|b| *b.tokens.last().unwrap_or(&0) as i64),
-                );
-                still.push(item);
-            }
-        }
-        items = still;
-        if items.is_empty() {
-            break;
-        }
-        state = backend.select(state, &select_rows)?;
-    }
-    Ok(results)
 }

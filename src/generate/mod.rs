@@ -3,15 +3,15 @@
 //! `_beam_search`), plus length-sorted batching under a token budget.
 //!
 //! Sequences that finish leave the running batch (their rows are dropped from the backend state),
-//! so a batch costs what its unfinished rows cost.
+//! so a batch costs what its unfinished rows cost; new questions can join it ([`Stream`]).
 
 mod batch;
 mod beam;
 mod greedy;
+mod stream;
 
 pub use batch::{encode_questions, plan_batches, run_batches, BatchPolicy, OnBatch, Prepared};
-pub use beam::beam_search;
-pub use greedy::greedy;
+pub use stream::{Finished, Stream};
 
 use crate::error::{Error, Result};
 use crate::runtime::{EncoderInput, Seq2Seq};
@@ -141,15 +141,7 @@ pub fn generate<B: Seq2Seq>(
     input: &EncoderInput,
     opts: &GenerateOptions,
 ) -> Result<Vec<Vec<Hypothesis>>> {
-    opts.check()?;
-    if opts.num_beams == 1 {
-        Ok(greedy(backend, input, opts)?
-            .into_iter()
-            .map(|h| vec![h])
-            .collect())
-    } else {
-        beam_search(backend, input, opts)
-    }
+    stream::run(backend, input, opts)
 }
 
 /// `log_softmax` of one row, in f32 like transformers (which upcasts logits to f32 first).

@@ -14,7 +14,7 @@ pub mod tfrecord;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use span_corruption::{SpanCorruptionSettings, SpanCorruptor};
+use span_corruption::{Denoiser, MaskDraw, SpanCorruptionSettings, SpanCorruptor};
 use std::path::PathBuf;
 use tokenizers::Tokenizer;
 
@@ -41,10 +41,20 @@ pub struct PretrainSettings {
     /// Give documents without spans the dates [`dates::tag_dates`] finds.
     #[serde(default)]
     pub tag_dates: bool,
+    /// Span corruption: how the training pieces' masks are drawn over the epochs. Runs from
+    /// before this setting existed drew them once ([`MaskDraw::Fixed`]) and resume so.
+    #[serde(default = "fixed_masks")]
+    pub masks: MaskDraw,
+}
+
+/// What a `run.json` without `masks` trained with.
+fn fixed_masks() -> MaskDraw {
+    MaskDraw::Fixed
 }
 
 impl PretrainSettings {
-    /// The paper's settings (512 inputs, density 0.15, mean span 3) on `corpus`.
+    /// The paper's settings (512 inputs, density 0.15, mean span 3) on `corpus`, with new masks
+    /// every epoch.
     pub fn new(corpus: Vec<PathBuf>, objective: Objective) -> Self {
         PretrainSettings {
             corpus,
@@ -52,6 +62,7 @@ impl PretrainSettings {
             span_corruption: SpanCorruptionSettings::default(),
             max_target_len: 128,
             tag_dates: false,
+            masks: MaskDraw::PerEpoch,
         }
     }
 
@@ -74,10 +85,44 @@ pub struct Example {
     pub targets: Vec<u32>,
 }
 
-/// What a corpus gave.
+/// Span corruption's raw pieces of a corpus, in corpus order, and what makes them examples:
+/// [`Pieces::examples`] draws every piece's mask from a seed.
+#[derive(Debug, Clone)]
+pub struct Pieces {
+    pub raw: Vec<Vec<u32>>,
+    pub denoiser: Denoiser,
+}
+
+impl Pieces {
+    /// Every piece's example, piece `i` masked by the draw of (`seed`, `i`).
+    pub fn examples(&self, seed: u64) -> Vec<Example> {
+        self.raw
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| {
+                let d = self.denoiser.denoise(piece, seed, i as u64);
+                Example {
+                    inputs: d.inputs,
+                    targets: d.targets,
+                }
+            })
+            .collect()
+    }
+}
+
+/// What a corpus gave, in memory.
 #[derive(Debug, Default)]
 pub struct Examples {
+    /// The examples; for span corruption those of the masks of the seed `build_examples` got.
     pub examples: Vec<Example>,
+    /// Span corruption: the raw pieces the examples were masked from (to draw other masks).
+    pub pieces: Option<Pieces>,
+    pub counts: CorpusCounts,
+}
+
+/// What reading a corpus counted.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CorpusCounts {
     /// Documents (sentences) read.
     pub documents: usize,
     /// SSM: sentences without a salient span (dropped, as `mask_salient_spans` drops them).
@@ -86,6 +131,16 @@ pub struct Examples {
     pub skipped: Vec<String>,
     /// Skipped examples in all.
     pub skipped_total: usize,
+    /// Examples (SSM) or raw pieces (span corruption) made.
+    pub made: usize,
+}
+
+/// Where [`build_examples_into`] puts what it makes, in corpus order.
+pub trait ExampleSink {
+    /// An SSM example (EOS on both sides).
+    fn example(&mut self, example: Example) -> Result<()>;
+    /// A span-corruption raw piece (no EOS) and what makes it an example.
+    fn piece(&mut self, raw: Vec<u32>, denoiser: &Denoiser) -> Result<()>;
 }
 
 /// At most this many skip messages are kept (all are counted).
@@ -94,7 +149,7 @@ pub const MAX_SKIP_MESSAGES: usize = 100;
 /// Documents tokenized at once.
 const BATCH: usize = span_corruption::DOCUMENTS_PER_GROUP;
 
-impl Examples {
+impl CorpusCounts {
     fn skip(&mut self, origin: &str, reason: String) {
         self.skipped_total += 1;
         if self.skipped.len() < MAX_SKIP_MESSAGES {
@@ -103,21 +158,69 @@ impl Examples {
     }
 }
 
-/// Every example of the corpus under `s`, in corpus order, the documents streamed. An empty
-/// corpus, or (SSM) one without any salient span, is an error; a malformed line is an error
-/// naming `file:line`.
+/// What [`build_examples`] collects in memory.
+#[derive(Default)]
+struct Collected {
+    examples: Vec<Example>,
+    raw: Vec<Vec<u32>>,
+    denoiser: Option<Denoiser>,
+}
+
+impl ExampleSink for Collected {
+    fn example(&mut self, example: Example) -> Result<()> {
+        self.examples.push(example);
+        Ok(())
+    }
+
+    fn piece(&mut self, raw: Vec<u32>, denoiser: &Denoiser) -> Result<()> {
+        self.raw.push(raw);
+        self.denoiser = Some(*denoiser);
+        Ok(())
+    }
+}
+
+/// Every example of the corpus under `s`, in corpus order, in memory (span corruption: masked
+/// by `seed`'s draws, the raw pieces kept); see [`build_examples_into`].
 pub fn build_examples(
     s: &PretrainSettings,
     tokenizer: &Tokenizer,
     eos: u32,
     seed: u64,
 ) -> Result<Examples> {
+    let mut collected = Collected::default();
+    let counts = build_examples_into(s, tokenizer, eos, seed, &mut collected)?;
+    let pieces = collected.denoiser.map(|denoiser| Pieces {
+        raw: collected.raw,
+        denoiser,
+    });
+    let examples = match &pieces {
+        Some(p) => p.examples(seed),
+        None => collected.examples,
+    };
+    Ok(Examples {
+        examples,
+        pieces,
+        counts,
+    })
+}
+
+/// Every example (SSM) or raw piece (span corruption) of the corpus under `s` into `sink`, in
+/// corpus order, the documents streamed: what is held at once is one batch of documents and one
+/// group of pieces. An empty corpus, or (SSM) one without any salient span, is an error; a
+/// malformed line is an error naming `file:line`.
+pub fn build_examples_into(
+    s: &PretrainSettings,
+    tokenizer: &Tokenizer,
+    eos: u32,
+    seed: u64,
+    sink: &mut dyn ExampleSink,
+) -> Result<CorpusCounts> {
     s.span_corruption.check()?;
     let files = corpus::expand_patterns(&s.corpus)?;
     if files.is_empty() {
         return Err(Error::setting("corpus", "name at least one corpus file"));
     }
-    let mut out = Examples::default();
+    let mut out = CorpusCounts::default();
     let mut corruptor = match s.objective {
         Objective::SpanCorruption => Some(corruptor(s, tokenizer, eos, seed)?),
         Objective::Ssm => None,
@@ -135,18 +238,24 @@ pub fn build_examples(
         }
         batch.push(doc);
         if batch.len() == BATCH {
-            process_batch(s, tokenizer, eos, corruptor.as_mut(), &batch, &mut out)?;
+            let c = corruptor.as_mut();
+            process_batch(s, tokenizer, eos, c, &batch, &mut out, sink)?;
             batch.clear();
         }
     }
     if !batch.is_empty() {
-        process_batch(s, tokenizer, eos, corruptor.as_mut(), &batch, &mut out)?;
+        process_batch(
+            s,
+            tokenizer,
+            eos,
+            corruptor.as_mut(),
+            &batch,
+            &mut out,
+            sink,
+        )?;
     }
     if let Some(c) = &mut corruptor {
-        out.examples.extend(c.finish().into_iter().map(|d| Example {
-            inputs: d.inputs,
-            targets: d.targets,
-        }));
+        put_pieces(c.finish(), &c.denoiser(), &mut out, sink)?;
     }
     check_not_empty(s, &files, &out)?;
     Ok(out)
@@ -160,17 +269,32 @@ fn process_batch(
     eos: u32,
     corruptor: Option<&mut SpanCorruptor>,
     batch: &[corpus::Document],
-    out: &mut Examples,
+    out: &mut CorpusCounts,
+    sink: &mut dyn ExampleSink,
 ) -> Result<()> {
     out.documents += batch.len();
     match corruptor {
-        Some(c) => corrupt_batch(c, tokenizer, batch, out),
-        None => ssm_batch(s, tokenizer, eos, batch, out),
+        Some(c) => corrupt_batch(c, tokenizer, batch, out, sink),
+        None => ssm_batch(s, tokenizer, eos, batch, out, sink),
     }
 }
 
+/// Hand completed pieces to `sink`, counted.
+fn put_pieces(
+    pieces: Vec<Vec<u32>>,
+    denoiser: &Denoiser,
+    out: &mut CorpusCounts,
+    sink: &mut dyn ExampleSink,
+) -> Result<()> {
+    for piece in pieces {
+        out.made += 1;
+        sink.piece(piece, denoiser)?;
+    }
+    Ok(())
+}
+
 /// An empty corpus, or one that gave no example, is an error saying why.
-fn check_not_empty(s: &PretrainSettings, files: &[PathBuf], out: &Examples) -> Result<()> {
+fn check_not_empty(s: &PretrainSettings, files: &[PathBuf], out: &CorpusCounts) -> Result<()> {
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let what = names.join(", ");
     if out.documents == 0 {
@@ -179,7 +303,7 @@ fn check_not_empty(s: &PretrainSettings, files: &[PathBuf], out: &Examples) -> R
             "the corpus holds no document (every line is blank)",
         ));
     }
-    if out.examples.is_empty() {
+    if out.made == 0 {
         let why = match (s.objective, out.without_spans == out.documents) {
             (Objective::Ssm, true) => {
                 "no sentence has a salient span; SSM needs spans: JSON lines \
@@ -236,15 +360,13 @@ fn corrupt_batch(
     c: &mut SpanCorruptor,
     tok: &Tokenizer,
     batch: &[corpus::Document],
-    out: &mut Examples,
+    out: &mut CorpusCounts,
+    sink: &mut dyn ExampleSink,
 ) -> Result<()> {
     let ids = encode(tok, batch.iter().map(|d| d.text.as_str()).collect())?;
+    let denoiser = c.denoiser();
     for doc in &ids {
-        let done = c.push(doc);
-        out.examples.extend(done.into_iter().map(|d| Example {
-            inputs: d.inputs,
-            targets: d.targets,
-        }));
+        put_pieces(c.push(doc), &denoiser, out, sink)?;
     }
     Ok(())
 }
@@ -254,7 +376,8 @@ fn ssm_batch(
     tok: &Tokenizer,
     eos: u32,
     batch: &[corpus::Document],
-    out: &mut Examples,
+    out: &mut CorpusCounts,
+    sink: &mut dyn ExampleSink,
 ) -> Result<()> {
     let mut texts = Vec::new();
     let mut origins = Vec::new();
@@ -290,10 +413,11 @@ fn ssm_batch(
                 ),
             );
         } else {
-            out.examples.push(Example {
+            out.made += 1;
+            sink.example(Example {
                 inputs: i,
                 targets: t,
-            });
+            })?;
         }
     }
     Ok(())
@@ -321,11 +445,12 @@ mod tests {
         let tok = Tokenizer::from_file(tok_file).unwrap();
         let s = PretrainSettings::new(vec![p.clone()], Objective::Ssm);
         let out = build_examples(&s, &tok, 1, 0).unwrap();
+        let counts = &out.counts;
         assert_eq!(
-            (out.examples.len(), out.documents, out.skipped_total),
+            (out.examples.len(), counts.documents, counts.skipped_total),
             (1, 2, 1)
         );
-        let msg = &out.skipped[0];
+        let msg = &counts.skipped[0];
         assert!(
             msg.contains("wiki.tfrecord: record 1, sentence 0: spans") && msg.contains("overlap"),
             "{msg}"

@@ -185,50 +185,104 @@ fn item_rng(seed: u64, salt: u64, index: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(mixed)
 }
 
-/// Span corruption over a stream of tokenized documents: [`SpanCorruptor::push`] each
-/// document, [`SpanCorruptor::finish`] at the end; each returns the examples completed.
-pub struct SpanCorruptor {
+/// How the noise masks of a run's training pieces are drawn over its epochs. (A dev set's masks
+/// are always those of the run's seed, so its loss compares across epochs.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaskDraw {
+    /// Epoch `e` masks every piece with masks drawn from [`epoch_seed`]`(seed, e)`, so no
+    /// epoch repeats another's examples (as T5's pipeline, which never repeats an example).
+    PerEpoch,
+    /// Every epoch repeats the masks of the run's seed (epoch 0's): a small corpus is then
+    /// memorised. What runs made before this setting existed trained with.
+    Fixed,
+}
+
+/// The seed of epoch `epoch`'s masks in a run seeded `seed`: `seed` itself for epoch 0 (so the
+/// first epoch, `--dump-examples` and [`MaskDraw::Fixed`] agree), a SplitMix64 mix of both for
+/// the others.
+pub fn epoch_seed(seed: u64, epoch: u64) -> u64 {
+    if epoch == 0 {
+        return seed;
+    }
+    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// What turns a raw piece into an example: the settings, `<extra_id_0>` and EOS.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Denoiser {
     settings: SpanCorruptionSettings,
-    /// Raw tokens per piece (568 for 512 inputs).
-    piece_length: usize,
     sentinel0: u32,
     eos: u32,
+}
+
+impl Denoiser {
+    /// Piece `index`'s example with the mask drawn from (`seed`, `index`) (`denoise` with the
+    /// span corruption functions, then EOS).
+    pub fn denoise(&self, piece: &[u32], seed: u64, index: u64) -> Denoised {
+        let mut rng = item_rng(seed, 2, index);
+        let s = &self.settings;
+        let mask =
+            random_spans_noise_mask(piece.len(), s.noise_density, s.mean_noise_span, &mut rng);
+        let mut inputs = noise_span_to_unique_sentinel(piece, &mask, self.sentinel0);
+        let mut targets = nonnoise_span_to_unique_sentinel(piece, &mask, self.sentinel0);
+        inputs.push(self.eos);
+        targets.push(self.eos);
+        Denoised { inputs, targets }
+    }
+}
+
+/// Span corruption's raw pieces over a stream of tokenized documents: [`SpanCorruptor::push`]
+/// each document, [`SpanCorruptor::finish`] at the end; each returns the pieces completed,
+/// which [`Denoiser::denoise`] (from [`SpanCorruptor::denoiser`]) makes into examples.
+pub struct SpanCorruptor {
+    denoiser: Denoiser,
+    /// Raw tokens per piece (568 for 512 inputs).
+    piece_length: usize,
     seed: u64,
     documents: u64,
-    pieces: u64,
     group: Vec<u32>,
     group_documents: usize,
 }
 
 impl SpanCorruptor {
     /// A corruptor with `<extra_id_0>` = `sentinel0` (the sentinels below it must exist down to
-    /// `sentinel0 - max_sentinels() + 1`) and `eos`.
+    /// `sentinel0 - max_sentinels() + 1`) and `eos`; `seed` draws the chunks of long documents.
     pub fn new(settings: SpanCorruptionSettings, sentinel0: u32, eos: u32, seed: u64) -> Self {
         SpanCorruptor {
             piece_length: random_spans_helper(&settings).0,
-            settings,
-            sentinel0,
-            eos,
+            denoiser: Denoiser {
+                settings,
+                sentinel0,
+                eos,
+            },
             seed,
             documents: 0,
-            pieces: 0,
             group: Vec::new(),
             group_documents: 0,
         }
     }
 
+    /// What makes this corruptor's pieces into examples.
+    pub fn denoiser(&self) -> Denoiser {
+        self.denoiser
+    }
+
     /// The raw tokens of a full piece and the targets length of its example (EOS included).
     pub fn lengths(&self) -> (usize, usize) {
-        random_spans_helper(&self.settings)
+        random_spans_helper(&self.denoiser.settings)
     }
 
     /// The most sentinels one piece needs.
     pub fn max_sentinels(&self) -> usize {
-        noise_spans_of(self.piece_length, &self.settings)
+        noise_spans_of(self.piece_length, &self.denoiser.settings)
     }
 
-    /// Add one document's tokens (no EOS); returns the examples of a group it completed.
-    pub fn push(&mut self, tokens: &[u32]) -> Vec<Denoised> {
+    /// Add one document's tokens (no EOS); returns the pieces of a group it completed.
+    pub fn push(&mut self, tokens: &[u32]) -> Vec<Vec<u32>> {
         if tokens.is_empty() {
             return Vec::new();
         }
@@ -243,8 +297,8 @@ impl SpanCorruptor {
         }
     }
 
-    /// The examples of the last, partial group.
-    pub fn finish(&mut self) -> Vec<Denoised> {
+    /// The pieces of the last, partial group.
+    pub fn finish(&mut self) -> Vec<Vec<u32>> {
         self.flush()
     }
 
@@ -260,28 +314,14 @@ impl SpanCorruptor {
         &tokens[start..(start + MAX_DOCUMENT_TOKENS).min(tokens.len())]
     }
 
-    /// Split the group into pieces (`split_tokens`) and denoise each.
-    fn flush(&mut self) -> Vec<Denoised> {
+    /// Split the group into pieces (`split_tokens`).
+    fn flush(&mut self) -> Vec<Vec<u32>> {
         let group = std::mem::take(&mut self.group);
         self.group_documents = 0;
         group
             .chunks(self.piece_length)
-            .map(|piece| self.denoise(piece))
+            .map(<[u32]>::to_vec)
             .collect()
-    }
-
-    /// One piece's example (`denoise` with the span corruption functions, then EOS).
-    pub fn denoise(&mut self, piece: &[u32]) -> Denoised {
-        let mut rng = item_rng(self.seed, 2, self.pieces);
-        self.pieces += 1;
-        let s = &self.settings;
-        let mask =
-            random_spans_noise_mask(piece.len(), s.noise_density, s.mean_noise_span, &mut rng);
-        let mut inputs = noise_span_to_unique_sentinel(piece, &mask, self.sentinel0);
-        let mut targets = nonnoise_span_to_unique_sentinel(piece, &mask, self.sentinel0);
-        inputs.push(self.eos);
-        targets.push(self.eos);
-        Denoised { inputs, targets }
     }
 }
 
@@ -402,13 +442,19 @@ mod tests {
         assert_eq!(c.max_sentinels(), 28);
         // 200 documents of 7 tokens: a group of 128 (896 tokens: one piece of 568 and one of
         // 328), then the rest at the end (504 tokens).
-        let mut examples = Vec::new();
+        let mut pieces = Vec::new();
         for d in 0..200u32 {
-            examples.extend(c.push(&[100 + d, 5, 6, 7, 8, 9, 10]));
+            pieces.extend(c.push(&[100 + d, 5, 6, 7, 8, 9, 10]));
         }
-        assert_eq!(examples.len(), 2);
-        examples.extend(c.finish());
-        assert_eq!(examples.len(), 3);
+        assert_eq!(pieces.len(), 2);
+        pieces.extend(c.finish());
+        assert_eq!(pieces.len(), 3);
+        let d = c.denoiser();
+        let examples: Vec<Denoised> = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, p)| d.denoise(p, 3, i as u64))
+            .collect();
         let full = &examples[0];
         assert_eq!(full.inputs.len(), 512);
         assert_eq!(full.targets.len(), 114);
@@ -429,12 +475,77 @@ mod tests {
             .take(568)
             .collect();
         assert_eq!(merge(&full.inputs, &full.targets), raw);
-        // Seeded: the same documents give the same examples.
+        // Seeded: the same documents give the same pieces, the same seed the same examples.
         let mut again = SpanCorruptor::new(t5(), 32_099, 1, 3);
-        let first: Vec<Denoised> = (0..128u32)
+        let first: Vec<Vec<u32>> = (0..128u32)
             .flat_map(|d| again.push(&[100 + d, 5, 6, 7, 8, 9, 10]))
             .collect();
-        assert_eq!(first[0], examples[0]);
+        assert_eq!(first[0], pieces[0]);
+        assert_eq!(again.denoiser().denoise(&first[0], 3, 0), examples[0]);
+    }
+
+    /// The noise mask an example was made with, for a piece of distinct tokens (`100 + k`): the
+    /// raw tokens in the targets are the noise.
+    fn mask_of(example: &Denoised, length: usize) -> Vec<bool> {
+        let mut mask = vec![false; length];
+        for &t in example
+            .targets
+            .iter()
+            .filter(|&&t| (100..30_000).contains(&t))
+        {
+            mask[(t - 100) as usize] = true;
+        }
+        mask
+    }
+
+    #[test]
+    fn every_epoch_draws_new_masks_with_the_same_statistics() {
+        let d = SpanCorruptor::new(t5(), 32_099, 1, 11).denoiser();
+        let piece: Vec<u32> = (100..668).collect();
+        let pieces = 600u64;
+        let masks_of = |epoch: u64| -> Vec<(Vec<bool>, Denoised)> {
+            (0..pieces)
+                .map(|i| {
+                    let ex = d.denoise(&piece, epoch_seed(11, epoch), i);
+                    (mask_of(&ex, 568), ex)
+                })
+                .collect()
+        };
+        assert_eq!(epoch_seed(11, 0), 11, "epoch 0 keeps the run's masks");
+        let epochs: Vec<Vec<(Vec<bool>, Denoised)>> = (0..3).map(masks_of).collect();
+        for (e, masks) in epochs.iter().enumerate() {
+            let (mut ones, mut spans_all) = (0usize, 0usize);
+            for (m, ex) in masks {
+                // The statistics of `random_spans_noise_mask` (see above), every epoch.
+                assert_eq!((ex.inputs.len(), ex.targets.len()), (512, 114), "epoch {e}");
+                assert!(!m[0] && m[567], "epoch {e}: non-noise first, noise last");
+                assert_eq!(m.iter().filter(|&&x| x).count(), 85, "epoch {e}");
+                let starts: Vec<usize> = (0..568)
+                    .filter(|&k| m[k] && (k == 0 || !m[k - 1]))
+                    .collect();
+                assert_eq!(starts.len(), 28, "epoch {e}");
+                for &k in &starts {
+                    let len = (k..568).take_while(|&j| m[j]).count();
+                    ones += usize::from(len == 1);
+                }
+                spans_all += starts.len();
+            }
+            let p1 = ones as f64 / spans_all as f64;
+            assert!((p1 - 27.0 / 84.0).abs() < 0.015, "epoch {e}: {p1}");
+        }
+        // The same piece gets other masks in another epoch, drawn independently: a noise token
+        // of epoch 0 is noise again in epoch 1 about as often as any token is (15%).
+        let (mut same, mut both, mut noise0) = (0usize, 0usize, 0usize);
+        for ((m0, ex0), (m1, ex1)) in epochs[0].iter().zip(&epochs[1]) {
+            same += usize::from(ex0 == ex1);
+            noise0 += m0.iter().filter(|&&x| x).count();
+            both += m0.iter().zip(m1).filter(|(a, b)| **a && **b).count();
+        }
+        assert_eq!(same, 0, "an epoch repeated another's example");
+        let again = both as f64 / noise0 as f64;
+        assert!((again - 0.15).abs() < 0.02, "{again}");
+        // Seeded: the same epoch gives the same masks.
+        assert_eq!(masks_of(1)[5].1, epochs[1][5].1);
     }
 
     /// The original tokens back from inputs and targets (sentinels > 30000 in these tests).

@@ -1,5 +1,9 @@
 //! The decode loop: one thread owns the model and answers queued requests in batches.
 //!
+//! With a backend that joins running batches (cbqa's own exports, the tch model) the loop batches
+//! continuously ([`super::continuous`]): questions join the running batch at a step boundary and
+//! leave it when answered. Otherwise (optimum's exports) it batches dynamically, as follows.
+//!
 //! Dynamic batching: at each batch boundary the loop takes, in arrival order, the queued requests
 //! with the same decoding settings as the oldest one, up to [`WINDOW`] batches of the batch
 //! policy's question count and padded-token budget (a request larger than that is taken alone).
@@ -11,6 +15,7 @@
 //! it a request is refused at once.
 
 use super::metrics::Metrics;
+use super::Batching;
 use crate::answer::{Answer, Answerer};
 use crate::error::Error;
 use crate::generate::{GenerateOptions, Prepared};
@@ -43,7 +48,7 @@ pub struct Job {
     pub generate: GenerateOptions,
     pub deadline: Instant,
     pub reply: oneshot::Sender<JobResult>,
-    queued: Instant,
+    pub(super) queued: Instant,
 }
 
 impl Job {
@@ -73,21 +78,22 @@ pub enum Refused {
     Closed,
 }
 
-struct Queue {
-    jobs: VecDeque<Job>,
+pub(super) struct Queue {
+    pub(super) jobs: VecDeque<Job>,
     /// Questions in `jobs`.
-    questions: usize,
-    closed: bool,
+    pub(super) questions: usize,
+    pub(super) closed: bool,
     /// Seconds per question of the last batch, for `Retry-After`.
-    seconds_per_question: f64,
+    pub(super) seconds_per_question: f64,
 }
 
-struct Shared {
+/// The queue, and what the handlers and the decode loop share.
+pub(super) struct Shared {
     queue: Mutex<Queue>,
-    wake: Condvar,
+    pub(super) wake: Condvar,
     max_queue: usize,
-    batch_wait: Duration,
-    metrics: Arc<Metrics>,
+    pub(super) batch_wait: Duration,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -107,7 +113,7 @@ impl Shared {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -126,13 +132,14 @@ impl Batcher {
         answerer: Arc<Answerer>,
         max_queue: usize,
         batch_wait: Duration,
+        batching: Batching,
         metrics: Arc<Metrics>,
     ) -> Self {
         let shared = Arc::new(Shared::new(max_queue, batch_wait, metrics));
         let loop_shared = Arc::clone(&shared);
         let worker = std::thread::Builder::new()
             .name("cbqa-decode".into())
-            .spawn(move || decode_loop(&answerer, &loop_shared))
+            .spawn(move || decode_loop(&answerer, &loop_shared, batching))
             .ok();
         if worker.is_none() {
             shared.lock().closed = true;
@@ -179,8 +186,26 @@ impl Batcher {
     }
 }
 
+/// Answer queued requests until the queue is closed and empty.
+fn decode_loop(answerer: &Answerer, shared: &Shared, batching: Batching) {
+    if effective_batching(answerer, batching) == Batching::Continuous {
+        super::continuous::run(answerer, shared);
+    } else {
+        dynamic_loop(answerer, shared);
+    }
+}
+
+/// The batching the decode loop uses when `batching` is asked for: continuous batching needs a
+/// backend that joins running batches.
+pub fn effective_batching(answerer: &Answerer, batching: Batching) -> Batching {
+    match batching {
+        Batching::Continuous if answerer.joins_running_batches() => Batching::Continuous,
+        _ => Batching::Dynamic,
+    }
+}
+
 /// Take batches until the queue is closed and empty.
-fn decode_loop(answerer: &Answerer, shared: &Shared) {
+fn dynamic_loop(answerer: &Answerer, shared: &Shared) {
     let policy = &answerer.options().batch;
     let (max_questions, max_tokens) = (
         policy.max_batch_size.max(1) * WINDOW,
@@ -207,16 +232,9 @@ fn decode_loop(answerer: &Answerer, shared: &Shared) {
     }
 }
 
-/// Wait for queued jobs (and, while less than `full` questions are queued, up to the batch wait
-/// from the oldest one's arrival for more), then take the next batch: the oldest job, then the
-/// later ones with its settings while the batch stays within `max_questions` and `max_tokens`
-/// padded tokens. `None` once the queue is closed and empty.
-fn next_batch(
-    shared: &Shared,
-    full: usize,
-    max_questions: usize,
-    max_tokens: usize,
-) -> Option<Vec<Job>> {
+/// Wait until a job is queued, then, while fewer than `full` questions are, up to the batch wait
+/// from the oldest job's arrival for more. `None` once the queue is closed and empty.
+pub(super) fn wait_for_jobs(shared: &Shared, full: usize) -> Option<MutexGuard<'_, Queue>> {
     let mut q = shared.lock();
     while q.jobs.is_empty() {
         if q.closed {
@@ -235,6 +253,19 @@ fn next_batch(
             .unwrap_or_else(|p| p.into_inner())
             .0;
     }
+    Some(q)
+}
+
+/// Wait for jobs ([`wait_for_jobs`]), then take the next batch: the oldest job, then the later
+/// ones with its settings while the batch stays within `max_questions` and `max_tokens` padded
+/// tokens. `None` once the queue is closed and empty.
+fn next_batch(
+    shared: &Shared,
+    full: usize,
+    max_questions: usize,
+    max_tokens: usize,
+) -> Option<Vec<Job>> {
+    let mut q = wait_for_jobs(shared, full)?;
     let first = q.jobs.pop_front()?;
     let mut count = first.items.len();
     let mut longest = longest_of(&first.items);

@@ -40,6 +40,7 @@ impl AppState {
             Arc::clone(&answerer),
             opts.limits.max_queue,
             opts.batch_wait,
+            opts.batching,
             Arc::clone(&metrics),
         );
         AppState {
@@ -299,6 +300,10 @@ fn model_info(answerer: &Answerer, opts: &ServeOptions) -> Value {
         .and_then(|t| serde_json::from_str::<Value>(&t).ok());
     let l = &opts.limits;
     let batch_wait = opts.batch_wait.as_secs_f64() * 1000.0;
+    let batching = match super::batcher::effective_batching(answerer, opts.batching) {
+        super::Batching::Continuous => "continuous",
+        super::Batching::Dynamic => "dynamic",
+    };
     json!({
         "model": opts.model_dir.display().to_string(),
         "backend": answerer.describe(),
@@ -309,7 +314,7 @@ fn model_info(answerer: &Answerer, opts: &ServeOptions) -> Value {
             "max_new_tokens": g.max_new_tokens, "length_penalty": g.length_penalty,
             "prefix": o.prefix, "max_input_tokens": o.max_input_tokens,
             "batch_size": o.batch.max_batch_size, "batch_tokens": o.batch.max_batch_tokens,
-            "batch_wait_ms": batch_wait,
+            "batch_wait_ms": batch_wait, "batching": batching,
         },
         "limits": {
             "max_queue": l.max_queue, "max_questions": l.max_questions,

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod batcher;
+mod continuous;
 mod http;
 pub mod metrics;
 
@@ -85,6 +86,17 @@ impl Limits {
     }
 }
 
+/// How the decode loop batches requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Batching {
+    /// Questions join the running batch at a step boundary and leave it when answered; with an
+    /// export that cannot join running batches (optimum's), dynamic batching instead.
+    #[default]
+    Continuous,
+    /// Batches formed from the queue at batch boundaries, each decoded to its end.
+    Dynamic,
+}
+
 /// Where the server listens and what it allows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServeOptions {
@@ -95,6 +107,7 @@ pub struct ServeOptions {
     /// A batch of less than the batch size waits this long from its oldest request's arrival
     /// for more requests (0: start at once).
     pub batch_wait: Duration,
+    pub batching: Batching,
     /// The model directory, reported by `/v1/model` (with its `cbqa_export.json`).
     pub model_dir: PathBuf,
 }
@@ -106,6 +119,7 @@ impl Default for ServeOptions {
             port: 8080,
             limits: Limits::default(),
             batch_wait: Duration::from_millis(5),
+            batching: Batching::default(),
             model_dir: PathBuf::new(),
         }
     }

@@ -39,32 +39,80 @@ pub(crate) fn epoch_rng(seed: u64, epoch: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
+/// The lengths of a run's examples, all that planning batches needs: held in memory
+/// ([`Tokenized`]) or indexed on disk ([`super::store::DiskExamples`]).
+pub trait ExampleLengths {
+    /// How many examples there are.
+    fn count(&self) -> usize;
+    /// How many targets (answers) example `i` has.
+    fn answers(&self, i: usize) -> usize;
+    /// The input length of example `i`, EOS included.
+    fn input_len(&self, i: usize) -> usize;
+    /// The length of target `answer` of example `i`, EOS included.
+    fn target_len(&self, i: usize, answer: usize) -> usize;
+}
+
+impl ExampleLengths for [Tokenized] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn answers(&self, i: usize) -> usize {
+        self[i].targets.len()
+    }
+    fn input_len(&self, i: usize) -> usize {
+        self[i].input.len()
+    }
+    fn target_len(&self, i: usize, answer: usize) -> usize {
+        self[i].targets[answer].len()
+    }
+}
+
+impl ExampleLengths for Vec<Tokenized> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn answers(&self, i: usize) -> usize {
+        self.as_slice().answers(i)
+    }
+    fn input_len(&self, i: usize) -> usize {
+        self.as_slice().input_len(i)
+    }
+    fn target_len(&self, i: usize, answer: usize) -> usize {
+        self.as_slice().target_len(i, answer)
+    }
+}
+
 /// Tokens an example costs in the budget: its input and target lengths.
 pub fn example_tokens(ex: &Tokenized, answer: usize) -> usize {
     ex.input.len() + ex.targets[answer].len()
 }
 
+/// Tokens item `(i, answer)` of `data` costs in the budget.
+pub fn item_tokens<D: ExampleLengths + ?Sized>(data: &D, i: usize, answer: usize) -> usize {
+    data.input_len(i) + data.target_len(i, answer)
+}
+
 /// Shuffle, choose answers and cut into effective batches of at most `batch_tokens` tokens (an
 /// example longer than the budget gets a batch of its own).
-pub fn plan_epoch(
-    data: &[Tokenized],
+pub fn plan_epoch<D: ExampleLengths + ?Sized>(
+    data: &D,
     seed: u64,
     epoch: u64,
     answer: AnswerChoice,
     batch_tokens: usize,
 ) -> EpochPlan {
     let mut rng = epoch_rng(seed, epoch);
-    let mut order: Vec<usize> = (0..data.len()).collect();
+    let mut order: Vec<usize> = (0..data.count()).collect();
     order.shuffle(&mut rng);
     let items: Vec<(usize, usize)> = match answer {
         AnswerChoice::First => order.into_iter().map(|i| (i, 0)).collect(),
         AnswerChoice::Random => order
             .into_iter()
-            .map(|i| (i, rng.random_range(0..data[i].targets.len())))
+            .map(|i| (i, rng.random_range(0..data.answers(i))))
             .collect(),
         AnswerChoice::All => {
-            let mut pairs: Vec<(usize, usize)> = (0..data.len())
-                .flat_map(|i| (0..data[i].targets.len()).map(move |a| (i, a)))
+            let mut pairs: Vec<(usize, usize)> = (0..data.count())
+                .flat_map(|i| (0..data.answers(i)).map(move |a| (i, a)))
                 .collect();
             pairs.shuffle(&mut rng);
             pairs
@@ -76,15 +124,15 @@ pub fn plan_epoch(
 
 /// Cut `items` (in order) into effective batches of at most `batch_tokens` tokens (an example
 /// longer than the budget gets a batch of its own).
-pub fn cut_batches(
-    data: &[Tokenized],
+pub fn cut_batches<D: ExampleLengths + ?Sized>(
+    data: &D,
     items: &[(usize, usize)],
     batch_tokens: usize,
 ) -> Vec<Range<usize>> {
     let mut batches = Vec::new();
     let (mut start, mut used) = (0, 0);
     for (k, &(i, a)) in items.iter().enumerate() {
-        let t = example_tokens(&data[i], a);
+        let t = item_tokens(data, i, a);
         if k > start && used + t > batch_tokens {
             batches.push(start..k);
             start = k;
@@ -100,18 +148,18 @@ pub fn cut_batches(
 
 /// Split one effective batch into micro-batches: sorted by input length (less padding), then cut
 /// so that `rows × (longest input + longest target)` stays within `micro_batch_tokens`.
-pub fn micro_batches(
-    data: &[Tokenized],
+pub fn micro_batches<D: ExampleLengths + ?Sized>(
+    data: &D,
     items: &[(usize, usize)],
     micro_batch_tokens: usize,
 ) -> Vec<Vec<(usize, usize)>> {
     let mut sorted = items.to_vec();
-    sorted.sort_by_key(|&(i, a)| (data[i].input.len(), data[i].targets[a].len(), i));
+    sorted.sort_by_key(|&(i, a)| (data.input_len(i), data.target_len(i, a), i));
     let mut out: Vec<Vec<(usize, usize)>> = Vec::new();
     let mut cur: Vec<(usize, usize)> = Vec::new();
     let (mut max_in, mut max_tgt) = (0, 0);
     for (i, a) in sorted {
-        let (li, lt) = (data[i].input.len(), data[i].targets[a].len());
+        let (li, lt) = (data.input_len(i), data.target_len(i, a));
         let (ni, nt) = (max_in.max(li), max_tgt.max(lt));
         if !cur.is_empty() && (cur.len() + 1) * (ni + nt) > micro_batch_tokens {
             out.push(std::mem::take(&mut cur));
@@ -167,13 +215,23 @@ pub fn collate(
         .iter()
         .map(|&(i, a)| data[i].targets[a].as_slice())
         .collect();
-    let b = items.len() as i64;
-    let (ids, s) = pad_rows(&inputs, pad);
+    collate_rows(&inputs, &targets, pad, device)
+}
+
+/// Pad and move rows of inputs and their targets to `device`.
+pub fn collate_rows(
+    inputs: &[&[i64]],
+    targets: &[&[i64]],
+    pad: i64,
+    device: Device,
+) -> crate::error::Result<Batch> {
+    let b = inputs.len() as i64;
+    let (ids, s) = pad_rows(inputs, pad);
     let mask: Vec<i64> = inputs
         .iter()
         .flat_map(|r| (0..s).map(move |k| i64::from(k < r.len() as i64)))
         .collect();
-    let (labels, t) = pad_rows(&targets, -100);
+    let (labels, t) = pad_rows(targets, -100);
     let tokens = inputs.iter().map(|r| r.len()).sum::<usize>()
         + targets.iter().map(|r| r.len()).sum::<usize>();
     let matrix = |values: &[i64], cols: i64| -> crate::error::Result<Tensor> {

@@ -1,13 +1,15 @@
 //! Training and dev data for `cbqa train`: every format the crate's readers take (NQ-open JSON
 //! lines, DPR TSV, WebQuestions JSON, CSV/TSV), read with file:line errors, tokenized once.
 
-use super::batching::{plan_epoch, EpochPlan};
+use super::batching::{plan_epoch, EpochPlan, ExampleLengths};
 use super::mixture::{plan_mixture_epoch, Source};
 use super::settings::TrainSettings;
+use super::store::{DiskExamples, TrainExamples};
 use crate::data::{Benchmark, DataError, Dataset, QaExample, ReadOptions};
 use crate::error::{Error, Result};
 use crate::generate::encode_questions;
-use crate::pretrain::{build_examples, PretrainSettings};
+use crate::pretrain::span_corruption::{epoch_seed, MaskDraw};
+use crate::pretrain::{build_examples, CorpusCounts, Example, Pieces, PretrainSettings};
 use std::path::Path;
 use tokenizers::Tokenizer;
 
@@ -119,7 +121,9 @@ pub fn paper_prefix(benchmark: Benchmark) -> &'static str {
     }
 }
 
-/// The training examples of a run, tokenized, with their sources.
+/// The training examples of a run, tokenized, in memory, with their sources (what
+/// `--dump-examples` and `--export-examples` read; the trainer reads
+/// [`read_train_examples`]).
 #[derive(Debug, Default)]
 pub struct TrainData {
     pub examples: Vec<Tokenized>,
@@ -129,6 +133,26 @@ pub struct TrainData {
     pub skipped: Vec<String>,
     /// The benchmark and question prefix of each QA source.
     pub prefixes: Vec<(Benchmark, String)>,
+    /// Span corruption with [`MaskDraw::PerEpoch`]: what draws each epoch's examples
+    /// (`examples` holds epoch 0's).
+    pub redraw: Option<Redraw>,
+}
+
+/// The raw pieces of a span-corruption corpus, masked anew every epoch: epoch `e`'s examples
+/// are the pieces masked by the draws of [`epoch_seed`]`(seed, e)`. Every piece's inputs and
+/// targets have the same lengths in every epoch (the noise and span counts follow from the
+/// piece's length), so the epochs' batches depend on the epoch's order only.
+#[derive(Debug, Clone)]
+pub struct Redraw {
+    pieces: Pieces,
+    seed: u64,
+}
+
+impl Redraw {
+    /// The training examples of epoch `epoch`, in corpus order.
+    pub fn examples(&self, epoch: u64) -> Vec<Tokenized> {
+        to_tokenized(self.pieces.examples(epoch_seed(self.seed, epoch)))
+    }
 }
 
 impl TrainData {
@@ -141,16 +165,11 @@ impl TrainData {
             .map_or(fallback, |(_, p)| p.as_str())
             .to_string()
     }
-
-    /// Epoch `epoch`'s order and batches ([`plan_of`]).
-    pub fn plan(&self, s: &TrainSettings, epoch: u64) -> EpochPlan {
-        plan_of(&self.examples, &self.sources, s, epoch)
-    }
 }
 
 /// Epoch `epoch`'s order and batches: seeded; drawn by the mixing rates for a mixture.
-pub fn plan_of(
-    examples: &[Tokenized],
+pub fn plan_of<D: ExampleLengths + ?Sized>(
+    examples: &D,
     sources: &[Source],
     s: &TrainSettings,
     epoch: u64,
@@ -204,53 +223,98 @@ pub fn read_train(s: &TrainSettings, tok: &Tokenizer, eos: u32) -> Result<TrainD
     Ok(data)
 }
 
-/// A pre-training corpus built into examples (`build_examples`), and what it skipped: the first
-/// messages, then "… and N more".
+/// A pre-training corpus built into examples (`build_examples`, masks of `seed`), what it
+/// skipped (the first messages, then "… and N more"), and its raw span-corruption pieces.
 pub(super) fn corpus_examples(
     p: &PretrainSettings,
     tok: &Tokenizer,
     eos: u32,
     seed: u64,
-) -> Result<(Vec<Tokenized>, Vec<String>)> {
+) -> Result<(Vec<Tokenized>, Vec<String>, Option<Pieces>)> {
     let built = build_examples(p, tok, eos, seed)?;
+    let examples = to_tokenized(built.examples);
+    Ok((examples, skip_messages(&built.counts), built.pieces))
+}
+
+/// What a corpus skipped: the first messages, then "… and N more".
+pub(super) fn skip_messages(counts: &CorpusCounts) -> Vec<String> {
+    let mut skipped = counts.skipped.clone();
+    if counts.skipped_total > skipped.len() {
+        skipped.push(format!(
+            "… and {} more",
+            counts.skipped_total - skipped.len()
+        ));
+    }
+    skipped
+}
+
+/// Pre-training examples as the trainer's token ids, one target each.
+fn to_tokenized(examples: Vec<Example>) -> Vec<Tokenized> {
     let ids = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<i64>>();
-    let examples: Vec<Tokenized> = built
-        .examples
+    examples
         .into_iter()
         .map(|e| Tokenized {
             input: ids(e.inputs),
             targets: vec![ids(e.targets)],
         })
-        .collect();
-    let mut skipped = built.skipped;
-    if built.skipped_total > skipped.len() {
-        skipped.push(format!(
-            "… and {} more",
-            built.skipped_total - skipped.len()
-        ));
-    }
-    Ok((examples, skipped))
+        .collect()
 }
 
-/// A pre-training corpus as one source.
+/// A pre-training corpus as one source; span corruption's pieces kept to redraw the masks when
+/// the settings say [`MaskDraw::PerEpoch`].
 fn read_corpus(p: &PretrainSettings, tok: &Tokenizer, eos: u32, seed: u64) -> Result<TrainData> {
-    let (examples, skipped) = corpus_examples(p, tok, eos, seed)?;
+    let (examples, skipped, pieces) = corpus_examples(p, tok, eos, seed)?;
+    let redraw = pieces
+        .filter(|_| p.masks == MaskDraw::PerEpoch)
+        .map(|pieces| Redraw { pieces, seed });
+    Ok(TrainData {
+        sources: vec![corpus_source(p, examples.len())],
+        examples,
+        skipped,
+        prefixes: Vec::new(),
+        redraw,
+    })
+}
+
+/// The one source of a pre-training corpus of `count` examples, named by objective and files.
+fn corpus_source(p: &PretrainSettings, count: usize) -> Source {
     let names: Vec<String> = p.corpus.iter().map(|c| c.display().to_string()).collect();
     let objective = serde_json::to_value(p.objective).ok();
     let objective = objective
         .as_ref()
         .and_then(|v| v.as_str())
         .unwrap_or("pretrain");
-    Ok(TrainData {
-        sources: vec![Source {
-            name: format!("{objective}:{}", names.join(",")),
-            range: 0..examples.len(),
-            rate: 1.0,
-        }],
-        examples,
-        skipped,
-        prefixes: Vec::new(),
-    })
+    Source {
+        name: format!("{objective}:{}", names.join(",")),
+        range: 0..count,
+        rate: 1.0,
+    }
+}
+
+/// The training examples `s` names, as the trainer reads them: QA sources in memory
+/// ([`read_train`]), a pre-training corpus streamed into the token file `store`
+/// ([`DiskExamples::write`], ids of a `vocab_size` vocabulary; the caller moves it into the run
+/// directory). The [`TrainData`] beside them has the sources, prefixes and skipped lines; its
+/// `examples` are empty.
+pub fn read_train_examples(
+    s: &TrainSettings,
+    tok: &Tokenizer,
+    eos: u32,
+    vocab_size: usize,
+    store: &Path,
+) -> Result<(TrainExamples, TrainData)> {
+    let Some(p) = &s.pretrain else {
+        let mut data = read_train(s, tok, eos)?;
+        let examples = std::mem::take(&mut data.examples);
+        return Ok((TrainExamples::Memory(examples), data));
+    };
+    let (disk, counts) = DiskExamples::write(p, tok, eos, s.seed, vocab_size, store)?;
+    let data = TrainData {
+        sources: vec![corpus_source(p, disk.count())],
+        skipped: skip_messages(&counts),
+        ..TrainData::default()
+    };
+    Ok((TrainExamples::Disk(disk), data))
 }
 
 #[cfg(test)]

@@ -81,7 +81,8 @@ impl Dev {
             corpus: vec![path.to_path_buf()],
             ..p.clone()
         };
-        let (loss_examples, skipped) = corpus_examples(&dev, tokenizer, eos, seed)?;
+        // The masks of the run's seed, fixed: every evaluation sees the same examples.
+        let (loss_examples, skipped, _) = corpus_examples(&dev, tokenizer, eos, seed)?;
         let skipped = skipped.iter().map(|m| format!("dev: {m}")).collect();
         let dev = Dev {
             qa: None,

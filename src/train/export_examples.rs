@@ -5,7 +5,9 @@
 //! The directory holds (format version [`FORMAT_VERSION`]):
 //! - `examples.jsonl`: one line per example, in index order,
 //!   `{"id": i, "input_ids": [...], "target_ids": [[...], ...], "source": name}` — every target
-//!   of the example (one per answer; one for pre-training), each ending in `</s>`;
+//!   of the example (one per answer; one for pre-training), each ending in `</s>`. Span
+//!   corruption with masks drawn anew every epoch writes every exported epoch's examples, epoch
+//!   `e`'s as ids `e * N .. (e + 1) * N` (`N` pieces; the manifest's `examples_per_epoch`);
 //! - `batches.jsonl`: one line per optimizer step, in the trainer's order,
 //!   `{"step": k, "epoch": e, "items": [[id, answer], ...], "tokens": t, "target_tokens": n}` —
 //!   the effective batch (`items` index `examples.jsonl` and its `target_ids`), drawn with the
@@ -18,12 +20,13 @@
 //! ([`super::dump::run_examples`], [`super::data::plan_of`]).
 
 use super::batching::EpochPlan;
-use super::data::{plan_of, TrainData};
+use super::data::{plan_of, Tokenized, TrainData};
 use super::dump::run_examples;
 use super::mixture::source_of;
 use super::settings::TrainSettings;
 use crate::error::{Error, Result};
 use crate::fsutil::OutputDir;
+use std::borrow::Cow;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -68,9 +71,11 @@ pub fn export_examples(s: &TrainSettings, opts: &ExportExamplesOptions) -> Resul
             detail: " (no training examples to export)".into(),
         }));
     }
-    write_examples(&out.path().join("examples.jsonl"), &data)?;
     let plans = epoch_plans(&data, s, opts.epochs);
-    let batches = write_batches(&out.path().join("batches.jsonl"), &data, &plans)?;
+    let epochs = epoch_examples(&data, plans.len());
+    write_examples(&out.path().join("examples.jsonl"), &data, &epochs)?;
+    let batches = write_batches(&out.path().join("batches.jsonl"), &epochs, &plans)?;
+    let per_epoch = data.examples.len();
     let steps = s.max_steps.map_or(batches, |m| {
         batches.min(usize::try_from(m).unwrap_or(usize::MAX))
     });
@@ -85,7 +90,8 @@ pub fn export_examples(s: &TrainSettings, opts: &ExportExamplesOptions) -> Resul
         "decoder_start_id": config.decoder_start_id(),
         "vocab_size": config.vocab_size,
         "seed": s.seed,
-        "examples": data.examples.len(),
+        "examples": per_epoch * epochs.len(),
+        "examples_per_epoch": per_epoch,
         "epochs": plans.len(),
         "batches_per_epoch": plans.iter().map(|p| p.batches.len()).collect::<Vec<_>>(),
         "batches": batches,
@@ -104,7 +110,7 @@ pub fn export_examples(s: &TrainSettings, opts: &ExportExamplesOptions) -> Resul
     let dir = out.commit()?;
     Ok(ExportSummary {
         dir,
-        examples: data.examples.len(),
+        examples: per_epoch * epochs.len(),
         epochs: plans.len() as u64,
         batches,
         steps,
@@ -133,39 +139,58 @@ fn epoch_plans(data: &TrainData, s: &TrainSettings, epochs: Option<u64>) -> Vec<
     plans
 }
 
-/// `examples.jsonl`: every example with all its targets.
-fn write_examples(path: &Path, data: &TrainData) -> Result<()> {
+/// The examples of each of `epochs` epochs: one set for all unless the masks are redrawn.
+fn epoch_examples(data: &TrainData, epochs: usize) -> Vec<Cow<'_, [Tokenized]>> {
+    match &data.redraw {
+        Some(r) if epochs > 1 => (0..epochs as u64)
+            .map(|e| Cow::Owned(r.examples(e)))
+            .collect(),
+        _ => vec![Cow::Borrowed(data.examples.as_slice())],
+    }
+}
+
+/// `examples.jsonl`: every example with all its targets, the sets of `epochs` one after the
+/// other.
+fn write_examples(path: &Path, data: &TrainData, epochs: &[Cow<'_, [Tokenized]>]) -> Result<()> {
     let mut w = Lines::create(path)?;
-    for (i, ex) in data.examples.iter().enumerate() {
-        let source = source_of(&data.sources, i).map_or("", |src| src.name.as_str());
-        w.line(&serde_json::json!({
-            "id": i,
-            "input_ids": ex.input,
-            "target_ids": ex.targets,
-            "source": source,
-        }))?;
+    let per_epoch = data.examples.len();
+    for (e, examples) in epochs.iter().enumerate() {
+        for (i, ex) in examples.iter().enumerate() {
+            let source = source_of(&data.sources, i).map_or("", |src| src.name.as_str());
+            w.line(&serde_json::json!({
+                "id": e * per_epoch + i,
+                "input_ids": ex.input,
+                "target_ids": ex.targets,
+                "source": source,
+            }))?;
+        }
     }
     w.finish()
 }
 
-/// `batches.jsonl`: every effective batch of every plan, numbered from step 1. Returns how many.
-fn write_batches(path: &Path, data: &TrainData, plans: &[EpochPlan]) -> Result<usize> {
+/// `batches.jsonl`: every effective batch of every plan, numbered from step 1, its items naming
+/// the examples of its epoch (`epochs`: one set for all, or one per plan). Returns how many.
+fn write_batches(
+    path: &Path,
+    epochs: &[Cow<'_, [Tokenized]>],
+    plans: &[EpochPlan],
+) -> Result<usize> {
     let mut w = Lines::create(path)?;
     let mut step = 0usize;
     for (epoch, plan) in plans.iter().enumerate() {
+        let set = epoch.min(epochs.len() - 1);
+        let (examples, first_id) = (&epochs[set], set * epochs[0].len());
         for range in &plan.batches {
             let items = &plan.items[range.clone()];
-            let target = |&(i, a): &(usize, usize)| data.examples[i].targets[a].len();
+            let target = |&(i, a): &(usize, usize)| examples[i].targets[a].len();
             let target_tokens: usize = items.iter().map(target).sum();
-            let inputs: usize = items
-                .iter()
-                .map(|&(i, _)| data.examples[i].input.len())
-                .sum();
+            let inputs: usize = items.iter().map(|&(i, _)| examples[i].input.len()).sum();
+            let ids: Vec<(usize, usize)> = items.iter().map(|&(i, a)| (first_id + i, a)).collect();
             step += 1;
             w.line(&serde_json::json!({
                 "step": step,
                 "epoch": epoch,
-                "items": items,
+                "items": ids,
                 "tokens": inputs + target_tokens,
                 "target_tokens": target_tokens,
             }))?;

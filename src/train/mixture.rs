@@ -8,8 +8,7 @@
 //! An epoch of a mixture is as many draws as the sources have items together; everything is a
 //! function of (seed, epoch), so a resumed run plans the same batches.
 
-use super::batching::{cut_batches, epoch_rng, AnswerChoice, EpochPlan};
-use super::data::Tokenized;
+use super::batching::{cut_batches, epoch_rng, AnswerChoice, EpochPlan, ExampleLengths};
 use crate::error::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -80,22 +79,22 @@ pub struct Source {
 }
 
 /// The (example, answer) items of one source for `answer` (`Random` draws later, per draw).
-fn source_items(
-    data: &[Tokenized],
+fn source_items<D: ExampleLengths + ?Sized>(
+    data: &D,
     range: Range<usize>,
     answer: AnswerChoice,
 ) -> Vec<(usize, usize)> {
     match answer {
         AnswerChoice::All => range
-            .flat_map(|i| (0..data[i].targets.len()).map(move |a| (i, a)))
+            .flat_map(|i| (0..data.answers(i)).map(move |a| (i, a)))
             .collect(),
         AnswerChoice::First | AnswerChoice::Random => range.map(|i| (i, 0)).collect(),
     }
 }
 
 /// One epoch of a mixture, cut into effective batches of at most `batch_tokens` tokens.
-pub fn plan_mixture_epoch(
-    data: &[Tokenized],
+pub fn plan_mixture_epoch<D: ExampleLengths + ?Sized>(
+    data: &D,
     sources: &[Source],
     seed: u64,
     epoch: u64,
@@ -120,7 +119,7 @@ pub fn plan_mixture_epoch(
         }
         let (i, mut a) = orders[k].pop().expect("a source has examples");
         if answer == AnswerChoice::Random {
-            a = rng.random_range(0..data[i].targets.len());
+            a = rng.random_range(0..data.answers(i));
         }
         items.push((i, a));
     }
@@ -147,6 +146,7 @@ pub fn source_of(sources: &[Source], i: usize) -> Option<&Source> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::data::Tokenized;
     use super::*;
 
     #[test]

@@ -14,6 +14,7 @@ pub mod optim;
 pub mod recipe;
 pub mod settings;
 pub mod state;
+pub mod store;
 pub mod trainer;
 
 pub use adafactor::{Adafactor, AdafactorConfig};
@@ -25,5 +26,5 @@ pub use mixture::MixingRates;
 pub use optim::Optimizer;
 pub use recipe::{apply_recipe, Given, Recipe, RecipeChoice};
 pub use settings::{OptimizerChoice, Precision, TrainSettings, TrainSource};
-pub use state::load_settings;
+pub use state::{load_settings, BestDevLoss, BEST_DIR};
 pub use trainer::{greedy_options, predict, train, TrainOutcome, Trainer};

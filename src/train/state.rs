@@ -2,17 +2,24 @@
 //!
 //! ```text
 //! RUN/run.json                 the settings (what --resume continues with)
-//! RUN/state.json               {"last": "checkpoint-N", "best": "checkpoint-M", "best_em": ...}
+//! RUN/state.json               {"last": "checkpoint-N", "best": "checkpoint-M", "best_em": ...,
+//!                              "best_dev_loss": {"step": K, "dev_loss": ...}}
+//! RUN/best/                    with a dev set: the checkpoint of the lowest dev loss so far
+//!                              (step K; its cbqa_training.json says so), outside the rotation
 //! RUN/train_log.csv            step, epoch, loss, lr, tokens/s, dev EM, elapsed
+//! RUN/train_examples.bin       a pre-training corpus's token ids (`super::store`), rewritten
+//!                              by every invocation
 //! RUN/checkpoint-N/            a Hugging Face model directory (config.json, model.safetensors,
 //!                              tokenizer.json, generation_config.json) that transformers loads,
 //!                              plus optimizer.safetensors, trainer_state.json and
 //!                              cbqa_training.json (settings, recipe, eval prefixes)
 //! ```
 //!
-//! A checkpoint is built in a temporary sibling directory and renamed into place; `state.json` is
-//! replaced atomically after that, so a crash at any moment leaves the previous checkpoint valid
-//! and a kill loses at most the steps since the last checkpoint.
+//! A checkpoint is built in a temporary sibling directory and renamed into place (`best/` too,
+//! from the checkpoint of its step); `state.json` is replaced atomically after that, so a crash
+//! at any moment leaves the previous checkpoint valid and a kill loses at most the steps since
+//! the last checkpoint. A new best dev loss always writes a checkpoint, so the last checkpoint's
+//! `trainer_state.json` knows the best so far when the run resumes.
 
 use super::optim::Optimizer;
 use super::settings::{OptimizerChoice, TrainSettings};
@@ -21,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::{write_atomic, OutputDir};
 use crate::model::{tensor_to_owned, T5};
 use crate::model_dir::{EvalPrefixes, GenerationConfig, TRAINING_FILE};
+use crate::pretrain::span_corruption::MaskDraw;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -41,7 +49,20 @@ pub struct TrainerState {
     pub best_step: Option<u64>,
     pub optimizer: OptimizerChoice,
     pub seed: u64,
+    /// The lowest dev loss so far and its step (the checkpoint in `RUN/best`).
+    #[serde(default)]
+    pub best_dev_loss: Option<BestDevLoss>,
 }
+
+/// The step of the lowest dev loss of a run, and that loss.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BestDevLoss {
+    pub step: u64,
+    pub dev_loss: f64,
+}
+
+/// `RUN/best`: the checkpoint of the lowest dev loss ([`BestDevLoss`]).
+pub const BEST_DIR: &str = "best";
 
 /// `RUN/state.json`: which checkpoints are the last and the best.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +70,9 @@ pub struct RunState {
     pub last: String,
     pub best: Option<String>,
     pub best_em: Option<f64>,
+    /// The checkpoint in [`BEST_DIR`] (runs before it existed: none).
+    #[serde(default)]
+    pub best_dev_loss: Option<BestDevLoss>,
 }
 
 /// Files copied verbatim into every checkpoint (tokenizer.json and transformers' tokenizer
@@ -85,9 +109,15 @@ pub struct TrainingRecord {
     pub dropout: f64,
     /// The pre-training objective (`None`: fine-tuned on QA pairs).
     pub objective: Option<crate::pretrain::Objective>,
+    /// Span corruption: whether the masks were drawn anew every epoch or once.
+    #[serde(default)]
+    pub span_masks: Option<MaskDraw>,
     pub recipe: Option<super::recipe::RecipeChoice>,
     /// `None` for pre-training, which puts no prefix before questions.
     pub eval_prefixes: Option<EvalPrefixes>,
+    /// In `RUN/best` only: this checkpoint is the run's lowest dev loss, at this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_dev_loss: Option<BestDevLoss>,
 }
 
 impl TrainingRecord {
@@ -106,14 +136,25 @@ impl TrainingRecord {
             batch_tokens: s.batch_tokens,
             dropout: s.dropout,
             objective: s.pretrain.as_ref().map(|p| p.objective),
+            span_masks: s
+                .pretrain
+                .as_ref()
+                .filter(|p| p.objective == crate::pretrain::Objective::SpanCorruption)
+                .map(|p| p.masks),
             recipe: s.recipe.clone(),
             eval_prefixes,
+            best_dev_loss: None,
         }
     }
 
     /// One line for the start of a run: the settings, and the recipe's reasons.
     pub fn describe(&self) -> String {
-        match &self.recipe {
+        let masks = match self.span_masks {
+            Some(MaskDraw::PerEpoch) => "; span-corruption masks drawn anew every epoch",
+            Some(MaskDraw::Fixed) => "; span-corruption masks fixed (the same every epoch)",
+            None => "",
+        };
+        let settings = match &self.recipe {
             Some(r) => format!(
                 "recipe {}: {}",
                 serde_json::to_value(r.recipe)
@@ -126,7 +167,8 @@ impl TrainingRecord {
                 "settings: optimizer {:?}, lr {}, batch_tokens {}, dropout {}",
                 self.optimizer, self.lr, self.batch_tokens, self.dropout
             ),
-        }
+        };
+        settings + masks
     }
 }
 
@@ -167,6 +209,36 @@ pub(crate) fn write_checkpoint(run: &Path, parts: &CheckpointParts<'_>) -> Resul
     crate::checkpoint::save_safetensors(&dir.join("optimizer.safetensors"), &opt)?;
     write_json(&dir.join("trainer_state.json"), parts.state)?;
     write_json(&dir.join(TRAINING_FILE), parts.training)?;
+    out.commit()
+}
+
+/// Make `RUN/best` the checkpoint `from` of step `best.step`: its files hard-linked (copied
+/// where links fail) but the optimizer state, its `cbqa_training.json` saying `best`, built in
+/// a temporary sibling and renamed into place, the previous best replaced only then.
+pub(crate) fn write_best(
+    run: &Path,
+    from: &Path,
+    training: &TrainingRecord,
+    best: BestDevLoss,
+) -> Result<PathBuf> {
+    let out = OutputDir::create(&run.join(BEST_DIR), true)?;
+    let entries = std::fs::read_dir(from).map_err(|e| Error::io("read directory", from, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read directory", from, e))?;
+        let name = entry.file_name();
+        if name == "optimizer.safetensors" || name == TRAINING_FILE {
+            continue;
+        }
+        let (src, dst) = (entry.path(), out.path().join(&name));
+        if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).map_err(|e| Error::io("copy", &src, e))?;
+        }
+    }
+    let record = TrainingRecord {
+        best_dev_loss: Some(best),
+        ..training.clone()
+    };
+    write_json(&out.path().join(TRAINING_FILE), &record)?;
     out.commit()
 }
 

@@ -3,13 +3,14 @@
 
 use super::adafactor::{Adafactor, AdafactorConfig};
 use super::adamw::{AdamW, AdamWConfig};
-use super::batching::{collate, micro_batches, EpochPlan};
-use super::data::{read_train, Tokenized, TrainData};
+use super::batching::{item_tokens, micro_batches, EpochPlan, ExampleLengths};
+use super::data::{read_train_examples, TrainData};
 use super::dev::{Dev, DevScores};
 use super::mixture::Source;
 use super::optim::{Optimizer, STATE_FILE};
 use super::settings::{OptimizerChoice, Precision, TrainSettings};
-use super::state::{self, CheckpointParts, RunState, TrainerState, TrainingRecord};
+use super::state::{self, BestDevLoss, CheckpointParts, RunState, TrainerState, TrainingRecord};
+use super::store::TrainExamples;
 use crate::config::T5Config;
 use crate::error::{Error, Result};
 use crate::generate::{run_batches, BatchPolicy, EarlyStopping, GenerateOptions, Prepared};
@@ -35,6 +36,8 @@ pub struct TrainOutcome {
     pub last_checkpoint: PathBuf,
     /// The best checkpoint by dev exact match, with its EM.
     pub best: Option<(PathBuf, f64)>,
+    /// The checkpoint of the lowest dev loss (`RUN/best`), with its step and loss.
+    pub best_dev_loss: Option<(PathBuf, BestDevLoss)>,
     /// Dev EM at the end (when there is a QA dev set).
     pub final_em: Option<f64>,
     /// Dev loss (token-mean cross-entropy) at the end (when there is a dev set).
@@ -219,6 +222,7 @@ impl Start {
             best_step: None,
             optimizer: s.optimizer,
             seed: s.seed,
+            best_dev_loss: None,
         };
         Ok(Start {
             config: model.config.clone(),
@@ -274,7 +278,8 @@ pub struct Trainer<'s> {
     tokenizer: Tokenizer,
     generation: GenerationConfig,
     tokenizer_files: Vec<(String, Vec<u8>)>,
-    train_data: Vec<Tokenized>,
+    /// The training examples: in memory, or (a pre-training corpus) in `RUN/train_examples.bin`.
+    train_data: TrainExamples,
     /// What trained the checkpoints, written into each.
     training: TrainingRecord,
     /// Where the training examples come from (one source unless a mixture).
@@ -291,6 +296,8 @@ pub struct Trainer<'s> {
     evaluated_at: Option<u64>,
     last_checkpoint: Option<PathBuf>,
     best_dir: Option<PathBuf>,
+    /// A new lowest dev loss that `RUN/best` does not hold yet (the next save writes it).
+    best_loss_pending: bool,
     /// When the last checkpoint was written (or the run started), for the time cadence.
     last_save: Instant,
     /// Held while the run lives: a second `cbqa train` into the same directory is refused.
@@ -325,7 +332,7 @@ impl<'s> Trainer<'s> {
         let state_file = start.weights_dir.join(STATE_FILE);
         check_optimizer_state(&*start.optimizer, &params, &state_file)?;
         let tokenizer_files = state::read_tokenizer_files(&start.weights_dir)?;
-        let (data, dev) = read_data(s, &t5.config, &model_dir)?;
+        let (mut train_data, data, dev) = read_data(s, &t5.config, &model_dir)?;
         for line in &data.skipped {
             eprintln!("skipped {line}");
         }
@@ -335,9 +342,12 @@ impl<'s> Trainer<'s> {
             prepare_run_dir(&s.out)?;
             state::save_settings(&s.out, s)?;
         }
+        if let TrainExamples::Disk(disk) = &mut train_data {
+            disk.move_into(&s.out)?;
+        }
         let log = Log::open(&s.out, start.state.step)?;
-        let plan = data.plan(s, start.state.epoch);
-        warn_if_one_batch_is_an_epoch(s, &data, &plan);
+        let plan = super::data::plan_of(&train_data, &data.sources, s, start.state.epoch);
+        warn_if_one_batch_is_an_epoch(s, &train_data, &plan);
         let training = TrainingRecord::new(s, &data.prefixes);
         eprintln!("{}", training.describe());
         let best_dir = start
@@ -355,7 +365,7 @@ impl<'s> Trainer<'s> {
             tokenizer: model_dir.tokenizer,
             generation: model_dir.generation,
             tokenizer_files,
-            train_data: data.examples,
+            train_data,
             training,
             sources: data.sources,
             dev,
@@ -370,6 +380,7 @@ impl<'s> Trainer<'s> {
             evaluated_at: None,
             last_checkpoint: None,
             best_dir,
+            best_loss_pending: false,
             last_save: Instant::now(),
             _run_lock: run_lock,
         })
@@ -424,7 +435,7 @@ impl<'s> Trainer<'s> {
                 progress.note(&dev_line(self.state.step, d));
             }
             let stop_now = stop.load(Ordering::SeqCst);
-            if new_best || self.save_due() || done || stop_now {
+            if new_best || self.best_loss_pending || self.save_due() || done || stop_now {
                 self.save_checked(new_best)?;
             }
             if stop_now {
@@ -516,13 +527,15 @@ impl<'s> Trainer<'s> {
         }
         let target_tokens: usize = items
             .iter()
-            .map(|&(i, a)| self.train_data[i].targets[a].len())
+            .map(|&(i, a)| self.train_data.target_len(i, a))
             .sum();
         let pad = i64::from(self.model().config.pad_id());
         let mut loss = 0.0;
         let mut tokens = 0usize;
         for mb in micro_batches(&self.train_data, items, s.micro_batch_tokens) {
-            let b = collate(&self.train_data, &mb, pad, self.device)?;
+            let b = self
+                .train_data
+                .collate(&mb, self.state.epoch, pad, self.device)?;
             tokens += b.tokens;
             let out =
                 self.model()
@@ -578,6 +591,7 @@ impl<'s> Trainer<'s> {
         let loss = dev.loss(&self.t5, self.device, s.micro_batch_tokens)?;
         let backend = TchSeq2Seq::borrowing(&self.t5);
         let em = dev.exact_match(&backend, &self.tokenizer, &opts, s.eval_batch_size)?;
+        self.record_dev_loss(loss);
         self.final_em = em;
         self.final_dev_loss = Some(loss);
         self.evaluated_at = Some(self.state.step);
@@ -593,6 +607,18 @@ impl<'s> Trainer<'s> {
             return true;
         }
         false
+    }
+
+    /// Track the lowest dev loss; a new one is written to `RUN/best` by the next save.
+    fn record_dev_loss(&mut self, loss: f64) {
+        let st = &mut self.state;
+        if loss.is_finite() && st.best_dev_loss.is_none_or(|b| loss < b.dev_loss) {
+            st.best_dev_loss = Some(BestDevLoss {
+                step: st.step,
+                dev_loss: loss,
+            });
+            self.best_loss_pending = true;
+        }
     }
 
     fn log_step(&mut self, report: &StepReport, dev: Option<DevScores>) -> Result<()> {
@@ -630,7 +656,8 @@ impl<'s> Trainer<'s> {
         Ok(())
     }
 
-    /// Write `RUN/checkpoint-<step>` and publish it in `RUN/state.json` as the last one.
+    /// Write `RUN/checkpoint-<step>` (and from it `RUN/best` after a new lowest dev loss), and
+    /// publish it in `RUN/state.json` as the last one.
     fn save(&mut self) -> Result<PathBuf> {
         let run = &self.settings.out;
         let dir = {
@@ -647,6 +674,10 @@ impl<'s> Trainer<'s> {
                 },
             )?
         };
+        if let Some(best) = self.state.best_dev_loss.filter(|_| self.best_loss_pending) {
+            state::write_best(run, &dir, &self.training, best)?;
+            self.best_loss_pending = false;
+        }
         let name = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned());
         state::publish(
             run,
@@ -654,6 +685,7 @@ impl<'s> Trainer<'s> {
                 last: name(&dir).unwrap_or_default(),
                 best: self.best_dir.as_ref().and_then(name),
                 best_em: self.state.best_em,
+                best_dev_loss: self.state.best_dev_loss,
             },
         )?;
         self.last_checkpoint = Some(dir.clone());
@@ -682,12 +714,19 @@ impl<'s> Trainer<'s> {
         let never_evaluated = self.evaluated_at.is_none();
         if never_evaluated && !interrupted && self.dev.is_some() {
             self.evaluate()?;
+            if self.best_loss_pending {
+                self.save()?;
+            }
         }
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
         Ok(TrainOutcome {
             steps: self.state.step,
             last_checkpoint,
             best: self.best_dir.zip(self.state.best_em),
+            best_dev_loss: self
+                .state
+                .best_dev_loss
+                .map(|b| (self.settings.out.join(state::BEST_DIR), b)),
             final_em: self.final_em,
             final_dev_loss: self.final_dev_loss,
             last_loss: self.last_loss,
@@ -709,15 +748,18 @@ fn load_model(s: &TrainSettings, start: &Start, device: Device) -> Result<(T5, M
     Ok((t5, model_dir))
 }
 
-/// The training data, tokenized, with its sources and skipped lines, and the dev set when
-/// there is one.
+/// The training examples (a pre-training corpus's in a token file beside the run directory,
+/// for the caller to move in), their sources and skipped lines, and the dev set when there is
+/// one.
 fn read_data(
     s: &TrainSettings,
     config: &T5Config,
     model_dir: &ModelDir,
-) -> Result<(TrainData, Option<Dev>)> {
+) -> Result<(TrainExamples, TrainData, Option<Dev>)> {
     let tokenizer = &model_dir.tokenizer;
-    let mut data = read_train(s, tokenizer, config.eos_id())?;
+    let store = crate::fsutil::temp_sibling(&s.out);
+    let vocab = config.vocab_size.max(tokenizer.get_vocab_size(true));
+    let (examples, mut data) = read_train_examples(s, tokenizer, config.eos_id(), vocab, &store)?;
     let eos = greedy_options(config, &model_dir.generation, s.eval_max_new_tokens).eos_token_id;
     let dev = match Dev::read(s, &data, tokenizer, eos)? {
         Some((dev, dev_skipped)) => {
@@ -726,16 +768,16 @@ fn read_data(
         }
         None => None,
     };
-    Ok((data, dev))
+    Ok((examples, data, dev))
 }
 
 /// A batch budget larger than the whole training set makes every step more than an epoch:
 /// say so, with what to do.
-fn warn_if_one_batch_is_an_epoch(s: &TrainSettings, data: &TrainData, plan: &EpochPlan) {
+fn warn_if_one_batch_is_an_epoch(s: &TrainSettings, data: &TrainExamples, plan: &EpochPlan) {
     let tokens: usize = plan
         .items
         .iter()
-        .map(|&(i, a)| super::batching::example_tokens(&data.examples[i], a))
+        .map(|&(i, a)| item_tokens(data, i, a))
         .sum();
     if plan.batches.len() == 1 && tokens < s.batch_tokens {
         eprintln!(

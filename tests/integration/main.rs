@@ -6,6 +6,7 @@ mod architecture;
 mod bench;
 mod cli_eval;
 mod common;
+mod continuous;
 mod convert;
 mod data_files;
 mod eval_oracle;

@@ -5,7 +5,12 @@
 
 use super::common::{data_dir, fixture, root, run_cbqa, run_python};
 use cbqa::init::{init_model, InitOptions, TokenizerSource};
-use cbqa::pretrain::span_corruption::{random_spans_helper, SpanCorruptionSettings};
+use cbqa::pretrain::span_corruption::{
+    epoch_seed, random_spans_helper, MaskDraw, SpanCorruptionSettings,
+};
+use cbqa::pretrain::{build_examples, Objective, PretrainSettings};
+use cbqa::train::batching::ExampleLengths;
+use cbqa::train::store::DiskExamples;
 use cbqa::T5Config;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -98,36 +103,64 @@ fn span_corruption_pretrains_resumes_exactly_and_fine_tunes() {
         args.extend(["--objective", "span-corruption", "--inputs-length", "64"]);
         args.extend(["--out", out.to_str().unwrap(), "--max-steps", steps]);
         args.extend(["--dev", c, "--eval-every", "2"]);
-        args.extend(TRAINER);
+        // 5 steps an epoch of 90 pieces.
+        args.extend(["--device", "cpu", "--threads", "1"]);
+        args.extend(["--batch-tokens", "1600", "--micro-batch-tokens", "400"]);
         run_ok(&args)
     };
+    // 8 steps cross an epoch boundary (after step 5); the interrupted run stops in epoch 0,
+    // resumes into epoch 1, whose masks are drawn anew, and resumes again within it.
     let full = tmp.path().join("full");
-    let (_, err) = pretrain(&full, "4");
+    let (_, err) = pretrain(&full, "8");
     assert!(
         err.contains("step 1: loss"),
         "progress from the first step:\n{err}"
     );
+    assert!(err.contains("masks drawn anew every epoch"), "{err}");
+    let epochs = log_column(&full.join("train_log.csv"), "epoch");
+    let first_of_epoch_1 = epochs.iter().position(|e| e == "1");
+    assert!(
+        first_of_epoch_1.is_some_and(|k| k > 2 && k < 6),
+        "the run must enter epoch 1 after step 3 and before step 7: {epochs:?}"
+    );
     let part = tmp.path().join("part");
-    pretrain(&part, "2");
+    pretrain(&part, "3");
     let part_s = part.to_str().unwrap();
-    run_ok(&["pretrain", "--resume", part_s, "--max-steps", "4"]);
+    // Resumed twice: into epoch 1, and from within it.
+    run_ok(&["pretrain", "--resume", part_s, "--max-steps", "7"]);
+    run_ok(&["pretrain", "--resume", part_s, "--max-steps", "8"]);
     for f in ["model.safetensors", "optimizer.safetensors"] {
-        let a = std::fs::read(full.join("checkpoint-4").join(f)).unwrap();
-        let b = std::fs::read(part.join("checkpoint-4").join(f)).unwrap();
+        let a = std::fs::read(full.join("checkpoint-8").join(f)).unwrap();
+        let b = std::fs::read(part.join("checkpoint-8").join(f)).unwrap();
         assert!(
             a == b,
             "{f} differs between the resumed and the uninterrupted run"
         );
     }
-    // The dev loss is logged at steps 2 and 4, the same after a resume.
-    let dev_losses = |run: &Path| log_column(&run.join("train_log.csv"), "dev_loss");
-    let logged = dev_losses(&full);
-    assert_eq!(logged.len(), 4, "{logged:?}");
+    // Every step's loss and the dev loss (steps 2, 4, 6, 8) are the same after a resume.
+    let column = |run: &Path, name: &str| log_column(&run.join("train_log.csv"), name);
+    assert_eq!(column(&full, "loss"), column(&part, "loss"), "losses");
+    let logged = column(&full, "dev_loss");
+    assert_eq!(logged.len(), 8, "{logged:?}");
     assert!(logged[0].is_empty() && logged[2].is_empty(), "{logged:?}");
     assert!(logged[1].parse::<f64>().unwrap() > 0.0, "{logged:?}");
-    assert_eq!(logged, dev_losses(&part), "dev loss after a resume");
+    // (The interrupted run's invocations ended at steps 3 and 7, so they evaluated there.)
+    let mut resumed = column(&part, "dev_loss");
+    for k in [2, 6] {
+        assert!(resumed[k].parse::<f64>().is_ok(), "{resumed:?}");
+        resumed[k].clear();
+    }
+    assert_eq!(logged, resumed, "dev loss after a resume");
+    // The run and its checkpoints record how the masks were drawn.
+    let json = |p: PathBuf| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+    };
+    let run = json(full.join("run.json"));
+    assert_eq!(run["pretrain"]["masks"], "per-epoch", "{run}");
+    let record = json(full.join("checkpoint-8/cbqa_training.json"));
+    assert_eq!(record["span_masks"], "per-epoch", "{record}");
     // `cbqa train` fine-tunes the pre-trained checkpoint.
-    let ckpt = full.join("checkpoint-4");
+    let ckpt = full.join("checkpoint-8");
     let ft = tmp.path().join("ft");
     let nq = nq200();
     let mut args = vec!["train", "--model", ckpt.to_str().unwrap()];
@@ -137,6 +170,76 @@ fn span_corruption_pretrains_resumes_exactly_and_fine_tunes() {
     let (out, _) = run_ok(&args);
     assert!(out.contains("finished after 2 steps"), "{out}");
     assert!(ft.join("checkpoint-2/model.safetensors").is_file());
+}
+
+/// The examples and batches `cbqa pretrain --export-examples` writes for two epochs of span
+/// corruption on the text corpus, with `extra` flags.
+fn exported_epochs(tmp: &Path, name: &str, extra: &[&str]) -> (Value, Vec<Value>, Vec<Value>) {
+    let model = tmp.join("model");
+    let corpus = tmp.join("facts.txt");
+    let dir = tmp.join(name);
+    let mut args = vec!["pretrain", "--model", model.to_str().unwrap()];
+    args.extend(["--corpus", corpus.to_str().unwrap()]);
+    args.extend(["--objective", "span-corruption", "--inputs-length", "64"]);
+    args.extend([
+        "--export-examples",
+        dir.to_str().unwrap(),
+        "--export-epochs",
+        "2",
+    ]);
+    args.extend(["--batch-tokens", "700"]);
+    args.extend(extra);
+    run_ok(&args);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let manifest: Value = serde_json::from_str(&read("manifest.json")).unwrap();
+    (
+        manifest,
+        dumped(&read("examples.jsonl")),
+        dumped(&read("batches.jsonl")),
+    )
+}
+
+#[test]
+fn span_corruption_draws_new_masks_every_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    text_corpus(tmp.path());
+    let tok = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).unwrap();
+    let s0 = tok.token_to_id("<extra_id_0>").unwrap();
+    let is_sentinel = |t: u32| t + 100 > s0 && t <= s0;
+    let (manifest, examples, batches) = exported_epochs(tmp.path(), "per-epoch", &[]);
+    let n = manifest["examples_per_epoch"].as_u64().unwrap() as usize;
+    assert_eq!(examples.len(), 2 * n, "two epochs of {n} examples");
+    assert_eq!(manifest["settings"]["pretrain"]["masks"], "per-epoch");
+    let (mut differ, mut full) = (0, 0);
+    for (e0, e1) in examples[..n].iter().zip(&examples[n..]) {
+        let (i0, t0) = (ids(&e0["input_ids"]), ids(&e0["target_ids"][0]));
+        let (i1, t1) = (ids(&e1["input_ids"]), ids(&e1["target_ids"][0]));
+        // The same chunk, other masks of the same counts.
+        assert_eq!((i0.len(), t0.len()), (i1.len(), t1.len()));
+        assert_eq!(merge(&i0, &t0, is_sentinel), merge(&i1, &t1, is_sentinel));
+        if i0.len() == 64 {
+            full += 1;
+            differ += usize::from(i0 != i1);
+        }
+    }
+    assert!(full >= n - 2 && full > 10, "{full} of {n}");
+    assert_eq!(differ, full, "every full chunk is masked anew in epoch 1");
+    // Epoch 1's batches train on epoch 1's examples.
+    for b in &batches {
+        let epoch = b["epoch"].as_u64().unwrap() as usize;
+        for item in b["items"].as_array().unwrap() {
+            let id = item[0].as_u64().unwrap() as usize;
+            assert_eq!(id / n, epoch, "{b}");
+        }
+    }
+    // Epoch 0 has the masks of the run's seed, which --fixed-masks repeats every epoch.
+    let (manifest, fixed, _) = exported_epochs(tmp.path(), "fixed", &["--fixed-masks"]);
+    assert_eq!(manifest["settings"]["pretrain"]["masks"], "fixed");
+    assert_eq!(fixed.len(), n, "one set of examples for every epoch");
+    for (a, b) in fixed.iter().zip(&examples[..n]) {
+        assert_eq!(a["input_ids"], b["input_ids"]);
+    }
 }
 
 #[test]
@@ -672,4 +775,90 @@ fn dates_tagged_in_rust_and_by_the_annotator_script_agree() {
     let ours = dump(t, &["--tag-dates"]);
     assert_eq!(ours.len(), 4, "{ours:?}");
     assert_eq!(ours, dump(a, &[]));
+}
+
+/// Every example of `store` in epoch `epoch`, as (inputs, targets).
+fn stored_examples(store: &DiskExamples, epoch: u64) -> Vec<(Vec<i64>, Vec<i64>)> {
+    (0..store.count())
+        .map(|i| store.example(i, epoch).unwrap())
+        .collect()
+}
+
+/// In-memory examples as (inputs, targets) ids.
+fn as_rows(examples: &[cbqa::pretrain::Example]) -> Vec<(Vec<i64>, Vec<i64>)> {
+    let wide = |v: &[u32]| v.iter().map(|&t| i64::from(t)).collect::<Vec<i64>>();
+    examples
+        .iter()
+        .map(|e| (wide(&e.inputs), wide(&e.targets)))
+        .collect()
+}
+
+#[test]
+fn the_example_file_holds_the_in_memory_examples_of_every_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let tok = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).unwrap();
+    let vocab = tok.get_vocab_size(true);
+    let mut p = PretrainSettings::new(vec![text_corpus(tmp.path())], Objective::SpanCorruption);
+    p.span_corruption.inputs_length = 64;
+    let memory = build_examples(&p, &tok, 1, 9).unwrap();
+    let pieces = memory
+        .pieces
+        .clone()
+        .expect("span corruption keeps its pieces");
+    // u16 ids for this vocabulary, u32 for one past 65,536 ids: the same examples either way.
+    for (vocab_size, width) in [(vocab, 2), (65_537, 4)] {
+        let path = tmp.path().join(format!("examples-{width}.bin"));
+        let (store, counts) = DiskExamples::write(&p, &tok, 1, 9, vocab_size, &path).unwrap();
+        assert_eq!(store.id_width(), width);
+        assert_eq!(counts, memory.counts);
+        assert_eq!(store.count(), memory.examples.len());
+        let raw_tokens: usize = pieces.raw.iter().map(Vec::len).sum();
+        let bytes = std::fs::metadata(&path).unwrap().len() as usize;
+        assert_eq!(bytes, raw_tokens * width, "the raw pieces, once");
+        for epoch in 0..3 {
+            let expected = as_rows(&pieces.examples(epoch_seed(9, epoch)));
+            assert_eq!(stored_examples(&store, epoch), expected, "epoch {epoch}");
+            for (i, (input, target)) in expected.iter().enumerate() {
+                assert_eq!(
+                    (store.input_len(i), store.target_len(i, 0)),
+                    (input.len(), target.len())
+                );
+            }
+        }
+        // The temporary file goes with the store unless it was moved into a run directory.
+        drop(store);
+        assert!(!path.exists());
+    }
+    // With fixed masks every epoch reads epoch 0's examples; the moved file is kept.
+    p.masks = MaskDraw::Fixed;
+    let path = tmp.path().join("fixed.bin");
+    let (mut store, _) = DiskExamples::write(&p, &tok, 1, 9, vocab, &path).unwrap();
+    assert_eq!(stored_examples(&store, 2), as_rows(&memory.examples));
+    let run = tmp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    store.move_into(&run).unwrap();
+    assert_eq!(stored_examples(&store, 1), as_rows(&memory.examples));
+    drop(store);
+    assert!(run.join(cbqa::train::store::EXAMPLES_FILE).is_file());
+    // SSM examples are stored as inputs then targets.
+    let ssm = PretrainSettings::new(vec![span_corpus(tmp.path())], Objective::Ssm);
+    let memory = build_examples(&ssm, &tok, 1, 0).unwrap();
+    let path = tmp.path().join("ssm.bin");
+    let (store, counts) = DiskExamples::write(&ssm, &tok, 1, 0, vocab, &path).unwrap();
+    assert_eq!(counts.skipped_total, memory.counts.skipped_total);
+    assert_eq!(stored_examples(&store, 4), as_rows(&memory.examples));
+    // 65,536 ids still fit u16.
+    let (store, _) =
+        DiskExamples::write(&p, &tok, 1, 9, 65_536, &tmp.path().join("u16.bin")).unwrap();
+    assert_eq!(store.id_width(), 2);
+    // A corpus that cannot be read is an error naming it, and leaves no file.
+    let narrow = tmp.path().join("narrow.bin");
+    let bad = cbqa::pretrain::PretrainSettings {
+        corpus: vec![tmp.path().join("missing.txt")],
+        ..p.clone()
+    };
+    let e = DiskExamples::write(&bad, &tok, 1, 9, vocab, &narrow).unwrap_err();
+    assert!(e.to_string().contains("missing.txt"), "{e}");
+    assert!(!narrow.exists(), "a failed write leaves no file");
 }

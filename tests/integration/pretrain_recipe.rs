@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 /// The dev loss the trainer computes for the model as loaded (no step taken).
 fn untrained_dev_loss(s: &TrainSettings) -> f64 {
+    // Not while another test trains in this process (see `train::serial`).
+    let _serial = super::train::serial();
     let trainer = Trainer::new(s).unwrap();
     trainer.dev_loss().unwrap().expect("a dev set")
 }

@@ -177,11 +177,29 @@ fn assert_score(got: &Value, want: &Value, what: &str) {
 
 #[test]
 fn serve_answers_as_predict_does_alone_and_under_concurrency() {
-    let model = optimum_export("t5_v1_1");
+    // optimum's export cannot join running batches: dynamic batching
+    check_serve_parity(&optimum_export("t5_v1_1"), &[], "dynamic");
+}
+
+#[test]
+fn continuous_batching_answers_as_predict_does() {
+    // cbqa's export joins running batches; a batch of 3 questions makes the 16 clients' questions
+    // join and leave it between decoder steps, requests of 2 questions split across joins
+    let model = crate::runtime::cbqa_export("t5_v1_1");
+    check_serve_parity(&model, &["--batch-size", "3"], "continuous");
+    check_serve_parity(&model, &["--batching", "dynamic"], "dynamic");
+}
+
+/// `cbqa serve --model model extra…` answers as `cbqa predict` does, one request at a time and
+/// under 16 concurrent clients, greedy and beam search, with `batching` in `/v1/model`.
+fn check_serve_parity(model: &Path, extra: &[&str], batching: &str) {
+    let model = model.to_path_buf();
     let qs = questions(8);
     let greedy = predict(&model, &qs, &[]);
     let beams = predict(&model, &qs, &["--beams", "4", "--candidates", "3"]);
-    let server = Server::start(&model, &[]);
+    let server = Server::start(&model, extra);
+    let info = server.get("/v1/model").json();
+    assert_eq!(info["defaults"]["batching"], batching, "{info}");
     for (i, q) in qs.iter().enumerate() {
         let r = server.post(&json!({ "question": q }));
         assert_eq!(r.status, 200, "{}", r.body);
@@ -452,7 +470,14 @@ fn wait_for(server: &Server, name: &str, value: f64) {
 
 #[test]
 fn serve_times_out_slow_requests_and_finishes_in_flight_ones_on_sigterm() {
-    let model = optimum_export("t5_v1_1");
+    // dynamic batching (optimum's export), then continuous batching (cbqa's), where a request
+    // that times out leaves the running batch at the next step
+    check_timeout_and_sigterm(&optimum_export("t5_v1_1"));
+    check_timeout_and_sigterm(&crate::runtime::cbqa_export("t5_v1_1"));
+}
+
+fn check_timeout_and_sigterm(model: &Path) {
+    let model = model.to_path_buf();
     let slow = json!({ "questions": questions(16), "beams": 16, "max_new_tokens": 64 });
     let server = Server::start(&model, &["--timeout", "0.2"]);
     let start = Instant::now();

@@ -11,10 +11,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 /// libtorch's default RNG (dropout) is global to the process and the trainer reseeds it every
-/// step, so trainings in one process must not overlap; tests that train in-process hold this.
+/// step, so trainings in one process must not overlap; tests that train in-process hold this,
+/// and so do tests that build a `Trainer` (building a T5 draws its initial weights from that
+/// RNG before loading the checkpoint's).
 static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub(super) fn serial() -> std::sync::MutexGuard<'static, ()> {
     TRAINING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -559,4 +561,104 @@ fn training_inputs_and_targets_keep_their_token_ids() {
         }
     }
     assert!(compared > 20_000, "{compared}");
+}
+
+/// The dev loss the trainer computes for the model in `model` (no step taken), with `s`'s data.
+fn dev_loss_of(s: &TrainSettings, model: &Path, out: &Path) -> f64 {
+    let mut check = s.clone();
+    (check.model, check.out) = (model.to_path_buf(), out.to_path_buf());
+    let trainer = train::Trainer::new(&check).unwrap();
+    trainer.dev_loss().unwrap().expect("a dev set")
+}
+
+#[test]
+fn the_lowest_dev_loss_is_kept_in_best_across_a_resume() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = nq_head(tmp.path(), 24);
+    let text = std::fs::read_to_string(nq200()).unwrap();
+    let dev = tmp.path().join("dev16.jsonl");
+    let dev_lines: Vec<&str> = text.lines().skip(100).take(16).collect();
+    std::fs::write(&dev, dev_lines.join("\n") + "\n").unwrap();
+    // AdamW at lr 0.2 brings the dev loss down for 6 steps, then overshoots: it rises after.
+    let settings = |out: &Path, steps: u64| {
+        let mut s = small_settings(&data, out);
+        (s.optimizer, s.lr, s.max_steps) = (OptimizerChoice::Adamw, 0.2, Some(steps));
+        (s.dev, s.eval_every, s.eval_max_new_tokens) = (Some(dev.clone()), 2, 4);
+        s
+    };
+    let stop = AtomicBool::new(false);
+    let full = tmp.path().join("full");
+    let s = settings(&full, 10);
+    let outcome = train::train(&s, false, &stop).unwrap();
+    let column = |run: &Path| -> Vec<f64> {
+        let log = std::fs::read_to_string(run.join("train_log.csv")).unwrap();
+        log.lines()
+            .skip(1)
+            .filter_map(|l| l.split(',').nth(6).and_then(|v| v.parse().ok()))
+            .collect()
+    };
+    let losses = column(&full);
+    assert_eq!(
+        losses.len(),
+        5,
+        "dev loss at steps 2, 4, .., 10: {losses:?}"
+    );
+    assert!(
+        losses[2] < losses[1] && losses[2] < losses[3] && losses[3] < losses[4],
+        "the dev loss must fall to step 6 and rise after: {losses:?}"
+    );
+    let (best_dir, best) = outcome.best_dev_loss.clone().expect("a best checkpoint");
+    assert_eq!(best_dir, full.join("best"));
+    assert_eq!(best.step, 6);
+    // (The log rounds to 6 decimals.)
+    assert!(
+        (best.dev_loss - losses[2]).abs() < 1e-6,
+        "{best:?} {losses:?}"
+    );
+    // RUN/best holds the weights of step 6 (their dev loss is the one recorded), as an HF
+    // model directory without the optimizer state, outside the checkpoint rotation.
+    let again = dev_loss_of(&s, &best_dir, &tmp.path().join("check"));
+    assert!((again - best.dev_loss).abs() < 1e-9, "{again} vs {best:?}");
+    assert!(!best_dir.join("optimizer.safetensors").exists());
+    assert!(full.join("checkpoint-10").is_dir() && !full.join("checkpoint-6").exists());
+    let json = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+    };
+    let record = json(best_dir.join("cbqa_training.json"));
+    assert_eq!(record["best_dev_loss"]["step"], 6, "{record}");
+    assert_eq!(json(full.join("state.json"))["best_dev_loss"]["step"], 6);
+    let last_record = json(full.join("checkpoint-10/cbqa_training.json"));
+    assert!(last_record.get("best_dev_loss").is_none(), "{last_record}");
+    // Interrupted before the best (step 4) and after it (step 7), then resumed: the same best.
+    for stop_at in [4, 7] {
+        let part = tmp.path().join(format!("part{stop_at}"));
+        train::train(&settings(&part, stop_at), false, &stop).unwrap();
+        let mut r = load_settings(&part).unwrap();
+        r.max_steps = Some(10);
+        let resumed = train::train(&r, true, &stop).unwrap();
+        let (dir, b) = resumed.best_dev_loss.expect("a best checkpoint");
+        assert_eq!(b, best, "interrupted at step {stop_at}");
+        let weights = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+        assert!(
+            weights(&dir) == weights(&best_dir),
+            "interrupted at step {stop_at}: best/ differs from the uninterrupted run's"
+        );
+    }
+    // `cbqa eval --backend tch` takes it.
+    let (m, d) = (best_dir.to_str().unwrap(), dev.to_str().unwrap());
+    let out = tmp.path().join("eval");
+    let args = ["eval", "--model", m, "--data", d, "--backend", "tch"];
+    let more = ["--max-new-tokens", "4", "--out", out.to_str().unwrap()];
+    let status = Command::new(env!("CARGO_BIN_EXE_cbqa"))
+        .args(args)
+        .args(more)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(out.join("predictions.csv").is_file());
 }
