@@ -40,6 +40,13 @@ def read_questions(path, n):
     return qs
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of process `pid` so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -123,9 +130,12 @@ def scenario(args, name, clients, max_queue, questions, extra=()):
     server = Server(args, [*limits, *extra])
     run_clients(server, questions, clients, args.warmup)
     rss_before = rss_mb(server.proc.pid)
+    server_cpu, client_cpu = cpu_seconds(server.proc.pid), sum(os.times()[:2])
     t0 = time.monotonic()
     results = run_clients(server, questions, clients, args.seconds)
     wall = time.monotonic() - t0
+    server_cpu = cpu_seconds(server.proc.pid) - server_cpu
+    client_cpu = sum(os.times()[:2]) - client_cpu
     rss_after = rss_mb(server.proc.pid)
     code = server.stop()
     flat = [r for rs in results for r in rs]
@@ -133,7 +143,8 @@ def scenario(args, name, clients, max_queue, questions, extra=()):
     count = lambda s: sum(1 for st, _ in flat if st == s)
     return {
         "scenario": name, "batching": server.batching, "clients": clients, "max_queue": max_queue,
-        "seconds": round(wall, 2),
+        "seconds": round(wall, 2), "server_cpu_s": round(server_cpu, 2),
+        "client_cpu_s": round(client_cpu, 2),
         "requests": len(flat), "answered": len(ok), "questions_per_s": round(len(ok) / wall, 2),
         "p50_ms": round(percentile(ok, 50) * 1000, 1), "p95_ms": round(percentile(ok, 95) * 1000, 1),
         "p99_ms": round(percentile(ok, 99) * 1000, 1), "status_429": count(429), "status_504": count(504),
@@ -142,13 +153,19 @@ def scenario(args, name, clients, max_queue, questions, extra=()):
     }
 
 
+cpu_per_question = {}
+
+
 def offline_eval(args, batch_size, limit):
-    """`cbqa eval` on the first `limit` questions: its questions per second."""
+    """`cbqa eval` on the first `limit` questions: its questions per second (the CPU seconds it
+    took per question go to `cpu_per_question[batch_size]`)."""
     with tempfile.TemporaryDirectory() as out:
+        before = sum(os.times()[2:4])
         cmd = [args.bin, "eval", "--model", args.model, "--data", args.data, "--limit", str(limit),
                "--threads", str(args.threads), "--max-new-tokens", str(args.max_new_tokens),
                "--batch-size", str(batch_size), "--out", os.path.join(out, "eval")]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cpu_per_question[batch_size] = (sum(os.times()[2:4]) - before) / limit
         with open(os.path.join(out, "eval", "metrics.csv")) as f:
             return float(list(csv.DictReader(f))[-1]["questions_per_s"])
 
@@ -172,13 +189,13 @@ def write_report(args, rows, offline):
         f"Model `{args.model}`, {args.threads} threads, greedy, `--max-new-tokens {args.max_new_tokens}`, "
         f"{args.questions} NQ-open dev questions, {args.seconds:g} s per scenario after {args.warmup:g} s of warm-up, one question per request, "
         f"loopback. Written by `scripts/load_test.py`.", "",
-        "| scenario | batching | clients | --max-queue | q/s | p50 ms | p95 ms | p99 ms | 429 | 504 | other errors | RSS before → after MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | batching | clients | --max-queue | q/s | p50 ms | p95 ms | p99 ms | 429 | 504 | other errors | RSS before → after MB | CPU s: server / clients |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['scenario']} | {r['batching']} | {r['clients']} | {r['max_queue']} | {r['questions_per_s']} | {r['p50_ms']} | "
                      f"{r['p95_ms']} | {r['p99_ms']} | {r['status_429']} | {r['status_504']} | {r['other_errors']} | "
-                     f"{r['rss_before_mb']} → {r['rss_after_mb']} |")
+                     f"{r['rss_before_mb']} → {r['rss_after_mb']} | {r['server_cpu_s']} / {r['client_cpu_s']} |")
     lines += ["", "Offline, same questions, model, threads and decoding:", "",
               f"- `cbqa eval` batch 32: {offline['eval_qps']:.2f} q/s (mean of {offline['eval_qps_before']:.2f} "
               f"before the scenarios and {offline['eval_qps_after']:.2f} after)",
@@ -205,6 +222,11 @@ def write_report(args, rows, offline):
         checks.append(f"64 clients, {many['batching']} batching against dynamic batching in the same run: "
                       f"{many['questions_per_s'] / dynamic['questions_per_s']:.2f}x the throughput, "
                       f"p50 {many['p50_ms']} against {dynamic['p50_ms']} ms")
+    if many and 32 in cpu_per_question:
+        served = many["server_cpu_s"] / max(1, many["answered"])
+        checks.append(f"64 clients: the server spent {served * 1000:.1f} CPU ms per question, offline "
+                      f"`cbqa eval` {cpu_per_question[32] * 1000:.1f} (its whole process, model load "
+                      f"included); the clients took {many['client_cpu_s']} CPU s of the same 2 cores")
     lines += [f"- {c}" for c in checks]
     with open(args.out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
