@@ -18,6 +18,10 @@ use tch::{Kind, Tensor};
 pub(crate) struct Ctx<'a> {
     pub(crate) cfg: &'a T5Config,
     pub(crate) compute: Option<Kind>,
+    /// Draw the initial weights (a new model); false when a checkpoint's weights are copied in
+    /// right after, so building the model takes nothing from libtorch's global random generator
+    /// (which a concurrent training's dropout draws from).
+    pub(crate) draw: bool,
 }
 
 impl std::ops::Deref for Ctx<'_> {
@@ -59,10 +63,12 @@ pub(crate) fn linear(xs: &Tensor, weight: &Tensor, compute: Option<Kind>) -> Res
     })
 }
 
-/// A parameter named `<p>.weight`, drawn with the standard deviation transformers uses for it.
-pub(crate) fn var(p: &Path, shape: &[usize], cfg: &T5Config) -> Result<Tensor> {
+/// A parameter named `<p>.weight`, drawn with the standard deviation transformers uses for it
+/// (zeros when `cfg.draw` is off: the weights are loaded next).
+pub(crate) fn var(p: &Path, shape: &[usize], cfg: &Ctx<'_>) -> Result<Tensor> {
     let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
     let init = match crate::config::init_std(&p.path("weight"), cfg) {
+        _ if !cfg.draw => Init::Const(0.0),
         Some(stdev) => Init::Randn { mean: 0.0, stdev },
         None => Init::Const(cfg.initializer_factor),
     };

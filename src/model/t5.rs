@@ -66,7 +66,12 @@ impl T5ForConditionalGeneration {
     /// As [`T5ForConditionalGeneration::new`], with the matmuls in `compute` precision (e.g.
     /// `Some(Kind::BFloat16)`: mixed precision with fp32 parameters).
     pub fn with_compute(p: Path, cfg: &T5Config, compute: Option<Kind>) -> Result<Self> {
-        let ctx = Ctx { cfg, compute };
+        Self::build(p, cfg, compute, true)
+    }
+
+    /// The module tree, its weights drawn (`draw`) or zero until a checkpoint's are copied in.
+    fn build(p: Path, cfg: &T5Config, compute: Option<Kind>, draw: bool) -> Result<Self> {
+        let ctx = Ctx { cfg, compute, draw };
         let cfg = &ctx;
         let shared = var(&(&p / "shared"), &[cfg.vocab_size, cfg.d_model], cfg)?;
         let lm_head = match cfg.tie_word_embeddings {
@@ -223,8 +228,13 @@ impl T5 {
 
     /// As [`T5::new`], with the matmuls in `compute` precision (fp32 parameters).
     pub fn with_compute(config: &T5Config, device: Device, compute: Option<Kind>) -> Result<Self> {
+        Self::built(config, device, compute, true)
+    }
+
+    /// A T5 on `device` whose weights are drawn (`draw`) or zero until a checkpoint's are loaded.
+    fn built(config: &T5Config, device: Device, compute: Option<Kind>, draw: bool) -> Result<Self> {
         let vs = VarStore::new(device);
-        let model = T5ForConditionalGeneration::with_compute(vs.root(), config, compute)?;
+        let model = T5ForConditionalGeneration::build(vs.root(), config, compute, draw)?;
         Ok(T5 {
             config: config.clone(),
             vs,
@@ -250,7 +260,8 @@ impl T5 {
         kind: Kind,
         compute: Option<Kind>,
     ) -> Result<Self> {
-        let mut t5 = T5::with_compute(config, device, compute)?;
+        // nothing drawn: every parameter is copied from `weights` below
+        let mut t5 = T5::built(config, device, compute, false)?;
         if kind != Kind::Float {
             t5.convert_parameters(kind)?;
         }

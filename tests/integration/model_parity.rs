@@ -149,6 +149,8 @@ fn t5_v1_1_matches_transformers() {
 
 #[test]
 fn parameter_names_are_the_hf_names() {
+    // drawing random weights takes from libtorch's global generator: not beside a training
+    let _serial = crate::train::serial();
     for name in ["t5_v1_0", "t5_v1_1"] {
         let dir = ModelDir::open(&fixture(name)).unwrap();
         let t5 = T5::new(&dir.config, Device::Cpu).unwrap();
@@ -174,6 +176,7 @@ fn parameter_names_are_the_hf_names() {
 /// The project venv's python, or a failure that says how to get it.
 #[test]
 fn transformers_loads_what_we_save() {
+    let _serial = crate::train::serial();
     let py = venv_python();
     for name in ["t5_v1_0", "t5_v1_1"] {
         let src = fixture(name);
@@ -238,6 +241,7 @@ fn bf16_compute_stays_close_to_fp32() {
     let dir = ModelDir::open(&fixture("t5_v1_1")).unwrap();
     let mut cfg = dir.config.clone();
     cfg.initializer_factor = 1.0;
+    let _serial = crate::train::serial();
     tch::manual_seed(0);
     let fp32 = T5::new(&cfg, Device::Cpu).unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -271,4 +275,23 @@ fn bf16_compute_stays_close_to_fp32() {
     let scale = want.abs().max().double_value(&[]);
     eprintln!("bf16 compute: logits max abs diff {diff:.3e} (max |logit| {scale:.2})");
     assert!(diff > 0.0 && diff < 0.05 * scale, "{diff} vs {scale}");
+}
+
+/// Loading a checkpoint draws nothing from libtorch's global generator (a training running beside
+/// it in the same process draws its dropout masks from there, and its exact resume depends on it).
+#[test]
+fn loading_a_checkpoint_leaves_the_global_generator_alone() {
+    let _serial = crate::train::serial();
+    tch::manual_seed(7);
+    let want = Tensor::randn([8], (Kind::Float, Device::Cpu));
+    tch::manual_seed(7);
+    let _t5 = load("t5_v1_1");
+    let got = Tensor::randn([8], (Kind::Float, Device::Cpu));
+    assert_eq!(max_abs_diff(&got, &want), 0.0);
+    // a new model does draw
+    tch::manual_seed(7);
+    let dir = ModelDir::open(&fixture("t5_v1_1")).unwrap();
+    let _t5 = T5::new(&dir.config, Device::Cpu).unwrap();
+    let drawn = Tensor::randn([8], (Kind::Float, Device::Cpu));
+    assert!(max_abs_diff(&drawn, &want) > 0.0);
 }
