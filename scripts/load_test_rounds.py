@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Interleaved rounds of the 64-client load test, for a machine whose speed drifts: each round
+runs offline `cbqa eval` (batch 32), then `cbqa serve` with continuous batching, then with
+`--batching dynamic`, so drift hits all three alike; prints every round and the medians and
+ratios. Uses scripts/load_test.py's scenario and offline eval.
+
+    scripts/load_test_rounds.py --bin target/infer/release/cbqa --model runs/bench-t5-small/onnx \\
+        [--rounds 5] [--seconds 10] [--clients 64]
+"""
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import types
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import load_test  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default="target/infer/release/cbqa")
+    ap.add_argument("--model", default="runs/bench-t5-small/onnx")
+    ap.add_argument("--data", default="../shared/data/nq-open/NQ-open.dev.jsonl")
+    ap.add_argument("--questions", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-new-tokens", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--clients", type=int, default=64)
+    a = ap.parse_args()
+    args = types.SimpleNamespace(**vars(a))
+    qs = load_test.read_questions(a.data, a.questions)
+    res = {"offline-b32": [], "continuous": [], "dynamic": []}
+    for r in range(a.rounds):
+        res["offline-b32"].append(load_test.offline_eval(args, 32, len(qs)))
+        for name, extra in (("continuous", []), ("dynamic", ["--batching", "dynamic"])):
+            row = load_test.scenario(args, name, a.clients, 256, qs, extra)
+            res[name].append(row["questions_per_s"])
+        print(r, {k: v[-1] for k, v in res.items()}, flush=True)
+    med = {k: statistics.median(v) for k, v in res.items()}
+    print(json.dumps({"rounds": res, "median": med}))
+    print(f"continuous/offline {med['continuous'] / med['offline-b32']:.2f}, dynamic/offline "
+          f"{med['dynamic'] / med['offline-b32']:.2f}, continuous/dynamic "
+          f"{med['continuous'] / med['dynamic']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
