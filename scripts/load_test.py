@@ -233,16 +233,22 @@ def write_report(args, rows, offline):
     print("\n".join(lines))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_run_args(ap, seconds):
+    """The flags of a load-test run: binary, model, questions, threads, decoding, durations
+    (also used by scripts/load_test_rounds.py)."""
     ap.add_argument("--bin", default="target/release/cbqa")
     ap.add_argument("--model", default="runs/bench-t5-small/onnx")
     ap.add_argument("--data", default="../shared/data/nq-open/NQ-open.dev.jsonl")
     ap.add_argument("--questions", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=8)
-    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--seconds", type=float, default=seconds)
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of the same load before each scenario")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_args(ap, seconds=15.0)
     ap.add_argument("--max-queue", type=int, default=64, help="the queue of the overload scenario")
     ap.add_argument("--label", default="t5-small shapes, random weights")
     ap.add_argument("--out", default="eval/results/serve-t5-small")

@@ -13,7 +13,6 @@ import json
 import pathlib
 import statistics
 import sys
-import types
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import load_test  # noqa: E402
@@ -21,24 +20,16 @@ import load_test  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", default="target/infer/release/cbqa")
-    ap.add_argument("--model", default="runs/bench-t5-small/onnx")
-    ap.add_argument("--data", default="../shared/data/nq-open/NQ-open.dev.jsonl")
-    ap.add_argument("--questions", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-new-tokens", type=int, default=8)
+    load_test.add_run_args(ap, seconds=10.0)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--clients", type=int, default=64)
     a = ap.parse_args()
-    args = types.SimpleNamespace(**vars(a))
     qs = load_test.read_questions(a.data, a.questions)
     res = {"offline-b32": [], "continuous": [], "dynamic": []}
     for r in range(a.rounds):
-        res["offline-b32"].append(load_test.offline_eval(args, 32, len(qs)))
+        res["offline-b32"].append(load_test.offline_eval(a, 32, len(qs)))
         for name, extra in (("continuous", []), ("dynamic", ["--batching", "dynamic"])):
-            row = load_test.scenario(args, name, a.clients, 256, qs, extra)
+            row = load_test.scenario(a, name, a.clients, 256, qs, extra)
             res[name].append(row["questions_per_s"])
         print(r, {k: v[-1] for k, v in res.items()}, flush=True)
     med = {k: statistics.median(v) for k, v in res.items()}

@@ -777,17 +777,19 @@ impl OrtSeq2Seq {
         }
     }
 
-    /// The session of a small state graph (row selection, joining) for `key`, made once from
-    /// `model(key)`.
-    fn state_session<'a, K: std::hash::Hash + Eq>(
+    /// Run a small state graph (row selection, joining) on the device the state lives on: the
+    /// session of `sessions` for `key`, made once from `model(key)`. Its outputs, in order.
+    fn run_state_graph<K: std::hash::Hash + Eq>(
         &self,
-        sessions: &'a mut HashMap<K, Session>,
-        key: K,
+        sessions: &Mutex<HashMap<K, Session>>,
+        (key, model): (K, impl FnOnce(&K) -> Vec<u8>),
         label: &str,
-        model: impl FnOnce(&K) -> Vec<u8>,
-    ) -> Result<&'a mut Session> {
+        inputs: &[(&str, &DynValue)],
+        outputs: &[&str],
+    ) -> Result<std::vec::IntoIter<DynValue>> {
         use std::collections::hash_map::Entry;
-        Ok(match sessions.entry(key) {
+        let mut sessions = lock(sessions);
+        let session = match sessions.entry(key) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let model = model(e.key());
@@ -796,7 +798,9 @@ impl OrtSeq2Seq {
                     .map_err(fail(format!("{label}: load the graph")))?;
                 e.insert(session)
             }
-        })
+        };
+        let out = self.run_on(session, label, inputs, outputs, Placement::Decoding)?;
+        Ok(out.into_iter())
     }
 
     /// The tensors of a stepped state, the encoder mask first, then per layer the cache in
@@ -916,13 +920,9 @@ impl Seq2Seq for OrtSeq2Seq {
                 .map(String::as_str)
                 .zip(values.iter().map(|v| v.0)),
         );
-        let mut sessions = lock(&self.select);
         let label = "row selection";
-        let session = self.state_session(&mut sessions, elems, label, |k| select_rows_model(k))?;
-        let mut out = self
-            .run_on(session, label, &inputs, &outputs, Placement::Decoding)?
-            .into_iter();
-        drop(sessions);
+        let graph = (elems, |k: &Vec<(i32, bool)>| select_rows_model(k));
+        let mut out = self.run_state_graph(&self.select, graph, label, &inputs, &outputs)?;
         let mask = out.next().ok_or_else(|| self.missing(label, "y0"))?;
         let hidden = match state.hidden {
             Some(_) => out.next(),
@@ -962,13 +962,9 @@ impl Seq2Seq for OrtSeq2Seq {
         inputs.extend(bn.iter().map(String::as_str).zip(b.iter().map(|v| v.0)));
         let ys = &self.select_names.1;
         let outputs: Vec<&str> = ys[..a.len()].iter().map(String::as_str).collect();
-        let mut sessions = lock(&self.join);
         let label = "joining states";
-        let session = self.state_session(&mut sessions, kinds, label, |k| join_states_model(k))?;
-        let mut out = self
-            .run_on(session, label, &inputs, &outputs, Placement::Decoding)?
-            .into_iter();
-        drop(sessions);
+        let graph = (kinds, |k: &Vec<(i32, JoinAs)>| join_states_model(k));
+        let mut out = self.run_state_graph(&self.join, graph, label, &inputs, &outputs)?;
         let mask = out.next().ok_or_else(|| self.missing(label, "y0"))?;
         Ok(OrtState {
             rows: first.rows + second.rows,

@@ -13,7 +13,7 @@
 use super::batcher::{wait_for_jobs, Job, JobError, Shared};
 use crate::answer::{Answer, AnswerStream, Answered, Answerer};
 use crate::error::{Error, Result};
-use crate::generate::{GenerateOptions, Prepared};
+use crate::generate::GenerateOptions;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -170,28 +170,31 @@ impl<'a> Loop<'a> {
         let room = self.max_questions(stream.options()).saturating_sub(running);
         let budget = self.answerer.options().batch.max_batch_tokens;
         let mut longest = self.running_longest();
-        let mut items: Vec<(Key, Prepared)> = Vec::new();
+        let mut keys: Vec<Key> = Vec::new();
         'jobs: for (&id, a) in self.jobs.iter_mut() {
-            while a.next < a.job.items.len() && items.len() < room {
-                let p = &a.job.items[a.next];
-                let l = longest.max(p.ids.len());
-                let rows = running + items.len() + 1;
-                if rows * l > budget && running + items.len() > 0 {
+            while a.next < a.job.items.len() && keys.len() < room {
+                let l = longest.max(a.job.items[a.next].ids.len());
+                let rows = running + keys.len() + 1;
+                if rows * l > budget && running + keys.len() > 0 {
                     break 'jobs;
                 }
                 longest = l;
-                items.push(((id, a.next), p.clone()));
+                keys.push((id, a.next));
                 a.next += 1;
             }
         }
-        if items.is_empty() {
+        if keys.is_empty() {
             return;
         }
+        let jobs = &self.jobs;
+        let items = keys
+            .iter()
+            .filter_map(|&(id, i)| Some(((id, i), jobs.get(&id)?.job.items.get(i)?)))
+            .collect();
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
-        let refs = items.iter().map(|(k, p)| (*k, p)).collect();
-        let result = catch_unwind(AssertUnwindSafe(|| stream.admit(refs)));
+        let result = catch_unwind(AssertUnwindSafe(|| stream.admit(items)));
         self.settle(result);
     }
 
