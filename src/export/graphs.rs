@@ -30,6 +30,14 @@ use crate::onnx::proto::{data_type, ModelProto};
 pub(crate) const F32: i32 = data_type::FLOAT;
 pub(crate) const I64: i32 = data_type::INT64;
 
+/// The sub-layer scopes of the node names (`/encoder/block.0/self_attention/MatMul_node_12`): one
+/// per phase a profile is summed into. `cross_kv` is the cross-attention keys and values, computed
+/// from the encoder output in the first decoder step only.
+const SELF_ATTENTION: &str = "self_attention";
+const CROSS_ATTENTION: &str = "cross_attention";
+const CROSS_KV: &str = "cross_kv";
+const FEED_FORWARD: &str = "feed_forward";
+
 /// optimum's dynamic axis names.
 pub(crate) const BATCH: Dim = Dim::Sym("batch_size");
 pub(crate) const ENC_LEN: Dim = Dim::Sym("encoder_sequence_length");
@@ -217,6 +225,12 @@ impl Ctx<'_, '_> {
     }
 
     /// T5LayerFF: `x + wo(act(wi(norm(x))))` (or the gated form), float32 in and out.
+    /// Name the nodes made from now on after their sub-layer (`/decoder/block.3/cross_kv/…`), so
+    /// that ONNX Runtime's per-node profile can be summed by phase (`scripts/ort_profile.py`).
+    fn sublayer_scope(&mut self, stack: &str, block: usize, sublayer: &str) {
+        self.g.set_scope(format!("/{stack}/block.{block}/{sublayer}"));
+    }
+
     fn feed_forward(&mut self, x: &Value, layer: &TensorPath) -> Result<Value> {
         let n = self.rms_norm(x, &(layer / "layer_norm"))?;
         let dense = layer / "DenseReluDense";
@@ -352,7 +366,7 @@ pub(crate) fn encoder(cfg: &T5Config, p: &mut Params<'_>) -> Result<ModelProto> 
     let mut h = c.embed(&ids)?;
     let root = TensorPath::root() / "encoder";
     for i in 0..cfg.num_layers {
-        c.g.set_scope(format!("/encoder/block.{i}"));
+        c.sublayer_scope("encoder", i, SELF_ATTENTION);
         let block = &root / "block" / i;
         let sa = &block / "layer" / 0;
         let n = c.rms_norm(&h, &(&sa / "layer_norm"))?;
@@ -362,6 +376,7 @@ pub(crate) fn encoder(cfg: &T5Config, p: &mut Params<'_>) -> Result<ModelProto> 
         let v = c.heads(&n, &(&att / "v"))?;
         let a = c.attend(&q, &k, &v, &bias, &att)?;
         h = c.g.op("Add", &[&h, &a], vec![]);
+        c.sublayer_scope("encoder", i, FEED_FORWARD);
         h = c.feed_forward(&h, &(&block / "layer" / 1))?;
     }
     c.g.set_scope("/encoder/final");
@@ -562,7 +577,7 @@ fn decoder_block(
     past: Option<(&Value, &Value)>,
     presents: &mut Vec<(Value, Value)>,
 ) -> Result<Value> {
-    c.g.set_scope(format!("/decoder/block.{i}"));
+    c.sublayer_scope("decoder", i, SELF_ATTENTION);
     let block = TensorPath::root() / "decoder" / "block" / i;
     let sa = &block / "layer" / 0;
     let n = c.rms_norm(h, &(&sa / "layer_norm"))?;
@@ -587,11 +602,17 @@ fn decoder_block(
     presents.push((pk, pv));
 
     let ca = &block / "layer" / 1;
+    c.sublayer_scope("decoder", i, CROSS_ATTENTION);
     let n = c.rms_norm(&h, &(&ca / "layer_norm"))?;
     let att = &ca / "EncDecAttention";
     let q = c.heads(&n, &(&att / "q"))?;
     let (ek, ev) = match cross {
-        CrossInput::States(e) => (c.heads(e, &(&att / "k"))?, c.heads(e, &(&att / "v"))?),
+        CrossInput::States(e) => {
+            c.sublayer_scope("decoder", i, CROSS_KV);
+            let kv = (c.heads(e, &(&att / "k"))?, c.heads(e, &(&att / "v"))?);
+            c.sublayer_scope("decoder", i, CROSS_ATTENTION);
+            kv
+        }
         CrossInput::Past(k, v) => (c.as_compute(k), c.as_compute(v)),
     };
     let a = c.attend(&q, &ek, &ev, &biases.cross_attention, &att)?;
@@ -601,6 +622,7 @@ fn decoder_block(
         let ev = c.as_f32(&ev);
         presents.push((ek, ev));
     }
+    c.sublayer_scope("decoder", i, FEED_FORWARD);
     c.feed_forward(&h, &(&block / "layer" / 2))
 }
 
