@@ -11,11 +11,12 @@ kernel times sum into phases:
   cross-attention K/V  the decoder's keys/values of the encoder output (first step only)
   decoder steps        self-attention, cross-attention, feed-forward, biases and embedding
   LM head              the final norm and the vocabulary projection
-  host and ORT         the encoder's or decoder's bench time that no kernel accounts for: the
-                       search, row selection, copying inputs and outputs, ONNX Runtime's own
-                       work per call
+  ONNX Runtime outside kernels   a session run's time that no kernel accounts for
+  host                 the encoder's or decoder's bench time outside the session runs: inputs,
+                       outputs, the search, row selection
 
-Each phase's seconds are its profiled kernel time scaled by plain / profiled wall time of its
+Only the timed batches count (the bench's warm-up batch is left out). Each phase's seconds are
+its profiled kernel time scaled by plain / profiled wall time of its
 session kind (encoder or decoder), so profiling's own cost is taken out; `achieved` is the phase's
 roofline time over those seconds. Writes OUT/phases.csv, OUT/phases.md (with the top operators of
 each phase) and keeps both bench runs' files under OUT/plain and OUT/profiled.
@@ -92,32 +93,48 @@ def phase_of(node, session, previous):
     return previous or "decoder, other"
 
 
-def kernel_times(prefix):
-    """{finer phase: seconds}, {finer phase: {op: seconds}}, {"encoder"|"decoder": seconds}."""
+def timed_runs(events, batches, path):
+    """The events of the timed batches: `cbqa bench` runs one untimed warm-up batch first, and with
+    forced steps every batch makes the same number of calls to each graph."""
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: e["ts"])
+    if not runs or len(runs) % (batches + 1):
+        sys.exit(f"ort_profile.py: {path}: {len(runs)} runs, not a multiple of the "
+                 f"{batches} timed batches and one warm-up batch")
+    first = runs[len(runs) // (batches + 1)]["ts"]
+    return [e for e in events if e["ts"] >= first]
+
+
+def kernel_times(prefix, batches):
+    """{finer phase: s}, {finer phase: {op: s}}, {kind: kernel s}, {kind: session run s}, for the
+    timed batches; kind is "encoder" or "decoder"."""
     files = sorted(prefix.parent.glob(prefix.name + "-*.json"))
     if not files:
         sys.exit(f"ort_profile.py: no ONNX Runtime profile written under {prefix}-*.json")
     by_phase = collections.Counter()
     by_op = collections.defaultdict(collections.Counter)
-    by_kind = collections.Counter()
+    kernel = collections.Counter()
+    session_run = collections.Counter()
     for f in files:
         session = session_of(f, prefix)
         if "decoder" not in session and "encoder" not in session:
-            continue  # the small state graphs (row selection, joining): host side here
+            continue  # the GEMM probe, the small state graphs (row selection, joining)
         kind = "encoder" if session.startswith("encoder") else "decoder"
-        events = [e for e in json.loads(f.read_text())
-                  if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
-        events.sort(key=lambda e: e["ts"])
+        events = timed_runs(json.loads(f.read_text()), batches, f)
+        session_run[kind] += sum(e["dur"] for e in events if e.get("name") == "model_run") / 1e6
+        nodes = sorted((e for e in events
+                        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")),
+                       key=lambda e: e["ts"])
         previous = None
-        for e in events:
+        for e in nodes:
             node = e["name"][: -len("_kernel_time")]
             phase = phase_of(node, session, previous)
             previous = phase if phase != "decoder, other" else previous
             s = e["dur"] / 1e6
             by_phase[phase] += s
             by_op[phase][e.get("args", {}).get("op_name", "?")] += s
-            by_kind[kind] += s
-    return by_phase, by_op, by_kind
+            kernel[kind] += s
+    return by_phase, by_op, kernel, session_run
 
 
 def main():
@@ -140,7 +157,8 @@ def main():
     plain = run_bench(a, a.out / "plain")
     prefix = a.out / "profiled" / "ort"
     profiled = run_bench(a, a.out / "profiled", prefix)
-    by_phase, by_op, by_kind = kernel_times(prefix)
+    batches = -(-plain["questions"] // a.batch_size)
+    by_phase, by_op, kernel, session_run = kernel_times(prefix, batches)
 
     roof = {p["phase"]: p["roofline_s"] for p in plain["phases"]}
     scale = {k: plain[k]["measured_s"] / profiled[k]["measured_s"] for k in ("encoder", "decoder")}
@@ -152,10 +170,13 @@ def main():
                      "top_ops": ", ".join(f"{op} {100 * t / s:.0f}%"
                                           for op, t in by_op[phase].most_common(4))})
     for kind in ("encoder", "decoder"):
-        # The bench's time of the phase that no kernel accounts for.
-        host = (profiled[kind]["measured_s"] - by_kind[kind]) * scale[kind]
-        rows.append({"phase": f"host and ORT ({kind})", "roofline_phase": "", "seconds": host,
-                     "profiled_kernel_s": 0.0, "top_ops": ""})
+        # What no kernel accounts for: ONNX Runtime's own work inside its runs, and the bench's
+        # time outside them (cbqa's side: inputs, outputs, the search, row selection).
+        ort = (session_run[kind] - kernel[kind]) * scale[kind]
+        host = (profiled[kind]["measured_s"] - session_run[kind]) * scale[kind]
+        for name, s in ((f"ONNX Runtime outside kernels ({kind})", ort), (f"host ({kind})", host)):
+            rows.append({"phase": name, "roofline_phase": "", "seconds": s,
+                         "profiled_kernel_s": 0.0, "top_ops": ""})
     # The roofline's phases, measured: the finer phases summed.
     measured = collections.Counter()
     for r in rows:

@@ -228,7 +228,8 @@ impl Ctx<'_, '_> {
     /// Name the nodes made from now on after their sub-layer (`/decoder/block.3/cross_kv/…`), so
     /// that ONNX Runtime's per-node profile can be summed by phase (`scripts/ort_profile.py`).
     fn sublayer_scope(&mut self, stack: &str, block: usize, sublayer: &str) {
-        self.g.set_scope(format!("/{stack}/block.{block}/{sublayer}"));
+        self.g
+            .set_scope(format!("/{stack}/block.{block}/{sublayer}"));
     }
 
     fn feed_forward(&mut self, x: &Value, layer: &TensorPath) -> Result<Value> {

@@ -8,7 +8,7 @@ use super::proto::{
     ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto, DATA_LOCATION_EXTERNAL,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// A value of a graph under construction: a graph input, a node output or an initializer. Only
 /// [`Graph`] makes them, so an op can only be given values the graph defines (never a graph
@@ -68,6 +68,9 @@ pub(crate) struct Graph {
     counter: usize,
     /// Names already used for values, so scopes can never collide.
     used: HashSet<String>,
+    /// Node outputs renamed to the graph output they became (see [`Graph::output`]), so a
+    /// `Value` made before the rename still refers to them.
+    renamed: HashMap<String, String>,
 }
 
 pub(crate) fn value_info(name: &str, elem: i32, dims: &[Dim]) -> ValueInfoProto {
@@ -119,6 +122,7 @@ impl Graph {
             prefix: String::new(),
             counter: 0,
             used: HashSet::new(),
+            renamed: HashMap::new(),
         }
     }
 
@@ -175,12 +179,16 @@ impl Graph {
         }
     }
 
-    /// Expose `value` as graph output `name` (through an Identity node when the names differ).
+    /// Expose `value` as graph output `name`. A value a node of this graph writes is renamed
+    /// `name` in that node and its readers; anything else (a graph input, an initializer, an outer
+    /// scope's value, a value already exposed under another name) goes through an Identity node,
+    /// which copies it.
     pub fn output(&mut self, value: &Value, name: &str, elem: i32, dims: &[Dim]) {
-        if value.0 != name {
+        let source = self.resolve(&value.0).to_string();
+        if source != name && !self.rename_node_output(&source, name) {
             self.used.insert(name.into());
             self.nodes.push(NodeProto {
-                input: vec![value.0.clone()],
+                input: vec![source],
                 output: vec![name.into()],
                 name: Some(format!("{name}/Identity")),
                 op_type: Some("Identity".into()),
@@ -188,6 +196,31 @@ impl Graph {
             });
         }
         self.outputs.push(value_info(name, elem, dims));
+    }
+
+    /// The current name of a value (a node output renamed to a graph output since).
+    fn resolve<'a>(&'a self, name: &'a str) -> &'a str {
+        self.renamed.get(name).map_or(name, String::as_str)
+    }
+
+    /// Rename the value `old`, written by a node of this graph and not yet a graph output, to
+    /// `new` wherever it appears; false (nothing changed) otherwise.
+    fn rename_node_output(&mut self, old: &str, new: &str) -> bool {
+        let is_output = self.outputs.iter().any(|o| o.name.as_deref() == Some(old));
+        let written_here = self.nodes.iter().any(|n| n.output.iter().any(|o| o == old));
+        if is_output || !written_here {
+            return false;
+        }
+        for n in &mut self.nodes {
+            for v in n.input.iter_mut().chain(n.output.iter_mut()) {
+                if v == old {
+                    *v = new.to_string();
+                }
+            }
+        }
+        self.used.insert(new.into());
+        self.renamed.insert(old.into(), new.into());
+        true
     }
 
     /// Add a node with one output and return the output.
@@ -206,7 +239,10 @@ impl Graph {
             self.nodes.len()
         );
         self.nodes.push(NodeProto {
-            input: inputs.iter().map(|v| v.0.clone()).collect(),
+            input: inputs
+                .iter()
+                .map(|v| self.resolve(&v.0).to_string())
+                .collect(),
             output: outputs.iter().map(|v| v.0.clone()).collect(),
             name: Some(name),
             op_type: Some(op_type.into()),
@@ -328,5 +364,67 @@ pub(crate) fn model(graph: GraphProto, doc: &str, metadata: &[(&str, String)]) -
             .iter()
             .map(|(k, v)| StringStringEntryProto::new(k, v.clone()))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+
+    fn ops(g: &GraphProto) -> Vec<(&str, Vec<&str>, Vec<&str>)> {
+        g.node
+            .iter()
+            .map(|n| {
+                let op = n.op_type.as_deref().unwrap_or("");
+                (op, names(&n.input), names(&n.output))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_node_output_becomes_the_graph_output_without_a_copy() {
+        let mut g = Graph::new("g");
+        let x = g.input("x", data_type::FLOAT, &[Dim::Sym("n")]);
+        let y = g.op("Relu", &[&x], vec![]);
+        let z = g.op("Neg", &[&y], vec![]);
+        g.output(&y, "y", data_type::FLOAT, &[Dim::Sym("n")]);
+        // a handle made before the rename still reaches the value
+        let w = g.op("Abs", &[&y], vec![]);
+        g.output(&z, "z", data_type::FLOAT, &[Dim::Sym("n")]);
+        g.output(&w, "w", data_type::FLOAT, &[Dim::Sym("n")]);
+        let p = g.into_proto();
+        assert_eq!(
+            ops(&p),
+            vec![
+                ("Relu", vec!["x"], vec!["y"]),
+                ("Neg", vec!["y"], vec!["z"]),
+                ("Abs", vec!["y"], vec!["w"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn inputs_and_values_exposed_twice_go_through_identity() {
+        let mut g = Graph::new("g");
+        let x = g.input("x", data_type::FLOAT, &[Dim::Sym("n")]);
+        let y = g.op("Relu", &[&x], vec![]);
+        g.output(&x, "x_out", data_type::FLOAT, &[Dim::Sym("n")]);
+        g.output(&y, "y", data_type::FLOAT, &[Dim::Sym("n")]);
+        g.output(&y, "y_again", data_type::FLOAT, &[Dim::Sym("n")]);
+        let p = g.into_proto();
+        assert_eq!(
+            ops(&p),
+            vec![
+                ("Relu", vec!["x"], vec!["y"]),
+                ("Identity", vec!["x"], vec!["x_out"]),
+                ("Identity", vec!["y"], vec!["y_again"]),
+            ]
+        );
+        let outputs: Vec<_> = p.output.iter().filter_map(|o| o.name.as_deref()).collect();
+        assert_eq!(outputs, ["x_out", "y", "y_again"]);
     }
 }
