@@ -16,9 +16,9 @@ kernel times sum into phases:
                        outputs, the search, row selection
 
 Only the timed batches count (the bench's warm-up batch is left out). Each phase's seconds are
-its profiled kernel time scaled by plain / profiled wall time of its
-session kind (encoder or decoder), so profiling's own cost is taken out; `achieved` is the phase's
-roofline time over those seconds. Writes OUT/phases.csv, OUT/phases.md (with the top operators of
+its profiled kernel time scaled by plain / profiled wall time of its session kind (encoder or
+decoder), so profiling's own cost is taken out; `achieved` is the phase's roofline time over those
+seconds. Writes OUT/phases.csv, OUT/phases.md (with the top operators of
 each phase) and keeps both bench runs' files under OUT/plain and OUT/profiled.
 
   scripts/ort_profile.py --bin target/infer/release/cbqa --model runs/bench-t5-small/onnx \\
@@ -33,6 +33,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -125,11 +126,9 @@ def kernel_times(prefix, batches):
         nodes = sorted((e for e in events
                         if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")),
                        key=lambda e: e["ts"])
-        previous = None
+        phase = None
         for e in nodes:
-            node = e["name"][: -len("_kernel_time")]
-            phase = phase_of(node, session, previous)
-            previous = phase if phase != "decoder, other" else previous
+            phase = phase_of(e["name"][: -len("_kernel_time")], session, phase)
             s = e["dur"] / 1e6
             by_phase[phase] += s
             by_op[phase][e.get("args", {}).get("op_name", "?")] += s
@@ -148,12 +147,9 @@ def main():
     ap.add_argument("--data", help="questions file (default: the bench's synthetic questions)")
     ap.add_argument("--out", required=True, type=pathlib.Path)
     a = ap.parse_args()
-    a.out.mkdir(parents=True, exist_ok=True)
     for d in ("plain", "profiled"):
-        for f in (a.out / d).glob("*"):
-            f.unlink()
-    (a.out / "plain").mkdir(exist_ok=True)
-    (a.out / "profiled").mkdir(exist_ok=True)
+        shutil.rmtree(a.out / d, ignore_errors=True)
+        (a.out / d).mkdir(parents=True)
     plain = run_bench(a, a.out / "plain")
     prefix = a.out / "profiled" / "ort"
     profiled = run_bench(a, a.out / "profiled", prefix)

@@ -39,6 +39,7 @@ def test_every_phase_of_the_export_is_found_in_the_profile(profile):
 def test_phases_and_host_time_add_up_to_the_bench_times(profile):
     rows = list(csv.DictReader(open(profile / "phases.csv")))
     plain = json.loads((profile / "plain" / "roofline.json").read_text())[0]
+
     def kind_of(r):
         if not r["roofline_phase"]:  # "host (decoder)", "ONNX Runtime outside kernels (encoder)"
             return r["phase"].rsplit("(", 1)[1].rstrip(")")

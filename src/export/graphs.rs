@@ -224,14 +224,14 @@ impl Ctx<'_, '_> {
         self.g.op("Mul", &[&h, &t], vec![])
     }
 
-    /// T5LayerFF: `x + wo(act(wi(norm(x))))` (or the gated form), float32 in and out.
     /// Name the nodes made from now on after their sub-layer (`/decoder/block.3/cross_kv/…`), so
     /// that ONNX Runtime's per-node profile can be summed by phase (`scripts/ort_profile.py`).
     fn sublayer_scope(&mut self, stack: &str, block: usize, sublayer: &str) {
-        self.g
-            .set_scope(format!("/{stack}/block.{block}/{sublayer}"));
+        let scope = format!("/{stack}/block.{block}/{sublayer}");
+        self.g.set_scope(scope);
     }
 
+    /// T5LayerFF: `x + wo(act(wi(norm(x))))` (or the gated form), float32 in and out.
     fn feed_forward(&mut self, x: &Value, layer: &TensorPath) -> Result<Value> {
         let n = self.rms_norm(x, &(layer / "layer_norm"))?;
         let dense = layer / "DenseReluDense";

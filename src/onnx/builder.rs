@@ -204,11 +204,16 @@ impl Graph {
     }
 
     /// Rename the value `old`, written by a node of this graph and not yet a graph output, to
-    /// `new` wherever it appears; false (nothing changed) otherwise.
+    /// `new` wherever it appears; false (nothing changed) otherwise, and also in a graph with
+    /// subgraphs (an `If`), whose bodies may read `old` by name.
     fn rename_node_output(&mut self, old: &str, new: &str) -> bool {
         let is_output = self.outputs.iter().any(|o| o.name.as_deref() == Some(old));
         let written_here = self.nodes.iter().any(|n| n.output.iter().any(|o| o == old));
-        if is_output || !written_here {
+        let has_subgraphs = self
+            .nodes
+            .iter()
+            .any(|n| n.attribute.iter().any(|a| a.g.is_some()));
+        if is_output || !written_here || has_subgraphs {
             return false;
         }
         for n in &mut self.nodes {
@@ -385,17 +390,25 @@ mod tests {
             .collect()
     }
 
+    const N: &[Dim] = &[Dim::Sym("n")];
+
+    /// A graph with input `x` and `y = Relu(x)`.
+    fn relu_graph() -> (Graph, Value, Value) {
+        let mut g = Graph::new("g");
+        let x = g.input("x", data_type::FLOAT, N);
+        let y = g.op("Relu", &[&x], vec![]);
+        (g, x, y)
+    }
+
     #[test]
     fn a_node_output_becomes_the_graph_output_without_a_copy() {
-        let mut g = Graph::new("g");
-        let x = g.input("x", data_type::FLOAT, &[Dim::Sym("n")]);
-        let y = g.op("Relu", &[&x], vec![]);
+        let (mut g, _, y) = relu_graph();
         let z = g.op("Neg", &[&y], vec![]);
-        g.output(&y, "y", data_type::FLOAT, &[Dim::Sym("n")]);
+        g.output(&y, "y", data_type::FLOAT, N);
         // a handle made before the rename still reaches the value
         let w = g.op("Abs", &[&y], vec![]);
-        g.output(&z, "z", data_type::FLOAT, &[Dim::Sym("n")]);
-        g.output(&w, "w", data_type::FLOAT, &[Dim::Sym("n")]);
+        g.output(&z, "z", data_type::FLOAT, N);
+        g.output(&w, "w", data_type::FLOAT, N);
         let p = g.into_proto();
         assert_eq!(
             ops(&p),
@@ -409,12 +422,10 @@ mod tests {
 
     #[test]
     fn inputs_and_values_exposed_twice_go_through_identity() {
-        let mut g = Graph::new("g");
-        let x = g.input("x", data_type::FLOAT, &[Dim::Sym("n")]);
-        let y = g.op("Relu", &[&x], vec![]);
-        g.output(&x, "x_out", data_type::FLOAT, &[Dim::Sym("n")]);
-        g.output(&y, "y", data_type::FLOAT, &[Dim::Sym("n")]);
-        g.output(&y, "y_again", data_type::FLOAT, &[Dim::Sym("n")]);
+        let (mut g, x, y) = relu_graph();
+        g.output(&x, "x_out", data_type::FLOAT, N);
+        g.output(&y, "y", data_type::FLOAT, N);
+        g.output(&y, "y_again", data_type::FLOAT, N);
         let p = g.into_proto();
         assert_eq!(
             ops(&p),
@@ -426,5 +437,23 @@ mod tests {
         );
         let outputs: Vec<_> = p.output.iter().filter_map(|o| o.name.as_deref()).collect();
         assert_eq!(outputs, ["x_out", "y", "y_again"]);
+    }
+
+    #[test]
+    fn a_graph_with_subgraphs_keeps_its_value_names() {
+        // an `If` body may read `y` by name, so `y` is copied out, not renamed
+        let (mut g, _, y) = relu_graph();
+        let body = Graph::new("body").into_proto();
+        let c = g.op(
+            "Cast",
+            &[&y],
+            vec![Attr::Graph("then_branch", Box::new(body))],
+        );
+        g.output(&y, "y_out", data_type::FLOAT, N);
+        g.output(&c, "c", data_type::FLOAT, N);
+        let p = g.into_proto();
+        let names = ops(&p);
+        assert_eq!(names[2], ("Identity", vec![y.0.as_str()], vec!["y_out"]));
+        assert_eq!(names[3].0, "Identity");
     }
 }
