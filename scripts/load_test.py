@@ -81,6 +81,19 @@ class Server:
         self.batching = json.loads(conn.getresponse().read())["defaults"]["batching"]
         conn.close()
 
+    def histogram_means(self, *names):
+        """The mean of each `/metrics` histogram in `names` (whole run; None where absent)."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+        means = []
+        for n in names:
+            count = float(values.get(f"{n}_count", 0))
+            means.append(round(float(values[f"{n}_sum"]) / count, 2) if count else None)
+        return means
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=60)
@@ -137,6 +150,9 @@ def scenario(args, name, clients, max_queue, questions, extra=()):
     server_cpu = cpu_seconds(server.proc.pid) - server_cpu
     client_cpu = sum(os.times()[:2]) - client_cpu
     rss_after = rss_mb(server.proc.pid)
+    # Warm-up included: the questions per decoder step and per join (an encoder call and a first
+    # step of its own, so small joins cost throughput).
+    mean_batch, mean_join = server.histogram_means("cbqa_batch_size", "cbqa_join_size")
     code = server.stop()
     flat = [r for rs in results for r in rs]
     ok = [lat for st, lat in flat if st == 200]
@@ -150,6 +166,7 @@ def scenario(args, name, clients, max_queue, questions, extra=()):
         "p99_ms": round(percentile(ok, 99) * 1000, 1), "status_429": count(429), "status_504": count(504),
         "other_errors": len(flat) - len(ok) - count(429) - count(504),
         "rss_before_mb": round(rss_before, 1), "rss_after_mb": round(rss_after, 1), "exit_code": code,
+        "mean_running_batch": mean_batch, "mean_join": mean_join,
     }
 
 
@@ -189,13 +206,14 @@ def write_report(args, rows, offline):
         f"Model `{args.model}`, {args.threads} threads, greedy, `--max-new-tokens {args.max_new_tokens}`, "
         f"{args.questions} NQ-open dev questions, {args.seconds:g} s per scenario after {args.warmup:g} s of warm-up, one question per request, "
         f"loopback. Written by `scripts/load_test.py`.", "",
-        "| scenario | batching | clients | --max-queue | q/s | p50 ms | p95 ms | p99 ms | 429 | 504 | other errors | RSS before → after MB | CPU s: server / clients |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | batching | clients | --max-queue | q/s | p50 ms | p95 ms | p99 ms | 429 | 504 | other errors | RSS before → after MB | CPU s: server / clients | mean running batch / join |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['scenario']} | {r['batching']} | {r['clients']} | {r['max_queue']} | {r['questions_per_s']} | {r['p50_ms']} | "
                      f"{r['p95_ms']} | {r['p99_ms']} | {r['status_429']} | {r['status_504']} | {r['other_errors']} | "
-                     f"{r['rss_before_mb']} → {r['rss_after_mb']} | {r['server_cpu_s']} / {r['client_cpu_s']} |")
+                     f"{r['rss_before_mb']} → {r['rss_after_mb']} | {r['server_cpu_s']} / {r['client_cpu_s']} | "
+                     f"{r['mean_running_batch']} / {r['mean_join']} |")
     lines += ["", "Offline, same questions, model, threads and decoding:", "",
               f"- `cbqa eval` batch 32: {offline['eval_qps']:.2f} q/s (mean of {offline['eval_qps_before']:.2f} "
               f"before the scenarios and {offline['eval_qps_after']:.2f} after)",

@@ -186,6 +186,7 @@ impl<'a> Loop<'a> {
         if keys.is_empty() {
             return;
         }
+        self.shared.metrics.joined(keys.len());
         let jobs = &self.jobs;
         let items = keys
             .iter()

@@ -68,6 +68,7 @@ pub struct Metrics {
     request_seconds: Histogram,
     time_to_answer: Histogram,
     batch_size: Histogram,
+    join_size: Histogram,
     questions: AtomicU64,
     generated_tokens: AtomicU64,
     truncated: AtomicU64,
@@ -84,6 +85,7 @@ impl Default for Metrics {
             request_seconds: Histogram::new(LATENCY_BUCKETS),
             time_to_answer: Histogram::new(LATENCY_BUCKETS),
             batch_size: Histogram::new(BATCH_BUCKETS),
+            join_size: Histogram::new(BATCH_BUCKETS),
             questions: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
             truncated: AtomicU64::new(0),
@@ -103,6 +105,12 @@ impl Metrics {
         if questions > 0 {
             self.batch_size.observe(questions as f64);
         }
+    }
+
+    /// `questions` were encoded and joined the running batch (or started it) together: each
+    /// join costs an encoder call and a first decoder step of its own.
+    pub fn joined(&self, questions: usize) {
+        self.join_size.observe(questions as f64);
     }
 
     /// An answer request arrived.
@@ -211,6 +219,11 @@ impl Metrics {
             "cbqa_batch_size",
             "Questions per batch the decode loop ran.",
         );
+        self.join_size.render(
+            &mut out,
+            "cbqa_join_size",
+            "Questions per join: encoded together and added to the running batch at a step boundary.",
+        );
         out
     }
 }
@@ -248,7 +261,11 @@ mod tests {
         m.request(200, Duration::from_millis(30));
         m.request(429, Duration::from_millis(1));
         m.error("queue_full");
+        m.joined(3);
+        m.joined(12);
         let text = m.render();
+        assert!(text.contains("cbqa_join_size_bucket{le=\"4\"} 1"), "{text}");
+        assert!(text.contains("cbqa_join_size_sum 15\n"), "{text}");
         assert!(
             text.contains("cbqa_requests_total{status=\"200\"} 2"),
             "{text}"

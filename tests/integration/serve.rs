@@ -260,6 +260,10 @@ fn check_serve_parity(model: &Path, extra: &[&str], batching: &str) {
     assert_eq!(metrics["cbqa_requests_in_flight"], 0.0);
     assert!(metrics["cbqa_generated_tokens_total"] >= 37.0);
     assert_eq!(metrics["cbqa_time_to_answer_seconds_count"], 25.0);
+    // Continuous batching: every question joined the running batch once (the join sizes sum to
+    // the questions); dynamic batching runs whole batches and joins none.
+    let joined = if batching == "continuous" { 37.0 } else { 0.0 };
+    assert_eq!(metrics["cbqa_join_size_sum"], joined, "{batching}");
     assert_eq!(server.terminate().code(), Some(0));
 }
 
