@@ -81,6 +81,9 @@ pub struct Answerer {
     opts: AnswererOptions,
     generate: GenerateOptions,
     truncations: AtomicUsize,
+    /// The worker threads of parallel batches, one per session copy, where ONNX Runtime decodes
+    /// several batches at once (so no more batches run than it has sessions and threads).
+    batch_workers: Option<rayon::ThreadPool>,
 }
 
 impl Answerer {
@@ -94,6 +97,20 @@ impl Answerer {
         if backend.prefers_parallel_batches() {
             opts.batch.parallel = true;
         }
+        let batch_workers = match backend.batches_at_once() {
+            Some(n) => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .map_err(|e| {
+                        Error::setting(
+                            "parallel_batches",
+                            format!("cannot start {n} batch threads: {e}"),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
         Ok(Answerer {
             backend,
             config,
@@ -101,6 +118,7 @@ impl Answerer {
             opts,
             generate,
             truncations: AtomicUsize::new(0),
+            batch_workers,
         })
     }
 
@@ -234,7 +252,11 @@ impl Answerer {
             let d = done.fetch_add(idx.len(), Ordering::Relaxed) + idx.len();
             progress(d, total);
         };
-        run_batches(&self.backend, items, &self.opts.batch, generate, &on_batch)
+        let run = || run_batches(&self.backend, items, &self.opts.batch, generate, &on_batch);
+        match &self.batch_workers {
+            Some(pool) => pool.install(run),
+            None => run(),
+        }
     }
 
     /// The error of each question of a call whose decoding failed: the one failure, shared.

@@ -189,6 +189,12 @@ pub struct RuntimeArgs {
     /// Questions longer than this many tokens are cut (with a warning count).
     #[arg(long, default_value_t = AnswererOptions::default().max_input_tokens)]
     pub max_input_tokens: usize,
+    /// ONNX Runtime on the CPU: decode one batch at a time with all --threads inside each call.
+    /// By default `eval` and `predict` (of more than one batch) decode one batch per thread at
+    /// once, each on its own session sharing the weights: more throughput, more memory. `serve`
+    /// always decodes its one running batch on all threads.
+    #[arg(long)]
+    pub serial_batches: bool,
 }
 
 #[derive(Debug, Args)]
@@ -352,9 +358,14 @@ pub struct BenchArgs {
     /// Batch sizes to sweep.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 32, 128])]
     pub batch_sizes: Vec<usize>,
-    /// Thread counts to sweep (ONNX Runtime intra-op threads; tract runs that many batches at once).
+    /// Thread counts to sweep (ONNX Runtime on the CPU and tract run that many batches at once,
+    /// one thread each; with --serial-batches ONNX Runtime runs one batch on that many threads).
     #[arg(long, value_delimiter = ',', default_values_t = [2usize])]
     pub threads: Vec<usize>,
+    /// ONNX Runtime: one batch at a time, all threads inside each call (the latency of one
+    /// batch, as `cbqa serve` decodes), instead of one batch per thread at once.
+    #[arg(long)]
+    pub serial_batches: bool,
     /// Device: cpu, cuda[:N] (ort, tch), tensorrt[:N] (ort).
     #[arg(long, default_value = "cpu")]
     pub device: String,

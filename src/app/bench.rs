@@ -380,6 +380,7 @@ impl Sweep<'_> {
             threads,
             opt_level: args.opt_level,
             compute: self.compute,
+            parallel_batches: !args.serial_batches,
             ..BackendOptions::default()
         };
         let backend = self.dir.backend(&bopts)?;

@@ -62,6 +62,7 @@ fn backend_options(r: &RuntimeArgs) -> Result<BackendOptions> {
         allow_fallback: r.allow_fallback,
         trt_cache: r.trt_cache.clone(),
         compute: compute(r.compute),
+        parallel_batches: !r.serial_batches,
     })
 }
 

@@ -46,6 +46,10 @@ fn print(
 pub fn run(args: PredictArgs) -> Result<()> {
     let mut opts = answerer_options(&args.runtime)?;
     opts.prefix = question_prefix(&args.runtime, &args.model, None)?;
+    if !args.questions.is_empty() && args.questions.len() <= opts.batch.max_batch_size {
+        // One batch: the threads go inside its calls (and one session per graph loads faster).
+        opts.backend.parallel_batches = false;
+    }
     let chunk = opts.batch.max_batch_size.max(1) * 4;
     let answerer = Answerer::load(&args.model, opts)
         .with_context(|| format!("loading {}", args.model.display()))?;

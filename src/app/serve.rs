@@ -11,6 +11,8 @@ use std::io::Write;
 pub fn run(args: ServeArgs) -> Result<()> {
     let serve = serve_options(&args)?;
     let mut opts = answerer_options(&args.runtime)?;
+    // One running batch (or one batch at a time): the threads go inside each call.
+    opts.backend.parallel_batches = false;
     opts.prefix = question_prefix(&args.runtime, &args.model, None)?;
     let answerer = Answerer::load(&args.model, opts)
         .with_context(|| format!("loading {}", args.model.display()))?;

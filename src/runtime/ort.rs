@@ -78,6 +78,9 @@ pub struct OrtOptions {
     /// pre-packed weights are shared and the mapped pages can be dropped after loading (see
     /// `ort_weights.rs`). Off: each session loads its weights itself.
     pub share_weights: bool,
+    /// Sessions per graph (at least 1): batches decoded on that many threads at once each run on
+    /// their own copy (see [`Sessions`]).
+    pub session_copies: usize,
 }
 
 impl Default for OrtOptions {
@@ -90,6 +93,7 @@ impl Default for OrtOptions {
             cpu_arena: false,
             spin: false,
             share_weights: true,
+            session_copies: 1,
         }
     }
 }
@@ -300,19 +304,42 @@ fn elem_of(value: &DynValue) -> Result<i32> {
     }
 }
 
+/// Copies of one graph's session, opened alike (on the CPU they share the mapped weights and the
+/// pre-packed matrices, so a copy costs its own buffers only): batches decoded on several threads
+/// run the graph at the same time, each run on a copy no other run holds.
+struct Sessions(Vec<Mutex<Session>>);
+
+impl Sessions {
+    fn one(session: Session) -> Self {
+        Sessions(vec![Mutex::new(session)])
+    }
+
+    /// A copy no other run holds, or (all busy) the first one once it is free.
+    fn take(&self) -> std::sync::MutexGuard<'_, Session> {
+        for copy in &self.0 {
+            match copy.try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        lock(&self.0[0])
+    }
+}
+
 /// A T5 export loaded into three ONNX Runtime sessions (four with the merged decoder).
 pub struct OrtSeq2Seq {
-    encoder: Mutex<Session>,
-    decoder: Mutex<Session>,
+    encoder: Sessions,
+    decoder: Sessions,
     /// The session of every later step: [`OrtSeq2Seq::step_graph`].
-    decoder_past: Mutex<Session>,
+    decoder_past: Sessions,
     /// `decoder_with_past_masked_model.onnx` where the export has it (it takes the
     /// self-attention key mask, so states at any position join), else
     /// `decoder_with_past_model.onnx`.
     step_graph: &'static str,
     /// Graphs decoding does not use, opened for validation ([`OrtSeq2Seq::load_graphs`]): the
     /// unmasked decoder with past when the masked one is used, the merged decoder.
-    unused: Vec<(&'static str, Mutex<Session>)>,
+    unused: Vec<(&'static str, Sessions)>,
     /// The export directory (errors name its graph files).
     dir: PathBuf,
     layers: usize,
@@ -403,17 +430,35 @@ impl Opener<'_> {
         check_names(&session, path, &names.0, &names.1)?;
         Ok(session)
     }
+
+    /// `copies` sessions of `path`, each checked as [`Opener::open_checked`] checks one.
+    fn open_copies(
+        &mut self,
+        path: &Path,
+        names: (Vec<String>, Vec<String>),
+        copies: usize,
+    ) -> Result<Sessions> {
+        let sessions = (0..copies)
+            .map(|_| Ok(Mutex::new(self.open_checked(path, names.clone())?)))
+            .collect::<Result<_>>()?;
+        Ok(Sessions(sessions))
+    }
 }
 
 /// The one-line description of a backend opened with `opts`.
-fn describe(opts: &OrtOptions, shared: Option<&SharedWeights>) -> String {
+fn describe(opts: &OrtOptions, copies: usize, shared: Option<&SharedWeights>) -> String {
     format!(
-        "onnxruntime {:?} threads={} opt={}{}",
+        "onnxruntime {:?} threads={}{} opt={}{}",
         opts.device,
         if opts.intra_threads == 0 {
             "auto".into()
         } else {
             opts.intra_threads.to_string()
+        },
+        if copies > 1 {
+            format!(" x {copies} batches at once")
+        } else {
+            String::new()
         },
         opts.opt_level,
         match shared {
@@ -440,6 +485,11 @@ fn memories(device: &OrtDevice) -> Result<(MemoryInfo<'static>, MemoryInfo<'stat
 }
 
 impl OrtSeq2Seq {
+    /// Sessions per graph: how many batches can run at the same time.
+    pub fn session_copies(&self) -> usize {
+        self.decoder_past.0.len()
+    }
+
     /// Load the three graphs of `dir` with `opts`, checking their input and output names.
     pub fn load(dir: &OnnxDir, opts: &OrtOptions) -> Result<Self> {
         Self::load_graphs(dir, opts, false)
@@ -461,34 +511,35 @@ impl OrtSeq2Seq {
             },
         };
         let names = IoNames::new(layers);
-        let encoder = opener.open_checked(&dir.graph(ENCODER), names.encoder())?;
-        let decoder = opener.open_checked(&dir.graph(DECODER), names.decoder())?;
+        let copies = opts.session_copies.max(1);
+        let encoder = opener.open_copies(&dir.graph(ENCODER), names.encoder(), copies)?;
+        let decoder = opener.open_copies(&dir.graph(DECODER), names.decoder(), copies)?;
         let (step_graph, step_names) = dir.step_graph(&names);
-        let decoder_past = opener.open_checked(&dir.graph(step_graph), step_names)?;
+        let decoder_past = opener.open_copies(&dir.graph(step_graph), step_names, copies)?;
         let mut unused = Vec::new();
         if every_graph && step_graph != DECODER_WITH_PAST {
             let past =
                 opener.open_checked(&dir.graph(DECODER_WITH_PAST), names.decoder_with_past())?;
-            unused.push((DECODER_WITH_PAST, Mutex::new(past)));
+            unused.push((DECODER_WITH_PAST, Sessions::one(past)));
         }
         let merged_path = dir.graph(DECODER_MERGED);
         if every_graph && merged_path.is_file() {
-            unused.push((DECODER_MERGED, Mutex::new(opener.open(&merged_path)?)));
+            unused.push((DECODER_MERGED, Sessions::one(opener.open(&merged_path)?)));
         }
         let (host_mem, cache_mem) = memories(&opts.device)?;
         Ok(OrtSeq2Seq {
             cache_mem,
             host_mem,
-            encoder: Mutex::new(encoder),
-            decoder: Mutex::new(decoder),
-            decoder_past: Mutex::new(decoder_past),
+            encoder,
+            decoder,
+            decoder_past,
             step_graph,
             unused,
             dir: dir.dir.clone(),
             layers,
             vocab: dir.config.vocab_size,
             names,
-            describe: describe(opts, opener.shared.as_ref()),
+            describe: describe(opts, copies, opener.shared.as_ref()),
             select: Mutex::new(HashMap::new()),
             join: Mutex::new(HashMap::new()),
             select_names: (0..2 + 4 * layers)
@@ -542,13 +593,13 @@ impl OrtSeq2Seq {
     /// are never overwritten. CPU and GPU share this code; only the memory placement differs.
     fn run(
         &self,
-        session: &Mutex<Session>,
+        session: &Sessions,
         graph: &str,
         inputs: &[(&str, &DynValue)],
         outputs: &[&str],
         placement: Placement,
     ) -> Result<Vec<DynValue>> {
-        self.run_on(&mut lock(session), graph, inputs, outputs, placement)
+        self.run_on(&mut session.take(), graph, inputs, outputs, placement)
     }
 
     fn run_on(
@@ -594,7 +645,7 @@ impl OrtSeq2Seq {
     }
 
     /// The session of one graph file of the export.
-    fn session(&self, graph: &str) -> Result<&Mutex<Session>> {
+    fn session(&self, graph: &str) -> Result<&Sessions> {
         if graph == self.step_graph {
             return Ok(&self.decoder_past);
         }
@@ -626,7 +677,8 @@ impl OrtSeq2Seq {
         inputs: Vec<(String, GraphInput)>,
     ) -> Result<GraphOutputs> {
         let session = self.session(graph)?;
-        let output_names: Vec<String> = lock(session)
+        let output_names: Vec<String> = session
+            .take()
             .outputs()
             .iter()
             .map(|o| o.name().to_string())

@@ -581,3 +581,64 @@ fn exports_without_the_masked_decoder_join_only_at_the_same_position() {
         assert!(d <= 1e-5, "{what}: {d:.2e}");
     }
 }
+
+/// ONNX Runtime decoding batches at once, one thread and one session copy each (the default of
+/// `cbqa eval`), answers exactly as one batch at a time on all threads: the same texts, scores
+/// and candidates, greedy and beam-4, over several batches of both fixtures.
+#[test]
+fn parallel_batches_answer_as_serial_batches_do() {
+    use cbqa::generate::BatchPolicy;
+    use cbqa::runtime::BackendOptions;
+    let questions: Vec<String> = (0..11)
+        .map(|i| format!("question number {i} about {}", "the moon ".repeat(i % 4)))
+        .collect();
+    let questions: Vec<&str> = questions.iter().map(String::as_str).collect();
+    for name in ["t5_v1_0", "t5_v1_1"] {
+        let model = cbqa_export(name);
+        for beams in [1, 4] {
+            let load = |parallel_batches: bool| {
+                let opts = cbqa::AnswererOptions {
+                    backend: BackendOptions {
+                        threads: 2,
+                        parallel_batches,
+                        ..Default::default()
+                    },
+                    generate: GenerateOptions {
+                        num_beams: beams,
+                        num_return_sequences: beams.min(2),
+                        ..Default::default()
+                    },
+                    batch: BatchPolicy {
+                        max_batch_size: 3 * beams,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                cbqa::Answerer::load(&model, opts).unwrap()
+            };
+            let (serial, parallel) = (load(false), load(true));
+            assert!(
+                !serial.describe().contains("at once"),
+                "{}",
+                serial.describe()
+            );
+            assert!(
+                parallel.describe().contains("x 2 batches at once"),
+                "{}",
+                parallel.describe()
+            );
+            let a: Vec<_> = serial
+                .answer_batch(&questions)
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            let b: Vec<_> = parallel
+                .answer_batch(&questions)
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(a, b, "{name} beams {beams}");
+            assert!(a.iter().all(|x| x.candidates.len() == beams.min(2)));
+        }
+    }
+}
