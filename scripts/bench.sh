@@ -52,7 +52,7 @@ qs = collections.defaultdict(list)
 rss = {}
 frac = collections.defaultdict(list)
 for r in rows:
-    key = r["engine"] + ("-int8" if r["precision"] == "int8" and not r["engine"].endswith("int8") else "")
+    key = r["engine"] + ("-int8" if r["precision"] == "int8" and "int8" not in r["engine"] else "")
     qs[key].append(float(r["questions_per_s"]))
     rss[key] = max(rss.get(key, 0.0), float(r["peak_rss_mb"] or 0))
     if r.get("roofline_fraction"):
@@ -66,9 +66,11 @@ def ratio(a, b):
     if a in mean and b in mean:
         print(f"{a} / {b}: {mean[a] / mean[b]:.2f}x")
 ratio("cbqa-ort", "ct2-float32")
+ratio("cbqa-ort", "ct2-float32-batches")
 ratio("cbqa-ort", "optimum")
 ratio("cbqa-tract", "cbqa-ort")
 ratio("cbqa-ort-int8", "ct2-int8")
+ratio("cbqa-ort-int8", "ct2-int8-batches")
 ratio("cbqa-ort", "transformers")
 PY
 echo "wrote $out/bench.csv and $out/throughput.svg"

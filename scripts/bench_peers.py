@@ -6,6 +6,10 @@ Runs the token ids that `cbqa bench` wrote to OUT/questions.json through
   optimum        optimum's ORTModelForSeq2SeqLM, from optimum's own ONNX export
   ct2-float32    CTranslate2 Translator, compute_type float32 (ct2-transformers-converter)
   ct2-int8       CTranslate2 Translator, compute_type int8
+  ct2-float32-batches, ct2-int8-batches
+                 the same with CTranslate2's inter_threads = --threads and intra_threads = 1:
+                 --threads batches at once (submitted from as many Python threads), one thread
+                 each, as cbqa's ONNX Runtime and tract backends run them by default
 with every question forced to decode exactly --force-steps tokens (min = max new tokens), in
 batches of the given sizes, each engine in its own process so its peak RSS is its own.
 transformers also runs on a GPU (--device cuda, --dtype bf16: the model cast to bfloat16), as
@@ -108,9 +112,10 @@ def run_engine(args, questions, bs):
         import ctranslate2
         from transformers import PreTrainedTokenizerFast
         tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(args.checkpoint, "tokenizer.json"))
-        compute = "int8" if args.engine == "ct2-int8" else "float32"
+        compute = "int8" if args.engine.startswith("ct2-int8") else "float32"
+        at_once = parallel_batches(args)
         tr = ctranslate2.Translator(args.ct2, device="cpu", compute_type=compute,
-                                    intra_threads=args.threads, inter_threads=1)
+                                    intra_threads=args.threads // at_once, inter_threads=at_once)
 
         def gen(batch):
             src = [tok.convert_ids_to_tokens(q) for q in batch]
@@ -120,14 +125,27 @@ def run_engine(args, questions, bs):
 
     bl = batches(questions, bs)
     gen(bl[0])  # warm-up
-    lat, toks = [], 0
+
+    def timed(b):
+        t = time.perf_counter()
+        n = gen(b)
+        return (time.perf_counter() - t) * 1e3, n
+
+    work = [b for _ in range(args.repeat) for b in bl]
     start = time.perf_counter()
-    for _ in range(args.repeat):
-        for b in bl:
-            t = time.perf_counter()
-            toks += gen(b)
-            lat.append((time.perf_counter() - t) * 1e3)
-    return lat, toks, time.perf_counter() - start
+    if parallel_batches(args) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(parallel_batches(args)) as ex:
+            done = list(ex.map(timed, work))
+    else:
+        done = [timed(b) for b in work]
+    wall = time.perf_counter() - start
+    return [d[0] for d in done], sum(d[1] for d in done), wall
+
+
+def parallel_batches(args):
+    """Batches the engine runs at once: --threads for the `-batches` engines, else 1."""
+    return max(1, args.threads) if args.engine.endswith("-batches") else 1
 
 
 def roofline_bounds(out):
@@ -149,7 +167,7 @@ def child(args):
     for bs in args.batch_sizes:
         lat, toks, wall = run_engine(args, questions, bs)
         n = len(questions) * args.repeat
-        precision = "int8" if args.engine == "ct2-int8" else args.dtype
+        precision = "int8" if args.engine.startswith("ct2-int8") else args.dtype
         per_question = bounds.get((precision, bs, args.threads))
         bound = None if per_question is None else per_question * n
         rows.append({
@@ -174,7 +192,8 @@ def main():
     ap.add_argument("--checkpoint", required=True, help="HF checkpoint dir (transformers, tokenizer)")
     ap.add_argument("--optimum-onnx", help="optimum's ONNX export of the checkpoint")
     ap.add_argument("--ct2", help="ct2-transformers-converter output of the checkpoint")
-    ap.add_argument("--engines", default="transformers,optimum,ct2-float32,ct2-int8")
+    ap.add_argument("--engines", default="transformers,optimum,ct2-float32,ct2-int8,"
+                    "ct2-float32-batches,ct2-int8-batches")
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--batch-sizes", default="32")
     ap.add_argument("--threads", type=int, default=2)
@@ -193,7 +212,7 @@ def main():
         sys.exit(f"{args.out}/questions.json not found: run `cbqa bench --out {args.out}` first")
     all_rows = []
     for engine in args.engines.split(","):
-        need = {"optimum": args.optimum_onnx, "ct2-float32": args.ct2, "ct2-int8": args.ct2}.get(engine, "x")
+        need = args.ct2 if engine.startswith("ct2-") else {"optimum": args.optimum_onnx}.get(engine, "x")
         if not need:
             sys.exit(f"engine {engine} needs --optimum-onnx / --ct2")
         cmd = [sys.executable, os.path.abspath(__file__), "--engine", engine, "--checkpoint", args.checkpoint,
