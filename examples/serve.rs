@@ -15,7 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let model = args.next().ok_or("usage: serve MODEL_DIR [PORT]")?;
     let port = args.next().map(|p| p.parse()).transpose()?.unwrap_or(8080);
-    let answerer = Answerer::load(model.as_ref(), AnswererOptions::default())?;
+    // The server decodes one running batch: its threads go inside each call.
+    let mut answerer_opts = AnswererOptions::default();
+    answerer_opts.backend.parallel_batches = false;
+    let answerer = Answerer::load(model.as_ref(), answerer_opts)?;
     let opts = ServeOptions {
         port,
         model_dir: model.into(),

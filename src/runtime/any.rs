@@ -80,7 +80,8 @@ pub struct BackendOptions {
     /// of one batch after another. More throughput where batches are independent (`eval`,
     /// `bench`: on t5-small batch 32, 2 threads, +18% fp32 and +41% int8 on a Zen 4), more memory
     /// (one batch's activations per thread); latency of one batch is that of one thread.
-    /// tract always decodes batches this way.
+    /// tract always decodes batches this way. On by default (`cbqa serve`, which decodes one
+    /// running batch, and validation turn it off).
     pub parallel_batches: bool,
 }
 
@@ -104,7 +105,7 @@ impl Default for BackendOptions {
             allow_fallback: false,
             trt_cache: None,
             compute: Compute::Fp32,
-            parallel_batches: false,
+            parallel_batches: true,
         }
     }
 }

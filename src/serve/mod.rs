@@ -3,7 +3,10 @@
 //! ```no_run
 //! use cbqa::serve::{serve, ServeOptions};
 //! use cbqa::{Answerer, AnswererOptions};
-//! let answerer = Answerer::load("runs/demo/onnx".as_ref(), AnswererOptions::default())?;
+//! // One running batch: its threads go inside each call, not across batches.
+//! let mut answerer_opts = AnswererOptions::default();
+//! answerer_opts.backend.parallel_batches = false;
+//! let answerer = Answerer::load("runs/demo/onnx".as_ref(), answerer_opts)?;
 //! let opts = ServeOptions { model_dir: "runs/demo/onnx".into(), ..ServeOptions::default() };
 //! serve(answerer, opts, |addr| eprintln!("listening on http://{addr}"))?;
 //! # Ok::<(), cbqa::Error>(())

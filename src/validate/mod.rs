@@ -295,6 +295,8 @@ fn backends(dir: &Path, opts: &ValidateOptions) -> Result<Vec<Backend>> {
         .map(|kind| {
             let session = BackendOptions {
                 kind,
+                // One graph run at a time: every thread inside it, one session per graph.
+                parallel_batches: false,
                 ..opts.session.clone()
             };
             Backend::load_graphs(&onnx, &session, true)
