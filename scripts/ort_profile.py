@@ -2,7 +2,8 @@
 """Where the time of a `cbqa bench` run goes, phase by phase, beside each phase's roofline
 (issue 17: "where a target is missed, say which phase is short of its roofline and why").
 
-Runs `cbqa bench --roofline` twice on one export and one batch size: once plain (the wall times),
+Runs `cbqa bench --roofline --serial-batches` (one batch at a time on all threads, so the phases
+add up to the wall time) twice on one export and one batch size: once plain (the wall times),
 once with ONNX Runtime's per-node profile (`CBQA_ORT_PROFILE`). The export names its nodes after
 their sub-layer (`/decoder/block.3/cross_kv/MatMul_node_812`; `export/graphs.rs`), so the profile's
 kernel times sum into phases:
@@ -62,7 +63,7 @@ ROOFLINE_PHASE = {
 def run_bench(a, out, profile_prefix=None):
     cmd = [a.bin, "bench", "--model", a.model, "--backends", "ort", "--batch-sizes",
            str(a.batch_size), "--threads", str(a.threads), "--force-steps", str(a.force_steps),
-           "--questions", str(a.questions), "--roofline", "--out", out]
+           "--questions", str(a.questions), "--roofline", "--serial-batches", "--out", out]
     if a.data:
         cmd += ["--data", a.data]
     env = dict(os.environ)
