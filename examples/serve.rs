@@ -15,10 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let model = args.next().ok_or("usage: serve MODEL_DIR [PORT]")?;
     let port = args.next().map(|p| p.parse()).transpose()?.unwrap_or(8080);
-    // The server decodes one running batch: its threads go inside each call.
-    let mut answerer_opts = AnswererOptions::default();
-    answerer_opts.backend.parallel_batches = false;
-    let answerer = Answerer::load(model.as_ref(), answerer_opts)?;
+    // A running batch per thread, each on its own session copy (set
+    // `backend.parallel_batches = false` for one batch on all threads).
+    let answerer = Answerer::load(model.as_ref(), AnswererOptions::default())?;
     let opts = ServeOptions {
         port,
         model_dir: model.into(),

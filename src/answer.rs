@@ -188,6 +188,12 @@ impl Answerer {
         self.backend.joins_any_position()
     }
 
+    /// How many batches this answerer decodes at the same time: one per ONNX Runtime session
+    /// copy (loaded with `parallel_batches` on the CPU), else one.
+    pub fn batches_at_once(&self) -> usize {
+        self.backend.batches_at_once().unwrap_or(1)
+    }
+
     /// How many questions were cut to the input limit so far.
     pub fn truncations(&self) -> usize {
         self.truncations.load(Ordering::Relaxed)

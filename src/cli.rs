@@ -190,9 +190,9 @@ pub struct RuntimeArgs {
     #[arg(long, default_value_t = AnswererOptions::default().max_input_tokens)]
     pub max_input_tokens: usize,
     /// ONNX Runtime on the CPU: decode one batch at a time with all --threads inside each call.
-    /// By default `eval` and `predict` (of more than one batch) decode one batch per thread at
-    /// once, each on its own session sharing the weights: more throughput, more memory. `serve`
-    /// always decodes its one running batch on all threads.
+    /// By default `eval`, `predict` (of more than one batch) and `serve` (a running batch per
+    /// decode loop) decode one batch per thread at once, each on its own session sharing the
+    /// weights: more throughput, more memory; a batch decoding alone uses every thread.
     #[arg(long)]
     pub serial_batches: bool,
 }

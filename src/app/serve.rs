@@ -10,9 +10,9 @@ use std::io::Write;
 /// Load the model and serve it; the bound address is printed on stdout once it accepts requests.
 pub fn run(args: ServeArgs) -> Result<()> {
     let serve = serve_options(&args)?;
+    // As offline evaluation: a running batch per thread, each on its own session copy (one
+    // batch on all threads with --serial-batches).
     let mut opts = answerer_options(&args.runtime)?;
-    // One running batch (or one batch at a time): the threads go inside each call.
-    opts.backend.parallel_batches = false;
     opts.prefix = question_prefix(&args.runtime, &args.model, None)?;
     let answerer = Answerer::load(&args.model, opts)
         .with_context(|| format!("loading {}", args.model.display()))?;

@@ -79,9 +79,10 @@ pub struct BackendOptions {
     /// thread each (a session per thread, sharing the weights), rather than inside every call
     /// of one batch after another. More throughput where batches are independent (`eval`,
     /// `bench`: on t5-small batch 32, 2 threads, +18% fp32 and +41% int8 on a Zen 4), more memory
-    /// (one batch's activations per thread); latency of one batch is that of one thread.
-    /// tract always decodes batches this way. On by default (`cbqa serve`, which decodes one
-    /// running batch, and validation turn it off).
+    /// (one batch's activations per thread). A batch running alone (the last of a set, the
+    /// one batch of a lightly loaded `cbqa serve`) takes one more session per graph, on every
+    /// thread, so its latency is that of all threads. tract always decodes batches several at
+    /// once. On by default (validation turns it off).
     pub parallel_batches: bool,
 }
 
@@ -136,6 +137,7 @@ fn ort_options(dir: &OnnxDir, opts: &BackendOptions) -> super::ort::OrtOptions {
         device,
         intra_threads: if copies > 1 { 1 } else { opts.threads },
         session_copies: copies,
+        lone_run_threads: if copies > 1 { copies } else { 0 },
         opt_level: opts.opt_level,
         allow_fallback: opts.allow_fallback,
         ..OrtOptions::default()

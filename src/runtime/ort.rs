@@ -81,6 +81,10 @@ pub struct OrtOptions {
     /// Sessions per graph (at least 1): batches decoded on that many threads at once each run on
     /// their own copy (see [`Sessions`]).
     pub session_copies: usize,
+    /// With session copies: also open one session per graph on this many intra-op threads, which
+    /// a run takes when no copy is running, so a batch decoding alone (the last batch of a set,
+    /// one client of `cbqa serve`) uses every thread. 0: none.
+    pub lone_run_threads: usize,
 }
 
 impl Default for OrtOptions {
@@ -94,6 +98,7 @@ impl Default for OrtOptions {
             spin: false,
             share_weights: true,
             session_copies: 1,
+            lone_run_threads: 0,
         }
     }
 }
@@ -306,25 +311,50 @@ fn elem_of(value: &DynValue) -> Result<i32> {
 
 /// Copies of one graph's session, opened alike (on the CPU they share the mapped weights and the
 /// pre-packed matrices, so a copy costs its own buffers only): batches decoded on several threads
-/// run the graph at the same time, each run on a copy no other run holds.
-struct Sessions(Vec<Mutex<Session>>);
+/// run the graph at the same time, each run on a copy no other run holds. Where there is a lone
+/// session (on more threads), a run that finds every copy idle takes it instead.
+struct Sessions {
+    copies: Vec<Mutex<Session>>,
+    lone: Option<Mutex<Session>>,
+}
 
 impl Sessions {
     fn one(session: Session) -> Self {
-        Sessions(vec![Mutex::new(session)])
+        Sessions {
+            copies: vec![Mutex::new(session)],
+            lone: None,
+        }
     }
 
-    /// A copy no other run holds, or (all busy) the first one once it is free.
+    /// The lone session when no copy runs (and it is free), else a copy no other run holds,
+    /// else (all busy) the first copy once it is free.
     fn take(&self) -> std::sync::MutexGuard<'_, Session> {
-        for copy in &self.0 {
-            match copy.try_lock() {
-                Ok(guard) => return guard,
-                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => {}
+        if let Some(lone) = &self.lone {
+            if self.copies.iter().all(is_free) {
+                if let Some(guard) = try_take(lone) {
+                    return guard;
+                }
             }
         }
-        lock(&self.0[0])
+        self.copies
+            .iter()
+            .find_map(try_take)
+            .unwrap_or_else(|| lock(&self.copies[0]))
     }
+}
+
+/// The session, unless another run holds it.
+fn try_take(session: &Mutex<Session>) -> Option<std::sync::MutexGuard<'_, Session>> {
+    match session.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Whether no run holds the session now.
+fn is_free(session: &Mutex<Session>) -> bool {
+    !matches!(session.try_lock(), Err(std::sync::TryLockError::WouldBlock))
 }
 
 /// A T5 export loaded into three ONNX Runtime sessions (four with the merged decoder).
@@ -415,23 +445,38 @@ struct Opener<'a> {
 
 impl Opener<'_> {
     fn open(&mut self, path: &Path) -> Result<Session> {
+        self.open_with(path, self.opts)
+    }
+
+    /// Open `path` with `opts` (the opener's, or those of a lone session).
+    fn open_with(&mut self, path: &Path, opts: &OrtOptions) -> Result<Session> {
         match self.shared.as_mut() {
             Some(weights) => {
                 let inits = weights.for_graph(path)?;
-                weights.trimming(|| open_session(path, self.opts, &self.prepacked, inits))
+                weights.trimming(|| open_session(path, opts, &self.prepacked, inits))
             }
-            None => open_session(path, self.opts, &self.prepacked, Vec::new()),
+            None => open_session(path, opts, &self.prepacked, Vec::new()),
         }
     }
 
     /// Open `path` and check it has the `names` (inputs, outputs) of optimum's layout.
     fn open_checked(&mut self, path: &Path, names: (Vec<String>, Vec<String>)) -> Result<Session> {
-        let session = self.open(path)?;
+        self.open_checked_with(path, names, self.opts)
+    }
+
+    fn open_checked_with(
+        &mut self,
+        path: &Path,
+        names: (Vec<String>, Vec<String>),
+        opts: &OrtOptions,
+    ) -> Result<Session> {
+        let session = self.open_with(path, opts)?;
         check_names(&session, path, &names.0, &names.1)?;
         Ok(session)
     }
 
-    /// `copies` sessions of `path`, each checked as [`Opener::open_checked`] checks one.
+    /// `copies` sessions of `path`, each checked as [`Opener::open_checked`] checks one, and with
+    /// more than one copy the lone session the options ask for.
     fn open_copies(
         &mut self,
         path: &Path,
@@ -441,7 +486,22 @@ impl Opener<'_> {
         let sessions = (0..copies)
             .map(|_| Ok(Mutex::new(self.open_checked(path, names.clone())?)))
             .collect::<Result<_>>()?;
-        Ok(Sessions(sessions))
+        let lone = match self.opts.lone_run_threads {
+            _ if copies < 2 => None,
+            0 => None,
+            threads => {
+                let lone_opts = OrtOptions {
+                    intra_threads: threads,
+                    ..self.opts.clone()
+                };
+                let lone = self.open_checked_with(path, names, &lone_opts)?;
+                Some(Mutex::new(lone))
+            }
+        };
+        Ok(Sessions {
+            copies: sessions,
+            lone,
+        })
     }
 }
 
@@ -456,7 +516,10 @@ fn describe(opts: &OrtOptions, copies: usize, shared: Option<&SharedWeights>) ->
             opts.intra_threads.to_string()
         },
         if copies > 1 {
-            format!(" x {copies} batches at once")
+            match opts.lone_run_threads {
+                0 => format!(" x {copies} batches at once"),
+                n => format!(" x {copies} batches at once (a batch alone: threads={n})"),
+            }
         } else {
             String::new()
         },
@@ -487,7 +550,7 @@ fn memories(device: &OrtDevice) -> Result<(MemoryInfo<'static>, MemoryInfo<'stat
 impl OrtSeq2Seq {
     /// Sessions per graph: how many batches can run at the same time.
     pub fn session_copies(&self) -> usize {
-        self.decoder_past.0.len()
+        self.decoder_past.copies.len()
     }
 
     /// Load the three graphs of `dir` with `opts`, checking their input and output names.

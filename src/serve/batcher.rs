@@ -1,8 +1,12 @@
-//! The decode loop: one thread owns the model and answers queued requests in batches.
+//! The decode loops: threads that answer queued requests in batches, over one shared model.
 //!
-//! With a backend that joins running batches (cbqa's own exports, the tch model) the loop batches
-//! continuously ([`super::continuous`]): questions join the running batch at a step boundary and
-//! leave it when answered. Otherwise (optimum's exports) it batches dynamically, as follows.
+//! With a backend that joins running batches (cbqa's own exports, the tch model) the loops batch
+//! continuously ([`super::continuous`]): questions join a running batch at a step boundary and
+//! leave it when answered. There are as many loops as the answerer decodes batches at once (ONNX
+//! Runtime on the CPU: one per thread, each batch on its own session copy, as offline evaluation
+//! runs them; a batch running alone takes every thread), each with its own running batch, all
+//! taking from one queue. Otherwise (optimum's exports) one loop batches dynamically, as follows,
+//! and the answerer decodes the batches it takes at once.
 //!
 //! Dynamic batching: at each batch boundary the loop takes, in arrival order, the queued requests
 //! with the same decoding settings as the oldest one, up to [`WINDOW`] batches of the batch
@@ -87,19 +91,22 @@ pub(super) struct Queue {
     pub(super) seconds_per_question: f64,
 }
 
-/// The queue, and what the handlers and the decode loop share.
+/// The queue, and what the handlers and the decode loops share.
 pub(super) struct Shared {
     queue: Mutex<Queue>,
     pub(super) wake: Condvar,
     max_queue: usize,
     pub(super) batch_wait: Duration,
     pub(super) metrics: Arc<Metrics>,
+    /// Decode loops answering from the queue.
+    loops: usize,
 }
 
 impl Shared {
-    /// An open, empty queue.
-    fn new(max_queue: usize, batch_wait: Duration, metrics: Arc<Metrics>) -> Self {
+    /// An open, empty queue for `loops` decode loops.
+    fn new(max_queue: usize, batch_wait: Duration, metrics: Arc<Metrics>, loops: usize) -> Self {
         Shared {
+            loops: loops.max(1),
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 questions: 0,
@@ -116,18 +123,24 @@ impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// One decode loop answered a question every `seconds` lately: the server, with every loop
+    /// at that pace, answers one every `seconds / loops` (for `Retry-After`).
+    pub(super) fn record_pace(&self, seconds: f64) {
+        self.lock().seconds_per_question = seconds / self.loops as f64;
+    }
 }
 
-/// The queue and the decode loop's thread.
+/// The queue and the decode loops' threads.
 pub struct Batcher {
     shared: Arc<Shared>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Batcher {
-    /// Start the decode loop over `answerer`, with room for `max_queue` waiting questions; a
-    /// batch of less than the batch size waits up to `batch_wait` from its oldest request's
-    /// arrival for more.
+    /// Start the decode loops over `answerer` ([`decode_loops`]), with room for `max_queue`
+    /// waiting questions; a batch of less than the batch size waits up to `batch_wait` from its
+    /// oldest request's arrival for more.
     pub fn start(
         answerer: Arc<Answerer>,
         max_queue: usize,
@@ -135,18 +148,23 @@ impl Batcher {
         batching: Batching,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let shared = Arc::new(Shared::new(max_queue, batch_wait, metrics));
-        let loop_shared = Arc::clone(&shared);
-        let worker = std::thread::Builder::new()
-            .name("cbqa-decode".into())
-            .spawn(move || decode_loop(&answerer, &loop_shared, batching))
-            .ok();
-        if worker.is_none() {
+        let loops = decode_loops(&answerer, batching);
+        let shared = Arc::new(Shared::new(max_queue, batch_wait, metrics, loops));
+        let workers: Vec<JoinHandle<()>> = (0..loops)
+            .filter_map(|i| {
+                let (answerer, shared) = (Arc::clone(&answerer), Arc::clone(&shared));
+                std::thread::Builder::new()
+                    .name(format!("cbqa-decode-{i}"))
+                    .spawn(move || decode_loop(&answerer, &shared, batching))
+                    .ok()
+            })
+            .collect();
+        if workers.is_empty() {
             shared.lock().closed = true;
         }
         Batcher {
             shared,
-            worker: Mutex::new(worker),
+            workers: Mutex::new(workers),
         }
     }
 
@@ -175,14 +193,24 @@ impl Batcher {
         !self.shared.lock().closed
     }
 
-    /// Stop taking requests, answer those queued, and wait for the decode loop to end.
+    /// Stop taking requests, answer those queued, and wait for the decode loops to end.
     pub fn shutdown(&self) {
         self.shared.lock().closed = true;
         self.shared.wake.notify_all();
-        let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(w) = worker {
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in workers {
             let _ = w.join();
         }
+    }
+}
+
+/// How many decode loops answer for `answerer` with `batching` asked for: continuous batching
+/// runs as many batches as the answerer decodes at once, each in its own loop; dynamic batching
+/// one loop, whose batches the answerer decodes at once itself.
+pub fn decode_loops(answerer: &Answerer, batching: Batching) -> usize {
+    match effective_batching(answerer, batching) {
+        Batching::Continuous => answerer.batches_at_once(),
+        Batching::Dynamic => 1,
     }
 }
 
@@ -224,11 +252,10 @@ fn dynamic_loop(answerer: &Answerer, shared: &Shared) {
         if questions == 0 {
             continue;
         }
-        shared.metrics.set_running_batch(questions);
+        shared.metrics.running_batch_moved(0, questions);
         run_batch(answerer, live, &shared.metrics);
-        shared.metrics.set_running_batch(0);
-        let per_question = started.elapsed().as_secs_f64() / questions as f64;
-        shared.lock().seconds_per_question = per_question;
+        shared.metrics.running_batch_moved(questions, 0);
+        shared.record_pace(started.elapsed().as_secs_f64() / questions as f64);
     }
 }
 
@@ -329,7 +356,7 @@ mod tests {
     use super::*;
 
     fn shared(batch_wait: Duration) -> Shared {
-        Shared::new(100, batch_wait, Arc::new(Metrics::default()))
+        Shared::new(100, batch_wait, Arc::new(Metrics::default()), 1)
     }
 
     fn push(s: &Shared, questions: usize, len: usize, beams: usize) {

@@ -1,4 +1,4 @@
-//! Continuous batching: the decode loop keeps one running batch ([`AnswerStream`]). Between two
+//! Continuous batching: each decode loop keeps one running batch ([`AnswerStream`]). Between two
 //! decoder steps, waiting questions with the running batch's decoding settings join it (encoded
 //! and given their first step together, then joined onto the running state), within the batch
 //! policy's rows (questions × beams) and padded-token budget; a question leaves the batch as soon
@@ -46,6 +46,8 @@ struct Loop<'a> {
     next_id: u64,
     /// When questions were last answered (for `Retry-After`).
     since: Instant,
+    /// Questions running as the metrics last heard it.
+    reported_running: usize,
 }
 
 /// Answer queued requests until the queue is closed and empty and nothing runs.
@@ -57,6 +59,7 @@ pub(super) fn run(answerer: &Answerer, shared: &Shared) {
         jobs: BTreeMap::new(),
         next_id: 0,
         since: Instant::now(),
+        reported_running: 0,
     };
     while l.admit() {
         l.step();
@@ -215,17 +218,24 @@ impl<'a> Loop<'a> {
 
     /// One decoder step of the running batch.
     fn step(&mut self) {
+        if self.stream.as_ref().is_none_or(|s| s.is_empty()) {
+            return;
+        }
+        self.report_running();
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
-        if stream.is_empty() {
-            return;
-        }
-        self.shared.metrics.set_running_batch(stream.len());
         let result = catch_unwind(AssertUnwindSafe(|| stream.step()));
         self.settle(result);
+        self.report_running();
+    }
+
+    /// Tell the metrics how many questions this loop's batch runs now.
+    fn report_running(&mut self) {
         let running = self.stream.as_ref().map_or(0, |s| s.len());
-        self.shared.metrics.set_running_batch(running);
+        let metrics = &self.shared.metrics;
+        metrics.running_batch_moved(self.reported_running, running);
+        self.reported_running = running;
     }
 
     /// Deliver what a step or an admission answered; on an engine failure or panic, fail every
@@ -273,7 +283,7 @@ impl<'a> Loop<'a> {
         }
         if count > 0 {
             let per_question = self.since.elapsed().as_secs_f64() / count as f64;
-            self.shared.lock().seconds_per_question = per_question;
+            self.shared.record_pace(per_question);
             self.since = Instant::now();
         }
     }

@@ -32,7 +32,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state of a server over `answerer`, its decode loop started.
+    /// The state of a server over `answerer`, its decode loops started.
     pub fn new(answerer: Answerer, opts: &ServeOptions) -> Self {
         let answerer = Arc::new(answerer);
         let metrics = Arc::new(Metrics::default());
@@ -315,6 +315,7 @@ fn model_info(answerer: &Answerer, opts: &ServeOptions) -> Value {
             "prefix": o.prefix, "max_input_tokens": o.max_input_tokens,
             "batch_size": o.batch.max_batch_size, "batch_tokens": o.batch.max_batch_tokens,
             "batch_wait_ms": batch_wait, "batching": batching,
+            "decode_loops": super::batcher::decode_loops(answerer, opts.batching),
         },
         "limits": {
             "max_queue": l.max_queue, "max_questions": l.max_questions,

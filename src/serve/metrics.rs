@@ -58,7 +58,7 @@ impl Histogram {
     }
 }
 
-/// Everything `/metrics` reports. Shared by the HTTP handlers and the decode loop.
+/// Everything `/metrics` reports. Shared by the HTTP handlers and the decode loops.
 pub struct Metrics {
     queue_depth: AtomicUsize,
     running_batch: AtomicUsize,
@@ -94,16 +94,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Questions waiting for the decode loop now.
+    /// Questions waiting for a decode loop now.
     pub fn set_queue_depth(&self, questions: usize) {
         self.queue_depth.store(questions, Ordering::Relaxed);
     }
 
-    /// Questions in the batch being decoded now (0 when idle).
-    pub fn set_running_batch(&self, questions: usize) {
-        self.running_batch.store(questions, Ordering::Relaxed);
-        if questions > 0 {
-            self.batch_size.observe(questions as f64);
+    /// A decode loop's running batch went from `from` to `to` questions (0: idle). The gauge
+    /// sums the decode loops' batches; the histogram counts each loop's batch at each call.
+    pub fn running_batch_moved(&self, from: usize, to: usize) {
+        self.running_batch.fetch_add(to, Ordering::Relaxed);
+        self.running_batch.fetch_sub(from, Ordering::Relaxed);
+        if to > 0 {
+            self.batch_size.observe(to as f64);
         }
     }
 
@@ -157,13 +159,13 @@ impl Metrics {
         gauge(
             &mut out,
             "cbqa_queue_depth",
-            "Questions waiting for the decode loop.",
+            "Questions waiting for a decode loop.",
             self.queue_depth.load(Ordering::Relaxed),
         );
         gauge(
             &mut out,
             "cbqa_running_batch_size",
-            "Questions in the batch being decoded.",
+            "Questions in the batches being decoded (all decode loops).",
             self.running_batch.load(Ordering::Relaxed),
         );
         gauge(
@@ -217,7 +219,7 @@ impl Metrics {
         self.batch_size.render(
             &mut out,
             "cbqa_batch_size",
-            "Questions per batch the decode loop ran.",
+            "Questions per batch a decode loop ran (continuous batching: at each step).",
         );
         self.join_size.render(
             &mut out,

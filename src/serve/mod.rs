@@ -3,17 +3,15 @@
 //! ```no_run
 //! use cbqa::serve::{serve, ServeOptions};
 //! use cbqa::{Answerer, AnswererOptions};
-//! // One running batch: its threads go inside each call, not across batches.
-//! let mut answerer_opts = AnswererOptions::default();
-//! answerer_opts.backend.parallel_batches = false;
-//! let answerer = Answerer::load("runs/demo/onnx".as_ref(), answerer_opts)?;
+//! let answerer = Answerer::load("runs/demo/onnx".as_ref(), AnswererOptions::default())?;
 //! let opts = ServeOptions { model_dir: "runs/demo/onnx".into(), ..ServeOptions::default() };
 //! serve(answerer, opts, |addr| eprintln!("listening on http://{addr}"))?;
 //! # Ok::<(), cbqa::Error>(())
 //! ```
 //!
 //! Requests are checked and tokenised by the HTTP handlers (tokio + axum), queued in a bounded
-//! queue, and answered by one decode loop that owns the model ([`batcher`]); `/metrics` is
+//! queue, and answered by decode loops over the one model ([`batcher`]: a running batch per
+//! batch the answerer decodes at once, so with ONNX Runtime on the CPU one per thread); `/metrics` is
 //! Prometheus text ([`metrics`]). SIGTERM and SIGINT stop accepting connections, the requests in
 //! flight are answered, and [`serve`] returns.
 

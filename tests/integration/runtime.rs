@@ -583,8 +583,9 @@ fn exports_without_the_masked_decoder_join_only_at_the_same_position() {
 }
 
 /// ONNX Runtime decoding batches at once, one thread and one session copy each (the default of
-/// `cbqa eval`), answers exactly as one batch at a time on all threads: the same texts, scores
-/// and candidates, greedy and beam-4, over several batches of both fixtures.
+/// `cbqa eval`; the steps a batch runs alone on the lone session, on every thread), answers
+/// exactly as one batch at a time on all threads: the same texts, scores and candidates, greedy
+/// and beam-4, over several batches of both fixtures.
 #[test]
 fn parallel_batches_answer_as_serial_batches_do() {
     use cbqa::generate::BatchPolicy;
@@ -623,7 +624,9 @@ fn parallel_batches_answer_as_serial_batches_do() {
                 serial.describe()
             );
             assert!(
-                parallel.describe().contains("x 2 batches at once"),
+                parallel
+                    .describe()
+                    .contains("x 2 batches at once (a batch alone: threads=2)"),
                 "{}",
                 parallel.describe()
             );

@@ -178,21 +178,27 @@ fn assert_score(got: &Value, want: &Value, what: &str) {
 #[test]
 fn serve_answers_as_predict_does_alone_and_under_concurrency() {
     // optimum's export cannot join running batches: dynamic batching
-    check_serve_parity(&optimum_export("t5_v1_1"), &[], "dynamic");
+    check_serve_parity(&optimum_export("t5_v1_1"), &[], "dynamic", 1);
 }
 
 #[test]
 fn continuous_batching_answers_as_predict_does() {
     // cbqa's export joins running batches; a batch of 3 questions makes the 16 clients' questions
-    // join and leave it between decoder steps, requests of 2 questions split across joins
+    // join and leave it between decoder steps, requests of 2 questions split across joins; on 2
+    // threads two decode loops each run a batch, on their own session copies
     let model = crate::runtime::cbqa_export("t5_v1_1");
-    check_serve_parity(&model, &["--batch-size", "3"], "continuous");
-    check_serve_parity(&model, &["--batching", "dynamic"], "dynamic");
+    check_serve_parity(&model, &["--batch-size", "3"], "continuous", 2);
+    check_serve_parity(&model, &["--batching", "dynamic"], "dynamic", 1);
+    // one batch on both threads
+    let server = Server::start(&model, &["--serial-batches"]);
+    let info = server.get("/v1/model").json();
+    assert_eq!(info["defaults"]["decode_loops"], 1, "{info}");
 }
 
 /// `cbqa serve --model model extra…` answers as `cbqa predict` does, one request at a time and
-/// under 16 concurrent clients, greedy and beam search, with `batching` in `/v1/model`.
-fn check_serve_parity(model: &Path, extra: &[&str], batching: &str) {
+/// under 16 concurrent clients, greedy and beam search, with `batching` and `loops` decode loops
+/// in `/v1/model`.
+fn check_serve_parity(model: &Path, extra: &[&str], batching: &str, loops: usize) {
     let model = model.to_path_buf();
     let qs = questions(8);
     let greedy = predict(&model, &qs, &[]);
@@ -200,6 +206,7 @@ fn check_serve_parity(model: &Path, extra: &[&str], batching: &str) {
     let server = Server::start(&model, extra);
     let info = server.get("/v1/model").json();
     assert_eq!(info["defaults"]["batching"], batching, "{info}");
+    assert_eq!(info["defaults"]["decode_loops"], loops, "{info}");
     for (i, q) in qs.iter().enumerate() {
         let r = server.post(&json!({ "question": q }));
         assert_eq!(r.status, 200, "{}", r.body);
