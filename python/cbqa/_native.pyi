@@ -45,7 +45,9 @@ class Answerer:
     """A loaded ONNX export that answers questions (ONNX Runtime or tract, on the CPU or GPU).
 
     Every keyword left out takes the value ``cbqa predict`` uses by default; ``candidates``
-    defaults to ``beams``.
+    defaults to ``beams``. ONNX Runtime on the CPU decodes a batch per thread at once, each on
+    its own session copy (a batch alone on every thread); ``serial_batches=True`` decodes one
+    batch at a time on all threads, with less memory (``--serial-batches``).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Answerer:
         batch_tokens: Optional[int] = None,
         prefix: Optional[str] = None,
         max_input_tokens: Optional[int] = None,
+        serial_batches: bool = False,
     ) -> None: ...
     def answer(
         self, questions: Sequence[str], *, errors: Literal["raise", "return"] = "raise"

@@ -121,6 +121,7 @@ struct Settings {
     batch_tokens: Option<usize>,
     prefix: Option<String>,
     max_input_tokens: Option<usize>,
+    serial_batches: bool,
 }
 
 /// The engine a `backend=` string names.
@@ -146,6 +147,7 @@ impl Settings {
             o.backend.device = d.parse().map_err(to_py)?;
         }
         o.backend.threads = self.threads.unwrap_or(o.backend.threads);
+        o.backend.parallel_batches = !self.serial_batches;
         let g = &mut o.generate;
         g.num_beams = self.beams.unwrap_or(g.num_beams);
         g.num_return_sequences = self.candidates.unwrap_or(g.num_beams);
@@ -179,9 +181,10 @@ impl Settings {
 
 /// A loaded ONNX export (`cbqa export`'s or optimum's) that answers questions.
 ///
-/// `answer` releases the GIL while it works, so several Python threads can answer at once
-/// (ONNX Runtime runs one call at a time per Answerer, each with all its threads; tract runs
-/// calls concurrently).
+/// `answer` releases the GIL while it works, so several Python threads can answer at once.
+/// ONNX Runtime on the CPU decodes a batch per thread at once, each on its own session copy
+/// (a batch alone on every thread), within a call and across calls; `serial_batches=True`: one
+/// batch at a time on all threads (less memory). tract runs calls concurrently.
 #[pyclass(module = "cbqa", frozen)]
 pub struct Answerer {
     inner: Arc<cbqa::Answerer>,
@@ -193,7 +196,7 @@ impl Answerer {
     #[new]
     #[pyo3(signature = (onnx_dir, backend=None, *, device=None, threads=None, beams=None,
         candidates=None, max_new_tokens=None, length_penalty=None, batch_size=None,
-        batch_tokens=None, prefix=None, max_input_tokens=None))]
+        batch_tokens=None, prefix=None, max_input_tokens=None, serial_batches=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -209,6 +212,7 @@ impl Answerer {
         batch_tokens: Option<usize>,
         prefix: Option<String>,
         max_input_tokens: Option<usize>,
+        serial_batches: bool,
     ) -> PyResult<Self> {
         let settings = Settings {
             backend,
@@ -222,6 +226,7 @@ impl Answerer {
             batch_tokens,
             prefix,
             max_input_tokens,
+            serial_batches,
         };
         let opts = settings.options_for(&onnx_dir)?;
         let loaded = py.detach(|| cbqa::Answerer::load(&onnx_dir, opts));

@@ -50,6 +50,17 @@ def test_settings_reach_the_decoder(export):
     assert short.truncations == 1
 
 
+def test_serial_batches_answer_as_batches_at_once(export):
+    """The default decodes a batch per thread on session copies; serial_batches=True one batch
+    at a time on both threads; the answers are the same."""
+    at_once = cbqa.Answerer(export, threads=2, batch_size=2)
+    serial = cbqa.Answerer(export, threads=2, batch_size=2, serial_batches=True)
+    assert "x 2 batches at once" in at_once.describe(), at_once.describe()
+    assert "at once" not in serial.describe(), serial.describe()
+    a, b = at_once.answer(QUESTIONS), serial.answer(QUESTIONS)
+    assert [(x.text, x.score) for x in a] == [(x.text, x.score) for x in b]
+
+
 def test_answer_releases_the_gil(export):
     """A Python thread keeps running while answer() works in native code."""
     answerer = cbqa.Answerer(export, beams=4, threads=1)
