@@ -81,8 +81,9 @@ pub struct Answerer {
     opts: AnswererOptions,
     generate: GenerateOptions,
     truncations: AtomicUsize,
-    /// The worker threads of parallel batches, one per session copy, where ONNX Runtime decodes
-    /// several batches at once (so no more batches run than it has sessions and threads).
+    /// The worker threads of parallel batches, one per batch the backend decodes at once (an ONNX
+    /// Runtime session copy, a tract thread), so no more batches run than it has sessions and
+    /// threads.
     batch_workers: Option<rayon::ThreadPool>,
 }
 
@@ -189,7 +190,7 @@ impl Answerer {
     }
 
     /// How many batches this answerer decodes at the same time: one per ONNX Runtime session
-    /// copy (loaded with `parallel_batches` on the CPU), else one.
+    /// copy (loaded with `parallel_batches` on the CPU), one per thread with tract, else one.
     pub fn batches_at_once(&self) -> usize {
         self.backend.batches_at_once().unwrap_or(1)
     }

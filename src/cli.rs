@@ -145,7 +145,8 @@ pub struct RuntimeArgs {
     /// cpu, cuda[:N] (ort, tch) or tensorrt[:N] (ort). A GPU that cannot be used is an error.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Intra-op threads (0: the engine's default, one per core).
+    /// Threads (0: one per core). ONNX Runtime: see --serial-batches; tract: batches decoded at
+    /// once, one thread each.
     #[arg(long, default_value_t = BackendOptions::default().threads)]
     pub threads: usize,
     /// ONNX Runtime graph optimisation level, 0 (none) to 3 (all).

@@ -65,7 +65,8 @@ impl std::fmt::Display for Device {
 pub struct BackendOptions {
     pub kind: BackendKind,
     pub device: Device,
-    /// Intra-op threads (0: the engine's default).
+    /// Intra-op threads (0: the engine's default); tract: batches decoded at once, one thread
+    /// each (0: one per core).
     pub threads: usize,
     /// ONNX Runtime graph optimisation level 0–3.
     pub opt_level: u8,
@@ -200,10 +201,8 @@ impl Backend {
                         msg: "tract runs on the CPU only; use the ort backend".into(),
                     });
                 }
-                Ok(Backend::Tract(super::tract::TractSeq2Seq::load_graphs(
-                    dir,
-                    every_graph,
-                )?))
+                let tract = super::tract::TractSeq2Seq::load_graphs(dir, every_graph)?;
+                Ok(Backend::Tract(tract.with_threads(opts.threads)))
             }
             #[allow(unreachable_patterns)]
             other => Err(Error::setting(
@@ -287,12 +286,15 @@ impl Backend {
         )?))
     }
 
-    /// How many batches an ONNX Runtime backend loaded with [`BackendOptions::parallel_batches`]
-    /// runs at once (one per session copy); `None` for every other backend.
+    /// How many batches the backend runs at once, where more than one: an ONNX Runtime backend
+    /// loaded with [`BackendOptions::parallel_batches`] one per session copy, tract one per
+    /// thread; `None` for every other backend.
     pub fn batches_at_once(&self) -> Option<usize> {
         match self {
             #[cfg(feature = "ort")]
             Backend::Ort(b) if b.session_copies() > 1 => Some(b.session_copies()),
+            #[cfg(feature = "tract")]
+            Backend::Tract(b) if b.threads() > 1 => Some(b.threads()),
             _ => None,
         }
     }

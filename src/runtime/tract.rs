@@ -21,6 +21,11 @@ use tract_onnx::prelude::*;
 
 type Plan = Arc<TypedSimplePlan>;
 
+/// The cores this process may run on.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The name this backend's errors and reports carry.
 const TRACT: &str = "tract";
 
@@ -175,6 +180,8 @@ pub struct TractSeq2Seq {
     layers: usize,
     vocab: usize,
     names: IoNames,
+    /// Batches decoded at once, one thread each (tract runs a plan on the calling thread).
+    threads: usize,
 }
 
 /// Decoding state: the encoder mask, the encoder output (until the first step), the per-layer
@@ -240,7 +247,24 @@ impl TractSeq2Seq {
             layers,
             vocab: dir.config.vocab_size,
             names,
+            threads: cores(),
         })
+    }
+
+    /// Decode `threads` batches at once (0: one per core).
+    pub fn with_threads(self, threads: usize) -> Self {
+        TractSeq2Seq {
+            threads: match threads {
+                0 => cores(),
+                n => n,
+            },
+            ..self
+        }
+    }
+
+    /// How many batches are decoded at once, one thread each.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Run one graph of the export (`encoder_model.onnx`, ...) on named inputs, through the
@@ -512,6 +536,9 @@ impl Seq2Seq for TractSeq2Seq {
     }
 
     fn describe(&self) -> String {
-        "tract (cpu)".into()
+        match self.threads {
+            1 => "tract (cpu)".into(),
+            n => format!("tract (cpu) x {n} batches at once"),
+        }
     }
 }

@@ -189,20 +189,28 @@ fn continuous_batching_answers_as_predict_does() {
     let model = crate::runtime::cbqa_export("t5_v1_1");
     check_serve_parity(&model, &["--batch-size", "3"], "continuous", 2);
     check_serve_parity(&model, &["--batching", "dynamic"], "dynamic", 1);
+    // tract runs a batch per thread too
+    let tract = ["--backend", "tract", "--batch-size", "3"];
+    check_serve_parity(&model, &tract, "continuous", 2);
     // one batch on both threads
     let server = Server::start(&model, &["--serial-batches"]);
     let info = server.get("/v1/model").json();
     assert_eq!(info["defaults"]["decode_loops"], 1, "{info}");
 }
 
-/// `cbqa serve --model model extra…` answers as `cbqa predict` does, one request at a time and
-/// under 16 concurrent clients, greedy and beam search, with `batching` and `loops` decode loops
-/// in `/v1/model`.
+/// `cbqa serve --model model extra…` answers as `cbqa predict` (with the same `--backend`) does,
+/// one request at a time and under 16 concurrent clients, greedy and beam search, with
+/// `batching` and `loops` decode loops in `/v1/model`.
 fn check_serve_parity(model: &Path, extra: &[&str], batching: &str, loops: usize) {
     let model = model.to_path_buf();
     let qs = questions(8);
-    let greedy = predict(&model, &qs, &[]);
-    let beams = predict(&model, &qs, &["--beams", "4", "--candidates", "3"]);
+    let backend = match extra.iter().position(|&a| a == "--backend") {
+        Some(i) => extra[i..i + 2].to_vec(),
+        None => Vec::new(),
+    };
+    let greedy = predict(&model, &qs, &backend);
+    let beam_flags = [&backend[..], &["--beams", "4", "--candidates", "3"]].concat();
+    let beams = predict(&model, &qs, &beam_flags);
     let server = Server::start(&model, extra);
     let info = server.get("/v1/model").json();
     assert_eq!(info["defaults"]["batching"], batching, "{info}");
