@@ -64,8 +64,8 @@ def percentile(xs, p):
 
 class Server:
     def __init__(self, args, extra):
-        cmd = [args.bin, "serve", "--model", args.model, "--port", "0", "--threads",
-               str(args.threads), "--max-new-tokens", str(args.max_new_tokens)] + extra
+        cmd = [args.bin, "serve", "--model", args.model, "--port", "0", *engine(args),
+               "--max-new-tokens", str(args.max_new_tokens)] + extra
         self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
@@ -181,7 +181,7 @@ def offline_eval(args, batch_size, limit, serial=False):
     with tempfile.TemporaryDirectory() as out:
         before = sum(os.times()[2:4])
         cmd = [args.bin, "eval", "--model", args.model, "--data", args.data, "--limit", str(limit),
-               "--threads", str(args.threads), "--max-new-tokens", str(args.max_new_tokens),
+               *engine(args), "--max-new-tokens", str(args.max_new_tokens),
                "--batch-size", str(batch_size), "--out", os.path.join(out, "eval")]
         if serial:
             cmd.append("--serial-batches")
@@ -191,8 +191,13 @@ def offline_eval(args, batch_size, limit, serial=False):
             return float(list(csv.DictReader(f))[-1]["questions_per_s"])
 
 
+def engine(args):
+    """The backend and thread flags every cbqa command of the run gets."""
+    return ["--backend", args.backend, "--threads", str(args.threads)]
+
+
 def predict_seconds(args, question):
-    cmd = [args.bin, "predict", "--model", args.model, "--threads", str(args.threads),
+    cmd = [args.bin, "predict", "--model", args.model, *engine(args),
            "--max-new-tokens", str(args.max_new_tokens), question]
     t0 = time.monotonic()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -207,7 +212,7 @@ def write_report(args, rows, offline):
     by = {r["scenario"]: r for r in rows}
     lines = [
         f"# `cbqa serve` load test ({args.label})", "",
-        f"Model `{args.model}`, {args.threads} threads, greedy, `--max-new-tokens {args.max_new_tokens}`, "
+        f"Model `{args.model}`, backend {args.backend}, {args.threads} threads, greedy, `--max-new-tokens {args.max_new_tokens}`, "
         f"{args.questions} NQ-open dev questions, {args.seconds:g} s per scenario after {args.warmup:g} s of warm-up, one question per request, "
         f"loopback. Written by `scripts/load_test.py`.", "",
         "| scenario | batching | clients | --max-queue | q/s | p50 ms | p95 ms | p99 ms | 429 | 504 | other errors | RSS before → after MB | CPU s: server / clients | mean running batch / join |",
@@ -262,6 +267,7 @@ def add_run_args(ap, seconds):
     ap.add_argument("--model", default="runs/bench-t5-small/onnx")
     ap.add_argument("--data", default="../shared/data/nq-open/NQ-open.dev.jsonl")
     ap.add_argument("--questions", type=int, default=256)
+    ap.add_argument("--backend", choices=["ort", "tract"], default="ort")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=seconds)
