@@ -177,14 +177,18 @@ def offline_eval(args, batch_size, limit, serial=False):
     """`cbqa eval` on the first `limit` questions: its questions per second (the CPU seconds it
     took per question go to `cpu_per_question[batch_size]`). By default `cbqa eval` decodes as many
     batches at once as it has threads; `serial` decodes one at a time on all of them, so that
-    1 / (questions per second) is the latency of one batch (the batch-1 baseline)."""
+    1 / (questions per second) is the latency of one batch (the batch-1 baseline; tract runs a
+    batch on one thread, so its baseline is `--threads 1`)."""
     with tempfile.TemporaryDirectory() as out:
         before = sum(os.times()[2:4])
+        flags = engine(args)
+        if serial and args.backend == "tract":
+            flags = ["--backend", "tract", "--threads", "1"]
+        elif serial:
+            flags.append("--serial-batches")
         cmd = [args.bin, "eval", "--model", args.model, "--data", args.data, "--limit", str(limit),
-               *engine(args), "--max-new-tokens", str(args.max_new_tokens),
+               *flags, "--max-new-tokens", str(args.max_new_tokens),
                "--batch-size", str(batch_size), "--out", os.path.join(out, "eval")]
-        if serial:
-            cmd.append("--serial-batches")
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu_per_question[batch_size] = (sum(os.times()[2:4]) - before) / limit
         with open(os.path.join(out, "eval", "metrics.csv")) as f:
@@ -226,7 +230,7 @@ def write_report(args, rows, offline):
     lines += ["", "Offline, same questions, model, threads and decoding:", "",
               f"- `cbqa eval` batch 32 (its default: as many batches at once as threads): {offline['eval_qps']:.2f} q/s (mean of {offline['eval_qps_before']:.2f} "
               f"before the scenarios and {offline['eval_qps_after']:.2f} after)",
-              f"- `cbqa eval` batch 1, `--serial-batches`: {offline['eval1_qps']:.2f} q/s = {1000 / offline['eval1_qps']:.1f} ms a question",
+              f"- `cbqa eval` batch 1, {'`--threads 1` (tract decodes a batch on one thread)' if args.backend == 'tract' else '`--serial-batches`'}: {offline['eval1_qps']:.2f} q/s = {1000 / offline['eval1_qps']:.1f} ms a question",
               f"- `cbqa predict` of one question (a whole process, model load included): {offline['predict_s'] * 1000:.0f} ms",
               "", "Targets of issue 16:", ""]
     many, one, over = by.get("64 clients"), by.get("1 client"), by.get("4x overload")
