@@ -128,10 +128,7 @@ fn ort_options(dir: &OnnxDir, opts: &BackendOptions) -> super::ort::OrtOptions {
         },
     };
     let copies = match device {
-        OrtDevice::Cpu if opts.parallel_batches => match opts.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        },
+        OrtDevice::Cpu if opts.parallel_batches => super::threads_or_cores(opts.threads),
         _ => 1,
     };
     OrtOptions {

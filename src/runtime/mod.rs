@@ -262,6 +262,14 @@ pub(crate) fn encoder_join(first: usize, second: usize) -> (usize, JoinPads) {
     )
 }
 
+/// `threads`, or for 0 the cores this process may run on.
+pub(crate) fn threads_or_cores(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
 /// Whether selecting `rows` from `n` rows keeps the state as it is (no copy needed).
 pub(crate) fn is_identity(rows: &[usize], n: usize) -> bool {
     rows.len() == n && rows.iter().enumerate().all(|(i, &r)| i == r)

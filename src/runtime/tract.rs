@@ -21,11 +21,6 @@ use tract_onnx::prelude::*;
 
 type Plan = Arc<TypedSimplePlan>;
 
-/// The cores this process may run on.
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// The name this backend's errors and reports carry.
 const TRACT: &str = "tract";
 
@@ -247,17 +242,14 @@ impl TractSeq2Seq {
             layers,
             vocab: dir.config.vocab_size,
             names,
-            threads: cores(),
+            threads: super::threads_or_cores(0),
         })
     }
 
     /// Decode `threads` batches at once (0: one per core).
     pub fn with_threads(self, threads: usize) -> Self {
         TractSeq2Seq {
-            threads: match threads {
-                0 => cores(),
-                n => n,
-            },
+            threads: super::threads_or_cores(threads),
             ..self
         }
     }

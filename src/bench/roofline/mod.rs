@@ -379,11 +379,7 @@ pub fn triad_bandwidth(threads: usize, elems: usize, reps: usize) -> Result<f64>
 #[cfg(feature = "ort")]
 pub fn measure(threads: usize, triad_elems: usize) -> Result<Limits> {
     use crate::runtime::ort_probe::{gemm_peak, Gemm};
-    let workers = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    };
+    let workers = crate::runtime::threads_or_cores(threads);
     Ok(Limits {
         threads,
         f32_flops: gemm_peak(Gemm::F32, threads)?,
