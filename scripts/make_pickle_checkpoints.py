@@ -23,9 +23,11 @@ and hostile variants of zip/ (same config and tokenizer):
   truncated/   pytorch_model.bin cut in half
   short/       the storage entry data/0 cut to 4 bytes
   hugelen/     the first BINUNICODE of data.pkl declaring 0xfffffff0 bytes
-  legacy_cut/  legacy/'s file without its last 100 bytes (the end of the last storage)
+  legacy_cut/  legacy/'s file cut one byte into the first storage's data
+  legacy_nocount/ legacy/'s file cut four bytes into the first storage's element count
 """
 
+import io
 import os
 import pickle
 import pickletools
@@ -121,7 +123,7 @@ def main():
         pkl = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
     assert b"_rebuild_from_type_v2" in pkl, "torch no longer pickles tensor attributes so"
 
-    for d in ["evil", "truncated", "short", "hugelen", "legacy_cut"]:
+    for d in ["evil", "truncated", "short", "hugelen", "legacy_cut", "legacy_nocount"]:
         os.makedirs(os.path.join(out, d), exist_ok=True)
         shutil.copy(os.path.join(out, "zip", "config.json"), os.path.join(out, d))
         copy_tokenizer(fixture, os.path.join(out, d))
@@ -156,7 +158,22 @@ def main():
 
     legacy = open(os.path.join(out, "legacy", "pytorch_model.bin"), "rb").read()
     assert not legacy.startswith(b"PK"), "torch wrote a zip archive for the legacy format"
-    open(os.path.join(out, "legacy_cut", "pytorch_model.bin"), "wb").write(legacy[:-100])
+    # torch orders the storages by key, and a legacy key is a memory address: which storage
+    # comes last (and how big it is) changes from run to run, so cut at fixed places in the
+    # first one instead of a fixed distance from the end.
+    first = legacy_storages_start(legacy)
+    open(os.path.join(out, "legacy_cut", "pytorch_model.bin"), "wb").write(legacy[: first + 8 + 1])
+    open(os.path.join(out, "legacy_nocount", "pytorch_model.bin"), "wb").write(legacy[: first + 4])
+
+
+def legacy_storages_start(data):
+    """The offset of the first storage (its 8-byte element count) in a legacy torch.save file:
+    after its five pickles (magic number, protocol, sys info, the object, the storage keys)."""
+    f = io.BytesIO(data)
+    for _ in range(5):
+        for _ in pickletools.genops(f):
+            pass
+    return f.tell()
 
 
 if __name__ == "__main__":

@@ -190,6 +190,11 @@ fn broken_archives_are_clear_errors_naming_the_file() {
         matches!(&e, Error::Checkpoint { path, msg } if path == &file("legacy_cut") && msg.contains("truncated file")),
         "{e:?}"
     );
+    let e = open_err(&out.join("legacy_nocount"));
+    assert!(
+        matches!(&e, Error::Checkpoint { path, msg } if path == &file("legacy_nocount") && msg.contains("its element count is missing")),
+        "{e:?}"
+    );
 
     let e = open_err(&out.join("hugelen"));
     assert!(
