@@ -15,6 +15,8 @@ mod onnx_dir;
 #[cfg(feature = "ort")]
 pub mod ort;
 #[cfg(feature = "ort")]
+mod ort_cache;
+#[cfg(feature = "ort")]
 pub mod ort_probe;
 #[cfg(feature = "ort")]
 mod ort_weights;

@@ -27,6 +27,7 @@
 //! (see `ort_weights.rs`).
 
 use super::onnx_dir::{check_io, OnnxDir};
+use super::ort_cache::{CacheTarget, SelfCacheBlocks};
 use super::ort_weights::{fail, SharedWeights, ORT};
 use super::{
     is_identity, CachePadding, EncoderInput, GraphInput, GraphOutputs, JoinPads, Logits, Seq2Seq,
@@ -85,6 +86,10 @@ pub struct OrtOptions {
     /// a run takes when no copy is running, so a batch decoding alone (the last batch of a set,
     /// one client of `cbqa serve`) uses every thread. 0: none.
     pub lone_run_threads: usize,
+    /// CPU only: write every step's self-attention cache into memory the decoding state owns
+    /// (two blocks in turn, see `ort_cache.rs`) instead of fresh ONNX Runtime outputs. Off: ONNX
+    /// Runtime allocates them (as on a GPU).
+    pub cache_in_place: bool,
 }
 
 impl Default for OrtOptions {
@@ -99,6 +104,7 @@ impl Default for OrtOptions {
             share_weights: true,
             session_copies: 1,
             lone_run_threads: 0,
+            cache_in_place: true,
         }
     }
 }
@@ -381,6 +387,8 @@ pub struct OrtSeq2Seq {
     cache_mem: MemoryInfo<'static>,
     /// Host memory, for the logits (read every step).
     host_mem: MemoryInfo<'static>,
+    /// Whether self-attention caches are written in place ([`OrtOptions::cache_in_place`]).
+    in_place: bool,
     /// Row-selection sessions (see [`select_rows_model`]), one per list of state element types
     /// and trimmed tensors.
     select: Mutex<HashMap<Vec<(i32, bool)>, Session>>,
@@ -393,6 +401,8 @@ pub struct OrtSeq2Seq {
     select_names: (Vec<String>, Vec<String>),
     /// The first and second state's input names of the joining graphs (`a0..`, `b0..`).
     join_names: (Vec<String>, Vec<String>),
+    /// Encoder rows numbered so far (each state row knows its source: [`OrtState`]).
+    encoded_rows: std::sync::atomic::AtomicU64,
     /// The mapped weights the sessions use; declared after them so it is dropped after them.
     _weights: Option<SharedWeights>,
 }
@@ -407,6 +417,13 @@ pub struct OrtState {
     /// Per layer: [decoder key, decoder value, encoder key, encoder value].
     cache: Vec<[DynValue; 4]>,
     padding: CachePadding,
+    /// Per row, the encoder row it was gathered from (numbered by [`OrtSeq2Seq::encode`], unique
+    /// among the backend's states): rows of one source hold the same encoder mask and
+    /// cross-attention keys/values.
+    sources: Vec<u64>,
+    /// The memory the self-attention caches of `cache` are written into in place, on the CPU;
+    /// declared after `cache`, whose values view it, so it is dropped after them.
+    blocks: SelfCacheBlocks,
 }
 
 impl OrtState {
@@ -591,6 +608,7 @@ impl OrtSeq2Seq {
         }
         let (host_mem, cache_mem) = memories(&opts.device)?;
         Ok(OrtSeq2Seq {
+            in_place: opts.device == OrtDevice::Cpu && opts.cache_in_place,
             cache_mem,
             host_mem,
             encoder,
@@ -619,6 +637,7 @@ impl OrtSeq2Seq {
                 },
                 ..opts.clone()
             },
+            encoded_rows: Default::default(),
             _weights: opener.shared,
         })
     }
@@ -662,15 +681,25 @@ impl OrtSeq2Seq {
         outputs: &[&str],
         placement: Placement,
     ) -> Result<Vec<DynValue>> {
-        self.run_on(&mut session.take(), graph, inputs, outputs, placement)
+        self.run_on(
+            &mut session.take(),
+            graph,
+            inputs,
+            outputs,
+            &mut [],
+            placement,
+        )
     }
 
+    /// [`OrtSeq2Seq::run`] with output `i` written into `into[i]` where that is a value (a view
+    /// of a [`super::ort_cache::CacheBlock`]); the others are placed as `placement` says.
     fn run_on(
         &self,
         s: &mut Session,
         graph: &str,
         inputs: &[(&str, &DynValue)],
         outputs: &[&str],
+        into: &mut [Option<DynValue>],
         placement: Placement,
     ) -> Result<Vec<DynValue>> {
         let path = self.dir.join(graph);
@@ -684,7 +713,13 @@ impl OrtSeq2Seq {
                 .bind_input(*name, *value)
                 .map_err(|e| err(&format_args!("bind input {name}"), e))?;
         }
-        for name in outputs {
+        for (i, name) in outputs.iter().enumerate() {
+            if let Some(Some(value)) = into.get_mut(i) {
+                binding
+                    .bind_output(*name, value)
+                    .map_err(|e| err(&format_args!("bind output {name} in place"), e))?;
+                continue;
+            }
             let mem = if *name == LOGITS || placement == Placement::Host {
                 &self.host_mem
             } else {
@@ -784,6 +819,18 @@ fn layers_of(mut out: impl Iterator<Item = DynValue>, layers: usize) -> Vec<[Dyn
     cache
 }
 
+/// The `into` of a run whose outputs from `first` on are the views of `target` (in order) and
+/// whose earlier outputs are placed by ONNX Runtime; empty without a target.
+fn bound_after(first: usize, target: &mut Option<CacheTarget>) -> Vec<Option<DynValue>> {
+    match target {
+        Some(t) => std::iter::repeat_with(|| None)
+            .take(first)
+            .chain(t.views.drain(..).map(Some))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
 /// The int64 tensor `[shape]` over `data`, as an input of `graph`.
 fn i64_value(what: &str, shape: Vec<i64>, data: Vec<i64>) -> Result<DynValue> {
     Ok(Tensor::from_array((shape, data))
@@ -849,6 +896,9 @@ impl OrtSeq2Seq {
             }
             _ => None,
         };
+        let (rows, len) = (state.rows, state.cache_len() + 1);
+        let mut target = self.cache_target(&mut state, rows, len)?;
+        let mut into = bound_after(1, &mut target);
         let mut inputs: Vec<(&str, &DynValue)> = Vec::with_capacity(3 + 4 * self.layers);
         inputs.push((INPUT_IDS, &ids));
         inputs.push((ENCODER_ATTENTION_MASK, &state.mask));
@@ -862,14 +912,15 @@ impl OrtSeq2Seq {
         }
         let mut outputs: Vec<&str> = vec![LOGITS];
         outputs.extend(self.names.self_attention_outputs().map(String::as_str));
-        let out = self.run(
-            &self.decoder_past,
+        let out = self.run_on(
+            &mut self.decoder_past.take(),
             graph,
             &inputs,
             &outputs,
+            &mut into,
             Placement::Decoding,
         )?;
-        drop(inputs);
+        drop((inputs, into));
         let mut out = out.into_iter();
         let logits = out.next().ok_or_else(|| self.missing(graph, LOGITS))?;
         let logits = self.logits_of(graph, &logits, state.rows)?;
@@ -878,6 +929,9 @@ impl OrtSeq2Seq {
                 layer[0] = k;
                 layer[1] = v;
             }
+        }
+        if let Some(target) = target {
+            state.blocks.advance(target);
         }
         state.padding = state.padding.stepped();
         Ok((logits, state))
@@ -901,6 +955,7 @@ impl OrtSeq2Seq {
         label: &str,
         inputs: &[(&str, &DynValue)],
         outputs: &[&str],
+        into: &mut [Option<DynValue>],
     ) -> Result<std::vec::IntoIter<DynValue>> {
         use std::collections::hash_map::Entry;
         let mut sessions = lock(sessions);
@@ -914,8 +969,88 @@ impl OrtSeq2Seq {
                 e.insert(session)
             }
         };
-        let out = self.run_on(session, label, inputs, outputs, Placement::Decoding)?;
+        let out = self.run_on(session, label, inputs, outputs, into, Placement::Decoding)?;
         Ok(out.into_iter())
+    }
+
+    /// `values` (`(tensor, trims)`: see [`select_rows_model`]) gathered at `rows`, the first
+    /// `trim` positions cut from the trimmed ones, in one run of the row-selection graph.
+    fn gather_rows(
+        &self,
+        values: &[(&DynValue, bool)],
+        rows: &[usize],
+        trim: usize,
+        into: &mut [Option<DynValue>],
+    ) -> Result<std::vec::IntoIter<DynValue>> {
+        let elems = values
+            .iter()
+            .map(|&(v, trims)| Ok((elem_of(v)?, trims)))
+            .collect::<Result<Vec<_>>>()?;
+        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let idx = i64_value("rows", vec![rows.len() as i64], idx)?;
+        let trim_value = i64_value("trim", vec![1], vec![trim as i64])?;
+        let (xs, ys) = &self.select_names;
+        if values.len() > xs.len() {
+            return Err(Error::input(
+                "decoding state",
+                format!(
+                    "{} state tensors, at most {} expected",
+                    values.len(),
+                    xs.len()
+                ),
+            ));
+        }
+        let mut inputs: Vec<(&str, &DynValue)> = vec![("rows", &idx)];
+        if trim > 0 {
+            inputs.push(("trim", &trim_value));
+        }
+        let outputs: Vec<&str> = ys[..values.len()].iter().map(String::as_str).collect();
+        inputs.extend(
+            xs.iter()
+                .map(String::as_str)
+                .zip(values.iter().map(|v| v.0)),
+        );
+        let graph = (elems, |k: &Vec<(i32, bool)>| select_rows_model(k));
+        self.run_state_graph(
+            &self.select,
+            graph,
+            "row selection",
+            &inputs,
+            &outputs,
+            into,
+        )
+    }
+
+    /// Where a run writes `state`'s next self-attention cache, `rows` rows of `len` positions
+    /// (shaped as the current cache otherwise): views of a block of the state's on the CPU
+    /// (`ort_cache.rs`), none where ONNX Runtime places the outputs itself (a GPU, no cache
+    /// yet).
+    fn cache_target(
+        &self,
+        state: &mut OrtState,
+        rows: usize,
+        len: usize,
+    ) -> Result<Option<CacheTarget>> {
+        let Some(first) = state.cache.first() else {
+            return Ok(None);
+        };
+        let ValueType::Tensor { shape, .. } = first[0].dtype() else {
+            return Ok(None);
+        };
+        if !self.in_place || shape.len() != 4 {
+            return Ok(None);
+        }
+        let dims = [
+            rows,
+            shape[1].max(0) as usize,
+            len,
+            shape[3].max(0) as usize,
+        ];
+        let data_type = elem_of(&first[0])?;
+        let tensors = 2 * state.cache.len();
+        state
+            .blocks
+            .target(&self.host_mem, tensors, dims, data_type)
     }
 
     /// The tensors of a stepped state, the encoder mask first, then per layer the cache in
@@ -975,12 +1110,17 @@ impl Seq2Seq for OrtSeq2Seq {
             &[LAST_HIDDEN_STATE],
             Placement::Decoding,
         )?;
+        let first = self
+            .encoded_rows
+            .fetch_add(input.batch as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(OrtState {
             rows: input.batch,
             mask,
             hidden: out.pop(),
             cache: Vec::new(),
             padding: CachePadding::new(input.batch),
+            sources: (first..first + input.batch as u64).collect(),
+            blocks: SelfCacheBlocks::default(),
         })
     }
 
@@ -993,62 +1133,68 @@ impl Seq2Seq for OrtSeq2Seq {
         }
     }
 
-    fn select(&self, state: OrtState, rows: &[usize]) -> Result<OrtState> {
+    fn select(&self, mut state: OrtState, rows: &[usize]) -> Result<OrtState> {
         if is_identity(rows, state.rows) {
             return Ok(state);
         }
         super::check_rows(rows, state.rows)?;
+        let sources: Vec<u64> = rows.iter().map(|&r| state.sources[r]).collect();
+        // Beams reordered within their questions: every row keeps its encoder row, so the
+        // encoder mask and the cross-attention keys/values (bitwise copies per encoder row)
+        // stay as they are and only the self-attention caches are gathered.
+        let keep_encoder_side = sources == state.sources && !state.cache.is_empty();
         let (padding, trim) = state.padding.select(rows);
-        // Every state tensor, gathered in one run of the row-selection graph, on the device the
+        let len = state.cache_len().saturating_sub(trim);
+        let mut target = self.cache_target(&mut state, rows.len(), len)?;
+        let mut views = target.iter_mut().flat_map(|t| t.views.drain(..));
+        // The state tensors, gathered in one run of the row-selection graph, on the device the
         // state lives on (nothing goes through the host under CUDA); self-attention caches lose
-        // the `trim` leading columns that are padding in every kept row.
-        let mut values: Vec<(&DynValue, bool)> = vec![(&state.mask, false)];
-        values.extend(state.hidden.iter().map(|h| (h, false)));
+        // the `trim` leading columns that are padding in every kept row, and are written into
+        // the target where there is one.
+        let mut values: Vec<(&DynValue, bool)> = Vec::new();
+        let mut into: Vec<Option<DynValue>> = Vec::new();
+        if !keep_encoder_side {
+            values.push((&state.mask, false));
+            values.extend(state.hidden.iter().map(|h| (h, false)));
+            into.resize_with(values.len(), || None);
+        }
         for layer in &state.cache {
-            values.extend(layer.iter().zip([trim > 0, trim > 0, false, false]));
+            values.extend([(&layer[0], trim > 0), (&layer[1], trim > 0)]);
+            into.extend([views.next(), views.next()]);
+            if !keep_encoder_side {
+                values.extend([(&layer[2], false), (&layer[3], false)]);
+                into.extend([None, None]);
+            }
         }
-        let elems = values
-            .iter()
-            .map(|&(v, trims)| Ok((elem_of(v)?, trims)))
-            .collect::<Result<Vec<_>>>()?;
-        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let idx = i64_value("rows", vec![rows.len() as i64], idx)?;
-        let trim_value = i64_value("trim", vec![1], vec![trim as i64])?;
-        let (xs, ys) = &self.select_names;
-        if values.len() > xs.len() {
-            return Err(Error::input(
-                "decoding state",
-                format!(
-                    "{} state tensors, at most {} expected",
-                    values.len(),
-                    xs.len()
-                ),
-            ));
-        }
-        let mut inputs: Vec<(&str, &DynValue)> = vec![("rows", &idx)];
-        if trim > 0 {
-            inputs.push(("trim", &trim_value));
-        }
-        let outputs: Vec<&str> = ys[..values.len()].iter().map(String::as_str).collect();
-        inputs.extend(
-            xs.iter()
-                .map(String::as_str)
-                .zip(values.iter().map(|v| v.0)),
-        );
+        drop(views);
+        let mut out = self.gather_rows(&values, rows, trim, &mut into)?;
+        drop((values, into));
         let label = "row selection";
-        let graph = (elems, |k: &Vec<(i32, bool)>| select_rows_model(k));
-        let mut out = self.run_state_graph(&self.select, graph, label, &inputs, &outputs)?;
-        let mask = out.next().ok_or_else(|| self.missing(label, "y0"))?;
-        let hidden = match state.hidden {
-            Some(_) => out.next(),
-            None => None,
+        let mut next = |what: &str| out.next().ok_or_else(|| self.missing(label, what));
+        let (mask, hidden) = match keep_encoder_side {
+            true => (None, None),
+            false => (Some(next("y0")?), state.hidden.as_ref().map(|_| next("y1"))),
         };
+        let mut cache = Vec::with_capacity(state.cache.len());
+        for layer in std::mem::take(&mut state.cache) {
+            let [key, value] = [next("self key")?, next("self value")?];
+            let [_, _, cross_key, cross_value] = layer;
+            match keep_encoder_side {
+                true => cache.push([key, value, cross_key, cross_value]),
+                false => cache.push([key, value, next("cross key")?, next("cross value")?]),
+            }
+        }
+        if let Some(target) = target {
+            state.blocks.advance(target);
+        }
         Ok(OrtState {
             rows: rows.len(),
-            mask,
-            hidden,
-            cache: layers_of(out, state.cache.len()),
+            mask: mask.unwrap_or(state.mask),
+            hidden: hidden.transpose()?,
+            cache,
             padding,
+            sources,
+            blocks: state.blocks,
         })
     }
 
@@ -1079,14 +1225,18 @@ impl Seq2Seq for OrtSeq2Seq {
         let outputs: Vec<&str> = ys[..a.len()].iter().map(String::as_str).collect();
         let label = "joining states";
         let graph = (kinds, |k: &Vec<(i32, JoinAs)>| join_states_model(k));
-        let mut out = self.run_state_graph(&self.join, graph, label, &inputs, &outputs)?;
+        let mut out = self.run_state_graph(&self.join, graph, label, &inputs, &outputs, &mut [])?;
         let mask = out.next().ok_or_else(|| self.missing(label, "y0"))?;
+        let mut sources = first.sources;
+        sources.extend(second.sources);
         Ok(OrtState {
             rows: first.rows + second.rows,
             mask,
             hidden: None,
             cache: layers_of(out, first.cache.len()),
             padding,
+            sources,
+            blocks: SelfCacheBlocks::default(),
         })
     }
 

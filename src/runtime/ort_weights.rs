@@ -41,7 +41,7 @@ pub(super) fn fail<E: Into<ort::Error>>(action: impl Into<String>) -> impl FnOnc
 
 /// ONNX data type → (ONNX Runtime element type, bytes per element), for the types a T5 export
 /// stores; other types are left to ONNX Runtime's own loading.
-fn element(data_type: i32) -> Option<(Elem, usize)> {
+pub(super) fn element(data_type: i32) -> Option<(Elem, usize)> {
     Some(match data_type {
         dt::FLOAT => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, 4),
         dt::UINT8 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1),
@@ -54,6 +54,38 @@ fn element(data_type: i32) -> Option<(Elem, usize)> {
         dt::BFLOAT16 => (Elem::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16, 2),
         _ => return None,
     })
+}
+
+/// A tensor value of shape `dims` over `bytes` bytes at `data`, in `memory`. ONNX Runtime does
+/// not take ownership of the data; releasing the value leaves it alone.
+///
+/// # Safety
+/// `data` must be valid for `bytes` bytes, aligned for `elem`, and outlive the value (and every
+/// value ONNX Runtime makes of it, such as a run's bound outputs).
+pub(super) unsafe fn value_over(
+    memory: &MemoryInfo<'static>,
+    data: *mut std::ffi::c_void,
+    bytes: usize,
+    dims: &[i64],
+    elem: Elem,
+) -> ort::Result<DynValue> {
+    let mut ptr: *mut ort::sys::OrtValue = std::ptr::null_mut();
+    // SAFETY: as the caller promises; the dims pointer is read during the call only.
+    unsafe {
+        let status = (ort::api().CreateTensorWithDataAsOrtValue)(
+            memory.ptr(),
+            data,
+            bytes,
+            dims.as_ptr(),
+            dims.len(),
+            elem,
+            &mut ptr,
+        );
+        ort::Error::result_from_status(status)?;
+        let ptr = NonNull::new(ptr).ok_or_else(|| ort::Error::new("null OrtValue"))?;
+        // The allocator is only recorded with the value (the data is not its to free).
+        Ok(DynValue::from_ptr(ptr, Some(&Allocator::default())))
+    }
 }
 
 /// One external initializer: where its bytes are.
@@ -239,25 +271,9 @@ impl SharedWeights {
                 .cast_mut()
                 .cast()
         };
-        let mut ptr: *mut ort::sys::OrtValue = std::ptr::null_mut();
         // SAFETY: the pointer is valid for `len` bytes, aligned for the element type (checked by
         // the caller; the mapping is page aligned), and outlives the value (see the type docs).
-        // ONNX Runtime does not take ownership of user data; releasing the value leaves it alone.
-        unsafe {
-            let status = (ort::api().CreateTensorWithDataAsOrtValue)(
-                self.host.ptr(),
-                data,
-                slot.len as usize,
-                slot.dims.as_ptr(),
-                slot.dims.len(),
-                elem,
-                &mut ptr,
-            );
-            ort::Error::result_from_status(status)?;
-            let ptr = NonNull::new(ptr).ok_or_else(|| ort::Error::new("null OrtValue"))?;
-            // The allocator is only recorded with the value (the data is not its to free).
-            Ok(DynValue::from_ptr(ptr, Some(&Allocator::default())))
-        }
+        unsafe { value_over(&self.host, data, slot.len as usize, &slot.dims, elem) }
     }
 
     /// Drop the mapped pages from this process's memory (they stay in the page cache). Pages

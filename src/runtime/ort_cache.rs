@@ -1,0 +1,131 @@
+//! Self-attention caches written in place, in host memory.
+//!
+//! Every decoder step returns a state's self-attention cache one position longer (t5-small: 12
+//! tensors `[rows, 8, len + 1, 64]`), and a beam step gathers it once more into its new row
+//! order. Left to ONNX Runtime, each of those outputs is a fresh heap block a little larger than
+//! the one freed the step before; under glibc's malloc the growing blocks of several decode
+//! loops fragment the heap, and peak RSS grows well past the live memory.
+//!
+//! Here a state owns two [`CacheBlock`]s of anonymous mapped memory, each holding every
+//! self-attention tensor of the state at a fixed stride. A step reads the cache from one block
+//! and ONNX Runtime writes the next cache into the other (the outputs are bound to views of it);
+//! a row selection gathers from one into the other alike; then the two swap. A block is made
+//! with room for 64 more positions than asked for, so it is made about once per 64 steps; pages
+//! of the room not yet written cost no memory, and a dropped block goes back to the system at
+//! once (a mapping, not a heap block). Blocks live in host memory only: on a GPU, ONNX Runtime
+//! allocates the caches on the device as before.
+//!
+//! Safety rests on one invariant: a state's tensor values that view a block are dropped before
+//! the block. [`SelfCacheBlocks`] is declared after the cache in the state (fields drop in
+//! order), the values a run replaces are dropped while their block is still held, and a block
+//! is only written again, as the spare, after the values viewing it were replaced.
+
+use super::ort_weights::{element, value_over};
+use crate::error::{Error, Result};
+use memmap2::{MmapMut, MmapOptions};
+use ort::memory::MemoryInfo;
+use ort::value::DynValue;
+
+/// Positions of room a new block gets beyond the cache length asked for.
+const ROOM: usize = 64;
+/// Tensors start at page boundaries.
+const PAGE: usize = 4096;
+
+/// Anonymous memory holding `tensors` tensors of at most `stride` bytes each.
+pub(super) struct CacheBlock {
+    map: MmapMut,
+    tensors: usize,
+    stride: usize,
+}
+
+impl CacheBlock {
+    /// A block for `tensors` tensors of shape `dims` (`[rows, heads, len, d]`) and element
+    /// size `elem_size`, with [`ROOM`] more positions on the length axis.
+    fn new(tensors: usize, dims: [usize; 4], elem_size: usize) -> Result<Self> {
+        let [rows, heads, len, d] = dims;
+        let stride = (rows * heads * (len + ROOM) * d * elem_size).div_ceil(PAGE) * PAGE;
+        let map = MmapOptions::new()
+            .len((stride * tensors).max(PAGE))
+            .map_anon()
+            .map_err(|e| {
+                Error::input(
+                    "decoding state",
+                    format!(
+                        "map {} MB for the self-attention caches: {e}",
+                        (stride * tensors) >> 20
+                    ),
+                )
+            })?;
+        Ok(CacheBlock {
+            map,
+            tensors,
+            stride,
+        })
+    }
+
+    /// Whether `tensors` tensors of `bytes` bytes each fit.
+    fn fits(&self, tensors: usize, bytes: usize) -> bool {
+        tensors <= self.tensors && bytes <= self.stride
+    }
+}
+
+/// The two blocks of a state: the one its self-attention values view (none before the second
+/// step, or after a join, when ONNX Runtime allocated them) and the spare, written next.
+#[derive(Default)]
+pub(super) struct SelfCacheBlocks {
+    current: Option<CacheBlock>,
+    spare: Option<CacheBlock>,
+}
+
+/// Where the next self-attention cache of a state goes: views of a block, one per tensor, to
+/// bind as the outputs of a run. [`SelfCacheBlocks::advance`] takes it back after the run.
+pub(super) struct CacheTarget {
+    block: CacheBlock,
+    pub(super) views: Vec<DynValue>,
+}
+
+impl SelfCacheBlocks {
+    /// Views for `tensors` tensors of shape `dims` and ONNX element type `data_type`, in host
+    /// memory `host`: in the spare block if it is large enough (no value views it: the values
+    /// that did were replaced when it became the spare),
+    /// else in a new block. None for element types without a fixed size (ONNX Runtime then
+    /// allocates the outputs itself).
+    pub(super) fn target(
+        &mut self,
+        host: &MemoryInfo<'static>,
+        tensors: usize,
+        dims: [usize; 4],
+        data_type: i32,
+    ) -> Result<Option<CacheTarget>> {
+        let Some((elem, elem_size)) = element(data_type) else {
+            return Ok(None);
+        };
+        let bytes = dims.iter().product::<usize>() * elem_size;
+        let block = match self.spare.take() {
+            Some(spare) if spare.fits(tensors, bytes) => spare,
+            _ => CacheBlock::new(tensors, dims, elem_size)?,
+        };
+        let shape: Vec<i64> = dims.iter().map(|&n| n as i64).collect();
+        let base = block.map.as_ptr().cast_mut();
+        let views = (0..tensors)
+            .map(|i| {
+                // SAFETY: tensor i's `bytes` lie inside the mapping (`fits`, or made to fit),
+                // page aligned; the views are dropped before the block (see the module docs),
+                // and nothing else refers to the block while they are written.
+                unsafe { value_over(host, base.add(i * block.stride).cast(), bytes, &shape, elem) }
+                    .map_err(|e| {
+                        Error::backend(super::ort_weights::ORT, "view the self-attention cache", e)
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(CacheTarget { block, views }))
+    }
+
+    /// After a run wrote into `target` and the state's values were replaced by its outputs:
+    /// the target is the current block, the one before it the spare.
+    pub(super) fn advance(&mut self, target: CacheTarget) {
+        let CacheTarget { block, views } = target;
+        drop(views);
+        self.spare = self.current.replace(block);
+    }
+}
