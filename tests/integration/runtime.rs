@@ -271,77 +271,95 @@ fn ort_shared_weights_give_the_same_logits_as_ort_own_loading() {
             (a, b) = (sa, sb);
         }
     }
+}
 
-    /// On the CPU, ONNX Runtime writes each step's self-attention cache into blocks the state owns
-    /// (`ort_cache.rs`), and a row selection that keeps every row's question gathers only those
-    /// caches. Decoding must be bit-identical to ONNX Runtime allocating every output: logits of
-    /// steps through beam-like selections (rows repeated, reordered within their question, dropped,
-    /// padding trimmed) and a join, and greedy and beam-4 answers.
-    #[test]
-    fn ort_caches_written_in_place_decode_as_ort_allocated_ones() {
-        use cbqa::runtime::ort::{OrtOptions, OrtSeq2Seq};
-        for name in FIXTURES {
-            let dir = OnnxDir::open(&cbqa_export(name)).unwrap();
-            let in_place = OrtSeq2Seq::load(&dir, &OrtOptions::default()).unwrap();
-            let allocated = OrtSeq2Seq::load(
-                &dir,
-                &OrtOptions {
-                    cache_in_place: false,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            let input = questions(name, 0..3);
-            // Before each step, the rows kept: repeated (new sources), reordered within their
-            // question (the same sources), one question dropped (its padding may be trimmed).
-            let plans: [&[usize]; 6] = [
-                &[0, 1, 2],
-                &[0, 0, 1, 1, 2, 2],
-                &[1, 0, 3, 2, 5, 4],
-                &[0, 1, 2, 3, 4, 5],
-                &[2, 3, 4, 5],
-                &[1, 0, 2, 3],
-            ];
-            let run = |b: &OrtSeq2Seq| {
-                let mut state = b.encode(&input).unwrap();
-                let mut tokens = vec![0i64; input.batch];
-                let mut all = Vec::new();
-                for rows in plans {
-                    state = b.select(state, rows).unwrap();
-                    tokens = rows.iter().map(|&r| tokens[r]).collect();
-                    let (logits, next) = b.step(state, &tokens).unwrap();
-                    tokens = argmax_tokens(&logits);
-                    all.push(logits.data);
-                    state = next;
-                }
-                // Joined with a fresh state at the same position, then stepped and selected again.
-                let (other, other_tokens, _) = steps(b, b.encode(&input).unwrap(), vec![0; 3], 6);
-                let joined = b.concat(state, other).unwrap();
-                tokens.extend(other_tokens);
-                let (logits, state) = b.step(joined, &tokens).unwrap();
-                all.push(logits.data);
-                let state = b.select(state, &[4, 0, 1, 6]).unwrap();
-                let tokens = [4, 0, 1, 6].map(|r| tokens[r]);
-                all.push(b.step(state, &tokens).unwrap().0.data);
-                all
+/// Rows kept before each step of [`logits_through_selections`]: repeated (new sources),
+/// reordered within their question (the same sources), one question dropped (its padding may be
+/// trimmed), the questions swapped (as many rows, other sources).
+const SELECTIONS: [&[usize]; 7] = [
+    &[0, 1, 2],
+    &[0, 0, 1, 1, 2, 2],
+    &[1, 0, 3, 2, 5, 4],
+    &[0, 1, 2, 3, 4, 5],
+    &[2, 3, 4, 5],
+    &[1, 0, 2, 3],
+    &[3, 2, 1, 0],
+];
+
+/// The logits of every step of `input` (three questions) through [`SELECTIONS`], then joined
+/// with a fresh state of the same questions at the same position, stepped, selected and
+/// stepped again.
+fn logits_through_selections<B: Seq2Seq>(
+    b: &B,
+    input: &EncoderInput,
+) -> Vec<cbqa::runtime::Logits> {
+    let mut state = b.encode(input).unwrap();
+    let mut tokens = vec![0i64; input.batch];
+    let mut all = Vec::new();
+    for rows in SELECTIONS {
+        state = b.select(state, rows).unwrap();
+        tokens = rows.iter().map(|&r| tokens[r]).collect();
+        let (logits, next) = b.step(state, &tokens).unwrap();
+        tokens = argmax_tokens(&logits);
+        all.push(logits);
+        state = next;
+    }
+    let (other, other_tokens, _) = steps(b, b.encode(input).unwrap(), vec![0; 3], SELECTIONS.len());
+    let joined = b.concat(state, other).unwrap();
+    tokens.extend(other_tokens);
+    let (logits, state) = b.step(joined, &tokens).unwrap();
+    all.push(logits);
+    let rows = [4, 0, 1, 6];
+    let state = b.select(state, &rows).unwrap();
+    all.push(b.step(state, &rows.map(|r| tokens[r])).unwrap().0);
+    all
+}
+
+/// On the CPU, ONNX Runtime writes each step's self-attention cache into blocks the state owns
+/// (`ort_cache.rs`), and a row selection that keeps every row's question gathers only the self
+/// caches. Through beam-like selections and a join, the logits must be bit-identical to ONNX
+/// Runtime allocating every output, and agree with tract (which gathers every state tensor);
+/// greedy and beam-4 answers must be identical.
+#[test]
+fn ort_caches_written_in_place_decode_as_ort_allocated_ones() {
+    use cbqa::runtime::ort::{OrtOptions, OrtSeq2Seq};
+    for name in FIXTURES {
+        let dir = OnnxDir::open(&cbqa_export(name)).unwrap();
+        let in_place = OrtSeq2Seq::load(&dir, &OrtOptions::default()).unwrap();
+        let allocated = OrtSeq2Seq::load(
+            &dir,
+            &OrtOptions {
+                cache_in_place: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let tract = cbqa::runtime::tract::TractSeq2Seq::load(&dir).unwrap();
+        let input = questions(name, 0..3);
+        let a = logits_through_selections(&in_place, &input);
+        let b = logits_through_selections(&allocated, &input);
+        let t = logits_through_selections(&tract, &input);
+        for (step, ((a, b), t)) in a.iter().zip(&b).zip(&t).enumerate() {
+            let what = format!("{name}: step {step}");
+            assert!(
+                a.data == b.data,
+                "{what}: in place and allocated logits differ"
+            );
+            let d = row_diff(a, 0..a.rows, t, &what);
+            assert!(d <= 1e-4, "{what}: onnxruntime vs tract {d:.2e}");
+        }
+        for beams in [1, 4] {
+            let opts = GenerateOptions {
+                num_beams: beams,
+                num_return_sequences: beams,
+                max_new_tokens: 12,
+                ..Default::default()
             };
-            let (a, b) = (run(&in_place), run(&allocated));
-            for (step, (a, b)) in a.iter().zip(&b).enumerate() {
-                assert!(a == b, "{name}: logits differ at step {step}");
-            }
-            for beams in [1, 4] {
-                let opts = GenerateOptions {
-                    num_beams: beams,
-                    num_return_sequences: beams,
-                    max_new_tokens: 12,
-                    ..Default::default()
-                };
-                let input = questions(name, 0..4);
-                let a = generate(&in_place, &input, &opts).unwrap();
-                let b = generate(&allocated, &input, &opts).unwrap();
-                assert_eq!(a, b, "{name}: beams {beams}");
-                assert!(a.iter().all(|h| h.len() == beams), "{name}: {a:?}");
-            }
+            let input = questions(name, 0..4);
+            let a = generate(&in_place, &input, &opts).unwrap();
+            let b = generate(&allocated, &input, &opts).unwrap();
+            assert_eq!(a, b, "{name}: beams {beams}");
+            assert!(a.iter().all(|h| h.len() == beams), "{name}: {a:?}");
         }
     }
 }
