@@ -27,7 +27,7 @@
 //! (see `ort_weights.rs`).
 
 use super::onnx_dir::{check_io, OnnxDir};
-use super::ort_cache::{CacheTarget, SelfCacheBlocks};
+use super::ort_cache::{CacheTarget, LogitsTarget, SelfCacheBlocks};
 use super::ort_weights::{fail, SharedWeights, ORT};
 use super::{
     is_identity, CachePadding, EncoderInput, GraphInput, GraphOutputs, JoinPads, Logits, Seq2Seq,
@@ -87,8 +87,8 @@ pub struct OrtOptions {
     /// one client of `cbqa serve`) uses every thread. 0: none.
     pub lone_run_threads: usize,
     /// CPU only: write every step's self-attention cache into memory the decoding state owns
-    /// (two blocks in turn, see `ort_cache.rs`) instead of fresh ONNX Runtime outputs. Off: ONNX
-    /// Runtime allocates them (as on a GPU).
+    /// (two blocks in turn) and its logits into the vector the step returns (see `ort_cache.rs`)
+    /// instead of fresh ONNX Runtime outputs. Off: ONNX Runtime allocates them (as on a GPU).
     pub cache_in_place: bool,
 }
 
@@ -387,7 +387,8 @@ pub struct OrtSeq2Seq {
     cache_mem: MemoryInfo<'static>,
     /// Host memory, for the logits (read every step).
     host_mem: MemoryInfo<'static>,
-    /// Whether self-attention caches are written in place ([`OrtOptions::cache_in_place`]).
+    /// Whether self-attention caches and logits are written in place
+    /// ([`OrtOptions::cache_in_place`]).
     in_place: bool,
     /// Row-selection sessions (see [`select_rows_model`]), one per list of state element types
     /// and trimmed tensors.
@@ -825,16 +826,15 @@ fn layers_of(mut out: impl Iterator<Item = DynValue>, layers: usize) -> Vec<[Dyn
     cache
 }
 
-/// The `into` of a run whose outputs from `first` on are the views of `target` (in order) and
-/// whose earlier outputs are placed by ONNX Runtime; empty without a target.
-fn bound_after(first: usize, target: &mut Option<CacheTarget>) -> Vec<Option<DynValue>> {
-    match target {
-        Some(t) => std::iter::repeat_with(|| None)
-            .take(first)
-            .chain(t.views.drain(..).map(Some))
-            .collect(),
-        None => Vec::new(),
-    }
+/// The `into` of a step run: the logits into `logits` where there is one, the self-attention
+/// outputs after them into the views of `target` (in order); ONNX Runtime places the rest.
+fn step_outputs(
+    logits: &mut Option<LogitsTarget>,
+    target: &mut Option<CacheTarget>,
+) -> Vec<Option<DynValue>> {
+    let first = logits.as_mut().map(|l| l.view.take());
+    let views = target.iter_mut().flat_map(|t| t.views.drain(..).map(Some));
+    std::iter::once(first.flatten()).chain(views).collect()
 }
 
 /// The int64 tensor `[shape]` over `data`, as an input of `graph`.
@@ -904,7 +904,11 @@ impl OrtSeq2Seq {
         };
         let (rows, len) = (state.rows, state.cache_len() + 1);
         let mut target = self.cache_target(&mut state, rows, len)?;
-        let mut into = bound_after(1, &mut target);
+        let mut logits_target = match self.in_place {
+            true => Some(LogitsTarget::new(&self.host_mem, rows, self.vocab)?),
+            false => None,
+        };
+        let mut into = step_outputs(&mut logits_target, &mut target);
         let mut inputs: Vec<(&str, &DynValue)> = Vec::with_capacity(3 + 4 * self.layers);
         inputs.push((INPUT_IDS, &ids));
         inputs.push((ENCODER_ATTENTION_MASK, &state.mask));
@@ -929,7 +933,11 @@ impl OrtSeq2Seq {
         drop((inputs, into));
         let mut out = out.into_iter();
         let logits = out.next().ok_or_else(|| self.missing(graph, LOGITS))?;
-        let logits = self.logits_of(graph, &logits, state.rows)?;
+        let read = |value: &DynValue| self.logits_of(graph, value, rows);
+        let logits = match logits_target {
+            Some(buffer) => buffer.finish(logits, read)?,
+            None => read(&logits)?,
+        };
         for layer in state.cache.iter_mut() {
             if let (Some(k), Some(v)) = (out.next(), out.next()) {
                 layer[0] = k;

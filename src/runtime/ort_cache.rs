@@ -1,4 +1,4 @@
-//! Self-attention caches written in place, in host memory.
+//! Decoding outputs written in place, in host memory: self-attention caches and logits.
 //!
 //! Every decoder step returns a state's self-attention cache one position longer (t5-small: 12
 //! tensors `[rows, 8, len + 1, 64]`), and a beam step gathers it once more into its new row
@@ -19,8 +19,12 @@
 //! the block. [`SelfCacheBlocks`] is declared after the cache in the state (fields drop in
 //! order), the values a run replaces are dropped while their block is still held, and a block
 //! is only written again, as the spare, after the values viewing it were replaced.
+//!
+//! Alike, a step's logits are written into the vector the step returns ([`LogitsTarget`]), and
+//! [`trim_heap`] gives the C heap's free pages back (`OrtSeq2Seq::release_unused_memory`).
 
 use super::ort_weights::{element, value_over};
+use super::Logits;
 use crate::error::{Error, Result};
 use memmap2::{MmapMut, MmapOptions};
 use ort::memory::MemoryInfo;
@@ -139,5 +143,75 @@ pub(super) fn trim_heap() {
     // SAFETY: malloc_trim only releases memory the allocator holds free; it locks each arena.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// A step's logits (`[rows, 1, vocab]` fp32), written by ONNX Runtime straight into the vector
+/// the step hands on as its [`Logits`]: no output of ONNX Runtime's own, no copy (4 MB each
+/// step and decode loop at 32 rows of t5's 32128-token vocabulary).
+pub(super) struct LogitsTarget {
+    /// Capacity `rows × vocab`, length 0 until the run wrote it (see [`LogitsTarget::finish`]).
+    data: Vec<f32>,
+    rows: usize,
+    vocab: usize,
+    /// The tensor over `data` to bind as the `logits` output; taken by the run.
+    pub(super) view: Option<DynValue>,
+}
+
+impl LogitsTarget {
+    pub(super) fn new(host: &MemoryInfo<'static>, rows: usize, vocab: usize) -> Result<Self> {
+        let n = rows * vocab;
+        let mut data: Vec<f32> = Vec::with_capacity(n.max(1));
+        let shape = [rows as i64, 1, vocab as i64];
+        // SAFETY: the buffer holds `n` f32 (aligned, allocated above) and does not move or free
+        // while the view or any value ONNX Runtime makes of it lives: `finish` drops those
+        // before it gives the vector away, and a dropped target drops the view first (field
+        // order does not matter: the view never frees the data).
+        let view = unsafe {
+            value_over(
+                host,
+                data.as_mut_ptr().cast(),
+                n * 4,
+                &shape,
+                ort::sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+            )
+        }
+        .map_err(|e| Error::backend(super::ort_weights::ORT, "view the logits buffer", e))?;
+        Ok(LogitsTarget {
+            data,
+            rows,
+            vocab,
+            view: Some(view),
+        })
+    }
+
+    /// The logits, given the value the run returned for them: the buffer itself when ONNX
+    /// Runtime wrote into it with the expected shape, otherwise (it placed the output elsewhere)
+    /// read out of what it returned, `read(value)`.
+    pub(super) fn finish(
+        mut self,
+        returned: DynValue,
+        read: impl FnOnce(&DynValue) -> Result<Logits>,
+    ) -> Result<Logits> {
+        let written = match returned.try_extract_tensor::<f32>() {
+            Ok((shape, data)) => {
+                data.as_ptr() == self.data.as_ptr()
+                    && shape[..] == [self.rows as i64, 1, self.vocab as i64]
+            }
+            Err(_) => false,
+        };
+        if !written {
+            return read(&returned);
+        }
+        drop(returned);
+        drop(self.view.take());
+        // SAFETY: ONNX Runtime wrote the whole `[rows, 1, vocab]` output into the buffer (its
+        // returned value is a tensor of that shape over this buffer), and no value views it now.
+        unsafe { self.data.set_len(self.rows * self.vocab) };
+        Ok(Logits {
+            data: std::mem::take(&mut self.data),
+            rows: self.rows,
+            vocab: self.vocab,
+        })
     }
 }
