@@ -696,7 +696,7 @@ impl OrtSeq2Seq {
     }
 
     /// [`OrtSeq2Seq::run`] with output `i` written into `into[i]` where that is a value (a view
-    /// of a [`super::ort_cache::CacheBlock`]); the others are placed as `placement` says.
+    /// of memory the caller owns, `ort_cache.rs`); the others are placed as `placement` says.
     fn run_on(
         &self,
         s: &mut Session,

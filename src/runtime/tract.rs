@@ -87,10 +87,10 @@ fn fold_weight_packing(mut model: TypedModel) -> TractResult<TypedModel> {
         };
         let outlet = OutletId::new(id, 0);
         let exotic = model.outlet_fact(outlet)?.exotic_fact.clone();
-        let mut patch = TypedModelPatch::default();
         let Some(tensor) = packed.into_iter().next() else {
             continue;
         };
+        let mut patch = TypedModelPatch::default();
         let wire = patch.wire_node(
             format!("{}.folded", node.name),
             Const::new_with_opt_exotic_fact(tensor.into_arc_tensor(), exotic)?,

@@ -224,23 +224,34 @@ fn tch_matches_transformers_through_the_same_decoding() {
     }
 }
 
+/// ONNX Runtime on `dir` with the default options, and with `other`.
+fn ort_default_and(
+    dir: &OnnxDir,
+    other: cbqa::runtime::ort::OrtOptions,
+) -> (
+    cbqa::runtime::ort::OrtSeq2Seq,
+    cbqa::runtime::ort::OrtSeq2Seq,
+) {
+    use cbqa::runtime::ort::OrtSeq2Seq;
+    let default = OrtSeq2Seq::load(dir, &Default::default()).unwrap();
+    (default, OrtSeq2Seq::load(dir, &other).unwrap())
+}
+
 /// The CPU default maps `model.onnx_data` once and hands the weights to all three sessions;
 /// the result must be bit-identical to ONNX Runtime loading each graph's weights itself, also
 /// after the mapped pages were dropped (they are, once loading ends).
 #[test]
 fn ort_shared_weights_give_the_same_logits_as_ort_own_loading() {
-    use cbqa::runtime::ort::{OrtOptions, OrtSeq2Seq};
+    use cbqa::runtime::ort::OrtOptions;
     for name in FIXTURES {
         let dir = OnnxDir::open(&cbqa_export(name)).unwrap();
-        let shared = OrtSeq2Seq::load(&dir, &OrtOptions::default()).unwrap();
-        let own = OrtSeq2Seq::load(
+        let (shared, own) = ort_default_and(
             &dir,
-            &OrtOptions {
+            OrtOptions {
                 share_weights: false,
                 ..Default::default()
             },
-        )
-        .unwrap();
+        );
         assert!(
             shared.describe().contains("shared-weights="),
             "{}",
@@ -322,18 +333,16 @@ fn logits_through_selections<B: Seq2Seq>(
 /// greedy and beam-4 answers must be identical.
 #[test]
 fn ort_caches_written_in_place_decode_as_ort_allocated_ones() {
-    use cbqa::runtime::ort::{OrtOptions, OrtSeq2Seq};
+    use cbqa::runtime::ort::OrtOptions;
     for name in FIXTURES {
         let dir = OnnxDir::open(&cbqa_export(name)).unwrap();
-        let in_place = OrtSeq2Seq::load(&dir, &OrtOptions::default()).unwrap();
-        let allocated = OrtSeq2Seq::load(
+        let (in_place, allocated) = ort_default_and(
             &dir,
-            &OrtOptions {
+            OrtOptions {
                 cache_in_place: false,
                 ..Default::default()
             },
-        )
-        .unwrap();
+        );
         let tract = cbqa::runtime::tract::TractSeq2Seq::load(&dir).unwrap();
         let input = questions(name, 0..3);
         let a = logits_through_selections(&in_place, &input);
